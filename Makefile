@@ -1,0 +1,31 @@
+# Two user-facing targets: `make run` and `make test`. Both work on a fresh clone with only
+# Python 3 installed; they create .venv on first use and reinstall only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test data gradcheck bench clean
+
+run: $(VENV)/.installed
+	$(BIN)/crosscheck data
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+data: $(VENV)/.installed
+	$(BIN)/crosscheck data
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+# The test extra is a superset of the plain install, so it satisfies `make run` too.
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

