@@ -1,0 +1,159 @@
+"""Four independent witnesses of the same gradient, compared pair by pair, layer by layer.
+
+- manual: the fast NumPy backward pass (``manual.mlp``);
+- chain: the notes' Jacobians multiplied out literally (``manual.jacobians``), small nets only;
+- torch: PyTorch autograd on a ``TorchMLP`` holding a copy of the same weights;
+- fd: central finite differences of the loss, always in float64 (every coordinate of small nets,
+  a random sample of coordinates of big ones).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from compare import tolerances
+from compare.agreement import Agreement, compare_grads, measure
+from manual import jacobians
+from manual.mlp import MLP
+
+WITNESSES = {
+    "manual": "the fast NumPy backward pass",
+    "chain": "the notes' Jacobians multiplied out, example by example",
+    "torch": "PyTorch autograd",
+    "fd": "central finite differences in float64",
+}
+# Below this many parameters every coordinate gets a finite difference (two forward passes each).
+FD_ALL_BELOW = 60_000
+
+
+def copy_grads(grads):
+    return [(np.array(dW), np.array(db)) for dW, db in grads]
+
+
+def choose_coordinates(mlp: MLP, samples: int, rng: np.random.Generator):
+    """Flat indices to difference, per layer and parameter: all of them for nets with fewer than
+    FD_ALL_BELOW parameters, else up to `samples` drawn without replacement from each array."""
+    total = sum(W.size + b.size for W, b in mlp.parameters())
+    coords = []
+    for W, b in mlp.parameters():
+        pair = []
+        for theta in (W, b):
+            if total < FD_ALL_BELOW or theta.size <= samples:
+                pair.append(np.arange(theta.size))
+            else:
+                pair.append(np.sort(rng.choice(theta.size, size=samples, replace=False)))
+        coords.append(tuple(pair))
+    return coords
+
+
+def finite_differences(mlp: MLP, x: np.ndarray, y: np.ndarray, coords, h: float = tolerances.FD_STEP):
+    """(L(θ + h) − L(θ − h)) / 2h for each chosen coordinate, on a float64 copy of `mlp`.
+
+    Returns:
+        [(dW_values, db_values), ...]: 1-D float64 arrays matching `coords`.
+    """
+    net = MLP(mlp.sizes, mlp.activation.name, np.float64)
+    net.set_parameters(mlp.weights, mlp.biases)
+    x = x.astype(np.float64)
+    out = []
+    for (W, b), pair in zip(net.parameters(), coords):
+        values = []
+        for theta, idx in zip((W, b), pair):
+            flat = theta.reshape(-1)  # a view: perturbing it perturbs the net
+            v = np.empty(len(idx))
+            for n, k in enumerate(idx):
+                saved = flat[k]
+                flat[k] = saved + h
+                up = net.loss(x, y)
+                flat[k] = saved - h
+                down = net.loss(x, y)
+                flat[k] = saved
+                v[n] = (up - down) / (2 * h)
+            values.append(v)
+        out.append(tuple(values))
+    return out
+
+
+def witness_grads(mlp: MLP, x: np.ndarray, y: np.ndarray, fd_samples: int = 500, seed: int = 0):
+    """Compute every witness on the same weights and batch.
+
+    Returns:
+        (grads, coords, notes): grads maps witness name -> [(dW, db), ...] (for "fd": the values at
+        `coords` only); notes maps a skipped witness to the reason.
+    """
+    from torch_ref.convert import from_manual, loss_and_grads
+
+    grads, notes = {}, {}
+    grads["manual"] = copy_grads(mlp.loss_and_grads(x, y)[1])
+    try:
+        grads["chain"] = jacobians.batch_grads(mlp.weights, mlp.biases, x, y, mlp.activation)
+    except ValueError as e:
+        notes["chain"] = f"skipped: {e}"
+    grads["torch"] = copy_grads(loss_and_grads(from_manual(mlp), x, y)[1])
+    coords = choose_coordinates(mlp, fd_samples, np.random.default_rng(seed))
+    grads["fd"] = finite_differences(mlp, x, y, coords)
+    return grads, coords, notes
+
+
+def compare_witnesses(grads: dict, coords, dtype) -> dict[tuple[str, str], list[Agreement]]:
+    """Every pair of witnesses, layer by layer. Pairs with "fd" compare at the sampled coordinates."""
+    results = {}
+    for a, b in itertools.combinations([w for w in WITNESSES if w in grads], 2):
+        if "fd" in (a, b):
+            analytic = grads[a]  # "fd" comes last in WITNESSES
+            allowed = max(tolerances.FINITE_DIFF_REL, tolerances.gradient_rel(dtype))
+            results[(a, b)] = [
+                measure(np.asarray(g).reshape(-1)[idx], fd, layer, param, allowed)
+                for layer, (pair, cpair, fpair) in enumerate(zip(analytic, coords, grads["fd"]), start=1)
+                for param, g, idx, fd in zip("Wb", pair, cpair, fpair)
+            ]
+        else:
+            results[(a, b)] = compare_grads(grads[a], grads[b], tolerances.gradient_rel(dtype))
+    return results
+
+
+def format_table(results: dict[tuple[str, str], list[Agreement]]) -> str:
+    """Relative error per layer/parameter (rows) and witness pair (columns); failures marked."""
+    pairs = list(results)
+    first = results[pairs[0]]
+    header = ["layer", "param", "shape"] + [f"{a}~{b}" for a, b in pairs]
+    rows = [header]
+    for r, g in enumerate(first):
+        cells = [str(g.layer), g.param, "x".join(map(str, g.shape))]
+        for pair in pairs:
+            q = results[pair][r]
+            cells.append(f"{q.rel_err:.1e}" + ("" if q.ok else " FAIL"))
+        rows.append(cells)
+    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch: int, dtype, seed: int,
+        fd_samples: int) -> dict:
+    """The whole check on a batch drawn from (mnist_x, mnist_y). Returns a JSON-ready report."""
+    from compare.agreement import describe
+
+    rng = np.random.default_rng(seed)
+    mlp = MLP(sizes, activation, dtype, seed=rng)
+    idx = np.sort(rng.choice(len(mnist_x), size=batch, replace=False))
+    x, y = np.ascontiguousarray(mnist_x[idx], dtype=dtype), mnist_y[idx]
+    grads, coords, notes = witness_grads(mlp, x, y, fd_samples, seed)
+    results = compare_witnesses(grads, coords, dtype)
+    n_fd = sum(len(i) for pair in coords for i in pair)
+    n_params = sum(W.size + b.size for W, b in mlp.parameters())
+    failures = [describe(g, pair) for pair, gs in results.items() for g in gs if not g.ok]
+    return {
+        "config": {"sizes": list(mlp.sizes), "activation": activation, "batch": batch,
+                   "dtype": np.dtype(dtype).name, "seed": seed, "image_indices": idx.tolist()},
+        "witnesses": {w: d for w, d in WITNESSES.items() if w in grads},
+        "skipped": notes,
+        "fd_coordinates": {"checked": n_fd, "of": n_params, "step": tolerances.FD_STEP},
+        "allowed": {"between analytic witnesses": tolerances.gradient_rel(dtype),
+                    "against fd": max(tolerances.FINITE_DIFF_REL, tolerances.gradient_rel(dtype))},
+        "pairs": [{"a": a, "b": b, "agreements": [g.to_dict() for g in gs]} for (a, b), gs in results.items()],
+        "table": format_table(results),
+        "failures": failures,
+        "ok": not failures,
+    }

@@ -1,0 +1,41 @@
+"""Every tolerance of the project, in one place, each with the reason for its value.
+
+All are bounds on the relative error ‖a − b‖ / max(‖a‖, ‖b‖, tiny) of a whole parameter's
+gradient (see ``compare.agreement``). A real derivative bug (a dropped σ', a sign, a transpose,
+a missing 1/B) gives a relative error of order 1e-2 to 1, far above every bound here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Manual vs torch in float64: the same formulas summed in a different order (BLAS blocking,
+# fused kernels). Each rounding is ~1e-16; sums of a few thousand terms give ~1e-15 (seen:
+# 1e-16 .. 5e-15). 1e-10 leaves five orders of magnitude for unlucky cancellation and is still
+# eight orders below a real bug.
+FLOAT64_REL = 1e-10
+
+# Manual vs torch in float32: eps = 6e-8; sums over 784 inputs and a batch give ~1e-6 (seen:
+# 1e-7 .. 3e-6). 1e-4 is a hundredfold margin.
+FLOAT32_REL = 1e-4
+
+# Central finite differences in float64, step FD_STEP: truncation error ~h²·f''' ≈ 1e-12 and
+# rounding error ~eps·|L|/h ≈ 2e-10 per coordinate, so ~1e-8 relative over a whole gradient
+# (seen: 1e-9 .. 5e-8). 1e-6 is the usual bound (torch.autograd.gradcheck uses atol 1e-5).
+FINITE_DIFF_REL = 1e-6
+FD_STEP = 1e-6
+
+# Free-mode training in float64: two trajectories from the same start, each rounding
+# differently, drift apart slowly (the distance grows roughly with the number of steps).
+# After a full default run (thousands of steps) the loss differs by ~1e-13 relative and the
+# gradients by ~1e-12; the bounds below keep two to three orders of margin over what
+# `crosscheck train` measured, and stay far below anything a wrong derivative produces.
+FREE_LOSS_REL = 1e-10
+FREE_GRAD_REL = 1e-8
+
+TINY = np.finfo(np.float64).tiny  # keeps 0/0 out of the relative error of two zero gradients
+
+
+def gradient_rel(dtype) -> float:
+    """Manual-vs-torch tolerance for gradients computed in `dtype` at identical weights."""
+    return FLOAT32_REL if np.dtype(dtype) == np.float32 else FLOAT64_REL

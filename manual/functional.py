@@ -1,0 +1,197 @@
+"""The notes' functions, each with its derivative right beside it.
+
+Conventions: a batch is a 2-D array with one example per row, shape (B, n); every function keeps
+the dtype of its input. Functions that take ``out=`` write their result there (an array of the
+result's shape and dtype) and return it, so the training loop can reuse buffers; ``out=x`` is
+allowed. Elementwise derivatives are computed from the stored *output* of the forward function
+(the notes: σ' = σ(1−σ) reuses σ from the forward pass); the row-wise functions (softmax,
+log_softmax, cross_entropy) come with their vector–Jacobian products.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+# ------------------------------------------------------------------------------ linear map
+
+
+def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """ẑ = W z + b for every row z of `x`: ``x @ W.T + b``.
+
+    Args:
+        x: (B, in) inputs, one example per row.
+        W: (out, in) weights, the layout of ``torch.nn.Linear.weight``.
+        b: (out,) bias.
+        out: optional (B, out) buffer.
+    Returns:
+        (B, out) pre-activations ẑ.
+    """
+    out = np.matmul(x, W.T, out=out)
+    out += b
+    return out
+
+
+def linear_backward(delta: np.ndarray, x: np.ndarray, W: np.ndarray, dW=None, db=None, dx=None, need_dx=True):
+    """Vector–Jacobian products of ẑ = Wz + b, summed over the batch.
+
+    The notes' Jacobians: D_z = W, D_W = blocks of zᵀ, D_b = I. Applied to the row vector δ = ∂L/∂ẑ
+    of each example and summed over the B rows:
+
+        dW = δᵀ x   (out, in)      db = Σ_rows δ   (out,)      dx = δ W   (B, in)
+
+    Args:
+        delta: (B, out) ∂L/∂ẑ for each example (already carrying the 1/B of the batch mean).
+        x: (B, in) the layer's input, stored by the forward pass.
+        W: (out, in) weights.
+        dW, db, dx: optional output buffers.
+        need_dx: False for the first layer, whose input gradient nobody needs.
+    Returns:
+        (dW, db, dx), dx None when not needed.
+    """
+    dW = np.matmul(delta.T, x, out=dW)
+    db = np.sum(delta, axis=0, out=db)
+    dx = np.matmul(delta, W, out=dx) if need_dx else None
+    return dW, db, dx
+
+
+# ------------------------------------------------------------------------------ activations
+
+
+def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """σ(x) = 1 / (1 + e^(−x)), elementwise, for any finite x.
+
+    One exp per element. For x < about −709 (float64) or −88 (float32) e^(−x) overflows to +inf;
+    then 1/(1 + inf) = 0, which is σ(x) correctly rounded (the true value is below the smallest
+    float). That overflow is the right answer, so its warning is silenced here and only here. For
+    x → +inf, e^(−x) underflows to 0 and σ = 1. No NaN is possible.
+    """
+    with np.errstate(over="ignore"):
+        out = np.negative(x, out=out)
+        np.exp(out, out=out)
+    out += 1
+    return np.reciprocal(out, out=out)
+
+
+def sigmoid_prime(s: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """σ'(x) = σ(x)(1 − σ(x)), from s = σ(x) as stored by the forward pass."""
+    out = np.subtract(1, s, out=out)
+    out *= s
+    return out
+
+
+def tanh(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """tanh(x), elementwise (beyond the notes; saturates to ±1 without overflow)."""
+    return np.tanh(x, out=out)
+
+
+def tanh_prime(t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """tanh'(x) = 1 − tanh(x)², from t = tanh(x)."""
+    out = np.multiply(t, t, out=out)
+    np.subtract(1, out, out=out)
+    return out
+
+
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """max(x, 0), elementwise (beyond the notes)."""
+    return np.maximum(x, 0, out=out)
+
+
+def relu_prime(r: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """relu'(x) = 1 where x > 0 else 0 (0 at x = 0, as PyTorch does), from r = relu(x) (r > 0 ⇔ x > 0)."""
+    if out is None:
+        out = np.empty_like(r)
+    return np.greater(r, 0, out=out, casting="unsafe")
+
+
+class Activation(NamedTuple):
+    """A hidden-layer nonlinearity: f(x) and f' computed from the stored output f(x)."""
+
+    name: str
+    f: Callable[..., np.ndarray]
+    prime: Callable[..., np.ndarray]
+
+
+ACTIVATIONS = {
+    "sigmoid": Activation("sigmoid", sigmoid, sigmoid_prime),
+    "tanh": Activation("tanh", tanh, tanh_prime),
+    "relu": Activation("relu", relu, relu_prime),
+}
+
+
+# ------------------------------------------------------------------------------ softmax & loss
+
+
+def logsumexp(x: np.ndarray) -> np.ndarray:
+    """ln Σⱼ e^(xⱼ) over each row, as c + ln Σⱼ e^(xⱼ − c) with c = max x (no overflow).
+
+    Args: x: (B, n). Returns: (B,).
+    """
+    c = x.max(axis=-1)
+    e = np.exp(x - c[:, None])
+    return c + np.log(e.sum(axis=-1))
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """ln SM(x)ᵢ = xᵢ − logsumexp(x), row-wise. (B, n) -> (B, n)."""
+    return x - logsumexp(x)[:, None]
+
+
+def log_softmax_vjp(g: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """gᵀ D(log SM) = g − s Σⱼ gⱼ, row-wise, from s = SM(x) (D log SM = I − 1sᵀ)."""
+    return g - s * g.sum(axis=-1, keepdims=True)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """SM(x)ᵢ = exp(xᵢ − c − ln Σⱼ e^(xⱼ − c)), c = max x (the notes' appendix), row-wise."""
+    return np.exp(log_softmax(x))
+
+
+def softmax_vjp(g: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """gᵀ D SM = gᵀ (diag(s) − s sᵀ) = s ⊙ (g − g·s), row-wise, from s = SM(x)."""
+    return s * (g - (g * s).sum(axis=-1, keepdims=True))
+
+
+def _check_labels(logits: np.ndarray, y: np.ndarray) -> None:
+    if y.shape != logits.shape[:1]:
+        raise ValueError(f"labels must have shape ({logits.shape[0]},), one per row of logits; got {y.shape}")
+
+
+def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean over the batch of CE(h, y) = −ln h_y with h = SM(logits), computed as
+    logsumexp(ẑ) − ẑ_y (from log_softmax, never the log of a softmax).
+
+    Args:
+        logits: (B, C) output pre-activations ẑ.
+        y: (B,) integer labels in 0..C−1.
+    Returns:
+        the batch-mean loss, a Python float.
+    """
+    _check_labels(logits, y)
+    rows = np.arange(len(y))
+    return float(np.mean(logsumexp(logits) - logits[rows, y]))
+
+
+def cross_entropy_backward(logits: np.ndarray, y: np.ndarray, out: np.ndarray | None = None):
+    """∂/∂ẑ of the batch-mean cross-entropy: δ = (SM(ẑ) − onehot(y)) / B, shape (B, C).
+
+    The one-hot matrix is never built: subtract 1 at (row, y_row). Also returns the loss, since
+    the forward quantities (the shift c, e^(ẑ−c) and its row sums) are the same:
+    loss = mean(c + ln Σ e^(ẑ−c) − ẑ_y).
+
+    Returns:
+        (loss, delta): a float and the (B, C) array `out`.
+    """
+    _check_labels(logits, y)
+    B = len(y)
+    rows = np.arange(B)
+    c = logits.max(axis=1, keepdims=True)
+    out = np.subtract(logits, c, out=out)
+    np.exp(out, out=out)
+    total = out.sum(axis=1, keepdims=True)
+    loss = float(np.mean(c[:, 0] + np.log(total[:, 0]) - logits[rows, y]))
+    out /= total  # softmax
+    out[rows, y] -= 1
+    out /= B  # the mean's 1/B, once, here
+    return loss, out

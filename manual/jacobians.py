@@ -1,0 +1,110 @@
+"""The notes' explicit Jacobians, and the chain rule multiplied out literally, one example at a time.
+
+Slow on purpose: it builds every Jacobian as a matrix and multiplies them in reverse order,
+exactly as written in the notes, to show that the fast backward pass (``manual.mlp``) computes
+the same thing. Parameters are flattened row by row: vec(W)[j·in + k] = W[j, k].
+
+For one example x with label y and layers ẑᵢ = Wⁱzᵢ + bⁱ, zᵢ₊₁ = σ(ẑᵢ), h = SM(ẑₖ₋₁):
+
+    ∂CE/∂h      = −e_yᵀ / h_y                      (row vector, 1 × C)
+    ∂CE/∂ẑₖ₋₁   = ∂CE/∂h · D SM(ẑₖ₋₁)
+    ∂CE/∂vec Wⁱ = ∂CE/∂ẑᵢ · D_W(zᵢ)                 D_W = blocks of zᵢᵀ on the diagonal
+    ∂CE/∂bⁱ     = ∂CE/∂ẑᵢ · I
+    ∂CE/∂ẑᵢ₋₁   = ∂CE/∂ẑᵢ · Wⁱ · Dσ(ẑᵢ₋₁)            D_z = W, Dσ = diag(σ'(ẑ))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from manual import functional as F
+
+# D_W of a layer has out × (out·in) entries for every example; above this the literal chain
+# would need gigabytes and minutes, which is not what it is for.
+MAX_JACOBIAN_ENTRIES = 1 << 24
+
+
+def d_activation(z_next: np.ndarray, prime=F.sigmoid_prime) -> np.ndarray:
+    """Dσ = diag(σ'(ẑ)), (n, n), from z_next = σ(ẑ) of one example, shape (n,)."""
+    return np.diag(prime(z_next))
+
+
+def d_softmax(s: np.ndarray) -> np.ndarray:
+    """D SM = diag(s) − s sᵀ, (C, C), from s = SM(ẑ) of one example, shape (C,)."""
+    return np.diag(s) - np.outer(s, s)
+
+
+def d_cross_entropy(h: np.ndarray, y: int) -> np.ndarray:
+    """∂CE(h, y)/∂h = −e_yᵀ / h_y, a (1, C) row vector, for CE(h, y) = −ln h_y."""
+    g = np.zeros((1, len(h)), h.dtype)
+    g[0, y] = -1.0 / h[y]
+    return g
+
+
+def d_linear_x(W: np.ndarray) -> np.ndarray:
+    """D_z (Wz + b) = W, (out, in)."""
+    return W
+
+
+def d_linear_W(z: np.ndarray, n_out: int) -> np.ndarray:
+    """D_W (Wz + b) = the (out, out·in) block matrix with zᵀ in each diagonal block."""
+    return np.kron(np.eye(n_out, dtype=z.dtype), z[None, :])
+
+
+def d_linear_b(n_out: int, dtype=np.float64) -> np.ndarray:
+    """D_b (Wz + b) = I, (out, out)."""
+    return np.eye(n_out, dtype=dtype)
+
+
+def check_size(sizes) -> None:
+    """Refuse sizes whose D_W matrices would be impractically large (ValueError says which)."""
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        entries = n_out * n_out * n_in
+        if entries > MAX_JACOBIAN_ENTRIES:
+            raise ValueError(
+                f"the literal Jacobian chain would build a {n_out} x {n_out * n_in} matrix D_W for layer {i} "
+                f"({entries:,} entries, limit {MAX_JACOBIAN_ENTRIES:,}); use narrower layers (out²·in <= limit)"
+            )
+
+
+def example_grads(weights, biases, x: np.ndarray, y: int, activation=F.ACTIVATIONS["sigmoid"]):
+    """∂CE/∂Θ for one example (x of shape (in,), label y) by the literal chain of Jacobians.
+
+    Returns:
+        [(dW, db), ...] with the shapes of (W, b).
+    """
+    zs, z = [x], x
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        zhat = W @ z + b
+        z = activation.f(zhat) if i < len(weights) - 1 else F.softmax(zhat[None, :])[0]
+        zs.append(z)
+    h = zs[-1]
+
+    g = d_cross_entropy(h, y) @ d_softmax(h)  # ∂CE/∂ẑₖ₋₁, (1, C)
+    grads = []
+    for i in reversed(range(len(weights))):
+        n_out = len(biases[i])
+        dW = (g @ d_linear_W(zs[i], n_out)).reshape(weights[i].shape)
+        db = (g @ d_linear_b(n_out, g.dtype))[0]
+        grads.append((dW, db))
+        if i > 0:
+            g = g @ d_linear_x(weights[i]) @ d_activation(zs[i], activation.prime)
+    return grads[::-1]
+
+
+def batch_grads(weights, biases, x: np.ndarray, y: np.ndarray, activation=F.ACTIVATIONS["sigmoid"]):
+    """Gradient of the batch-mean loss: the per-example literal chains, averaged.
+
+    Args:
+        weights, biases: lists of (out, in) and (out,) arrays.
+        x: (B, in) inputs; y: (B,) labels.
+        activation: a ``functional.Activation``.
+    Returns:
+        [(dW, db), ...]. Raises ValueError for sizes beyond ``MAX_JACOBIAN_ENTRIES``.
+    """
+    check_size([weights[0].shape[1]] + [len(b) for b in biases])
+    total = None
+    for xi, yi in zip(x, y):
+        g = example_grads(weights, biases, xi, int(yi), activation)
+        total = g if total is None else [(a + c, b + d) for (a, b), (c, d) in zip(total, g)]
+    return [(dW / len(x), db / len(x)) for dW, db in total]
