@@ -48,7 +48,8 @@ class Agreement:
 
 
 def _sq(v: np.ndarray) -> float:
-    return float(np.dot(v, v))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is handled by the caller
+        return float(np.dot(v, v))
 
 
 def measure(a: np.ndarray, b: np.ndarray, layer: int, param: str, allowed: float) -> Agreement:

@@ -62,10 +62,11 @@ def linear_backward(delta: np.ndarray, x: np.ndarray, W: np.ndarray, dW=None, db
 def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """σ(x) = 1 / (1 + e^(−x)), elementwise, for any finite x.
 
-    One exp per element. For x < about −709 (float64) or −88 (float32) e^(−x) overflows to +inf;
-    then 1/(1 + inf) = 0, which is σ(x) correctly rounded (the true value is below the smallest
-    float). That overflow is the right answer, so its warning is silenced here and only here. For
-    x → +inf, e^(−x) underflows to 0 and σ = 1. No NaN is possible.
+    One exp per element. For x < about −709 (float64) or −88 (float32) e^(−x) overflows to +inf
+    and 1/(1 + inf) = 0: the true σ(x) ≈ e^x is then at most a subnormal number (below 2.3e-308
+    resp. 1.2e-38), so 0 is off by less than that. The overflow gives the right answer, so its
+    warning is silenced here and only here. For large x, e^(−x) underflows to 0 and σ = 1.
+    No NaN is possible.
     """
     with np.errstate(over="ignore"):
         out = np.negative(x, out=out)

@@ -181,7 +181,8 @@ class MLP:
         for i in reversed(range(len(self.weights))):
             dW, db = self.grads[i]
             dz = buf["dz"][i - 1] if i > 0 else None
-            F.linear_backward(delta, self.zs[i], self.weights[i], dW, db, dz, need_dx=i > 0)
+            dW, db, dz = F.linear_backward(delta, self.zs[i], self.weights[i], dW, db, dz, need_dx=i > 0)
+            self.grads[i] = (dW, db)
             if i > 0:
                 delta = dz
                 delta *= prime(self.zs[i], out=buf["prime"][i - 1])  # δ ← (δ Wⁱ) ⊙ σ'(ẑᵢ₋₁)

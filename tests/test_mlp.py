@@ -1,0 +1,222 @@
+"""manual/mlp.py and manual/optim.py: initialisation, forward, whole-network gradients against
+torch autograd (0–3 hidden layers, several widths and batch sizes, both dtypes, all activations),
+a property-based sweep, the extremes, and input validation."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compare.agreement import assert_grads_agree
+from compare.tolerances import gradient_rel
+from manual.mlp import MLP, init_parameters
+from manual.optim import SGD
+from torch_ref import convert
+
+RNG = np.random.default_rng(2)
+
+
+def agree_with_torch(mlp, x, y):
+    loss, grads = mlp.loss_and_grads(x, y)
+    t_loss, t_grads = convert.loss_and_grads(convert.from_manual(mlp), x, y)
+    assert loss == pytest.approx(t_loss, rel=10 * gradient_rel(mlp.dtype))
+    return assert_grads_agree(grads, t_grads, gradient_rel(mlp.dtype))
+
+
+# ------------------------------------------------------------------ initialisation
+
+
+def test_init_is_nn_linear_default_distribution():
+    weights, biases = init_parameters((400, 300, 10), np.random.default_rng(0))
+    for W, b, n_in in zip(weights, biases, (400, 300)):
+        bound = 1 / np.sqrt(n_in)
+        assert np.abs(W).max() <= bound and np.abs(b).max() <= bound
+        assert np.abs(W).max() > 0.99 * bound  # uses the whole interval
+        assert abs(W.mean()) < 0.02 * bound and abs(W.var() / (bound**2 / 3) - 1) < 0.06  # U(−a, a)
+
+
+def test_same_seed_same_weights_and_dtypes_share_the_draw():
+    a, b = MLP((8, 5, 3), seed=7), MLP((8, 5, 3), seed=7)
+    c = MLP((8, 5, 3), dtype=np.float32, seed=7)
+    for Wa, Wb, Wc in zip(a.weights, b.weights, c.weights):
+        np.testing.assert_array_equal(Wa, Wb)
+        np.testing.assert_array_equal(Wa.astype(np.float32), Wc)
+    assert not np.array_equal(MLP((8, 5, 3), seed=8).weights[0], a.weights[0])
+    gen = np.random.default_rng(7)
+    np.testing.assert_array_equal(MLP((8, 5, 3), seed=gen).weights[0], a.weights[0])
+
+
+def test_shapes_follow_nn_linear_layout():
+    mlp = MLP((784, 256, 10))
+    assert [W.shape for W in mlp.weights] == [(256, 784), (10, 256)]
+    assert [b.shape for b in mlp.biases] == [(256,), (10,)]
+    assert all(W.dtype == np.float64 for W in mlp.weights)
+
+
+# ------------------------------------------------------------------ forward
+
+
+def test_forward_keeps_the_base_points():
+    mlp = MLP((6, 5, 4, 3), seed=0)
+    x = RNG.standard_normal((2, 6))
+    logits = mlp.forward(x)
+    assert len(mlp.zs) == 3 and len(mlp.zhats) == 3
+    assert mlp.zs[0] is x and logits is mlp.zhats[-1]
+    np.testing.assert_allclose(mlp.zhats[0], x @ mlp.weights[0].T + mlp.biases[0])
+    np.testing.assert_allclose(mlp.zs[1], 1 / (1 + np.exp(-mlp.zhats[0])))
+
+
+def test_no_hidden_layer_is_softmax_regression():
+    mlp = MLP((6, 3), seed=0)
+    x, y = RNG.standard_normal((4, 6)), np.array([0, 1, 2, 0])
+    _, grads = mlp.loss_and_grads(x, y)
+    p = np.exp(x @ mlp.weights[0].T + mlp.biases[0])
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(4), y] -= 1
+    np.testing.assert_allclose(grads[0][0], p.T @ x / 4, rtol=1e-13)
+    agree_with_torch(mlp, x, y)
+
+
+def test_predict_and_images_of_28x28():
+    mlp = MLP((784, 16, 10), seed=0)
+    x = RNG.standard_normal((5000, 784))
+    pred = mlp.predict(x, batch=2048)
+    assert pred.shape == (5000,) and pred.dtype == np.int64
+    np.testing.assert_array_equal(mlp.predict(x.reshape(5000, 28, 28)), pred)
+    logits = np.concatenate([mlp.forward(x[i:i + 1000]).copy() for i in range(0, 5000, 1000)])
+    np.testing.assert_array_equal(logits.argmax(1), pred)
+
+
+# ------------------------------------------------------------------ gradients against torch
+
+ARCHS = [(12, 4), (12, 9, 4), (12, 16, 7, 4), (12, 5, 8, 6, 4), (784, 32, 10)]
+
+
+@pytest.mark.parametrize("sizes", ARCHS, ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize("batch", [1, 7, 32])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_whole_network_gradients_match_torch(sizes, batch, dtype, activation):
+    mlp = MLP(sizes, activation, dtype, seed=batch)
+    x = RNG.standard_normal((batch, sizes[0])).astype(dtype)
+    y = RNG.integers(0, sizes[-1], batch)
+    agreements = agree_with_torch(mlp, x, y)
+    assert len(agreements) == 2 * (len(sizes) - 1)
+    # the reused buffers give the same answer on a second call
+    again = agree_with_torch(mlp, x, y)
+    assert [g.rel_err for g in again] == [g.rel_err for g in agreements]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_in=st.integers(1, 30),
+    hidden=st.lists(st.integers(1, 20), max_size=3),
+    classes=st.integers(2, 10),
+    batch=st.integers(1, 16),
+    seed=st.integers(0, 2**32 - 1),
+    log_scale=st.floats(-3, 4),
+    activation=st.sampled_from(["sigmoid", "tanh", "relu"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_property_gradients_match_torch(n_in, hidden, classes, batch, seed, log_scale, activation, dtype):
+    rng = np.random.default_rng(seed)
+    sizes = (n_in, *hidden, classes)
+    mlp = MLP(sizes, activation, dtype, seed=rng)
+    x = (rng.standard_normal((batch, n_in)) * 10**log_scale).astype(dtype)
+    y = rng.integers(0, classes, batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, grads = mlp.loss_and_grads(x, y)
+    assert np.isfinite(loss) and all(np.isfinite(g).all() for pair in grads for g in pair)
+    agree_with_torch(mlp, x, y)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_pre_activations_near_1000_and_logits_near_1e4(activation):
+    mlp = MLP((20, 8, 5), activation, seed=0)
+    x = RNG.standard_normal((6, 20))
+    x *= 1000 / np.abs(x @ mlp.weights[0].T).max()  # hidden pre-activations up to ±1000
+    mlp.weights[1] *= 1e4 / np.abs(mlp.forward(x)).max()  # logits near ±1e4
+    y = np.arange(6) % 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, grads = mlp.loss_and_grads(x, y)
+    assert np.abs(mlp.zhats[0]).max() > 900 and np.abs(mlp.zhats[1]).max() > 5e3
+    assert np.isfinite(loss) and loss > 100
+    agree_with_torch(mlp, x, y)
+
+
+# ------------------------------------------------------------------ validation
+
+
+def test_input_validation():
+    mlp = MLP((784, 4, 10))
+    with pytest.raises(ValueError, match=r"shape \(B, 784\) or \(B, 28, 28\)"):
+        mlp.forward(np.zeros((2, 783)))
+    with pytest.raises(ValueError, match=r"shape \(B, 784\)"):
+        mlp.forward(np.zeros(784))
+    with pytest.raises(TypeError, match="float32 but the weights are float64"):
+        mlp.forward(np.zeros((2, 784), np.float32))
+    with pytest.raises(TypeError, match="numpy array"):
+        mlp.forward([[0.0] * 784])
+    bad = np.zeros((3, 784))
+    bad[1, 5] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or inf \(first at index \(1, 5\)\)"):
+        mlp.forward(bad)
+    mlp.forward(np.full((2, 784), 1e308))  # huge but finite: fine (the sum overflows, the check copes)
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.9"):
+        mlp.loss_and_grads(np.zeros((2, 784)), np.array([3, 10]))
+    with pytest.raises(ValueError, match="integer labels"):
+        mlp.loss_and_grads(np.zeros((2, 784)), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="shape"):
+        mlp.loss_and_grads(np.zeros((2, 784)), np.array([1, 2, 3]))
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match="at least 2 positive integers"):
+        MLP((784,))
+    with pytest.raises(ValueError, match="at least 2 positive integers"):
+        MLP((784, 0, 10))
+    with pytest.raises(ValueError, match="unknown activation 'gelu'; allowed: sigmoid, tanh, relu"):
+        MLP((4, 2), "gelu")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        MLP((4, 2), dtype=np.float16)
+
+
+def test_set_parameters_copies_and_checks_shapes():
+    a, b = MLP((5, 3, 2), seed=0), MLP((5, 3, 2), seed=1)
+    a.set_parameters(b.weights, b.biases)
+    np.testing.assert_array_equal(a.weights[0], b.weights[0])
+    assert not np.shares_memory(a.weights[0], b.weights[0])
+    with pytest.raises(ValueError, match=r"weights\[layer 1\]: expected shape \(3, 5\)"):
+        a.set_parameters([b.weights[0].T, b.weights[1]], b.biases)
+
+
+# ------------------------------------------------------------------ SGD
+
+
+def test_sgd_updates_in_place_like_torch():
+    mlp = MLP((6, 4, 3), seed=0)
+    module = convert.from_manual(mlp)
+    x, y = RNG.standard_normal((5, 6)), np.array([0, 1, 2, 0, 1])
+    W0 = mlp.weights[0]
+    opt, t_opt = SGD(0.5), torch.optim.SGD(module.parameters(), lr=0.5)
+    for _ in range(3):
+        _, grads = mlp.loss_and_grads(x, y)
+        expected = W0 - 0.5 * grads[0][0]
+        opt.step(mlp.parameters(), grads)
+        np.testing.assert_array_equal(mlp.weights[0], expected)
+        convert.loss_and_grads(module, x, y)
+        t_opt.step()
+    assert mlp.weights[0] is W0
+    for a, b in zip(mlp.weights + mlp.biases, sum(map(list, convert.to_manual(module)), [])):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+@pytest.mark.parametrize("lr", [0, -1, float("nan"), float("inf")])
+def test_sgd_refuses_bad_learning_rates(lr):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        SGD(lr)
