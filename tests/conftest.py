@@ -1,6 +1,8 @@
 """Shared fixtures. The real MNIST is prepared once per session in the default data directory
 (offline path: the package index is reachable wherever pip works, CI included)."""
 
+import compare  # noqa: F401  first: it sets OpenBLAS thread options before NumPy loads
+
 import numpy as np
 import pytest
 

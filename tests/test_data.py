@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from compare import data
+from compare import data, files
+from compare.files import atomic_write_bytes
 from compare.errors import DataError
 from helpers import assert_one_line_error, run_cli
 
@@ -24,7 +25,7 @@ def test_idx_round_trip(shape, tmp_path):
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, size=shape, dtype=np.uint8)
     path = tmp_path / "x-idx"
-    data.atomic_write_bytes(path, data.idx_bytes(a))
+    atomic_write_bytes(path, data.idx_bytes(a))
     b = data.parse_idx(path.read_bytes(), path.name)
     assert b.dtype == np.uint8 and b.shape == a.shape
     np.testing.assert_array_equal(a, b)
@@ -54,9 +55,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     def boom(*a):
         raise OSError("disk full")
 
-    monkeypatch.setattr(data.os, "replace", boom)
+    monkeypatch.setattr(files.os, "replace", boom)
     with pytest.raises(OSError):
-        data.atomic_write_bytes(tmp_path / "f", b"123")
+        atomic_write_bytes(tmp_path / "f", b"123")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,0 +1,140 @@
+"""compare/harness.py and `crosscheck train`: side-by-side training on real MNIST subsets."""
+
+import json
+
+import numpy as np
+import pytest
+
+from compare import checkpoint, cli, report
+from manual import functional as F
+from helpers import assert_one_line_error, run_cli
+
+ARTEFACTS = {report.METRICS, report.SUMMARY, report.LOSS_PLOT, report.AGREEMENT_PLOT, checkpoint.NAME}
+
+
+def train(tmp_path, mnist_dir, *args, name="run"):
+    out = tmp_path / name
+    proc = run_cli("train", "--data-dir", mnist_dir, "--offline", "--out", out, *args)
+    return proc, out
+
+
+@pytest.mark.slow
+def test_short_float64_run_writes_every_artefact_and_passes(tmp_path, mnist_dir):
+    proc, out = train(tmp_path, mnist_dir, "--limit-train", 2000, "--epochs", 1, "--batch-size", 50)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS: 40 checked steps" in proc.stdout and "Traceback" not in proc.stderr
+    assert {p.name for p in out.iterdir()} == ARTEFACTS  # and no temporary files
+    assert {p.name for p in (out / checkpoint.NAME).iterdir()} == {"manual.npz", "torch.pt", "state.json"}
+    for png in (report.LOSS_PLOT, report.AGREEMENT_PLOT):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    lines = [json.loads(line) for line in (out / report.METRICS).read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 41))
+    first = lines[0]
+    assert first["loss_manual"] == pytest.approx(first["loss_torch"], rel=1e-12)
+    assert [(g["layer"], g["param"]) for g in first["grads"]] == [(1, "W"), (1, "b"), (2, "W"), (2, "b")]
+    assert all(g["rel_err"] < 1e-12 for r in lines for g in r["grads"])
+    assert all("weight_drift_est" in r for r in lines)
+
+    summary = json.loads((out / report.SUMMARY).read_text())
+    assert summary["status"] == "passed" and summary["failure"] is None
+    assert summary["config"]["mode"] == "free" and summary["config"]["sizes"] == [784, 256, 10]
+    assert set(summary["versions"]) >= {"numpy", "torch", "torchvision"}
+    assert "MNIST" in summary["data"]
+    (epoch,) = summary["epochs"]
+    assert epoch["test_pred_diff"] == 0 and epoch["test_acc_manual"] == epoch["test_acc_torch"] > 0.7
+    assert set(summary["worst_agreement"]) == {"layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"}
+    assert summary["checked_steps"] == 40 and 0 < summary["checks_overhead"] < 5
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics(tmp_path, mnist_dir):
+    args = ("--limit-train", 1000, "--epochs", 2, "--batch-size", 100, "--seed", 3)
+    a = train(tmp_path, mnist_dir, *args, name="a")
+    b = train(tmp_path, mnist_dir, *args, name="b")
+    c = train(tmp_path, mnist_dir, *args[:-1], 4, name="c")
+    assert a[0].returncode == b[0].returncode == c[0].returncode == 0
+    metrics = [(out / report.METRICS).read_text() for _, out in (a, b, c)]
+    assert metrics[0] == metrics[1]  # bit for bit
+    assert metrics[0] != metrics[2]  # and the seed matters
+
+
+@pytest.mark.slow
+def test_float32_lockstep_with_referee(tmp_path, mnist_dir):
+    proc, out = train(tmp_path, mnist_dir, "--dtype", "float32", "--limit-train", 1000, "--epochs", 1,
+                      "--batch-size", 100, "--referee", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)  # --json: the summary, alone, on stdout
+    assert summary["config"]["mode"] == "lockstep"
+    ref = summary["referee"]
+    assert ref["checks"] == 10 == ref["manual_closer"] + ref["torch_closer"] + ref["ties"]
+    assert 0 < ref["manual_max_rel"] < 1e-4 and 0 < ref["torch_max_rel"] < 1e-4
+    lines = [json.loads(line) for line in (out / report.METRICS).read_text().splitlines()]
+    assert all(r["referee"]["closer"] in ("manual", "torch", "tie") for r in lines)
+    assert "weight_drift_est" not in lines[0]
+
+
+@pytest.mark.slow
+def test_float32_referee_is_sampled_by_default(tmp_path, mnist_dir):
+    proc, out = train(tmp_path, mnist_dir, "--dtype", "float32", "--limit-train", 600, "--epochs", 1,
+                      "--batch-size", 2)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in (out / report.METRICS).read_text().splitlines()]
+    assert [r["step"] for r in lines if "referee" in r] == [1, 201]
+
+
+@pytest.mark.slow
+def test_check_every(tmp_path, mnist_dir):
+    proc, out = train(tmp_path, mnist_dir, "--limit-train", 1000, "--epochs", 1, "--batch-size", 100,
+                      "--check-every", 3)
+    assert proc.returncode == 0, proc.stderr
+    steps = [json.loads(line)["step"] for line in (out / report.METRICS).read_text().splitlines()]
+    assert steps == [3, 6, 9]
+
+
+@pytest.mark.slow
+def test_wrong_derivative_stops_the_run_and_keeps_the_report(tmp_path, mnist_dir, monkeypatch, capsys):
+    right = F.linear_backward
+
+    def bias_doubled_in_layer_2(delta, x, W, dW=None, db=None, dx=None, need_dx=True):
+        dW, db, dx = right(delta, x, W, dW, db, dx, need_dx)
+        if W.shape[0] == 10:  # the output layer
+            db *= 2
+        return dW, db, dx
+
+    monkeypatch.setattr(F, "linear_backward", bias_doubled_in_layer_2)
+    out = tmp_path / "bad"
+    code = cli.main(["train", "--data-dir", str(mnist_dir), "--offline", "--out", str(out),
+                     "--limit-train", "1000", "--epochs", "1", "--batch-size", "100"])
+    err = capsys.readouterr().err
+    assert code == 1
+    first = [ln for ln in err.splitlines() if "error" in ln][0]
+    assert "epoch 1, step 1 (batch 1 of 10)" in first and "layer 2 b" in first
+    summary = json.loads((out / report.SUMMARY).read_text())
+    assert summary["status"] == "failed" and "layer 2 b" in summary["failure"]
+    assert len((out / report.METRICS).read_text().splitlines()) == 1  # the failing step is recorded
+    assert (out / report.AGREEMENT_PLOT).exists()
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    (["--lr", "0"], 2, "--lr"),
+    (["--lr", "nan"], 2, "finite number > 0"),
+    (["--epochs", "0"], 2, "--epochs"),
+    (["--batch-size", "60001"], 2, "between 1 and the training-set size (60000)"),
+    (["--batch-size", "101", "--limit-train", "100"], 2, "(100)"),
+    (["--limit-train", "-5"], 2, "--limit-train"),
+    (["--mode", "fast"], 2, "invalid choice: 'fast'"),
+    (["--sizes", "784", "10", "11"], 2, "the last 10"),
+    (["--check-every", "0"], 2, "--check-every"),
+])
+def test_bad_options_get_one_line(args, code, needle, tmp_path):
+    proc = run_cli("train", "--out", tmp_path / "never", *args)
+    assert_one_line_error(proc, code, needle)
+    assert not (tmp_path / "never").exists()
+
+
+def test_out_dir_holding_files_is_refused(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    proc = run_cli("train", "--out", tmp_path)
+    assert_one_line_error(proc, 2, "--out", "already exists and is not empty")
+    assert (tmp_path / "mine.txt").read_text() == "precious"
