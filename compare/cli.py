@@ -68,6 +68,24 @@ def check_sizes(parser: argparse.ArgumentParser, sizes: list[int]) -> None:
                      f"(digits), e.g. --sizes 784 256 10")
 
 
+def check_data_dir(parser: argparse.ArgumentParser, data_dir: Path | None) -> None:
+    """A data directory must hold the four MNIST files already, or be writable (to fetch them)."""
+    import tempfile
+
+    from compare import data
+
+    raw = data.raw_dir(data_dir if data_dir is not None else data.default_data_dir())
+    if all((raw / name).is_file() for name in data.RAW_FILES):
+        return  # read-only is fine: the files are there (their hashes are checked later)
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=raw):
+            pass
+    except OSError as e:
+        parser.error(f"argument --data-dir: invalid value '{raw.parent.parent}': not writable "
+                     f"({e.strerror or e}) and it does not hold the four MNIST files in MNIST/raw/")
+
+
 def _add_net_options(p: argparse.ArgumentParser, sizes: list[int], dtype: str | None) -> None:
     p.add_argument("--sizes", type=positive_int, nargs="+", default=sizes, metavar="N",
                    help=f"layer widths, input first, classes last (default: {' '.join(map(str, sizes))})")
@@ -213,12 +231,13 @@ def cmd_train(args, parser) -> int:
             log("\n" + report.epoch_table(run.history))
     if args.json:
         print(json.dumps(summary, indent=1))
-    final = summary["final"]
+    final, best = summary["final"], summary["best"]
     log(f"\nPASS: {summary['checked_steps']} checked steps within tolerance "
         f"(gradients {summary['tolerances']['grad']:.0e}, loss {summary['tolerances']['loss']:.0e}); "
-        f"test accuracy manual {final['test_acc_manual']:.2%}, torch {final['test_acc_torch']:.2%}, "
-        f"{final['test_pred_diff']} predictions differ; checks cost {summary['checks_overhead']:.1%} of the "
-        f"two sides' step time; report in {out}")
+        f"final test accuracy manual {final['test_acc_manual']:.2%}, torch {final['test_acc_torch']:.2%} "
+        f"(best {best['manual'][0]:.2%} / {best['torch'][0]:.2%} at epochs {best['manual'][1]} / "
+        f"{best['torch'][1]}), {final['test_pred_diff']} test predictions differ; checks cost "
+        f"{summary['checks_overhead']:.1%} of the two sides' step time; report in {out}")
     return 0
 
 
@@ -293,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "sizes", None) is not None:
         check_sizes(parser, args.sizes)
+    if hasattr(args, "data_dir"):
+        check_data_dir(parser, args.data_dir)
     try:
         return args.func(args, parser)
     except CrosscheckError as e:

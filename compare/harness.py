@@ -45,9 +45,9 @@ class TrainConfig:
 
     sizes: tuple = (784, 256, 10)
     activation: str = "sigmoid"
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 0.5
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.7
     dtype: str = "float64"
     seed: int = 0
     mode: str = ""  # "" = free for float64, lockstep for float32
@@ -93,7 +93,13 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), tolerances.TINY)
 
 
-DRIFT_ROWS = 16  # rows (units) per weight matrix in the per-step drift estimate
+# The mean cross-entropy of a uniform guess is ln C (2.3 for 10 classes). A mean above 1000 says
+# the correct class gets probability below e^-1000: the run has diverged (a learning rate far too
+# large). Sigmoid nets then stay finite (saturated units, logits ~1e7), so waiting for NaN/inf
+# alone would let such a run go on to the end; ReLU nets reach 1e243 before they overflow.
+DIVERGED_LOSS = 1e3
+
+DRIFT_ROWS = 8  # rows (units) per weight matrix in the per-step drift estimate
 
 
 def _drift(manual_params, torch_params, rows: bool = False) -> float:
@@ -201,19 +207,25 @@ class SideBySide:
     def _where(self, epoch: int, step: int) -> str:
         return f"epoch {epoch}, step {self.global_step} (batch {step + 1} of {self.steps_per_epoch})"
 
-    def _diverged(self, epoch: int, step: int, side: str, what: str, loss: float) -> TrainingFailure:
-        return TrainingFailure(f"training diverged at {self._where(epoch, step)}: {what} of the {side} side is not "
-                               f"finite (loss {loss:.6g}); lower --lr (now {self.cfg.lr:g})")
+    def _check_divergence(self, epoch: int, step: int, side: str, loss: float, norms: dict) -> None:
+        """Stop at the first step whose loss or gradient is non-finite or whose loss has exploded,
+        naming the step, and the layer and parameter (the non-finite one, else the largest)."""
+        bad = [key for key, n in norms.items() if not math.isfinite(n)]
+        if bad:
+            what = f"the {side} gradient of {bad[0]} is not finite"
+        elif not math.isfinite(loss) or loss > DIVERGED_LOSS:
+            key = max(norms, key=norms.get)
+            what = (f"the {side} loss is {loss:.6g} (a uniform guess gives {math.log(self.cfg.sizes[-1]):.2f}; "
+                    f"above {DIVERGED_LOSS:g} counts as diverged); largest gradient: {key}, norm {norms[key]:.3g}")
+        else:
+            return
+        raise TrainingFailure(f"training diverged at {self._where(epoch, step)}: {what}; "
+                              f"lower --lr (now {self.cfg.lr:g})")
 
-    def _nonfinite(self, grads, side: str, epoch: int, step: int, loss: float) -> None:
-        """Divergence on an unchecked step: a non-finite loss or gradient stops the run, naming
-        step, layer and parameter. (Checked steps learn the same from `measure`.)"""
-        for layer, pair in enumerate(grads, start=1):
-            for param, g in zip("Wb", pair):
-                if not math.isfinite(sum_of_squares(g)) and not np.isfinite(g).all():
-                    raise self._diverged(epoch, step, side, f"the gradient of layer {layer} {param}", loss)
-        if not math.isfinite(loss):
-            raise self._diverged(epoch, step, side, "the loss", loss)
+    @staticmethod
+    def _norms(grads) -> dict:
+        return {f"layer {i} {p}": math.sqrt(sum_of_squares(g)) for i, pair in enumerate(grads, start=1)
+                for p, g in zip("Wb", pair)}
 
     def _check(self, epoch: int, step: int, loss_m: float, loss_t: float, grads_m, grads_t, xb, yb) -> None:
         """Compare the two sides at this step (before either updates its weights)."""
@@ -226,14 +238,9 @@ class SideBySide:
         self._record(epoch, step, loss_m, loss_t, agreements, drift, referee)
         self.acc["worst_grad_rel"] = max(self.acc["worst_grad_rel"], self._update_worst(agreements, epoch, step))
         where = self._where(epoch, step)
-        for g in agreements:  # a non-finite gradient is divergence, not disagreement
-            if g.note == "" and not math.isfinite(g.max_abs):
-                side = "manual" if not math.isfinite(g.a_value) else "torch"
-                raise self._diverged(epoch, step, side, f"the gradient of layer {g.layer} {g.param}",
-                                     loss_m if side == "manual" else loss_t)
-        for side, loss in (("manual", loss_m), ("torch", loss_t)):
-            if not math.isfinite(loss):
-                raise self._diverged(epoch, step, side, "the loss", loss)
+        # Divergence first: once the numbers explode, any disagreement is a consequence.
+        self._check_divergence(epoch, step, "manual", loss_m, {f"layer {g.layer} {g.param}": g.norm_a for g in agreements})
+        self._check_divergence(epoch, step, "torch", loss_t, {f"layer {g.layer} {g.param}": g.norm_b for g in agreements})
         failures = [g for g in agreements if not g.ok]
         if failures:
             raise TrainingFailure(str(AgreementError(failures, ("manual", "torch"), where, grads=(grads_m, grads_t))))
@@ -280,8 +287,8 @@ class SideBySide:
         if self.global_step % self.cfg.check_every == 0:
             self._check(epoch, step, loss_m, loss_t, grads_m, grads_t, xb, yb)
         else:
-            self._nonfinite(grads_m, "manual", epoch, step, loss_m)
-            self._nonfinite(grads_t, "torch", epoch, step, loss_t)
+            self._check_divergence(epoch, step, "manual", loss_m, self._norms(grads_m))
+            self._check_divergence(epoch, step, "torch", loss_t, self._norms(grads_t))
         t4 = clock()
         self.opt_manual.step(self.manual.parameters(), grads_m)
         t5 = clock()
@@ -403,6 +410,8 @@ class SideBySide:
             "tolerances": self.tol, "epochs": self.history,
             "final": {"test_acc_manual": last.get("test_acc_manual"), "test_acc_torch": last.get("test_acc_torch"),
                       "test_pred_diff": last.get("test_pred_diff")},
+            "best": {side: max(((h[f"test_acc_{side}"], h["epoch"]) for h in self.history), default=(None, None))
+                     for side in ("manual", "torch")},
             "steps": self.global_step, "checked_steps": self.n_checks,
             "worst_agreement": self.worst, "max_weight_drift": None if self.lockstep else self.max_drift,
             "referee": self.referee_stats if self.dtype == np.float32 else None,
@@ -439,7 +448,7 @@ class SideBySide:
                 checkpoint.save(self.out, self.manual, self.torch_net, self.state())
                 self.write_report(plots=False)  # the plots, slow to draw, come at the end
             last = self.history[-1]
-            if self.dtype == np.float64 and last["test_pred_diff"]:
+            if self.dtype == np.float64 and last["test_pred_diff"]:  # float32 sides may differ on a few
                 raise TrainingFailure(f"the two sides predict differently on {last['test_pred_diff']} test images "
                                       f"after epoch {last['epoch']}; float64 runs must agree on every prediction")
             self.status = "passed"

@@ -223,7 +223,7 @@ def test_cli_data_unwritable_dir(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     proc = run_cli("data", "--offline", "--data-dir", blocker / "sub")
-    assert_one_line_error(proc, 1, "cannot write to the data directory", "--data-dir")
+    assert_one_line_error(proc, 2, "--data-dir", "not writable", "does not hold the four MNIST files")
 
 
 def test_cli_data_damaged_file(copied):

@@ -1,25 +1,47 @@
 """The docs stay true to the code: every link of docs/derivation.md to a line of source points at
-the function or name it cites (or, for a link named `# comment`, at the line with that comment)."""
+the function or name it cites (or, for a link named `# comment`, at the line with that comment).
+
+After moving code, `python tests/test_docs.py --fix` re-points the links."""
 
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "derivation.md"
 LINK = re.compile(r"\[`([^`]+)`\]\((\.\./[^)#]+)#L(\d+)\)")
 
 
+def matches(name: str, line: str) -> bool:
+    if name.startswith("# "):
+        return name in line
+    short = re.escape(name.split(".")[-1].rstrip("()"))
+    return bool(re.search(rf"(def|class)\s+{short}\b|^\s*{short}\s*=", line))
+
+
+def source(path: str) -> list[str]:
+    return (DOC.parent / path).resolve().read_text().splitlines()
+
+
 def test_derivation_links_point_at_their_definitions():
-    text = (ROOT / "docs" / "derivation.md").read_text()
-    links = LINK.findall(text)
+    links = LINK.findall(DOC.read_text())
     assert len(links) > 20
-    wrong = []
-    for name, path, line in links:
-        source = (ROOT / "docs" / path).resolve().read_text().splitlines()
-        target = source[int(line) - 1]
-        short = name.split(".")[-1].rstrip("()")
-        if name.startswith("# "):  # a link to a commented line of code: the comment must be there
-            if name not in target:
-                wrong.append(f"{name} -> {path}#L{line}: {target.strip()!r}")
-        elif not re.search(rf"(def|class)\s+{re.escape(short)}\b|^\s*{re.escape(short)}\s*=", target):
-            wrong.append(f"{name} -> {path}#L{line}: {target.strip()!r}")
-    assert not wrong, "stale links in docs/derivation.md:\n" + "\n".join(wrong)
+    wrong = [f"{name} -> {path}#L{line}: {source(path)[int(line) - 1].strip()!r}"
+             for name, path, line in links if not matches(name, source(path)[int(line) - 1])]
+    assert not wrong, "stale links in docs/derivation.md (run python tests/test_docs.py --fix):\n" + "\n".join(wrong)
+
+
+def fix() -> None:
+    def repoint(m):
+        name, path, _ = m.groups()
+        hits = [i for i, line in enumerate(source(path), start=1) if matches(name, line)]
+        if len(hits) != 1:
+            print(f"cannot re-point {name} in {path}: {len(hits)} candidates", file=sys.stderr)
+            return m.group(0)
+        return f"[`{name}`]({path}#L{hits[0]})"
+
+    DOC.write_text(LINK.sub(repoint, DOC.read_text()))
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--fix"]:
+    fix()
