@@ -6,11 +6,13 @@ This is the only package that sees both the NumPy side (`manual`) and the PyTorc
 
 import os
 
-# OpenBLAS (NumPy's BLAS) lets its idle threads spin for 2^28 cycles by default. Side by side with
-# PyTorch's own thread pool on a small machine, the spinning threads starve torch: on 2 cores a
-# step of both sides took 15 ms instead of 2 ms. With a short spin both run at their own speed.
-# PyTorch's OpenMP threads spin too, and starve OpenBLAS the same way (the NumPy step at batch 256
-# took 5.1 ms instead of 2.6 ms). Both settings only take effect when made before NumPy and
-# PyTorch are first imported, as they are for the CLI.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# OpenBLAS (NumPy's BLAS) lets its idle threads spin for 2^28 cycles (~0.1 s) by default. Side by
+# side with PyTorch's own thread pool on a small machine, the spinning threads starve torch: on 2
+# cores a step of both sides took 15 ms instead of 2 ms. 2^18 cycles (~0.1 ms) still keeps the
+# threads awake between the matrix products of one NumPy step (2^4 would cost the NumPy step 40%)
+# but lets them sleep before torch's turn. PyTorch's OpenMP threads spin too and starve OpenBLAS
+# the same way (the NumPy step at batch 256 took 5.1 ms instead of 2.6 ms); GOMP_SPINCOUNT bounds
+# that. Both settings only take effect when made before NumPy and PyTorch are first imported, as
+# they are for the CLI; a user's own environment wins.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")

@@ -80,13 +80,14 @@ def witness_grads(mlp: MLP, x: np.ndarray, y: np.ndarray, fd_samples: int = 500,
     """Compute every witness on the same weights and batch.
 
     Returns:
-        (grads, coords, notes): grads maps witness name -> [(dW, db), ...] (for "fd": the values at
-        `coords` only); notes maps a skipped witness to the reason.
+        (grads, coords, notes, loss): grads maps witness name -> [(dW, db), ...] (for "fd": the
+        values at `coords` only); notes maps a skipped witness to the reason; loss is the batch loss.
     """
     from torch_ref.convert import from_manual, loss_and_grads
 
     grads, notes = {}, {}
-    grads["manual"] = copy_grads(mlp.loss_and_grads(x, y)[1])
+    loss, manual = mlp.loss_and_grads(x, y)
+    grads["manual"] = copy_grads(manual)
     try:
         grads["chain"] = jacobians.batch_grads(mlp.weights, mlp.biases, x, y, mlp.activation)
     except ValueError as e:
@@ -94,23 +95,24 @@ def witness_grads(mlp: MLP, x: np.ndarray, y: np.ndarray, fd_samples: int = 500,
     grads["torch"] = copy_grads(loss_and_grads(from_manual(mlp), x, y)[1])
     coords = choose_coordinates(mlp, fd_samples, np.random.default_rng(seed))
     grads["fd"] = finite_differences(mlp, x, y, coords)
-    return grads, coords, notes
+    return grads, coords, notes, loss
 
 
-def compare_witnesses(grads: dict, coords, dtype) -> dict[tuple[str, str], list[Agreement]]:
-    """Every pair of witnesses, layer by layer. Pairs with "fd" compare at the sampled coordinates."""
+def compare_witnesses(grads: dict, coords, dtype, loss=None) -> dict[tuple[str, str], list[Agreement]]:
+    """Every pair of witnesses, layer by layer. Pairs with "fd" compare at the sampled coordinates.
+    `loss` (the batch loss) widens the bounds for very confident batches (see tolerances)."""
     results = {}
     for a, b in itertools.combinations([w for w in WITNESSES if w in grads], 2):
         if "fd" in (a, b):
             analytic = grads[a]  # "fd" comes last in WITNESSES
-            allowed = max(tolerances.FINITE_DIFF_REL, tolerances.gradient_rel(dtype))
+            allowed = max(tolerances.FINITE_DIFF_REL, tolerances.gradient_rel(dtype, loss))
             results[(a, b)] = [
                 measure(np.asarray(g).reshape(-1)[idx], fd, layer, param, allowed)
                 for layer, (pair, cpair, fpair) in enumerate(zip(analytic, coords, grads["fd"]), start=1)
                 for param, g, idx, fd in zip("Wb", pair, cpair, fpair)
             ]
         else:
-            results[(a, b)] = compare_grads(grads[a], grads[b], tolerances.gradient_rel(dtype))
+            results[(a, b)] = compare_grads(grads[a], grads[b], tolerances.gradient_rel(dtype, loss))
     return results
 
 
@@ -139,8 +141,8 @@ def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch:
     mlp = MLP(sizes, activation, dtype, seed=rng)
     idx = np.sort(rng.choice(len(mnist_x), size=batch, replace=False))
     x, y = np.ascontiguousarray(mnist_x[idx], dtype=dtype), mnist_y[idx]
-    grads, coords, notes = witness_grads(mlp, x, y, fd_samples, seed)
-    results = compare_witnesses(grads, coords, dtype)
+    grads, coords, notes, loss = witness_grads(mlp, x, y, fd_samples, seed)
+    results = compare_witnesses(grads, coords, dtype, loss)
     n_fd = sum(len(i) for pair in coords for i in pair)
     n_params = sum(W.size + b.size for W, b in mlp.parameters())
     failures = [describe(g, pair) for pair, gs in results.items() for g in gs if not g.ok]
@@ -150,8 +152,9 @@ def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch:
         "witnesses": {w: d for w, d in WITNESSES.items() if w in grads},
         "skipped": notes,
         "fd_coordinates": {"checked": n_fd, "of": n_params, "step": tolerances.FD_STEP},
-        "allowed": {"between analytic witnesses": tolerances.gradient_rel(dtype),
-                    "against fd": max(tolerances.FINITE_DIFF_REL, tolerances.gradient_rel(dtype))},
+        "loss": loss,
+        "allowed": {"between analytic witnesses": tolerances.gradient_rel(dtype, loss),
+                    "against fd": max(tolerances.FINITE_DIFF_REL, tolerances.gradient_rel(dtype, loss))},
         "pairs": [{"a": a, "b": b, "agreements": [g.to_dict() for g in gs]} for (a, b), gs in results.items()],
         "table": format_table(results),
         "failures": failures,

@@ -229,7 +229,8 @@ class SideBySide:
 
     def _check(self, epoch: int, step: int, loss_m: float, loss_t: float, grads_m, grads_t, xb, yb) -> None:
         """Compare the two sides at this step (before either updates its weights)."""
-        agreements = compare_grads(grads_m, grads_t, self.tol["grad"])
+        allowed = tolerances.gradient_rel(self.dtype, min(loss_m, loss_t), base=self.tol["grad"])
+        agreements = compare_grads(grads_m, grads_t, allowed)
         drift = None if self.lockstep else _drift(self._manual_flat(), self.torch_params, rows=True)
         referee = None
         if self.dtype == np.float32 and (self.cfg.referee or self.n_checks % REFEREE_EVERY == 0):

@@ -188,11 +188,12 @@ def cross_entropy_backward(logits: np.ndarray, y: np.ndarray, out: np.ndarray | 
     B = len(y)
     rows = np.arange(B)
     c = logits.max(axis=1, keepdims=True)
-    out = np.subtract(logits, c, out=out)
+    out = np.subtract(logits, c, out=out)  # ẑ − c: the largest exponent is 0
+    picked = out[rows, y]  # ẑ_y − c
     np.exp(out, out=out)
-    total = out.sum(axis=1, keepdims=True)
-    loss = float(np.mean(c[:, 0] + np.log(total[:, 0]) - logits[rows, y]))
+    total = out.sum(axis=1, keepdims=True)  # Σ e^(ẑ−c) >= 1
+    loss = (float(np.log(total).sum()) - float(picked.sum())) / B
     out /= total  # softmax
-    out[rows, y] -= 1
+    out[rows, y] -= 1  # − onehot(y); p − 1 is exact for p in [1/2, 1], where it matters
     out /= B  # the mean's 1/B, once, here
     return loss, out

@@ -49,8 +49,8 @@ def test_the_witnesses_point_at_the_wrong_one(monkeypatch):
     monkeypatch.setattr(F, "linear_backward", bad_bias)
     mlp = MLP((12, 8, 4), seed=0)
     x, y = RNG.standard_normal((5, 12)), RNG.integers(0, 4, 5)
-    grads, coords, notes = gradcheck.witness_grads(mlp, x, y)
-    results = gradcheck.compare_witnesses(grads, coords, np.float64)
+    grads, coords, notes, loss = gradcheck.witness_grads(mlp, x, y)
+    results = gradcheck.compare_witnesses(grads, coords, np.float64, loss)
     failed = {pair for pair, gs in results.items() if not all(g.ok for g in gs)}
     assert failed == {("manual", "chain"), ("manual", "torch"), ("manual", "fd")}
     bad = {(g.layer, g.param) for g in results[("manual", "torch")] if not g.ok}
@@ -61,7 +61,7 @@ def test_the_witnesses_point_at_the_wrong_one(monkeypatch):
 def test_chain_witness_is_skipped_with_a_note_for_big_nets():
     mlp = MLP((784, 256, 10), seed=0)
     x, y = RNG.standard_normal((2, 784)), np.array([1, 2])
-    grads, coords, notes = gradcheck.witness_grads(mlp, x, y, fd_samples=20)
+    grads, coords, notes, _ = gradcheck.witness_grads(mlp, x, y, fd_samples=20)
     assert "chain" not in grads and "skipped" in notes["chain"] and "layer 1" in notes["chain"]
     results = gradcheck.compare_witnesses(grads, coords, np.float64)
     assert set(results) == {("manual", "torch"), ("manual", "fd"), ("torch", "fd")}

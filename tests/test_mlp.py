@@ -7,11 +7,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from compare.agreement import assert_grads_agree
+from compare.agreement import assert_grads_agree, compare_grads
 from compare.tolerances import gradient_rel
+from manual import functional as F
 from manual.mlp import MLP, init_parameters
 from manual.optim import SGD
 from torch_ref import convert
@@ -19,11 +20,12 @@ from torch_ref import convert
 RNG = np.random.default_rng(2)
 
 
-def agree_with_torch(mlp, x, y):
+def agree_with_torch(mlp, x, y, slack: float = 0.0):
+    """Manual and torch gradients agree within the tolerance (at least 10 × `slack`)."""
     loss, grads = mlp.loss_and_grads(x, y)
     t_loss, t_grads = convert.loss_and_grads(convert.from_manual(mlp), x, y)
     assert loss == pytest.approx(t_loss, rel=10 * gradient_rel(mlp.dtype))
-    return assert_grads_agree(grads, t_grads, gradient_rel(mlp.dtype))
+    return assert_grads_agree(grads, t_grads, max(gradient_rel(mlp.dtype, loss), 10 * slack))
 
 
 # ------------------------------------------------------------------ initialisation
@@ -110,28 +112,87 @@ def test_whole_network_gradients_match_torch(sizes, batch, dtype, activation):
     assert [g.rel_err for g in again] == [g.rel_err for g in agreements]
 
 
-@settings(max_examples=60, deadline=None)
-@given(
+PROPERTY = dict(
     n_in=st.integers(1, 30),
     hidden=st.lists(st.integers(1, 20), max_size=3),
     classes=st.integers(2, 10),
     batch=st.integers(1, 16),
     seed=st.integers(0, 2**32 - 1),
-    log_scale=st.floats(-3, 4),
     activation=st.sampled_from(["sigmoid", "tanh", "relu"]),
     dtype=st.sampled_from([np.float32, np.float64]),
 )
-def test_property_gradients_match_torch(n_in, hidden, classes, batch, seed, log_scale, activation, dtype):
+
+
+def random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype):
     rng = np.random.default_rng(seed)
-    sizes = (n_in, *hidden, classes)
-    mlp = MLP(sizes, activation, dtype, seed=rng)
+    mlp = MLP((n_in, *hidden, classes), activation, dtype, seed=rng)
     x = (rng.standard_normal((batch, n_in)) * 10**log_scale).astype(dtype)
-    y = rng.integers(0, classes, batch)
+    return mlp, x, rng.integers(0, classes, batch)
+
+
+@settings(max_examples=300, deadline=None)
+@given(log_scale=st.floats(-3, 1.5), **PROPERTY)
+def test_property_gradients_match_torch(n_in, hidden, classes, batch, seed, log_scale, activation, dtype):
+    """Agreement with autograd over shapes, seeds and input scales up to ~30 (pixels are ~3).
+
+    Beyond that the gradients become sums that cancel (confident answers, saturated units), and
+    no pair of implementations agrees better than the rounding of those sums, which is why the
+    test below only asks for finite, warning-free results there."""
+    mlp, x, y = random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype)
+    _, grads = mlp.loss_and_grads(x, y)
+    # A gradient that is exact cancellation up to rounding (e.g. confident answers that balance
+    # out in a bias) carries no signal: its relative error is noise against noise.
+    assume(all(np.linalg.norm(g) > 1e4 * np.finfo(dtype).eps for pair in grads for g in pair))
+    agree_with_torch(mlp, x, y, slack=rounding_sensitivity(mlp, x, y))
+
+
+@settings(max_examples=200, deadline=None)
+@given(log_scale=st.floats(-3, 4), **PROPERTY)
+def test_property_finite_and_warning_free_at_any_scale(n_in, hidden, classes, batch, seed, log_scale, activation,
+                                                       dtype):
+    """Inputs up to 1e4 (pre-activations far beyond ±1000): forward and backward stay finite, no
+    overflow warnings, and the predicted classes are torch's."""
+    mlp, x, y = random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loss, grads = mlp.loss_and_grads(x, y)
+        pred = mlp.predict(x)
     assert np.isfinite(loss) and all(np.isfinite(g).all() for pair in grads for g in pair)
-    agree_with_torch(mlp, x, y)
+    logits = convert.from_manual(mlp)(torch.from_numpy(x)).detach().numpy()
+    top2 = np.sort(logits, axis=1)[:, -2:] if classes > 1 else None
+    clear = top2[:, 1] - top2[:, 0] > 1e-3 * np.abs(top2).max(axis=1) + 1e-30
+    np.testing.assert_array_equal(pred[clear], logits.argmax(axis=1)[clear])  # ties may break either way
+
+
+def rounding_sensitivity(mlp, x, y) -> float:
+    """How much the manual gradient moves when every pre-activation ẑ (logits included) and every
+    stored activation moves by one ulp: the rounding noise that each side carries.
+
+    Huge inputs make it large, and rightly so: with saturated units σ' = σ(1 − σ) is computed
+    from an output next to 1 (relative error eps/σ'), and confident answers make p_y − 1 and the
+    sums of the output deltas cancel (absolute error ~ulp(ẑ)). Both sides pay this, each with its
+    own rounding, so their gradients can differ by that much; the largest relative change over
+    all parameters is returned.
+    """
+    _, grads = mlp.loss_and_grads(x, y)
+    grads = [(dW.copy(), db.copy()) for dW, db in grads]
+    act, linear = mlp.activation, F.linear
+    centre = mlp.dtype.type({"sigmoid": 0.5, "tanh": 0.0, "relu": 0.0}[act.name])
+
+    def nudged_act(z, out=None):
+        out = act.f(z, out=out)
+        return np.nextafter(out, centre, out=out)
+
+    def nudged_linear(*args, **kwargs):
+        out = linear(*args, **kwargs)
+        return np.nextafter(out, mlp.dtype.type(np.inf), out=out)
+
+    mlp.activation, F.linear = F.Activation(act.name, nudged_act, act.prime), nudged_linear
+    try:
+        _, moved = mlp.loss_and_grads(x, y)
+    finally:
+        mlp.activation, F.linear = act, linear
+    return max(g.rel_err for g in compare_grads(grads, moved, 1.0))
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
