@@ -124,14 +124,34 @@ ACTIVATIONS = {
 # ------------------------------------------------------------------------------ softmax & loss
 
 
+def row_max(x: np.ndarray) -> np.ndarray:
+    """max over each row of a (B, n) array, as a (B, 1) column.
+
+    NumPy reduces short rows one at a time (53 µs for 1024 rows of 10); for a tall array the
+    elementwise maximum of its n columns is the same number, eight times faster.
+    """
+    B, n = x.shape
+    if n > 32 or B < 128:
+        return x.max(axis=1, keepdims=True)
+    c = x[:, :1].copy()
+    for j in range(1, n):
+        np.maximum(c, x[:, j:j + 1], out=c)
+    return c
+
+
+def row_sum(x: np.ndarray) -> np.ndarray:
+    """Σ over each row of a (B, n) array, as a (B, 1) column: one matrix–vector product, which
+    is several times faster than NumPy's row reduction for short rows."""
+    return np.matmul(x, np.ones((x.shape[1], 1), x.dtype))
+
+
 def logsumexp(x: np.ndarray) -> np.ndarray:
     """ln Σⱼ e^(xⱼ) over each row, as c + ln Σⱼ e^(xⱼ − c) with c = max x (no overflow).
 
     Args: x: (B, n). Returns: (B,).
     """
-    c = x.max(axis=-1)
-    e = np.exp(x - c[:, None])
-    return c + np.log(e.sum(axis=-1))
+    c = row_max(x)
+    return (c + np.log(row_sum(np.exp(x - c))))[:, 0]
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -187,11 +207,11 @@ def cross_entropy_backward(logits: np.ndarray, y: np.ndarray, out: np.ndarray | 
     _check_labels(logits, y)
     B = len(y)
     rows = np.arange(B)
-    c = logits.max(axis=1, keepdims=True)
+    c = row_max(logits)
     out = np.subtract(logits, c, out=out)  # ẑ − c: the largest exponent is 0
     picked = out[rows, y]  # ẑ_y − c
     np.exp(out, out=out)
-    total = out.sum(axis=1, keepdims=True)  # Σ e^(ẑ−c) >= 1
+    total = row_sum(out)  # Σ e^(ẑ−c) >= 1
     loss = (float(np.log(total).sum()) - float(picked.sum())) / B
     out /= total  # softmax
     out[rows, y] -= 1  # − onehot(y); p − 1 is exact for p in [1/2, 1], where it matters

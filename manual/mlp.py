@@ -113,14 +113,19 @@ class MLP:
             raise ValueError(f"x must have shape (B, {n_in}){also} with B >= 1, got {x.shape}")
         if x.dtype != self.dtype:
             raise TypeError(f"x has dtype {x.dtype} but the weights are {self.dtype}; convert one of them")
-        # One sum is much cheaper than an elementwise isfinite; a non-finite sum is then confirmed
-        # elementwise (huge finite values can overflow the sum).
+        return x
+
+    @staticmethod
+    def _check_finite(x: np.ndarray, zhat: np.ndarray) -> None:
+        """NaN or inf in x shows in ẑ₁ = x W₁ᵀ + b₁ (inf·w is ±inf, inf·0 and inf − inf are NaN), and
+        summing ẑ₁, which is hot in cache and usually smaller, is much cheaper than scanning x.
+        A non-finite sum is confirmed on x itself: finite inputs with non-finite weights, or a
+        sum that overflows, are not the input's fault."""
         with np.errstate(over="ignore", invalid="ignore"):
-            total = x.sum()
+            total = zhat.sum()
         if not np.isfinite(total) and not np.isfinite(x).all():
             bad = np.argwhere(~np.isfinite(x))[0]
             raise ValueError(f"x contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
-        return x
 
     def _check_labels(self, y, batch: int) -> np.ndarray:
         classes = self.sizes[-1]
@@ -162,6 +167,8 @@ class MLP:
         self.zs, self.zhats = [x], []
         for i, (W, b) in enumerate(self.parameters()):
             zhat = F.linear(self.zs[-1], W, b, out=buf["zhat"][i])  # ẑᵢ = Wⁱ zᵢ + bⁱ
+            if i == 0:
+                self._check_finite(x, zhat)
             self.zhats.append(zhat)
             if i < last:
                 self.zs.append(f(zhat, out=buf["z"][i]))  # zᵢ₊₁ = σ(ẑᵢ)
@@ -201,6 +208,22 @@ class MLP:
         y = self._check_labels(y, len(logits))
         loss, delta = F.cross_entropy_backward(logits, y, out=self._buffers_for(len(y))["delta"])
         return loss, self.backward(delta)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        """One SGD step on a batch: forward, loss, backward, θ ← θ − lr·∂L/∂θ. Returns the loss.
+
+        The backward pass is linear in δ, so propagating lr·δ yields lr·∂L/∂θ directly and the
+        update is a single subtraction per parameter (``SGD.step`` needs two passes: it keeps the
+        plain gradient). Afterwards ``self.grads`` holds lr·∂L/∂θ.
+        """
+        logits = self.forward(x)
+        y = self._check_labels(y, len(logits))
+        loss, delta = F.cross_entropy_backward(logits, y, out=self._buffers_for(len(y))["delta"])
+        delta *= lr
+        for (W, b), (step_W, step_b) in zip(self.parameters(), self.backward(delta)):
+            W -= step_W
+            b -= step_b
+        return loss
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
         """Batch-mean cross-entropy (forward only)."""
