@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test data gradcheck clean
+.PHONY: run test data gradcheck bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/crosscheck train
@@ -17,6 +17,9 @@ data: $(VENV)/.installed
 
 gradcheck: $(VENV)/.installed
 	$(BIN)/crosscheck gradcheck
+
+bench: $(VENV)/.installed
+	$(BIN)/crosscheck bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,7 +1,7 @@
 """The ``crosscheck`` command (also ``python -m compare``).
 
 Subcommands: ``data`` (prepare and verify MNIST), ``gradcheck`` (four witnesses of one gradient),
-``train`` (side-by-side training on MNIST). A bad value gets one line naming the option,
+``train`` (side-by-side training on MNIST), ``bench`` (manual against autograd, with the GEMM floor). A bad value gets one line naming the option,
 the value and what is allowed, and exit code 2; a failure the user can fix gets one line and
 exit code 1. ``--debug`` shows the traceback as well.
 """
@@ -298,6 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     _add_data_options(p)
     p.set_defaults(func=cmd_train)
+
+    from compare import bench
+
+    p = sub.add_parser("bench", help="time one training step: manual NumPy, torch eager, torch.compile, GEMM floor",
+                       description="Time one full training step (forward, loss, backward, SGD update) of the "
+                                   "manual NumPy MLP, torch eager autograd and torch.compile, next to the "
+                                   "floor of the step's matrix products alone, over a grid of architectures "
+                                   "and batch sizes, with the same threads, data and dtype for both libraries. "
+                                   "Writes bench.json and bench.png.")
+    bench.add_arguments(p)
+    p.set_defaults(func=lambda args, parser: bench.main(args))
     return parser
 
 

@@ -40,7 +40,8 @@ def write_summary(out: Path, summary: dict) -> None:
     atomic_write_json(out / SUMMARY, summary)
 
 
-def _save_png(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
+    """A matplotlib figure as PNG, written to a temporary name and renamed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
@@ -80,7 +81,7 @@ def plot(out: Path, series: dict, tolerances: dict, title: str) -> None:
     bottom.set_xlabel("step")
     bottom.legend(fontsize=8)
     fig.tight_layout()
-    _save_png(fig, out / LOSS_PLOT)
+    save_png(fig, out / LOSS_PLOT)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -92,7 +93,7 @@ def plot(out: Path, series: dict, tolerances: dict, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    _save_png(fig, out / AGREEMENT_PLOT)
+    save_png(fig, out / AGREEMENT_PLOT)
     plt.close(fig)
 
 

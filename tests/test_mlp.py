@@ -277,6 +277,23 @@ def test_sgd_updates_in_place_like_torch():
         np.testing.assert_allclose(a, b, rtol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_train_step_is_loss_and_grads_then_sgd(dtype):
+    """The benchmark's fused step (lr folded into δ) lands on the weights of the checked path."""
+    a, b = MLP((12, 9, 7, 4), dtype=dtype, seed=5), MLP((12, 9, 7, 4), dtype=dtype, seed=5)
+    opt = SGD(0.3)
+    for step in range(5):
+        x, y = RNG.standard_normal((8, 12)).astype(dtype), RNG.integers(0, 4, 8)
+        loss_a, grads = a.loss_and_grads(x, y)
+        opt.step(a.parameters(), grads)
+        assert b.train_step(x, y, 0.3) == pytest.approx(loss_a, rel=1e-12)
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    for wa, wb in zip(a.weights + a.biases, b.weights + b.biases):
+        np.testing.assert_allclose(wb, wa, rtol=rtol, atol=rtol * np.abs(wa).max())
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.3"):
+        b.train_step(x, np.full(8, 4), 0.3)
+
+
 @pytest.mark.parametrize("lr", [0, -1, float("nan"), float("inf")])
 def test_sgd_refuses_bad_learning_rates(lr):
     with pytest.raises(ValueError, match="lr must be a finite number > 0"):

@@ -1,0 +1,174 @@
+"""compare/bench.py: option checks, the GEMM floor's bookkeeping, and a quick run's output shape.
+
+Timings are never asserted: they depend on the machine and on whatever else runs on it.
+"""
+
+import argparse
+import json
+import os
+
+import numpy as np
+import pytest
+
+from compare import bench
+from compare.errors import UsageError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    return p.parse_args([str(a) for a in argv])
+
+
+# ------------------------------------------------------------------------------ options
+
+
+@pytest.mark.parametrize("arch", ["785-128-10", "784-128-9", "784-abc-10", "784-0-10", "784", "784--10", ""])
+def test_bad_arch_is_a_usage_error_naming_option_and_value(arch):
+    with pytest.raises(UsageError, match="--archs") as info:
+        bench.settings(parse("--archs", "784-64-10", arch))
+    assert repr(arch) in str(info.value) and "784-128-10" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("batch", ["0", "-1", "60001", "abc", "2.5"])
+def test_bad_batch_is_a_usage_error(batch):
+    with pytest.raises(UsageError, match=r"--batches: invalid value .* from 1 to 60000"):
+        bench.settings(parse("--batches", "32", batch))
+
+
+@pytest.mark.parametrize("threads", ["0", str((os.cpu_count() or 1) + 1), "many"])
+def test_bad_threads_is_a_usage_error(threads):
+    with pytest.raises(UsageError, match=rf"--threads: invalid value '{threads}': .* from 1 to {os.cpu_count()}"):
+        bench.settings(parse("--threads", threads))
+
+
+def test_main_checks_options_before_any_work(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(UsageError, match="--archs"):
+        bench.main(parse("--archs", "784-10-784", "--out", out, "--data-dir", tmp_path / "no-data", "--offline"))
+    assert not out.exists()
+
+
+def test_a_non_empty_out_directory_is_refused(tmp_path):
+    (tmp_path / "old.txt").write_text("an earlier run")
+    with pytest.raises(UsageError, match="--out: .* not empty"):
+        bench.settings(parse("--out", tmp_path))
+
+
+def test_defaults_and_quick_grid():
+    full = bench.settings(parse())
+    assert full.archs == [(784, 128, 10), (784, 1024, 10), (784, 512, 256, 10)]
+    assert full.batches == [32, 64, 256, 1024] and full.dtype == "float32"
+    assert full.threads == os.cpu_count() and full.compile_note is None and full.epoch_images == 60000
+    assert full.out.name.startswith("bench-")
+
+    quick = bench.settings(parse("--quick"))
+    assert quick.archs == [(784, 128, 10)] and quick.batches == [32, 256]
+    assert "--quick" in quick.compile_note and 0 < quick.epoch_images < 60000
+    assert bench.settings(parse("--quick", "--batches", "64", "--no-epoch")).batches == [64]
+    assert bench.settings(parse("--quick", "--no-epoch")).epoch_images == 0
+    assert "--no-compile" in bench.settings(parse("--no-compile")).compile_note
+    assert bench.settings(parse("--threads", "1", "--dtype", "float64")).threads == 1
+
+
+# ------------------------------------------------------------------------------ the floor
+
+
+def test_floor_of_a_three_layer_net_has_exactly_the_eight_products():
+    B, sizes = 64, (784, 512, 256, 10)
+    products = bench.gemm_products(sizes, B)
+    kinds = [(p["kind"], p["layer"]) for p in products]
+    assert kinds == [("forward", 1), ("forward", 2), ("forward", 3),
+                     ("dW", 3), ("dx", 3), ("dW", 2), ("dx", 2), ("dW", 1)]  # no ∂L/∂x for the input layer
+    shapes = {(p["kind"], p["layer"]): tuple(p["shape"]) for p in products}
+    assert shapes[("forward", 1)] == (B, 784, 512)  # z (B, in) · Wᵀ (in, out)
+    assert shapes[("dW", 1)] == (512, B, 784)  # δᵀ (out, B) · z (B, in)
+    assert shapes[("dx", 2)] == (B, 256, 512)  # δ (B, out) · W (out, in)
+    pairs = [(784, 512), (512, 256), (256, 10)]
+    expected = 2 * B * (2 * sum(i * o for i, o in pairs) + sum(i * o for i, o in pairs[1:]))
+    assert sum(p["flops"] for p in products) == expected
+
+
+def test_floor_operands_have_the_real_steps_shapes_and_both_floors_compute_the_same():
+    sizes, B = (784, 16, 8, 10), 5
+    x = np.random.default_rng(3).standard_normal((B, 784)).astype(np.float32)
+    products = bench.gemm_products(sizes, B)
+    ops = bench.floor_operands(products, x)
+    assert len(ops) == len(products) == 3 + 3 + 2
+    for p, (a, b, out) in zip(products, ops):
+        m, k, n = p["shape"]
+        assert a.shape == (m, k) and b.shape == (k, n) and out.shape == (m, n)
+        assert a.dtype == b.dtype == out.dtype == np.float32
+    fwd1, dw1 = ops[0], ops[-1]
+    assert fwd1[0] is x and dw1[1] is x  # layer 1 works on the MNIST batch itself
+    assert not fwd1[1].flags.c_contiguous and fwd1[1].base.shape == (16, 784)  # Wᵀ is a view of an (out, in) W
+    assert not dw1[0].flags.c_contiguous and dw1[0].base.shape == (B, 16)  # δᵀ is a view of a (B, out) δ
+
+    for floor in bench.floor_steps(ops):  # numpy, then torch, into the same output arrays
+        for _, _, out in ops:
+            out.fill(np.nan)
+        floor()
+        for a, b, out in ops:
+            np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_table_and_ratios_from_a_synthetic_point():
+    r = lambda med: {"median_s": med, "iqr_s": med / 10, "q1_s": med * 0.95, "q3_s": med * 1.05,  # noqa: E731
+                     "runs": 3, "steps": 30}
+    point = {"arch": "784-128-10", "batch": 32, "dtype": "float32", "manual_over_torch": 2.0,
+             "manual_over_floor": 4.0, "images_per_s_manual": 32 / 4e-4,
+             "results": {"manual": r(4e-4), "torch": r(2e-4), "floor_numpy": r(1e-4), "floor_torch": r(1e-4)}}
+    table = bench.format_table([point]).splitlines()
+    assert len(table) == 2 and "compiled µs" in table[0]
+    assert table[1].split()[:4] == ["784-128-10", "b32", "float32", "400"]
+    assert "-" in table[1].split() and "80,000" in table[1]
+
+
+# ------------------------------------------------------------------------------ a quick run
+
+
+@pytest.mark.slow
+def test_quick_run_writes_a_json_entry_for_every_point_and_implementation(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "b"
+    args = parse("--quick", "--no-compile", "--out", out, "--offline", "--data-dir", mnist_dir)
+    assert bench.main(args) == 0
+    assert {p.name for p in out.iterdir()} == {bench.JSON_NAME, bench.PLOT_NAME}  # and no temporary files
+    assert (out / bench.PLOT_NAME).read_bytes()[:8] == PNG_MAGIC
+
+    report = json.loads((out / bench.JSON_NAME).read_text())
+    grid = [(a, b) for a in bench.QUICK_ARCHS for b in bench.QUICK_BATCHES]
+    assert [(p["arch"], p["batch"]) for p in report["points"]] == grid
+    for p in report["points"]:
+        assert set(p["results"]) == {"manual", "torch", "floor_numpy", "floor_torch"}
+        assert "--no-compile" in p["skipped"]["compiled"] and p["compile_s"] is None
+        for name, m in p["results"].items():
+            assert m["median_s"] > 0 and m["iqr_s"] >= 0 and m["runs"] >= 1 and m["steps"] >= m["runs"], name
+            assert m["q1_s"] <= m["median_s"] <= m["q3_s"], name
+        assert len(p["floor"]["products"]) == 2 + 2 + 1 and p["floor"]["flops"] > 0
+        assert p["dtype"] == "float32" and p["images_per_s_manual"] > 0
+
+    machine = report["machine"]
+    assert machine["cores"] == os.cpu_count() and machine["threads"] == os.cpu_count()
+    assert {"numpy", "torch", "python", "blas", "loadavg_start", "loadavg_end"} <= set(machine)
+    assert machine["blas"] and all("internal_api" in lib and "num_threads" in lib for lib in machine["blas"])
+
+    epoch = report["epoch"]
+    assert epoch["arch"] == "784-256-10" and epoch["batch"] == 32 and epoch["images"] == bench.QUICK_EPOCH_IMAGES
+    for side in ("manual", "torch"):
+        assert epoch[side]["seconds"] > 0 and epoch[side]["images_per_s"] > 0
+
+    stdout = capsys.readouterr().out
+    for arch, batch in grid:
+        assert f"{arch} b{batch} float32" in stdout
+    assert "epoch (784-256-10 float32, batch 32" in stdout
+
+
+def test_cli_bad_values_get_one_line(tmp_path):
+    from helpers import assert_one_line_error, run_cli
+
+    proc = run_cli("bench", "--archs", "785-128-10", "--out", tmp_path / "never")
+    assert_one_line_error(proc, 2, "--archs", "'785-128-10'")
+    assert not (tmp_path / "never").exists()
