@@ -7,6 +7,8 @@ a missing 1/B) gives a relative error of order 1e-2 to 1, far above every bound 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Manual vs torch in float64: the same formulas summed in a different order (BLAS blocking,
@@ -47,26 +49,33 @@ FREE32_LOSS_REL = 1e-3
 TINY = np.finfo(np.float64).tiny  # keeps 0/0 out of the relative error of two zero gradients
 
 
-# Confident batches: the output delta (p − onehot(y))/B of an example with p_y = 1 − r has entries
-# of size r, computed from p with an absolute rounding error ~eps, so the whole gradient carries
-# a relative rounding noise ~eps/r, and r ≈ the batch-mean loss when the loss is small. Both sides
-# suffer it, each differently (neither is wrong: a float64 computation agrees with both within
-# that noise), so no bound tighter than NOISE_FACTOR·eps/loss can hold. This only widens a bound
-# when the loss is tiny: below 6e-3 in float32 (1e-4 bound), below 2.2e-5 in float64 (1e-10).
+# Confident batches: when p_y = 1 − r for every example, the loss and the output delta
+# (p − onehot(y))/B are of size r, but they are computed from quantities of size 1 (p) and of the
+# size of the logits (ẑ − c, logsumexp − ẑ_y), so their absolute rounding error is ~eps·(1 + max|ẑ|)
+# and their relative error ~eps·(1 + max|ẑ|)/r, with r ≈ the batch-mean loss when it is small.
+# Both sides suffer it, each differently (neither is wrong: a float64 computation agrees with both
+# within that noise), so no bound tighter than NOISE_FACTOR times that can hold. It only widens a
+# bound for tiny losses: in float32 with logits ~10, below ~7e-2 for the 1e-4 bound, and in float64
+# below ~2e-4 for the 1e-10 bound.
 NOISE_FACTOR = 10
 
 
-def gradient_rel(dtype, loss: float | None = None, base: float | None = None) -> float:
-    """Manual-vs-torch tolerance for gradients computed in `dtype` at identical weights.
+def noise_floor(dtype, loss: float, logit_scale: float = 0.0) -> float:
+    """Relative rounding noise of a batch's loss and gradients: NOISE_FACTOR·eps·(1 + max|ẑ|)/loss."""
+    if not loss > 0 or not math.isfinite(loss):
+        return 0.0
+    return NOISE_FACTOR * float(np.finfo(np.dtype(dtype)).eps) * (1.0 + logit_scale) / loss
+
+
+def gradient_rel(dtype, loss: float | None = None, base: float | None = None, logit_scale: float = 0.0) -> float:
+    """Manual-vs-torch bound for gradients (and losses) computed in `dtype` at identical weights.
 
     Args:
         dtype: float32 or float64.
-        loss: the batch-mean loss; when small, the bound widens to NOISE_FACTOR·eps/loss.
+        loss: the batch-mean loss; when small, the bound widens to `noise_floor`.
         base: the bound before widening (default FLOAT32_REL or FLOAT64_REL).
+        logit_scale: max |logit| of the batch (the size of the quantities the loss cancels).
     """
-    dtype = np.dtype(dtype)
     if base is None:
-        base = FLOAT32_REL if dtype == np.float32 else FLOAT64_REL
-    if loss is None or not loss > 0:
-        return base
-    return max(base, NOISE_FACTOR * float(np.finfo(dtype).eps) / loss)
+        base = FLOAT32_REL if np.dtype(dtype) == np.float32 else FLOAT64_REL
+    return base if loss is None else max(base, noise_floor(dtype, loss, logit_scale))
