@@ -126,6 +126,9 @@ def test_wrong_derivative_stops_the_run_and_keeps_the_report(tmp_path, mnist_dir
     (["--mode", "fast"], 2, "invalid choice: 'fast'"),
     (["--sizes", "784", "10", "11"], 2, "the last 10"),
     (["--check-every", "0"], 2, "--check-every"),
+    (["--activation", "softplus"], 2, "invalid choice: 'softplus'"),
+    (["--dtype", "float16"], 2, "invalid choice: 'float16'"),
+    (["--seed", "-1"], 2, "--seed"),
 ])
 def test_bad_options_get_one_line(args, code, needle, tmp_path):
     proc = run_cli("train", "--out", tmp_path / "never", *args)
