@@ -47,10 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
+from compare.data import IMAGE_COUNTS, NUM_CLASSES, NUM_PIXELS
 from compare.errors import UsageError
 from compare.files import atomic_write_json
 
-MNIST_IN, MNIST_CLASSES, N_TRAIN = 784, 10, 60000
+MNIST_IN, MNIST_CLASSES, N_TRAIN = NUM_PIXELS, NUM_CLASSES, IMAGE_COUNTS["train"]
 DEFAULT_ARCHS = ("784-128-10", "784-1024-10", "784-512-256-10")
 DEFAULT_BATCHES = (32, 64, 256, 1024)
 QUICK_ARCHS, QUICK_BATCHES, QUICK_EPOCH_IMAGES = ("784-128-10",), (32, 256), 6400

@@ -15,6 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from compare.data import NUM_CLASSES, NUM_PIXELS
 from compare.errors import CrosscheckError
 
 
@@ -27,27 +28,25 @@ class _Parser(argparse.ArgumentParser):
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 DTYPES = ("float32", "float64")
-MNIST_IN, MNIST_CLASSES = 784, 10
+MNIST_IN, MNIST_CLASSES = NUM_PIXELS, NUM_CLASSES
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be an integer >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be an integer >= 1")
-    return value
+def int_at_least(low: int):
+    """An argparse type: an integer >= `low`, else one line naming the value and the bound."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be an integer >= {low}")
+        return value
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be an integer >= 0")
-    return value
+positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
 
 
 def positive_float(text: str) -> float:
@@ -86,14 +85,20 @@ def check_data_dir(parser: argparse.ArgumentParser, data_dir: Path | None) -> No
                      f"({e.strerror or e}) and it does not hold the four MNIST files in MNIST/raw/")
 
 
-def _add_net_options(p: argparse.ArgumentParser, sizes: list[int], dtype: str | None) -> None:
-    p.add_argument("--sizes", type=positive_int, nargs="+", default=sizes, metavar="N",
+def _add_net_options(p: argparse.ArgumentParser, sizes: list[int], dtype: str, given_only: bool = False) -> None:
+    """--sizes, --activation, --dtype, --seed. With `given_only` the parsed default is None, so that
+    `train --resume` can tell an option the user gave from one left at its default."""
+
+    def default(value):
+        return None if given_only else value
+
+    p.add_argument("--sizes", type=positive_int, nargs="+", default=default(sizes), metavar="N",
                    help=f"layer widths, input first, classes last (default: {' '.join(map(str, sizes))})")
-    p.add_argument("--activation", choices=ACTIVATIONS, default="sigmoid",
+    p.add_argument("--activation", choices=ACTIVATIONS, default=default("sigmoid"),
                    help="hidden-layer nonlinearity (default: sigmoid, as in the notes)")
-    p.add_argument("--dtype", choices=DTYPES, default=dtype,
-                   help=f"floating-point type of both sides (default: {dtype or 'see below'})")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the one generator (default: 0)")
+    p.add_argument("--dtype", choices=DTYPES, default=default(dtype),
+                   help=f"floating-point type of both sides (default: {dtype})")
+    p.add_argument("--seed", type=nonnegative_int, default=default(0), help="seed of the one generator (default: 0)")
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -158,7 +163,7 @@ def _train_config(parser, args):
     from compare import checkpoint
     from compare.harness import TrainConfig
 
-    given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) not in (None, False)}
+    given = {k: v for k in TRAIN_OPTIONS if (v := getattr(args, k)) is not None and v is not False}
     if args.resume is not None:
         saved = checkpoint.read_state(checkpoint.find(args.resume))["config"]
         differ = [f"--{k.replace('_', '-')} {v!r} (checkpoint: {saved.get(k)!r})" for k, v in given.items()
@@ -273,15 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "plots and checkpoints. Exit 0 when everything agreed, 1 at the first "
                                    "disagreement or divergence, 130/143 when interrupted (resumable).")
     d = harness_defaults()
-    p.add_argument("--sizes", type=positive_int, nargs="+", default=None, metavar="N",
-                   help=f"layer widths, input first, classes last (default: {' '.join(map(str, d.sizes))})")
-    p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="hidden nonlinearity (default: sigmoid)")
+    _add_net_options(p, list(d.sizes), d.dtype, given_only=True)
     p.add_argument("--epochs", type=positive_int, default=None, help=f"default: {d.epochs}")
     p.add_argument("--batch-size", type=positive_int, default=None, help=f"default: {d.batch_size}")
     p.add_argument("--lr", type=positive_float, default=None, help=f"SGD learning rate (default: {d.lr:g})")
-    p.add_argument("--dtype", choices=DTYPES, default=None,
-                   help="float64 (default: the strict cross-check) or float32")
-    p.add_argument("--seed", type=nonnegative_int, default=None, help="seed of the one generator (default: 0)")
     p.add_argument("--mode", choices=("free", "lockstep"), default=None,
                    help="free: two independent trajectories (default with float64); lockstep: torch takes "
                         "the manual weights after every step (default with float32)")
