@@ -151,11 +151,6 @@ def compare_grads(grads_a, grads_b, allowed: float) -> list[Agreement]:
     return out
 
 
-def worst(agreements: list[Agreement]) -> Agreement:
-    """The agreement closest to (or furthest past) its tolerance."""
-    return max(agreements, key=lambda g: g.rel_err / g.allowed if g.allowed else math.inf)
-
-
 def _mismatched(a: np.ndarray, b: np.ndarray, allowed: float) -> int:
     """Elements whose difference exceeds `allowed` times the larger array's greatest magnitude."""
     scale = max(float(np.abs(a).max()), float(np.abs(b).max()), TINY)

@@ -4,7 +4,6 @@ terminal table. Every file is written to a temporary name and renamed."""
 from __future__ import annotations
 
 import io
-import json
 import math
 import platform
 from pathlib import Path
@@ -116,7 +115,3 @@ def epoch_table(epochs: list[dict]) -> str:
                      _fmt(e["worst_grad_rel"], ".1e")))
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows)
-
-
-def load_summary(out: Path) -> dict:
-    return json.loads((out / SUMMARY).read_text())
