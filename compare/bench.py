@@ -3,7 +3,8 @@
 Timed per grid point (architecture × batch size, one dtype): one whole training step (forward,
 batch-mean cross-entropy, backward, SGD update) of
 - manual: ``mlp.train_step(x, y, lr)`` (forward, loss, backward, update; its input and label
-  checks included);
+  checks included; within the thread budget it runs small steps on one BLAS thread, see
+  ``manual/blas.py``);
 - torch: eager autograd: ``zero_grad(set_to_none=True)``, ``TorchMLP`` forward (its input check
   included), ``F.cross_entropy``, ``backward()``, ``torch.optim.SGD.step()``;
 - compiled: that step with forward + loss through ``torch.compile(dynamic=False)`` (AOTAutograd
@@ -14,8 +15,11 @@ batch-mean cross-entropy, backward, SGD update) of
   cache already holds the kernels). A failure is recorded with its reason, never fatal;
 - floor_numpy / floor_torch: only the step's matrix products (per layer the forward z·Wᵀ and the
   weight gradient δᵀ·z, and δ·W for every layer but the first) into preallocated outputs
-  (``np.matmul`` / ``torch.mm`` with out=), in the real step's operand layouts. Bias, activation,
-  softmax, update and Python come on top, so no implementation of the step can beat it.
+  (``np.matmul`` / ``torch.mm`` with out=), each product in the fastest of its 8 memory layouts
+  (A, B, C each stored as is or transposed; found by timing all 8 per grid point and library, and
+  recorded in bench.json). Bias, activation, softmax, update and Python come on top, and no layout
+  beats the fastest, so no implementation of the step with these libraries can beat it. The floor
+  runs at the full thread budget, where these products in isolation are fastest.
 
 Fair because: both libraries get the same threads (threadpoolctl limits every BLAS and OpenMP pool
 it finds; ``torch.set_num_threads``), and the spin limits set in ``compare/__init__`` keep one
@@ -39,6 +43,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -75,6 +80,7 @@ class Settings:
     rounds: int
     round_s: float
     warmup_s: float
+    layout_s: float  # per product, layout and library, to find the floor's fastest layouts
     out: Path
 
 
@@ -142,18 +148,20 @@ def settings(args) -> Settings:
             "skipped: --quick (a cold torch.compile takes tens of seconds)" if args.quick else None)
     epoch_images = 0 if args.no_epoch else QUICK_EPOCH_IMAGES if args.quick else N_TRAIN
     passes = ("manual", "torch") if args.quick else ("manual", "torch", "torch", "manual")
-    rounds, round_s, warmup_s = (3, 0.02, 0.01) if args.quick else (5, 0.2, 0.1)
-    return Settings(archs, batches, args.dtype, threads, note, epoch_images, passes, rounds, round_s, warmup_s, out)
+    rounds, round_s, warmup_s, layout_s = (3, 0.02, 0.01, 0.003) if args.quick else (5, 0.2, 0.1, 0.02)
+    return Settings(archs, batches, args.dtype, threads, note, epoch_images, passes, rounds, round_s, warmup_s,
+                    layout_s, out)
 
 
 # ------------------------------------------------------------------------------ the steps
 
 
 def _initial(sizes, dtype):
-    """The manual net every implementation starts from (seed 0); torch gets a copy of it."""
+    """The manual net every implementation starts from (seed 0), in the manual side's fastest
+    layout (``layout="transposed"``); torch gets a copy of its values in ``nn.Linear``'s own layout."""
     from manual.mlp import MLP
 
-    return MLP(sizes, ACTIVATION, dtype=dtype, seed=0)
+    return MLP(sizes, ACTIVATION, dtype=dtype, seed=0, layout="transposed")
 
 
 def manual_step(sizes, x: np.ndarray, y: np.ndarray):
@@ -241,40 +249,100 @@ def gemm_products(sizes, batch: int) -> list[dict]:
     return products
 
 
-def floor_operands(products: list[dict], x: np.ndarray, seed: int = 0) -> list[tuple]:
-    """(a, b, out) arrays for each product, in the real step's layouts: W is (out, in) and used as Wᵀ
-    forward, δ is (B, out) and used as δᵀ for dW; layer 1's z is the MNIST batch `x`."""
+# A product C = A·B can be laid out in memory 8 ways: A, B and C each C-order or the transpose of a
+# C-order array (BLAS takes either through its trans flags; for a transposed C NumPy and PyTorch
+# compute Cᵀ = BᵀAᵀ). Their speeds differ by up to 40 % for these shapes, and no layout is best
+# for all of them, so the floor times each product in every layout and keeps the fastest.
+LAYOUTS = tuple((ta, tb, tc) for ta in (False, True) for tb in (False, True) for tc in (False, True))
+
+
+def layout_name(layout) -> str:
+    """(False, True, False) -> 'A·Bᵀ->C': which operands are stored transposed."""
+    ta, tb, tc = layout
+    return f"A{'ᵀ' * ta}·B{'ᵀ' * tb}->C{'ᵀ' * tc}"
+
+
+def _array(values: np.ndarray, transposed: bool) -> np.ndarray:
+    """`values` (rows, cols) as a C-order array, or as the transpose of a C-order (cols, rows) one."""
+    return np.ascontiguousarray(values.T).T if transposed else np.ascontiguousarray(values)
+
+
+def floor_operands(products: list[dict], x: np.ndarray, layouts=None, seed: int = 0) -> list[tuple]:
+    """(a, b, out) arrays for each product, in `layouts` (one (A, B, C) transposed-flags triple per
+    product, default: the manual step's own, see ``MANUAL_LAYOUT``). Layer 1 works on the values of
+    the MNIST batch `x` (the forward's A, the weight gradient's B); everything else is random."""
     rng = np.random.default_rng(seed)
     normal = lambda *shape: rng.standard_normal(shape).astype(x.dtype)  # noqa: E731
     ops = []
-    for p in products:
+    for p, layout in zip(products, layouts or [MANUAL_LAYOUT[p["kind"]] for p in products]):
         m, k, n = p["shape"]
-        if p["kind"] == "forward":  # z (B, in) · W(out, in)ᵀ
-            a, b = (x if p["layer"] == 1 else normal(m, k)), normal(n, k).T
-        elif p["kind"] == "dW":  # δ(B, out)ᵀ · z (B, in)
-            a, b = normal(k, m).T, (x if p["layer"] == 1 else normal(k, n))
-        else:  # δ (B, out) · W (out, in)
-            a, b = normal(m, k), normal(k, n)
-        ops.append((a, b, np.empty((m, n), x.dtype)))
+        a = x if p["layer"] == 1 and p["kind"] == "forward" else normal(m, k)
+        b = x if p["layer"] == 1 and p["kind"] == "dW" else normal(k, n)
+        ta, tb, tc = layout
+        a, b = (x if v is x and not t else _array(v, t) for v, t in ((a, ta), (b, tb)))
+        ops.append((a, b, np.empty((n, m), x.dtype).T if tc else np.empty((m, n), x.dtype)))
     return ops
+
+
+# The layouts of ``manual.mlp`` with ``layout="transposed"`` (as benchmarked): z (B, in) C-order, W the
+# transpose of a C-order (in, out) block, δ (B, out) C-order; so forward z·Wᵀ is A·B (Wᵀ is C-order), the
+# weight gradient δᵀ·z is Aᵀ·B into a transposed dW, and δ·W is A·Bᵀ.
+MANUAL_LAYOUT = {"forward": (False, False, False), "dW": (True, False, True), "dx": (False, True, False)}
+
+
+def _product_callables(ops: list[tuple]):
+    """-> (numpy callables, torch callables), one per product, each writing its `out` in place."""
+    import torch
+
+    numpy_calls = [lambda a=a, b=b, c=c: np.matmul(a, b, out=c) for a, b, c in ops]
+    tops = [tuple(torch.from_numpy(v) for v in op) for op in ops]
+    torch_calls = [lambda a=a, b=b, c=c: torch.mm(a, b, out=c) for a, b, c in tops]
+    return numpy_calls, torch_calls
 
 
 def floor_steps(ops: list[tuple]):
     """-> (numpy floor, torch floor): callables doing only the products `ops` (from `floor_operands`),
     both into the same `out` arrays (torch through ``torch.from_numpy``; they never run at once)."""
-    import torch
-
-    tops = [tuple(torch.from_numpy(v) for v in op) for op in ops]
+    numpy_calls, torch_calls = _product_callables(ops)
 
     def numpy_floor():
-        for a, b, c in ops:
-            np.matmul(a, b, out=c)
+        for call in numpy_calls:
+            call()
 
     def torch_floor():
-        for a, b, c in tops:
-            torch.mm(a, b, out=c)
+        for call in torch_calls:
+            call()
 
     return numpy_floor, torch_floor
+
+
+def _quick_time(call, budget_s: float) -> float:
+    """Seconds per call: the least of 3 timed loops, each about budget_s / 3 long."""
+    call()
+    t0 = time.perf_counter()
+    call()
+    n = max(1, int(budget_s / 3 / max(time.perf_counter() - t0, 1e-7)))
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            call()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
+def fastest_layouts(products: list[dict], x: np.ndarray, budget_s: float) -> dict[str, list]:
+    """Per library ("numpy", "torch"), per product: the fastest of the 8 layouts (timed for about
+    `budget_s` each)."""
+    seconds = {"numpy": [], "torch": []}  # [product][layout]
+    for layout in LAYOUTS:
+        numpy_calls, torch_calls = _product_callables(floor_operands(products, x, [layout] * len(products)))
+        for lib, calls in (("numpy", numpy_calls), ("torch", torch_calls)):
+            for i, call in enumerate(calls):
+                if len(seconds[lib]) <= i:
+                    seconds[lib].append([])
+                seconds[lib][i].append(_quick_time(call, budget_s))
+    return {lib: [LAYOUTS[int(np.argmin(per))] for per in per_product] for lib, per_product in seconds.items()}
 
 
 # ------------------------------------------------------------------------------ timing
@@ -331,7 +399,12 @@ def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings) -> dict:
     else:
         skipped["compiled"] = s.compile_note
     products = gemm_products(sizes, batch)
-    steps["floor_numpy"], steps["floor_torch"] = floor_steps(floor_operands(products, x))
+    best = fastest_layouts(products, x, s.layout_s)
+    steps["floor_numpy"] = floor_steps(floor_operands(products, x, best["numpy"]))[0]
+    steps["floor_torch"] = floor_steps(floor_operands(products, x, best["torch"]))[1]
+    for p, layout_numpy, layout_torch in zip(products, best["numpy"], best["torch"]):
+        p["layout_numpy"], p["layout_torch"] = layout_name(layout_numpy), layout_name(layout_torch)
+        p["layout_manual"] = layout_name(MANUAL_LAYOUT[p["kind"]])
     names = list(steps)
     for name in names:
         warm_up(steps[name], s.warmup_s)
@@ -524,7 +597,7 @@ def main(args) -> int:
     bench = {"machine": machine, "data": mnist.prepared.description,
              "config": {"archs": ["-".join(map(str, a)) for a in s.archs], "batches": s.batches, "dtype": s.dtype,
                         "threads": s.threads, "activation": ACTIVATION, "lr": LR, "rounds": s.rounds,
-                        "round_s": s.round_s, "warmup_s": s.warmup_s, "compile": s.compile_note or "on"},
+                        "round_s": s.round_s, "warmup_s": s.warmup_s, "layout_s": s.layout_s, "compile": s.compile_note or "on"},
              "points": points, "epoch": epoch, "elapsed_s": time.perf_counter() - started}
     machine["loadavg_end"] = list(os.getloadavg())
     atomic_write_json(s.out / JSON_NAME, bench)

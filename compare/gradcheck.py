@@ -61,15 +61,15 @@ def finite_differences(mlp: MLP, x: np.ndarray, y: np.ndarray, coords, h: float 
     for (W, b), pair in zip(net.parameters(), coords):
         values = []
         for theta, idx in zip((W, b), pair):
-            flat = theta.reshape(-1)  # a view: perturbing it perturbs the net
             v = np.empty(len(idx))
             for n, k in enumerate(idx):
-                saved = flat[k]
-                flat[k] = saved + h
+                at = np.unravel_index(k, theta.shape)  # k counts in row-major order, as ravel() does
+                saved = theta[at]
+                theta[at] = saved + h  # in place: perturbing it perturbs the net
                 up = net.loss(x, y)
-                flat[k] = saved - h
+                theta[at] = saved - h
                 down = net.loss(x, y)
-                flat[k] = saved
+                theta[at] = saved
                 v[n] = (up - down) / (2 * h)
             values.append(v)
         out.append(tuple(values))

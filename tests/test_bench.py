@@ -104,15 +104,47 @@ def test_floor_operands_have_the_real_steps_shapes_and_both_floors_compute_the_s
         assert a.dtype == b.dtype == out.dtype == np.float32
     fwd1, dw1 = ops[0], ops[-1]
     assert fwd1[0] is x and dw1[1] is x  # layer 1 works on the MNIST batch itself
-    assert not fwd1[1].flags.c_contiguous and fwd1[1].base.shape == (16, 784)  # Wᵀ is a view of an (out, in) W
-    assert not dw1[0].flags.c_contiguous and dw1[0].base.shape == (B, 16)  # δᵀ is a view of a (B, out) δ
+    # the manual step's layouts: Wᵀ stored as an (in, out) C array, δᵀ a view of a (B, out) δ, dW transposed
+    assert fwd1[1].flags.c_contiguous and not dw1[0].flags.c_contiguous and dw1[2].T.flags.c_contiguous
 
-    for floor in bench.floor_steps(ops):  # numpy, then torch, into the same output arrays
-        for _, _, out in ops:
-            out.fill(np.nan)
-        floor()
-        for a, b, out in ops:
-            np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+    for layouts in (None, [bench.LAYOUTS[-1]] * len(products)):  # the manual step's, and all transposed
+        ops = bench.floor_operands(products, x, layouts)
+        for floor in bench.floor_steps(ops):  # numpy, then torch, into the same output arrays
+            for _, _, out in ops:
+                out.fill(np.nan)
+            floor()
+            for a, b, out in ops:
+                np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_every_layout_holds_the_same_numbers_in_its_own_memory_order():
+    x = np.random.default_rng(4).standard_normal((3, 784)).astype(np.float32)
+    products = bench.gemm_products((784, 6, 10), 3)
+    reference = bench.floor_operands(products, x, [bench.LAYOUTS[0]] * len(products))
+    assert len(set(bench.LAYOUTS)) == 8
+    for layout in bench.LAYOUTS:
+        ops = bench.floor_operands(products, x, [layout] * len(products))
+        for (a, b, out), (a0, b0, _) in zip(ops, reference):
+            for arr, transposed in zip((a, b, out), layout):
+                assert arr.T.flags.c_contiguous if transposed else arr.flags.c_contiguous
+            np.testing.assert_array_equal(a, a0)
+            np.testing.assert_array_equal(b, b0)
+    assert bench.layout_name((True, False, True)) == "Aᵀ·B->Cᵀ"
+
+
+def test_the_floor_keeps_the_fastest_layout_of_each_product(monkeypatch):
+    x = np.random.default_rng(5).standard_normal((4, 784)).astype(np.float32)
+    products = bench.gemm_products((784, 6, 10), 4)
+    slow = {layout: 1.0 + i for i, layout in enumerate(bench.LAYOUTS)}
+    fastest = bench.LAYOUTS[5]
+    slow[fastest] = 0.5
+
+    def fake_time(call, budget_s):  # the memory order of the call's operands (a, b, out) decides its "time"
+        return slow[tuple(not np.asarray(v).flags.c_contiguous for v in call.__defaults__)]
+
+    monkeypatch.setattr(bench, "_quick_time", fake_time)
+    best = bench.fastest_layouts(products, x, 0.001)
+    assert best == {"numpy": [fastest] * len(products), "torch": [fastest] * len(products)}
 
 
 def test_table_and_ratios_from_a_synthetic_point():

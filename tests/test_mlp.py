@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from compare.agreement import assert_grads_agree, compare_grads
 from compare.tolerances import gradient_rel
 from manual import functional as F
-from manual.mlp import MLP, init_parameters
+from manual import blas
+from manual.mlp import LAYOUTS, MLP, init_parameters
 from manual.optim import SGD
 from torch_ref import convert
 
@@ -101,8 +102,9 @@ ARCHS = [(12, 4), (12, 9, 4), (12, 16, 7, 4), (12, 5, 8, 6, 4), (784, 32, 10)]
 @pytest.mark.parametrize("batch", [1, 7, 32])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
-def test_whole_network_gradients_match_torch(sizes, batch, dtype, activation):
-    mlp = MLP(sizes, activation, dtype, seed=batch)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_whole_network_gradients_match_torch(sizes, batch, dtype, activation, layout):
+    mlp = MLP(sizes, activation, dtype, seed=batch, layout=layout)
     x = RNG.standard_normal((batch, sizes[0])).astype(dtype)
     y = RNG.integers(0, sizes[-1], batch)
     agreements = agree_with_torch(mlp, x, y)
@@ -120,25 +122,26 @@ PROPERTY = dict(
     seed=st.integers(0, 2**32 - 1),
     activation=st.sampled_from(["sigmoid", "tanh", "relu"]),
     dtype=st.sampled_from([np.float32, np.float64]),
+    layout=st.sampled_from(LAYOUTS),
 )
 
 
-def random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype):
+def random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype, layout):
     rng = np.random.default_rng(seed)
-    mlp = MLP((n_in, *hidden, classes), activation, dtype, seed=rng)
+    mlp = MLP((n_in, *hidden, classes), activation, dtype, seed=rng, layout=layout)
     x = (rng.standard_normal((batch, n_in)) * 10**log_scale).astype(dtype)
     return mlp, x, rng.integers(0, classes, batch)
 
 
 @settings(max_examples=300, deadline=None)
 @given(log_scale=st.floats(-3, 1.5), **PROPERTY)
-def test_property_gradients_match_torch(n_in, hidden, classes, batch, seed, log_scale, activation, dtype):
+def test_property_gradients_match_torch(n_in, hidden, classes, batch, seed, log_scale, activation, dtype, layout):
     """Agreement with autograd over shapes, seeds and input scales up to ~30 (pixels are ~3).
 
     Beyond that the gradients become sums that cancel (confident answers, saturated units), and
     no pair of implementations agrees better than the rounding of those sums, which is why the
     test below only asks for finite, warning-free results there."""
-    mlp, x, y = random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype)
+    mlp, x, y = random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype, layout)
     _, grads = mlp.loss_and_grads(x, y)
     # A gradient that is exact cancellation up to rounding (e.g. confident answers that balance
     # out in a bias) carries no signal: its relative error is noise against noise.
@@ -149,10 +152,10 @@ def test_property_gradients_match_torch(n_in, hidden, classes, batch, seed, log_
 @settings(max_examples=200, deadline=None)
 @given(log_scale=st.floats(-3, 4), **PROPERTY)
 def test_property_finite_and_warning_free_at_any_scale(n_in, hidden, classes, batch, seed, log_scale, activation,
-                                                       dtype):
+                                                       dtype, layout):
     """Inputs up to 1e4 (pre-activations far beyond ±1000): forward and backward stay finite, no
     overflow warnings, and the predicted classes are torch's."""
-    mlp, x, y = random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype)
+    mlp, x, y = random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype, layout)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loss, grads = mlp.loss_and_grads(x, y)
@@ -278,9 +281,11 @@ def test_sgd_updates_in_place_like_torch():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_train_step_is_loss_and_grads_then_sgd(dtype):
-    """The benchmark's fused step (lr folded into δ) lands on the weights of the checked path."""
-    a, b = MLP((12, 9, 7, 4), dtype=dtype, seed=5), MLP((12, 9, 7, 4), dtype=dtype, seed=5)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_train_step_is_loss_and_grads_then_sgd(dtype, layout):
+    """The benchmark's fused step (lr folded into δ, one update over the flat parameter array, the
+    benchmark's layout) lands on the weights of the checked path."""
+    a, b = MLP((12, 9, 7, 4), dtype=dtype, seed=5), MLP((12, 9, 7, 4), dtype=dtype, seed=5, layout=layout)
     opt = SGD(0.3)
     rtol = 1e-5 if dtype == np.float32 else 1e-13
     for step in range(5):
@@ -292,6 +297,55 @@ def test_train_step_is_loss_and_grads_then_sgd(dtype):
         np.testing.assert_allclose(wb, wa, rtol=rtol, atol=rtol * np.abs(wa).max())
     with pytest.raises(ValueError, match=r"labels must lie in 0\.\.3"):
         b.train_step(x, np.full(8, 4), 0.3)
+
+
+def test_train_step_updates_an_array_that_replaced_one_of_the_net():
+    mlp = MLP((6, 4, 3), seed=0)
+    mlp.weights[0] = mlp.weights[0].copy()  # no longer a view of the flat parameter array
+    before = mlp.weights[0].copy()
+    x, y = RNG.standard_normal((5, 6)), np.array([0, 1, 2, 0, 1])
+    mlp.train_step(x, y, 0.5)
+    np.testing.assert_array_equal(mlp.weights[0], before - mlp.grads[0][0])  # grads hold lr·∂L/∂W
+    assert not np.array_equal(mlp.weights[0], before)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layouts_differ_in_memory_order_only(layout):
+    mlp = MLP((6, 4, 3), seed=1, layout=layout)
+    reference = MLP((6, 4, 3), seed=1)
+    for W, W0, (dW, _) in zip(mlp.weights, reference.weights, mlp.grads):
+        assert W.shape == W0.shape == dW.shape
+        np.testing.assert_array_equal(W, W0)
+        c_order = layout == "linear"
+        assert W.flags.c_contiguous == c_order and W.T.flags.c_contiguous != c_order
+        assert dW.flags.c_contiguous == c_order
+    with pytest.raises(ValueError, match="unknown layout 'fortran'; allowed: linear, transposed"):
+        MLP((6, 4, 3), layout="fortran")
+
+
+def test_small_steps_run_on_one_blas_thread_and_restore_the_setting():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("threadpoolctl sees no BLAS here")
+    with threadpool_limits(2, user_api="blas"):
+        seen = []
+        with blas.threads_for(blas.SMALL_STEP_FLOP / 2):
+            seen.append(blas_threads())
+        with blas.threads_for(blas.SMALL_STEP_FLOP * 2):
+            seen.append(blas_threads())
+        assert blas_threads() == [2] * len(seen[0])
+    assert seen == [[1] * len(seen[0]), [2] * len(seen[0])]
+
+
+def test_step_flop_counts_the_benchmarks_gemm_floor():
+    from compare.bench import gemm_products
+
+    for sizes in [(784, 10), (784, 128, 10), (784, 512, 256, 10)]:
+        assert blas.step_flop(sizes, 32) == sum(p["flops"] for p in gemm_products(sizes, 32))
 
 
 @pytest.mark.parametrize("lr", [0, -1, float("nan"), float("inf")])
