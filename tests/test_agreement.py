@@ -57,6 +57,30 @@ def test_float32_metrics():
     assert g.ok and g.rel_err == pytest.approx(expected, rel=1e-3)
 
 
+def exact(a, b):
+    """The metrics straight from their definitions, in float64."""
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return np.linalg.norm(a - b) / max(na, nb), a @ b / (na * nb), np.abs(a - b).argmax()
+
+
+@pytest.mark.parametrize("gap", [0.0, 1e-15, 1e-9, 1e-7, 1e-3, 1.0])
+def test_large_arrays_agree_with_the_definitions_near_and_far(gap):
+    """Large arrays take the fast path (‖a‖ for ‖b‖) only when they agree to CLOSE; either way the
+    figures are those of the definitions."""
+    a = RNG.standard_normal((256, 784))
+    b = a + gap * RNG.standard_normal(a.shape) * np.abs(a).mean()
+    assert a.size > agreement.SMALL
+    g = measure(a, b, 1, "W", 1e-9)
+    rel, cosine, k = exact(a, b)
+    assert g.rel_err == pytest.approx(rel, rel=agreement.CLOSE, abs=1e-300)
+    assert g.cosine == pytest.approx(cosine, rel=1e-12)
+    assert g.norm_b == pytest.approx(np.linalg.norm(b), rel=agreement.CLOSE)
+    if gap:
+        assert g.worst_index == np.unravel_index(k, a.shape)
+    assert g.ok == (rel <= 1e-9)
+
+
 def test_failure_message_reads_like_assert_close():
     good = [(np.ones((2, 3)), np.ones(2)), (np.ones((4, 2)), np.ones(4))]
     bad = [(np.ones((2, 3)), np.ones(2)), (np.ones((4, 2)), np.ones(4))]
