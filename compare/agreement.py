@@ -75,16 +75,16 @@ def _torch_views(fa: np.ndarray, fb: np.ndarray):
 
 # ‖b‖ costs one more pass over a large array (a quarter of the comparison). When a and b agree
 # to within CLOSE (‖a − b‖ <= CLOSE·‖a‖, as in every passing float64 comparison), the triangle
-# inequality pins ‖b‖ to ‖a‖ ± ‖a − b‖, so ‖a‖ stands in for it: ‖b‖ and the relative error are then
-# right to 8 significant digits, and the cosine, 1 − (‖a − b‖² − (‖a‖ − ‖b‖)²)/(2‖a‖‖b‖), is within
-# CLOSE²/2 = 5e-17 of the 1 − ‖a − b‖²/(2‖a‖²) reported, i.e. exact in float64.
+# inequality pins ‖b‖ to ‖a‖ ± ‖a − b‖, so ‖a‖² stands in for ‖b‖²: ‖b‖ and the relative error are
+# then right to 8 significant digits, and the cosine, 1 − (‖a − b‖² − (‖a‖ − ‖b‖)²)/(2‖a‖‖b‖), is
+# within CLOSE²/2 = 5e-17 of the 1 − ‖a − b‖²/(2‖a‖²) that `measure` then computes: exact in float64.
 CLOSE = 1e-8
 
 
 def _sums(fa: np.ndarray, fb: np.ndarray):
     """‖a‖², ‖b‖², ‖a − b‖² and the flat index of the greatest |a − b| of two 1-D arrays
-    (inf or NaN sums when an entry is not finite or a square overflows). ‖b‖² is None where the
-    arrays are large and agree to within CLOSE: ‖a‖² stands in for it then."""
+    (inf or NaN sums when an entry is not finite or a square overflows). Where the arrays are
+    large and agree to within CLOSE, ‖a‖² stands in for ‖b‖² (see CLOSE)."""
     with np.errstate(over="ignore", invalid="ignore"):
         if fa.size <= SMALL:
             d = fa - fb
@@ -94,7 +94,7 @@ def _sums(fa: np.ndarray, fb: np.ndarray):
         hi, lo = int(d.argmax()), int(d.argmin())  # two reads instead of writing |d|
         k = hi if d[hi] >= -d[lo] else lo
         aa, dd = float(ta.dot(ta)), float(td.dot(td))
-        bb = None if math.isfinite(aa) and dd <= CLOSE**2 * aa else float(tb.dot(tb))
+        bb = aa if math.isfinite(aa) and dd <= CLOSE**2 * aa else float(tb.dot(tb))
         return aa, bb, dd, k
 
 
@@ -133,11 +133,6 @@ def measure(a: np.ndarray, b: np.ndarray, layer: int, param: str, allowed: float
         return Agreement(layer, param, a.shape, 0.0, 0.0, (), 0.0, 0.0, 1.0, allowed)
     fa, fb = a.ravel(), b.ravel()
     aa, bb, dd, k = _sums(fa, fb)
-    if bb is None:  # large arrays that agree to CLOSE: ‖a‖ stands in for ‖b‖
-        na = math.sqrt(aa)
-        idx = tuple(int(i) for i in np.unravel_index(k, a.shape))
-        return Agreement(layer, param, a.shape, math.sqrt(dd) / max(na, TINY), float(abs(fa[k] - fb[k])), idx,
-                         float(fa[k]), float(fb[k]), 1.0 - dd / 2 / max(aa, TINY), allowed, "", na, na)
     scale = 1.0
     if not all(map(math.isfinite, (aa, bb, dd))):  # NaN/inf, or an overflow of the squares
         fa, fb = fa.astype(np.float64), fb.astype(np.float64)
@@ -148,7 +143,6 @@ def measure(a: np.ndarray, b: np.ndarray, layer: int, param: str, allowed: float
                              math.nan, allowed, "", math.sqrt(aa), math.sqrt(bb))
         scale = max(np.abs(fa).max(), np.abs(fb).max())
         aa, bb, dd, k = _sums(fa / scale, fb / scale)  # the scale cancels in both ratios below
-        bb = aa if bb is None else bb
     na, nb = math.sqrt(aa), math.sqrt(bb)
     rel = math.sqrt(dd) / max(na, nb, TINY)
     cosine = 1.0 if na == 0 and nb == 0 else (aa + bb - dd) / 2 / max(na * nb, TINY)

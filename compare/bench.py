@@ -334,14 +334,12 @@ def _quick_time(call, budget_s: float) -> float:
 def fastest_layouts(products: list[dict], x: np.ndarray, budget_s: float) -> dict[str, list]:
     """Per library ("numpy", "torch"), per product: the fastest of the 8 layouts (timed for about
     `budget_s` each)."""
-    seconds = {"numpy": [], "torch": []}  # [product][layout]
+    seconds = {lib: [[] for _ in products] for lib in ("numpy", "torch")}  # [product][layout]
     for layout in LAYOUTS:
         numpy_calls, torch_calls = _product_callables(floor_operands(products, x, [layout] * len(products)))
         for lib, calls in (("numpy", numpy_calls), ("torch", torch_calls)):
-            for i, call in enumerate(calls):
-                if len(seconds[lib]) <= i:
-                    seconds[lib].append([])
-                seconds[lib][i].append(_quick_time(call, budget_s))
+            for per_layout, call in zip(seconds[lib], calls):
+                per_layout.append(_quick_time(call, budget_s))
     return {lib: [LAYOUTS[int(np.argmin(per))] for per in per_product] for lib, per_product in seconds.items()}
 
 

@@ -240,10 +240,14 @@ class MLP:
         Returns:
             (loss, grads): a float, and ``self.grads`` = [(dW, db), ...] (overwritten next call).
         """
+        return self._loss_and_scaled_grads(x, y, 1.0)
+
+    def _loss_and_scaled_grads(self, x: np.ndarray, y: np.ndarray, scale: float):
+        """The loss and scale·∂L/∂Θ (the backward pass is linear in δ, so scaling δ scales them all)."""
         with blas.threads_for(self._flop_per_example * len(x)):
             logits = self.forward(x)
             y = self._check_labels(y, len(logits))
-            loss, delta = F.cross_entropy_backward(logits, y, out=self._buffers_for(len(y))["delta"])
+            loss, delta = F.cross_entropy_backward(logits, y, out=self._buffers_for(len(y))["delta"], scale=scale)
             return loss, self.backward(delta)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
@@ -254,11 +258,7 @@ class MLP:
         gradient), over all parameters at once as they share one flat array. Afterwards
         ``self.grads`` holds lr·∂L/∂θ.
         """
-        with blas.threads_for(self._flop_per_example * len(x)):
-            logits = self.forward(x)
-            y = self._check_labels(y, len(logits))
-            loss, delta = F.cross_entropy_backward(logits, y, out=self._buffers_for(len(y))["delta"], scale=lr)
-            steps = self.backward(delta)
+        loss, steps = self._loss_and_scaled_grads(x, y, lr)
         views = [*self.weights, *self.biases, *(dW for dW, _ in steps), *(db for _, db in steps)]
         if all(a is b for a, b in zip(views, self._packed_views)):
             self._theta -= self._dtheta  # θ ← θ − lr·∂L/∂θ, every layer at once

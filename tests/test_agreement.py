@@ -148,8 +148,8 @@ def test_sign_flip_in_sigma_prime(monkeypatch):
 def test_sign_flip_in_the_output_delta(monkeypatch):
     right = F.cross_entropy_backward
 
-    def onehot_minus_softmax(logits, y, out=None):
-        loss, delta = right(logits, y, out)
+    def onehot_minus_softmax(logits, y, out=None, scale=1.0):
+        loss, delta = right(logits, y, out, scale)
         delta *= -1
         return loss, delta
 
@@ -196,8 +196,8 @@ def test_bias_gradient_reduced_over_the_wrong_axis(monkeypatch):
 def test_batch_mean_factor(monkeypatch, factor):
     right = F.cross_entropy_backward
 
-    def scaled(logits, y, out=None):
-        loss, delta = right(logits, y, out)
+    def scaled(logits, y, out=None, scale=1.0):
+        loss, delta = right(logits, y, out, scale)
         delta *= factor  # B = 4: ×B undoes the 1/B, ×1/B applies it twice
         return loss, delta
 
