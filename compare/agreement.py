@@ -141,14 +141,15 @@ def measure(a: np.ndarray, b: np.ndarray, layer: int, param: str, allowed: float
             idx = tuple(int(i) for i in np.unravel_index(k, a.shape))
             return Agreement(layer, param, a.shape, math.inf, math.inf, idx, float(fa[k]), float(fb[k]),
                              math.nan, allowed, "", math.sqrt(aa), math.sqrt(bb))
-        scale = max(np.abs(fa).max(), np.abs(fb).max())
+        scale = float(max(np.abs(fa).max(), np.abs(fb).max()))
         aa, bb, dd, k = _sums(fa / scale, fb / scale)  # the scale cancels in both ratios below
     na, nb = math.sqrt(aa), math.sqrt(bb)
     rel = math.sqrt(dd) / max(na, nb, TINY)
     cosine = 1.0 if na == 0 and nb == 0 else (aa + bb - dd) / 2 / max(na * nb, TINY)
-    idx = tuple(int(i) for i in np.unravel_index(k, a.shape))
-    return Agreement(layer, param, a.shape, rel, float(abs(fa[k] - fb[k])), idx, float(fa[k]), float(fb[k]),
-                     float(min(1.0, max(-1.0, cosine))), allowed, "", float(na * scale), float(nb * scale))
+    idx = divmod(k, a.shape[1]) if a.ndim == 2 else tuple(int(i) for i in np.unravel_index(k, a.shape))
+    va, vb = fa[k], fb[k]
+    return Agreement(layer, param, a.shape, rel, float(abs(va - vb)), idx, float(va), float(vb),
+                     min(1.0, max(-1.0, cosine)), allowed, "", na * scale, nb * scale)
 
 
 def compare_grads(grads_a, grads_b, allowed: float) -> list[Agreement]:

@@ -89,6 +89,16 @@ def _num(x: float):
     return x if math.isfinite(x) else None
 
 
+def _finite_or_nan(x: float) -> float:
+    """What a series holds for x after a trip through metrics.jsonl (where NaN and inf are null)."""
+    return x if math.isfinite(x) else math.nan
+
+
+def _js(x: float) -> str:
+    """A float as JSON text, as json.dumps writes it (repr), with NaN and inf as null (see _num)."""
+    return repr(float(x)) if math.isfinite(x) else "null"
+
+
 def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), tolerances.TINY)
 
@@ -102,19 +112,33 @@ DIVERGED_LOSS = 1e3
 DRIFT_ROWS = 8  # rows (units) per weight matrix in the per-step drift estimate
 
 
-def _drift(manual_params, torch_params, rows: bool = False) -> float:
-    """max over parameters of ‖θ_manual − θ_torch‖ / ‖θ_manual‖ (free mode).
+def _drift(manual_params, torch_params) -> float:
+    """max over parameters of ‖θ_manual − θ_torch‖ / ‖θ_manual‖ (free mode)."""
+    return max(rel_distance(a, b) for a, b in zip(manual_params, torch_params))
 
-    With `rows`, each weight matrix contributes only every k-th row (DRIFT_ROWS evenly spaced
-    units): an estimate of the same ratio that reads a few percent of the memory. Units are
-    interchangeable, so evenly spaced rows are as good a sample as random ones.
-    """
-    worst = 0.0
+
+def _drift_sample(manual_params, torch_params) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Views for the per-step estimate of `_drift`: each weight matrix contributes only every k-th
+    row (DRIFT_ROWS evenly spaced units), which reads a few percent of the memory. Units are
+    interchangeable, so evenly spaced rows are as good a sample as random ones. The views follow
+    the parameters, which both sides update in place."""
+    pairs = []
     for a, b in zip(manual_params, torch_params):
-        if rows and a.ndim == 2 and len(a) > DRIFT_ROWS:
+        if a.ndim == 2 and len(a) > DRIFT_ROWS:
             k = len(a) // DRIFT_ROWS
             a, b = a[::k], b[::k]
-        worst = max(worst, rel_distance(a, b))
+        pairs.append((a, b))
+    return pairs
+
+
+def _drift_estimate(pairs) -> float:
+    """`_drift` over the sampled views of `_drift_sample` (few, small arrays: plain NumPy)."""
+    worst = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a, b in pairs:
+            d = a - b
+            dd, aa = float(np.vdot(d, d)), float(np.vdot(a, a))
+            worst = max(worst, math.sqrt(dd) / max(math.sqrt(aa), tolerances.TINY))
     return worst
 
 
@@ -141,6 +165,7 @@ class SideBySide:
         self.opt_torch = torch.optim.SGD(self.torch_net.parameters(), lr=config.lr)
         self.torch_params = [p.detach().numpy() for p in self.torch_net.parameters()]  # views, in step
         self.lockstep = config.mode == "lockstep"
+        self._drift_pairs = _drift_sample(self._manual_flat(), self.torch_params)
         self.tol = ({"grad": tolerances.gradient_rel(self.dtype), "loss": tolerances.gradient_rel(self.dtype)}
                     if self.lockstep else free_tolerances(config.dtype))
         self.steps_per_epoch = math.ceil(n / config.batch_size)
@@ -170,17 +195,28 @@ class SideBySide:
 
     def _record(self, epoch: int, step: int, loss_m: float, loss_t: float, agreements, drift, referee,
                 allowed_loss: float) -> None:
-        rec = {"step": self.global_step, "epoch": epoch, "batch": step + 1, "loss_manual": _num(loss_m),
-               "loss_torch": _num(loss_t), "loss_rel": _num(_rel(loss_m, loss_t)),
-               "allowed_grad": agreements[0].allowed, "allowed_loss": allowed_loss,
-               "grads": [{"layer": g.layer, "param": g.param, "rel_err": _num(g.rel_err), "max_abs": _num(g.max_abs),
-                          "cosine": _num(g.cosine), "worst_index": list(g.worst_index)} for g in agreements]}
+        # One metrics line per step, written out directly: json.dumps of the nested record cost
+        # more than the rest of the bookkeeping together. The text is the JSON that json.dumps
+        # writes with separators (",", ":") (floats by repr, non-finite as null); a test holds that.
+        grads = ",".join(
+            f'{{"layer":{g.layer},"param":"{g.param}","rel_err":{_js(g.rel_err)},"max_abs":{_js(g.max_abs)},'
+            f'"cosine":{_js(g.cosine)},"worst_index":[{",".join(map(str, g.worst_index))}]}}' for g in agreements)
+        line = (f'{{"step":{self.global_step},"epoch":{epoch},"batch":{step + 1},"loss_manual":{_js(loss_m)},'
+                f'"loss_torch":{_js(loss_t)},"loss_rel":{_js(_rel(loss_m, loss_t))},'
+                f'"allowed_grad":{_js(agreements[0].allowed)},"allowed_loss":{_js(allowed_loss)},"grads":[{grads}]')
         if drift is not None:
-            rec["weight_drift_est"] = _num(drift)
+            line += f',"weight_drift_est":{_js(drift)}'
         if referee is not None:
-            rec["referee"] = referee
-        self.metrics.append(json.dumps(rec, separators=(",", ":")))
-        self._series_add(rec)
+            line += ',"referee":' + json.dumps(referee, separators=(",", ":"))
+        self.metrics.append(line + "}")
+        s = self.series
+        s["step"].append(self.global_step)
+        s["allowed_grad"].append(agreements[0].allowed)
+        s["allowed_loss"].append(allowed_loss)
+        s["loss_manual"].append(_finite_or_nan(loss_m))
+        s["loss_torch"].append(_finite_or_nan(loss_t))
+        for g in agreements:
+            s["rel"].setdefault(f"layer {g.layer} {g.param}", []).append(_finite_or_nan(g.rel_err))
 
     def _series_add(self, rec: dict) -> None:
         s = self.series
@@ -236,27 +272,30 @@ class SideBySide:
         """Compare the two sides at this step (before either updates its weights)."""
         # A confident batch (tiny loss) computes its loss and gradients as small differences of
         # large numbers; the bounds widen to that rounding noise (see compare/tolerances.py).
-        loss, scale = min(loss_m, loss_t), float(np.abs(self.manual.zhats[-1]).max())
+        logits = self.manual.zhats[-1]
+        loss, scale = min(loss_m, loss_t), max(float(logits.max()), -float(logits.min()))
         allowed = tolerances.gradient_rel(self.dtype, loss, base=self.tol["grad"], logit_scale=scale)
         allowed_loss = tolerances.gradient_rel(self.dtype, loss, base=self.tol["loss"], logit_scale=scale)
         agreements = compare_grads(grads_m, grads_t, allowed)
-        drift = None if self.lockstep else _drift(self._manual_flat(), self.torch_params, rows=True)
+        drift = None if self.lockstep else _drift_estimate(self._drift_pairs)
         referee = None
         if self.dtype == np.float32 and (self.cfg.referee or self.n_checks % REFEREE_EVERY == 0):
             referee = self._referee(grads_m, grads_t, xb, yb)
         self.n_checks += 1
         self._record(epoch, step, loss_m, loss_t, agreements, drift, referee, allowed_loss)
         self.acc["worst_grad_rel"] = max(self.acc["worst_grad_rel"], self._update_worst(agreements, epoch, step))
-        where = self._where(epoch, step)
         # Divergence first: once the numbers explode, any disagreement is a consequence.
-        self._check_divergence(epoch, step, "manual", loss_m, {f"layer {g.layer} {g.param}": g.norm_a for g in agreements})
-        self._check_divergence(epoch, step, "torch", loss_t, {f"layer {g.layer} {g.param}": g.norm_b for g in agreements})
+        calm = loss_m <= DIVERGED_LOSS and loss_t <= DIVERGED_LOSS  # False for a NaN loss
+        if not (calm and all(math.isfinite(x) for g in agreements for x in (g.norm_a, g.norm_b))):
+            self._check_divergence(epoch, step, "manual", loss_m, {f"layer {g.layer} {g.param}": g.norm_a for g in agreements})
+            self._check_divergence(epoch, step, "torch", loss_t, {f"layer {g.layer} {g.param}": g.norm_b for g in agreements})
         failures = [g for g in agreements if not g.ok]
         if failures:
-            raise TrainingFailure(str(AgreementError(failures, ("manual", "torch"), where, grads=(grads_m, grads_t))))
+            raise TrainingFailure(str(AgreementError(failures, ("manual", "torch"), self._where(epoch, step),
+                                                     grads=(grads_m, grads_t))))
         if _rel(loss_m, loss_t) > allowed_loss:
-            raise TrainingFailure(f"losses disagree at {where}: manual {loss_m!r}, torch {loss_t!r}, relative "
-                                  f"difference {_rel(loss_m, loss_t):.3g} > allowed {allowed_loss:.1e}")
+            raise TrainingFailure(f"losses disagree at {self._where(epoch, step)}: manual {loss_m!r}, torch {loss_t!r}, "
+                                  f"relative difference {_rel(loss_m, loss_t):.3g} > allowed {allowed_loss:.1e}")
 
     def _referee(self, grads_m, grads_t, xb, yb) -> dict:
         """Both float32 gradients against a float64 one on the same (manual) weights and batch.

@@ -94,6 +94,8 @@ def test_nan_gradient_keeps_the_last_good_checkpoint(tmp_path, mnist_dir, monkey
     assert code == 1
     assert "training diverged at epoch 2, step 36 (batch 6 of 30): the manual gradient of layer" in err
     assert "is not finite" in err
+    last = json.loads((out / report.METRICS).read_text().splitlines()[-1], parse_constant=pytest.fail)
+    assert last["step"] == 36 and None in (last["grads"][0]["rel_err"], last["grads"][0]["max_abs"])  # null
     state = checkpoint.read_state(checkpoint.find(out))
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (2, 0, 30)
     weights, _, _ = checkpoint.load_arrays(checkpoint.find(out), (784, 256, 10), "float64")
