@@ -34,8 +34,9 @@ FD_STEP = 1e-4
 # differently, drift apart slowly. Measured by `crosscheck train` on MNIST (784-256-10 sigmoid):
 # after 14,070 steps (batch 64, 15 epochs) the gradients differed by at most 1.8e-13 relative, and
 # after 7,050 steps (batch 256, 30 epochs) the losses by at most 3.3e-14 and the weights by
-# 4.3e-15. The bounds leave three orders of magnitude for longer runs and are still far below
-# anything a wrong derivative produces.
+# 4.3e-15; after 9,440 steps (batch 512, lr 0.7, 80 epochs, seeds 0 and 1) the gradients by 4.8e-14,
+# the losses by 7.8e-15 and the weights by 4.2e-15. The bounds leave three orders of magnitude
+# for longer runs and are still far below anything a wrong derivative produces.
 FREE_LOSS_REL = 1e-10
 FREE_GRAD_REL = 1e-9
 
