@@ -47,7 +47,7 @@ class TrainConfig:
     activation: str = "sigmoid"
     # Defaults measured on MNIST (784-256-10 sigmoid float64): test accuracy 98.26 % (seed 0) and
     # 98.25 % (seed 1) after 60 epochs, 98.2-98.3 % from epoch 45 on; larger learning rates did worse
-    # (batch 512, lr 1.0: 98.05 % for seed 1; lr 1.4: 97.8 %). Batch 512 rather than 128 because the
+    # (batch 512, lr 1.0: 98.04 % for seed 1; lr 1.4: 97.8 % for seed 0). Batch 512 rather than 128 because the
     # per-step check costs about the same at any batch size (~0.7-0.8 ms, reading the 256 x 784
     # gradients), while the two sides' step grows with the batch: 7.5 % of their time at batch 512,
     # ~11 % at 256, ~16 % at 128.
