@@ -146,7 +146,7 @@ def measure(a: np.ndarray, b: np.ndarray, layer: int, param: str, allowed: float
     na, nb = math.sqrt(aa), math.sqrt(bb)
     rel = math.sqrt(dd) / max(na, nb, TINY)
     cosine = 1.0 if na == 0 and nb == 0 else (aa + bb - dd) / 2 / max(na * nb, TINY)
-    idx = divmod(k, a.shape[1]) if a.ndim == 2 else tuple(int(i) for i in np.unravel_index(k, a.shape))
+    idx = tuple(int(i) for i in np.unravel_index(k, a.shape))
     va, vb = fa[k], fb[k]
     return Agreement(layer, param, a.shape, rel, float(abs(va - vb)), idx, float(va), float(vb),
                      min(1.0, max(-1.0, cosine)), allowed, "", na * scale, nb * scale)

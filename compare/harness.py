@@ -46,11 +46,11 @@ class TrainConfig:
     sizes: tuple = (784, 256, 10)
     activation: str = "sigmoid"
     # Defaults measured on MNIST (784-256-10 sigmoid float64): test accuracy 98.26 % (seed 0) and
-    # 98.25 % (seed 1) after 60 epochs, 98.2-98.3 % from epoch 45 on; larger learning rates did worse
-    # (batch 512, lr 1.0: 98.04 % for seed 1; lr 1.4: 97.8 % for seed 0). Batch 512 rather than 128 because the
-    # per-step check costs about the same at any batch size (~0.7-0.8 ms, reading the 256 x 784
-    # gradients), while the two sides' step grows with the batch: 7.5 % of their time at batch 512,
-    # ~11 % at 256, ~16 % at 128.
+    # 98.25 % (seed 1) after 60 epochs, 98.2-98.3 % from epoch 45 on; larger learning rates did
+    # worse (batch 512, lr 1.0: 98.04 % for seed 1; lr 1.4: 97.8 % for seed 0). Batch 512 rather
+    # than 128 because the per-step check costs about the same at any batch size (~0.7-0.8 ms,
+    # reading the 256 x 784 gradients), while the two sides' step grows with the batch: 7.5 % of
+    # their time at batch 512, ~11 % at 256, ~16 % at 128.
     epochs: int = 60
     batch_size: int = 512
     lr: float = 0.7
@@ -95,9 +95,9 @@ def _num(x: float):
     return x if math.isfinite(x) else None
 
 
-def _finite_or_nan(x: float) -> float:
-    """What a series holds for x after a trip through metrics.jsonl (where NaN and inf are null)."""
-    return x if math.isfinite(x) else math.nan
+def _finite_or_nan(x) -> float:
+    """x, or NaN for a non-finite x or None (how metrics.jsonl writes non-finite numbers)."""
+    return x if x is not None and math.isfinite(x) else math.nan
 
 
 def _js(x: float) -> str:
@@ -123,29 +123,19 @@ def _drift(manual_params, torch_params) -> float:
     return max(rel_distance(a, b) for a, b in zip(manual_params, torch_params))
 
 
-def _drift_sample(manual_params, torch_params) -> list[tuple[np.ndarray, np.ndarray]]:
+def _drift_sample(manual_params, torch_params) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Views for the per-step estimate of `_drift`: each weight matrix contributes only every k-th
     row (DRIFT_ROWS evenly spaced units), which reads a few percent of the memory. Units are
     interchangeable, so evenly spaced rows are as good a sample as random ones. The views follow
     the parameters, which both sides update in place."""
-    pairs = []
+    sample_m, sample_t = [], []
     for a, b in zip(manual_params, torch_params):
         if a.ndim == 2 and len(a) > DRIFT_ROWS:
             k = len(a) // DRIFT_ROWS
             a, b = a[::k], b[::k]
-        pairs.append((a, b))
-    return pairs
-
-
-def _drift_estimate(pairs) -> float:
-    """`_drift` over the sampled views of `_drift_sample` (few, small arrays: plain NumPy)."""
-    worst = 0.0
-    with np.errstate(over="ignore", invalid="ignore"):
-        for a, b in pairs:
-            d = a - b
-            dd, aa = float(np.vdot(d, d)), float(np.vdot(a, a))
-            worst = max(worst, math.sqrt(dd) / max(math.sqrt(aa), tolerances.TINY))
-    return worst
+        sample_m.append(a)
+        sample_t.append(b)
+    return sample_m, sample_t
 
 
 class SideBySide:
@@ -171,7 +161,7 @@ class SideBySide:
         self.opt_torch = torch.optim.SGD(self.torch_net.parameters(), lr=config.lr)
         self.torch_params = [p.detach().numpy() for p in self.torch_net.parameters()]  # views, in step
         self.lockstep = config.mode == "lockstep"
-        self._drift_pairs = _drift_sample(self._manual_flat(), self.torch_params)
+        self._drift_views = _drift_sample(self._manual_flat(), self.torch_params)
         self.tol = ({"grad": tolerances.gradient_rel(self.dtype), "loss": tolerances.gradient_rel(self.dtype)}
                     if self.lockstep else free_tolerances(config.dtype))
         self.steps_per_epoch = math.ceil(n / config.batch_size)
@@ -215,25 +205,20 @@ class SideBySide:
         if referee is not None:
             line += ',"referee":' + json.dumps(referee, separators=(",", ":"))
         self.metrics.append(line + "}")
+        self._series_add(self.global_step, agreements[0].allowed, allowed_loss, loss_m, loss_t,
+                         ((f"layer {g.layer} {g.param}", g.rel_err) for g in agreements))
+
+    def _series_add(self, step: int, allowed_grad: float, allowed_loss: float, loss_m, loss_t, rels) -> None:
+        """One checked step in the plotted series (`rels`: (key, relative error) per parameter).
+        Non-finite values, null in metrics.jsonl, become NaN, so a resumed run plots the same."""
         s = self.series
-        s["step"].append(self.global_step)
-        s["allowed_grad"].append(agreements[0].allowed)
+        s["step"].append(step)
+        s["allowed_grad"].append(allowed_grad)
         s["allowed_loss"].append(allowed_loss)
         s["loss_manual"].append(_finite_or_nan(loss_m))
         s["loss_torch"].append(_finite_or_nan(loss_t))
-        for g in agreements:
-            s["rel"].setdefault(f"layer {g.layer} {g.param}", []).append(_finite_or_nan(g.rel_err))
-
-    def _series_add(self, rec: dict) -> None:
-        s = self.series
-        s["step"].append(rec["step"])
-        s.setdefault("allowed_grad", []).append(rec["allowed_grad"])
-        s.setdefault("allowed_loss", []).append(rec["allowed_loss"])
-        nan = float("nan")
-        s["loss_manual"].append(nan if rec["loss_manual"] is None else rec["loss_manual"])
-        s["loss_torch"].append(nan if rec["loss_torch"] is None else rec["loss_torch"])
-        for g in rec["grads"]:
-            s["rel"].setdefault(f"layer {g['layer']} {g['param']}", []).append(nan if g["rel_err"] is None else g["rel_err"])
+        for key, rel in rels:
+            s["rel"].setdefault(key, []).append(_finite_or_nan(rel))
 
     def _update_worst(self, agreements, epoch: int, step: int) -> float:
         worst_here = 0.0
@@ -283,7 +268,7 @@ class SideBySide:
         allowed = tolerances.gradient_rel(self.dtype, loss, base=self.tol["grad"], logit_scale=scale)
         allowed_loss = tolerances.gradient_rel(self.dtype, loss, base=self.tol["loss"], logit_scale=scale)
         agreements = compare_grads(grads_m, grads_t, allowed)
-        drift = None if self.lockstep else _drift_estimate(self._drift_pairs)
+        drift = None if self.lockstep else _drift(*self._drift_views)
         referee = None
         if self.dtype == np.float32 and (self.cfg.referee or self.n_checks % REFEREE_EVERY == 0):
             referee = self._referee(grads_m, grads_t, xb, yb)
@@ -453,7 +438,9 @@ class SideBySide:
                 f"{state['n_metrics']}; it was changed after the run stopped")
         self.metrics = lines[: state["n_metrics"]]
         for line in self.metrics:
-            self._series_add(json.loads(line))
+            rec = json.loads(line)
+            self._series_add(rec["step"], rec["allowed_grad"], rec["allowed_loss"], rec["loss_manual"],
+                             rec["loss_torch"], ((f"layer {g['layer']} {g['param']}", g["rel_err"]) for g in rec["grads"]))
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else {}
