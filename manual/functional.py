@@ -14,6 +14,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from manual import blas
+
 _CONSTANTS: dict[tuple, np.ndarray] = {}
 
 
@@ -71,6 +73,29 @@ def linear_backward(delta: np.ndarray, x: np.ndarray, W: np.ndarray, dW=None, db
     db = np.matmul(_constant("ones", len(delta), delta.dtype), delta, out=db)  # 1ᵀδ: 2-4x faster than a column sum
     dx = np.matmul(delta, W, out=dx) if need_dx else None
     return dW, db, dx
+
+
+def linear_descend(delta: np.ndarray, x: np.ndarray, W: np.ndarray, b: np.ndarray, dx=None, need_dx=True, scratch=(None, None)):
+    """``linear_backward`` applied as a gradient step, in place: W ← W − δᵀx, b ← b − Σ_rows δ.
+
+    δ must already carry the step size (∂L/∂ẑ · lr): the VJPs are linear in δ. dx = δW is taken from
+    W before the step. The weight step is one GEMM that accumulates into W (``blas.gemm_descend``)
+    where NumPy's BLAS can be reached, so dW is never written and read back; otherwise δᵀx goes to
+    ``scratch[0]`` and is subtracted.
+
+    Args:
+        delta: (B, out) lr·∂L/∂ẑ. x: (B, in) the layer's input. W, b: the parameters, updated.
+        dx: optional (B, in) buffer. need_dx: False for the first layer.
+        scratch: optional (out, in) and (out,) buffers for δᵀx and Σ_rows δ.
+    Returns:
+        dx, or None when not needed.
+    """
+    dx = np.matmul(delta, W, out=dx) if need_dx else None
+    dW, db = scratch
+    if not blas.gemm_descend(delta.T, x, W):
+        W -= np.matmul(delta.T, x, out=dW)
+    b -= np.matmul(_constant("ones", len(delta), delta.dtype), delta, out=db)
+    return dx
 
 
 # ------------------------------------------------------------------------------ activations

@@ -14,9 +14,11 @@ Arrays are reused between calls (buffers per batch size, gradients in ``self.gra
 PyTorch keeps ``.grad``: what ``forward`` and ``loss_and_grads`` return is overwritten by the next
 call; copy it to keep it.
 
-Memory layout, for speed only: all parameters live in one flat array and all gradients in
-another, so that an SGD step is one subtraction. ``weights[i]`` always has ``nn.Linear``'s shape
-(out, in); with ``layout="transposed"`` each Wⁱ (and dWⁱ) is the transpose of a C-contiguous
+``train_step`` is the fast path (the benchmark times it): it propagates lr·δ and takes each
+layer's SGD step as soon as that layer's gradient is known, inside the weight-gradient product
+(``backward(descend=True)``, ``F.linear_descend``).
+
+Memory layout, for speed only: ``weights[i]`` always has ``nn.Linear``'s shape (out, in); with ``layout="transposed"`` each Wⁱ (and dWⁱ) is the transpose of a C-contiguous
 (in, out) block, so that the forward product z·Wᵀ and the weight gradient (computed as zᵀδ into
 dWᵀ) are plain row-major products, which OpenBLAS runs 20-40 % faster at small batches (the
 benchmark uses it). The default ``layout="linear"`` stores W row-major like ``nn.Linear``, so its
@@ -63,19 +65,13 @@ def _check_sizes(sizes) -> tuple[int, ...]:
 LAYOUTS = ("linear", "transposed")
 
 
-def _packed(sizes, dtype, layout: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """One flat zeroed array and views into it: per layer W (out, in), row-major ("linear") or the
-    transpose of a row-major (in, out) block ("transposed"), followed by b (out,)."""
+def _allocate(sizes, dtype, layout: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Zeroed arrays per layer: W (out, in), row-major ("linear") or the transpose of a row-major
+    (in, out) array ("transposed"), and b (out,)."""
     pairs = list(zip(sizes[:-1], sizes[1:]))
-    flat = np.zeros(sum(n_in * n_out + n_out for n_in, n_out in pairs), dtype)
-    weights, biases, at = [], [], 0
-    for n_in, n_out in pairs:
-        block = flat[at:at + n_in * n_out]
-        weights.append(block.reshape(n_in, n_out).T if layout == "transposed" else block.reshape(n_out, n_in))
-        at += n_in * n_out
-        biases.append(flat[at:at + n_out])
-        at += n_out
-    return flat, weights, biases
+    weights = [np.zeros((n_in, n_out), dtype).T if layout == "transposed" else np.zeros((n_out, n_in), dtype)
+               for n_in, n_out in pairs]
+    return weights, [np.zeros(n_out, dtype) for _, n_out in pairs]
 
 
 class MLP:
@@ -109,11 +105,9 @@ class MLP:
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
         self.layout = layout
-        self._theta, self.weights, self.biases = _packed(self.sizes, self.dtype, layout)
+        self.weights, self.biases = _allocate(self.sizes, self.dtype, layout)
         self.set_parameters(*init_parameters(self.sizes, np.random.default_rng(seed), self.dtype))
-        self._dtheta, dWs, dbs = _packed(self.sizes, self.dtype, layout)
-        self.grads = list(zip(dWs, dbs))
-        self._packed_views = [*self.weights, *self.biases, *dWs, *dbs]
+        self.grads = list(zip(*_allocate(self.sizes, self.dtype, layout)))
         self._flop_per_example = blas.step_flop(self.sizes, 1)
         self.zs: list[np.ndarray] = []
         self.zhats: list[np.ndarray] = []
@@ -210,22 +204,27 @@ class MLP:
                 self.zs.append(f(zhat, out=buf["z"][i]))  # zᵢ₊₁ = σ(ẑᵢ)
         return self.zhats[-1]
 
-    def backward(self, delta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def backward(self, delta: np.ndarray, descend: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """∂L/∂Θ by reverse mode, from δ = ∂L/∂ẑ of the output layer and the stored base points.
 
         Args:
             delta: (B, sizes[-1]) gradient of the loss w.r.t. the logits of the last ``forward``.
                 It is used as scratch space.
+            descend: instead of storing ∂L/∂Θ, apply it as it is found, layer by layer:
+                Θ ← Θ − ∂L/∂Θ (pass δ·lr for an SGD step; see ``F.linear_descend``). Each layer's δ
+                for the next is computed from its W before the step.
         Returns:
-            ``self.grads``: [(dW, db), ...] per layer, shapes of (W, b).
+            ``self.grads``: [(dW, db), ...] per layer, shapes of (W, b) (scratch when descending).
         """
         buf = self._buffers_for(len(delta))
         prime = self.activation.prime
         for i in reversed(range(len(self.weights))):
-            dW, db = self.grads[i]
             dz = buf["dz"][i - 1] if i > 0 else None
-            dW, db, dz = F.linear_backward(delta, self.zs[i], self.weights[i], dW, db, dz, need_dx=i > 0)
-            self.grads[i] = (dW, db)
+            if descend:
+                dz = F.linear_descend(delta, self.zs[i], self.weights[i], self.biases[i], dz, i > 0, self.grads[i])
+            else:
+                dW, db, dz = F.linear_backward(delta, self.zs[i], self.weights[i], *self.grads[i], dz, need_dx=i > 0)
+                self.grads[i] = (dW, db)
             if i > 0:
                 delta = dz
                 delta *= prime(self.zs[i], out=buf["prime"][i - 1])  # δ ← (δ Wⁱ) ⊙ σ'(ẑᵢ₋₁)
@@ -240,33 +239,26 @@ class MLP:
         Returns:
             (loss, grads): a float, and ``self.grads`` = [(dW, db), ...] (overwritten next call).
         """
-        return self._loss_and_scaled_grads(x, y, 1.0)
+        return self._backprop(x, y, 1.0, descend=False)
 
-    def _loss_and_scaled_grads(self, x: np.ndarray, y: np.ndarray, scale: float):
-        """The loss and scale·∂L/∂Θ (the backward pass is linear in δ, so scaling δ scales them all)."""
+    def _backprop(self, x: np.ndarray, y: np.ndarray, scale: float, descend: bool):
+        """The loss, and backward from δ = scale·∂L/∂ẑ (the backward pass is linear in δ)."""
         with blas.threads_for(self._flop_per_example * len(x)):
             logits = self.forward(x)
             y = self._check_labels(y, len(logits))
             loss, delta = F.cross_entropy_backward(logits, y, out=self._buffers_for(len(y))["delta"], scale=scale)
-            return loss, self.backward(delta)
+            return loss, self.backward(delta, descend)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         """One SGD step on a batch: forward, loss, backward, θ ← θ − lr·∂L/∂θ. Returns the loss.
 
-        The backward pass is linear in δ, so propagating lr·δ yields lr·∂L/∂θ directly and the
-        update is a single subtraction (``SGD.step`` needs two passes: it keeps the plain
-        gradient), over all parameters at once as they share one flat array. Afterwards
-        ``self.grads`` holds lr·∂L/∂θ.
+        The backward pass is linear in δ, so propagating lr·δ yields lr·∂L/∂θ directly, and each
+        layer's step is taken as soon as its gradient is known (``backward(descend=True)``): the
+        weight step is one GEMM that accumulates into W, so no gradient array is written and then
+        read back (``SGD.step`` needs both: it keeps the plain gradient). ``self.grads`` is scratch
+        afterwards; ``loss_and_grads`` is the call that fills it.
         """
-        loss, steps = self._loss_and_scaled_grads(x, y, lr)
-        views = [*self.weights, *self.biases, *(dW for dW, _ in steps), *(db for _, db in steps)]
-        if all(a is b for a, b in zip(views, self._packed_views)):
-            self._theta -= self._dtheta  # θ ← θ − lr·∂L/∂θ, every layer at once
-        else:  # someone replaced an array of the net: update the arrays it holds now
-            for (W, b), (step_W, step_b) in zip(self.parameters(), steps):
-                W -= step_W
-                b -= step_b
-        return loss
+        return self._backprop(x, y, lr, descend=True)[0]
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
         """Batch-mean cross-entropy (forward only)."""

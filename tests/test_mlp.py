@@ -280,11 +280,17 @@ def test_sgd_updates_in_place_like_torch():
         np.testing.assert_allclose(a, b, rtol=1e-14)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["blas-descend", "matmul-fallback"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_train_step_is_loss_and_grads_then_sgd(dtype, layout):
-    """The benchmark's fused step (lr folded into δ, one update over the flat parameter array, the
-    benchmark's layout) lands on the weights of the checked path."""
+def test_train_step_is_loss_and_grads_then_sgd(dtype, layout, fused, monkeypatch):
+    """The benchmark's step (lr folded into δ, each layer's update inside its weight-gradient
+    product, or matmul and a subtraction where that BLAS routine is missing) lands on the weights
+    of the checked path."""
+    if fused:
+        assert blas.gemm_descend(*(np.ones((2, 2), dtype),) * 3), "NumPy's wheels ship OpenBLAS with cblas_?gemm"
+    else:
+        monkeypatch.setattr(blas, "gemm_descend", lambda a, b, c: False)
     a, b = MLP((12, 9, 7, 4), dtype=dtype, seed=5), MLP((12, 9, 7, 4), dtype=dtype, seed=5, layout=layout)
     opt = SGD(0.3)
     rtol = 1e-5 if dtype == np.float32 else 1e-13
@@ -299,14 +305,45 @@ def test_train_step_is_loss_and_grads_then_sgd(dtype, layout):
         b.train_step(x, np.full(8, 4), 0.3)
 
 
-def test_train_step_updates_an_array_that_replaced_one_of_the_net():
-    mlp = MLP((6, 4, 3), seed=0)
-    mlp.weights[0] = mlp.weights[0].copy()  # no longer a view of the flat parameter array
-    before = mlp.weights[0].copy()
+def test_train_step_updates_arrays_that_replaced_the_nets_own():
+    mlp, reference = MLP((6, 4, 3), seed=0), MLP((6, 4, 3), seed=0)
+    mlp.weights[0] = np.asfortranarray(mlp.weights[0])  # a new array, in the other memory order
+    mlp.biases[1] = mlp.biases[1].copy()
     x, y = RNG.standard_normal((5, 6)), np.array([0, 1, 2, 0, 1])
     mlp.train_step(x, y, 0.5)
-    np.testing.assert_array_equal(mlp.weights[0], before - mlp.grads[0][0])  # grads hold lr·∂L/∂W
-    assert not np.array_equal(mlp.weights[0], before)
+    _, grads = reference.loss_and_grads(x, y)
+    SGD(0.5).step(reference.parameters(), grads)
+    for a, b in zip(mlp.weights + mlp.biases, reference.weights + reference.biases):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    assert not np.array_equal(mlp.weights[0], MLP((6, 4, 3), seed=0).weights[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_descend_subtracts_the_product_in_every_layout(dtype):
+    """c ← c − a·b for row- and column-major operands and row-strided views, as NumPy computes it."""
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    base = RNG.standard_normal((9, 13)).astype(dtype)
+    for a in (base[:5, :7], np.asfortranarray(base[:5, :7]), base[::2, :7][:4].T.T):
+        for b in (RNG.standard_normal((7, 3)).astype(dtype), RNG.standard_normal((3, 7)).astype(dtype).T):
+            for order in "CF":
+                c = np.asarray(RNG.standard_normal((len(a), 3)), dtype, order=order)
+                expected = c - a @ b
+                assert blas.gemm_descend(a, b, c)
+                np.testing.assert_allclose(c, expected, rtol=tol, atol=tol)
+
+
+def test_gemm_descend_declines_what_blas_cannot_take_and_leaves_c_alone():
+    read_only = np.ones((4, 3))
+    read_only.flags.writeable = False
+    for a, b, c in [
+        (np.ones((4, 6))[:, ::2], np.ones((3, 3)), np.ones((4, 3))),  # no unit stride either way
+        (np.ones((4, 3), np.float32), np.ones((3, 3)), np.ones((4, 3))),  # mixed dtypes
+        (np.ones((4, 2)), np.ones((3, 3)), np.ones((4, 3))),  # shapes that do not chain
+        (np.ones((4, 3), int), np.ones((3, 3), int), np.ones((4, 3), int)),  # no integer GEMM
+        (np.ones((4, 3)), np.ones((3, 3)), read_only),
+    ]:
+        assert not blas.gemm_descend(a, b, c)
+        np.testing.assert_array_equal(c, 1)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
