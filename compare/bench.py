@@ -3,8 +3,8 @@
 Timed per grid point (architecture × batch size, one dtype): one whole training step (forward,
 batch-mean cross-entropy, backward, SGD update) of
 - manual: ``mlp.train_step(x, y, lr)`` (forward, loss, backward, update; its input and label
-  checks included; within the thread budget it runs small steps on one BLAS thread, see
-  ``manual/blas.py``);
+  checks included; within the thread budget it runs small steps on one BLAS thread, and it takes
+  the weight update inside the weight-gradient GEMM, see ``manual/blas.py``);
 - torch: eager autograd: ``zero_grad(set_to_none=True)``, ``TorchMLP`` forward (its input check
   included), ``F.cross_entropy``, ``backward()``, ``torch.optim.SGD.step()``;
 - compiled: that step with forward + loss through ``torch.compile(dynamic=False)`` (AOTAutograd
@@ -168,8 +168,9 @@ def manual_step(sizes, x: np.ndarray, y: np.ndarray):
     """One manual training step on (x, y) (x: (B, 784) float array, y: (B,) int64) -> a callable.
 
     ``MLP.train_step``: the same forward and backward functions as ``loss_and_grads`` (which the
-    harness checks against torch), with lr folded into the output delta so that the update is
-    one subtraction per parameter; tests/test_mlp.py holds the two paths to the same weights."""
+    harness checks against torch), with lr folded into the output delta and each layer's update
+    taken inside its weight-gradient product (``F.linear_descend``); tests/test_mlp.py holds the
+    two paths to the same weights."""
     mlp = _initial(sizes, x.dtype)
 
     def step():

@@ -18,11 +18,12 @@ call; copy it to keep it.
 layer's SGD step as soon as that layer's gradient is known, inside the weight-gradient product
 (``backward(descend=True)``, ``F.linear_descend``).
 
-Memory layout, for speed only: ``weights[i]`` always has ``nn.Linear``'s shape (out, in); with ``layout="transposed"`` each Wⁱ (and dWⁱ) is the transpose of a C-contiguous
-(in, out) block, so that the forward product z·Wᵀ and the weight gradient (computed as zᵀδ into
-dWᵀ) are plain row-major products, which OpenBLAS runs 20-40 % faster at small batches (the
-benchmark uses it). The default ``layout="linear"`` stores W row-major like ``nn.Linear``, so its
-gradients can be compared with PyTorch's element by element in memory order (the harness does).
+Memory layout, for speed only: ``weights[i]`` always has ``nn.Linear``'s shape (out, in); with
+``layout="transposed"`` each Wⁱ (and dWⁱ) is the transpose of a C-contiguous (in, out) array, so
+that the forward product z·Wᵀ and the weight gradient (computed as zᵀδ into dWᵀ) are plain
+row-major products, which OpenBLAS runs 20-40 % faster at small batches (the benchmark uses it).
+The default ``layout="linear"`` stores W row-major like ``nn.Linear``, so its gradients can be
+compared with PyTorch's element by element in memory order (the harness does).
 """
 
 from __future__ import annotations
