@@ -64,6 +64,8 @@ IMPLS = ("manual", "torch", "compiled", "floor_numpy", "floor_torch")
 ACTIVATION, LR = "sigmoid", 0.01
 EPOCH_SIZES, EPOCH_BATCH = (784, 256, 10), 32
 JSON_NAME, PLOT_NAME = "bench.json", "bench.png"
+UPDATE_FUSED = "W ← W − δᵀz inside the weight-gradient GEMM (beta = 1, NumPy's OpenBLAS)"
+UPDATE_FALLBACK = "weight gradient by matmul, then a subtraction"
 
 
 @dataclasses.dataclass
@@ -584,6 +586,11 @@ def main(args) -> int:
     log(f"bench: {', '.join('-'.join(map(str, a)) for a in s.archs)} × batches {' '.join(map(str, s.batches))}, "
         f"{s.dtype}, {s.threads} thread{'s' * (s.threads > 1)}, {s.rounds} rounds of {s.round_s:g} s per "
         f"implementation; writing to {s.out}")
+    from manual import blas
+
+    update = UPDATE_FUSED if blas.descend_available(s.dtype) else UPDATE_FALLBACK
+    if update == UPDATE_FALLBACK:
+        log(f"manual: {update} (the routine that would fuse it was not found or failed its check)")
     prior = torch.get_num_threads()
     with threadpool_limits(limits=s.threads):
         torch.set_num_threads(s.threads)
@@ -596,7 +603,8 @@ def main(args) -> int:
     bench = {"machine": machine, "data": mnist.prepared.description,
              "config": {"archs": ["-".join(map(str, a)) for a in s.archs], "batches": s.batches, "dtype": s.dtype,
                         "threads": s.threads, "activation": ACTIVATION, "lr": LR, "rounds": s.rounds,
-                        "round_s": s.round_s, "warmup_s": s.warmup_s, "layout_s": s.layout_s, "compile": s.compile_note or "on"},
+                        "round_s": s.round_s, "warmup_s": s.warmup_s, "layout_s": s.layout_s, "compile": s.compile_note or "on",
+                        "manual_update": update},
              "points": points, "epoch": epoch, "elapsed_s": time.perf_counter() - started}
     machine["loadavg_end"] = list(os.getloadavg())
     atomic_write_json(s.out / JSON_NAME, bench)

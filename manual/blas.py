@@ -160,7 +160,17 @@ def gemm_descend(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
         return False
     if a.shape[1] != b.shape[0] or c.shape != (a.shape[0], b.shape[1]) or 0 in c.shape or a.shape[1] == 0:
         return False
-    if c.dtype not in _GEMMS:
-        _GEMMS[c.dtype] = _find_gemm(c.dtype)
-    gemm = _GEMMS[c.dtype]
+    gemm = _gemm_for(c.dtype)
     return gemm is not None and _call(gemm, a, b, c)
+
+
+def _gemm_for(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in _GEMMS:
+        _GEMMS[dtype] = _find_gemm(dtype)
+    return _GEMMS[dtype]
+
+
+def descend_available(dtype) -> bool:
+    """Whether ``gemm_descend`` runs for (suitably laid out) arrays of `dtype` on this install."""
+    return _gemm_for(dtype) is not None

@@ -182,6 +182,7 @@ def test_quick_run_writes_a_json_entry_for_every_point_and_implementation(tmp_pa
         assert len(p["floor"]["products"]) == 2 + 2 + 1 and p["floor"]["flops"] > 0
         assert p["dtype"] == "float32" and p["images_per_s_manual"] > 0
 
+    assert report["config"]["manual_update"] == bench.UPDATE_FUSED  # NumPy's wheels ship OpenBLAS
     machine = report["machine"]
     assert machine["cores"] == os.cpu_count() and machine["threads"] == os.cpu_count()
     assert {"numpy", "torch", "python", "blas", "loadavg_start", "loadavg_end"} <= set(machine)
