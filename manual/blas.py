@@ -76,6 +76,11 @@ def threads_for(flop: float):
 
 # ---------------------------------------------------------------------------- W ← W − A·B in one GEMM
 
+# Reaching the GEMM through ctypes costs ~10 µs per call (converting 14 arguments, three data
+# pointers), where matmul and a subtraction of a 128 x 10 W take ~4 µs; the pass over dW that the
+# fused call saves is worth more from about 16k elements of W on (784 x 128: 14 µs, plus the reads
+# across cores after a two-thread product).
+DESCEND_MIN_SIZE = 16384
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # CBLAS enum values
 _GEMMS: dict[np.dtype, object] = {}
 

@@ -80,8 +80,8 @@ def linear_descend(delta: np.ndarray, x: np.ndarray, W: np.ndarray, b: np.ndarra
 
     δ must already carry the step size (∂L/∂ẑ · lr): the VJPs are linear in δ. dx = δW is taken from
     W before the step. The weight step is one GEMM that accumulates into W (``blas.gemm_descend``)
-    where NumPy's BLAS can be reached, so dW is never written and read back; otherwise δᵀx goes to
-    ``scratch[0]`` and is subtracted.
+    where NumPy's BLAS can be reached and W is large enough to gain from it, so dW is never written
+    and read back; otherwise δᵀx goes to ``scratch[0]`` and is subtracted.
 
     Args:
         delta: (B, out) lr·∂L/∂ẑ. x: (B, in) the layer's input. W, b: the parameters, updated.
@@ -92,7 +92,7 @@ def linear_descend(delta: np.ndarray, x: np.ndarray, W: np.ndarray, b: np.ndarra
     """
     dx = np.matmul(delta, W, out=dx) if need_dx else None
     dW, db = scratch
-    if not blas.gemm_descend(delta.T, x, W):
+    if W.size < blas.DESCEND_MIN_SIZE or not blas.gemm_descend(delta.T, x, W):
         W -= np.matmul(delta.T, x, out=dW)
     b -= np.matmul(_constant("ones", len(delta), delta.dtype), delta, out=db)
     return dx

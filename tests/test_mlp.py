@@ -287,8 +287,12 @@ def test_train_step_is_loss_and_grads_then_sgd(dtype, layout, fused, monkeypatch
     """The benchmark's step (lr folded into δ, each layer's update inside its weight-gradient
     product, or matmul and a subtraction where that BLAS routine is missing) lands on the weights
     of the checked path."""
+    calls = []
     if fused:
-        assert blas.gemm_descend(*(np.ones((2, 2), dtype),) * 3), "NumPy's wheels ship OpenBLAS with cblas_?gemm"
+        assert blas.descend_available(dtype), "NumPy's wheels ship OpenBLAS with cblas_?gemm"
+        monkeypatch.setattr(blas, "DESCEND_MIN_SIZE", 0)  # these layers are below the size that gains
+        real = blas.gemm_descend
+        monkeypatch.setattr(blas, "gemm_descend", lambda a, b, c: calls.append(c.shape) or real(a, b, c))
     else:
         monkeypatch.setattr(blas, "gemm_descend", lambda a, b, c: False)
     a, b = MLP((12, 9, 7, 4), dtype=dtype, seed=5), MLP((12, 9, 7, 4), dtype=dtype, seed=5, layout=layout)
@@ -301,8 +305,17 @@ def test_train_step_is_loss_and_grads_then_sgd(dtype, layout, fused, monkeypatch
         assert b.train_step(x, y, 0.3) == pytest.approx(loss_a, rel=rtol)
     for wa, wb in zip(a.weights + a.biases, b.weights + b.biases):
         np.testing.assert_allclose(wb, wa, rtol=rtol, atol=rtol * np.abs(wa).max())
+    assert calls == ([(4, 7), (7, 9), (9, 12)] * 5 if fused else [])
     with pytest.raises(ValueError, match=r"labels must lie in 0\.\.3"):
         b.train_step(x, np.full(8, 4), 0.3)
+
+
+def test_train_step_fuses_only_layers_large_enough_to_gain(monkeypatch):
+    calls, real = [], blas.gemm_descend
+    monkeypatch.setattr(blas, "gemm_descend", lambda a, b, c: calls.append(c.shape) or real(a, b, c))
+    mlp = MLP((200, 100, 3), dtype=np.float32, seed=0)  # W¹ has 20,000 entries, W² 300
+    mlp.train_step(RNG.standard_normal((4, 200)).astype(np.float32), np.array([0, 1, 2, 0]), 0.1)
+    assert calls == [(100, 200)] and 100 * 200 >= blas.DESCEND_MIN_SIZE > 3 * 100
 
 
 def test_train_step_updates_arrays_that_replaced_the_nets_own():
