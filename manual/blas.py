@@ -100,10 +100,13 @@ def _find_gemm(dtype: np.dtype):
             continue
         # NumPy's wheels ship OpenBLAS with 64-bit integers and renamed symbols (scipy_…64_)
         for prefix in ("scipy_", ""):
-            for suffix, c_int in (("64_", ctypes.c_int64), ("", ctypes.c_int)):
+            for suffix in ("64_", ""):
                 gemm = getattr(dll, f"{prefix}cblas_{letter}gemm{suffix}", None)
-                if gemm is None:
+                config = getattr(dll, f"{prefix}openblas_get_config{suffix}", None)
+                if gemm is None or config is None:
                     continue
+                config.restype = ctypes.c_char_p
+                c_int = ctypes.c_int64 if b"USE64BITINT" in (config() or b"") else ctypes.c_int
                 e = ctypes.c_int
                 gemm.argtypes = [e, e, e, c_int, c_int, c_int, c_real, ctypes.c_void_p, c_int,
                                  ctypes.c_void_p, c_int, c_real, ctypes.c_void_p, c_int]
@@ -114,8 +117,8 @@ def _find_gemm(dtype: np.dtype):
 
 
 def _agrees_with_matmul(gemm, dtype) -> bool:
-    """One small product in every operand layout, against NumPy's own (catches a wrong symbol or
-    integer width before it touches a parameter)."""
+    """One small product in both operand orders, against NumPy's own (a wrong symbol or argument
+    convention shows here before it touches a parameter)."""
     a = np.arange(1.0, 16.0, dtype=dtype).reshape(3, 5) / 8
     b = np.arange(1.0, 21.0, dtype=dtype).reshape(5, 4) / 16
     for a_, b_ in ((a, b), (np.asfortranarray(a), np.asfortranarray(b))):
