@@ -205,3 +205,18 @@ def test_cli_bad_values_get_one_line(tmp_path):
     proc = run_cli("bench", "--archs", "785-128-10", "--out", tmp_path / "never")
     assert_one_line_error(proc, 2, "--archs", "'785-128-10'")
     assert not (tmp_path / "never").exists()
+
+
+def test_without_a_reachable_gemm_the_bench_says_so_and_records_it(tmp_path, mnist_dir, monkeypatch, capsys):
+    from manual import blas
+
+    monkeypatch.setattr(blas, "descend_available", lambda dtype: False)
+    monkeypatch.setattr(blas, "gemm_descend", lambda a, b, c: False)
+    out = tmp_path / "b"
+    args = parse("--quick", "--no-compile", "--no-epoch", "--batches", "32", "--out", out, "--offline",
+                 "--data-dir", mnist_dir)
+    assert bench.main(args) == 0
+    report = json.loads((out / bench.JSON_NAME).read_text())
+    assert report["config"]["manual_update"] == bench.UPDATE_FALLBACK
+    assert report["points"][0]["results"]["manual"]["median_s"] > 0
+    assert f"manual: {bench.UPDATE_FALLBACK}" in capsys.readouterr().out
