@@ -55,6 +55,7 @@ import numpy as np
 from compare.data import IMAGE_COUNTS, NUM_CLASSES, NUM_PIXELS
 from compare.errors import UsageError
 from compare.files import atomic_write_json
+from manual.blas import DESCEND_MIN_SIZE
 
 MNIST_IN, MNIST_CLASSES, N_TRAIN = NUM_PIXELS, NUM_CLASSES, IMAGE_COUNTS["train"]
 DEFAULT_ARCHS = ("784-128-10", "784-1024-10", "784-512-256-10")
@@ -64,7 +65,8 @@ IMPLS = ("manual", "torch", "compiled", "floor_numpy", "floor_torch")
 ACTIVATION, LR = "sigmoid", 0.01
 EPOCH_SIZES, EPOCH_BATCH = (784, 256, 10), 32
 JSON_NAME, PLOT_NAME = "bench.json", "bench.png"
-UPDATE_FUSED = "W ← W − δᵀz inside the weight-gradient GEMM (beta = 1, NumPy's OpenBLAS)"
+UPDATE_FUSED = (f"W ← W − δᵀz inside the weight-gradient GEMM (beta = 1, NumPy's OpenBLAS) for W of "
+                f"{DESCEND_MIN_SIZE}+ entries")
 UPDATE_FALLBACK = "weight gradient by matmul, then a subtraction"
 
 

@@ -52,6 +52,12 @@ def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray | None =
     return out
 
 
+def column_sum(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Σ over the rows of a (B, n) array, shape (n,): 1ᵀx, one vector–matrix product, 2-4x faster
+    than NumPy's ``x.sum(axis=0)`` here."""
+    return np.matmul(_constant("ones", len(x), x.dtype), x, out=out)
+
+
 def linear_backward(delta: np.ndarray, x: np.ndarray, W: np.ndarray, dW=None, db=None, dx=None, need_dx=True):
     """Vector–Jacobian products of ẑ = Wz + b, summed over the batch.
 
@@ -70,7 +76,7 @@ def linear_backward(delta: np.ndarray, x: np.ndarray, W: np.ndarray, dW=None, db
         (dW, db, dx), dx None when not needed.
     """
     dW = np.matmul(delta.T, x, out=dW)  # NumPy computes xᵀδ instead when dW is the transpose of a C array
-    db = np.matmul(_constant("ones", len(delta), delta.dtype), delta, out=db)  # 1ᵀδ: 2-4x faster than a column sum
+    db = column_sum(delta, out=db)
     dx = np.matmul(delta, W, out=dx) if need_dx else None
     return dW, db, dx
 
@@ -94,7 +100,7 @@ def linear_descend(delta: np.ndarray, x: np.ndarray, W: np.ndarray, b: np.ndarra
     dW, db = scratch
     if W.size < blas.DESCEND_MIN_SIZE or not blas.gemm_descend(delta.T, x, W):
         W -= np.matmul(delta.T, x, out=dW)
-    b -= np.matmul(_constant("ones", len(delta), delta.dtype), delta, out=db)
+    b -= column_sum(delta, out=db)
     return dx
 
 
