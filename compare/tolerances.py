@@ -80,3 +80,86 @@ def gradient_rel(dtype, loss: float | None = None, base: float | None = None, lo
     if base is None:
         base = FLOAT32_REL if np.dtype(dtype) == np.float32 else FLOAT64_REL
     return base if loss is None else max(base, noise_floor(dtype, loss, logit_scale))
+
+
+# ------------------------------------------------------------------------------------------------
+# Elementwise error bounds for products and sums (for tests and checkers).
+#
+# A float dot product of length k, summed in any order (BLAS blocking, FMA, pairwise, another
+# library's kernel), satisfies |fl(a·b) − a·b| ≤ γ_k·Σ|aᵢbᵢ|, γ_k = k·u/(1 − k·u), u = eps/2 the unit
+# roundoff (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., §3.1, (3.5)). So two
+# computations of the same product, each in some order, differ by at most 2·γ_k·(|A| @ |B|)
+# elementwise; a float64 reference of float32 operands counts as one of them (its own error is
+# ~2^-29 of the float32 one). A fixed atol cannot do this: the error scales with Σ|aᵢbᵢ|, which
+# for cancelling terms is far larger than the result itself (784 terms up to ~50 summing to ~0.26).
+# The bound is a worst case: typical errors are ~√k smaller, and a real error (a wrong operand, a
+# dropped or doubled term, a transpose) is of the size of the terms, ~1/(k·u) times larger.
+
+# Two computations, each within γ_k of the exact value.
+TWO_COMPUTATIONS = 2.0
+
+
+def unit_roundoff(dtype) -> float:
+    """u = eps/2 of `dtype` (float32: 5.96e-8, float64: 1.11e-16): |fl(x) − x| ≤ u·|x|."""
+    return float(np.finfo(np.dtype(dtype)).eps) / 2.0
+
+
+def gamma(k: int, dtype) -> float:
+    """γ_k = k·u/(1 − k·u): the relative error bound of k roundings (Higham (3.4)).
+
+    Raises ValueError when k·u ≥ 1 (no bound exists: the sum may have lost every digit).
+    """
+    ku = int(k) * unit_roundoff(dtype)
+    if ku >= 1.0:
+        raise ValueError(f"no rounding error bound for {k} terms in {np.dtype(dtype)}: k·u = {ku:.3g} ≥ 1")
+    return ku / (1.0 - ku)
+
+
+def _compute_dtype(dtype, *arrays):
+    """The precision whose rounding is bounded: `dtype` if given, else the lowest of the operands'."""
+    if dtype is not None:
+        return np.dtype(dtype)
+    kinds = [a.dtype for a in arrays if np.issubdtype(a.dtype, np.floating)]
+    return max(kinds, key=lambda d: np.finfo(d).eps) if kinds else np.dtype(np.float64)
+
+
+def _underflow(k: int, dtype) -> float:
+    """k·tiny: the absolute error that underflow (or flush-to-zero) may add to k products."""
+    return int(k) * float(np.finfo(np.dtype(dtype)).tiny)
+
+
+def matmul_bound(a, b, dtype=None, factor: float = TWO_COMPUTATIONS) -> np.ndarray:
+    """Elementwise allowance for two computations of a @ b: factor·γ_k·(|a| @ |b|) + k·tiny.
+
+    Args:
+        a: (..., m, k) or (k,) array; b: (..., k, n) or (k,) array (anything ``@`` accepts).
+        dtype: the precision the products were computed in (default: the lower of a's and b's).
+        factor: 2 for two computations in any summation order (the default); 1 for one computation
+            against the exact value (e.g. against a float64 reference, within its own tiny error).
+    Returns:
+        float64 array of a @ b's shape. |a| @ |b| is taken in float64 so that the bound itself
+        carries no float32 rounding.
+    """
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    dt = _compute_dtype(dtype, np.asarray(a), np.asarray(b))
+    k = a64.shape[-1]
+    return factor * gamma(k, dt) * (np.abs(a64) @ np.abs(b64)) + _underflow(k, dt)
+
+
+def sum_bound(x, axis=None, dtype=None, factor: float = TWO_COMPUTATIONS) -> np.ndarray:
+    """Elementwise allowance for two computations of x.sum(axis): factor·γ_(k−1)·Σ|xᵢ| + k·tiny.
+
+    A sum of k terms takes k − 1 roundings in any order (Higham (4.4)). For a mean divide the bound
+    by k and add one rounding of the result (u·|mean|).
+
+    Args:
+        x: array; axis: as for ``np.sum`` (None: all elements; a tuple of axes counts all their terms).
+        dtype: the precision the sum was computed in (default: x's).
+        factor: as for ``matmul_bound``.
+    Returns:
+        float64 array (or 0-d array) of x.sum(axis)'s shape.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    dt = _compute_dtype(dtype, np.asarray(x))
+    k = x64.size if axis is None else int(np.prod([x64.shape[i] for i in np.atleast_1d(axis)]))
+    return factor * gamma(max(k - 1, 0), dt) * np.abs(x64).sum(axis=axis) + _underflow(k, dt)
