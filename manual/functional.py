@@ -1,11 +1,10 @@
 """The notes' functions, each with its derivative right beside it.
 
 Conventions: a batch is a 2-D array with one example per row, shape (B, n); every function keeps
-the dtype of its input. Functions that take ``out=`` write their result there (an array of the
-result's shape and dtype) and return it, so the training loop can reuse buffers; ``out=x`` is
-allowed. Elementwise derivatives are computed from the stored *output* of the forward function
-(the notes: σ' = σ(1−σ) reuses σ from the forward pass); the row-wise functions (softmax,
-log_softmax, cross_entropy) come with their vector–Jacobian products.
+the dtype of its input and returns a new array. Elementwise derivatives are computed from the
+stored *output* of the forward function (the notes: σ' = σ(1−σ) reuses σ from the forward pass);
+the row-wise functions (softmax, log_softmax, cross_entropy) come with their vector–Jacobian
+products. Plain NumPy: the tuned training step lives apart, in ``manual/fast.py``.
 """
 
 from __future__ import annotations
@@ -14,51 +13,31 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from manual import blas
-
-_CONSTANTS: dict[tuple, np.ndarray] = {}
-
-
-def _constant(kind: str, n: int, dtype) -> np.ndarray:
-    """A cached read-only vector: ones(n) or arange(n) (a fresh one per call costs as much as the
-    small products it serves)."""
-    key = (kind, n, np.dtype(dtype))
-    v = _CONSTANTS.get(key)
-    if v is None:
-        if len(_CONSTANTS) > 64:
-            _CONSTANTS.clear()
-        v = np.ones(n, dtype) if kind == "ones" else np.arange(n, dtype=dtype)
-        v.flags.writeable = False
-        _CONSTANTS[key] = v
-    return v
-
-
 # ------------------------------------------------------------------------------ linear map
 
 
-def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """ẑ = W z + b for every row z of `x`: ``x @ W.T + b``.
 
     Args:
         x: (B, in) inputs, one example per row.
         W: (out, in) weights, the layout of ``torch.nn.Linear.weight``.
         b: (out,) bias.
-        out: optional (B, out) buffer.
     Returns:
         (B, out) pre-activations ẑ.
     """
-    out = np.matmul(x, W.T, out=out)
-    out += b
-    return out
+    return np.matmul(x, W.T) + b
 
 
-def column_sum(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Σ over the rows of a (B, n) array, shape (n,): 1ᵀx, one vector–matrix product, 2-4x faster
-    than NumPy's ``x.sum(axis=0)`` here."""
-    return np.matmul(_constant("ones", len(x), x.dtype), x, out=out)
+def column_sum(x: np.ndarray) -> np.ndarray:
+    """Σ over the rows of a (B, n) array, shape (n,), written as the product 1ᵀx.
+
+    The sum is the math; the product is how the harness's reference has always rounded it
+    (the training runs it is held to were made with it)."""
+    return np.matmul(np.ones(len(x), x.dtype), x)
 
 
-def linear_backward(delta: np.ndarray, x: np.ndarray, W: np.ndarray, dW=None, db=None, dx=None, need_dx=True):
+def linear_backward(delta: np.ndarray, x: np.ndarray, W: np.ndarray, need_dx: bool = True):
     """Vector–Jacobian products of ẑ = Wz + b, summed over the batch.
 
     The notes' Jacobians: D_z = W, D_W = blocks of zᵀ, D_b = I. Applied to the row vector δ = ∂L/∂ẑ
@@ -70,44 +49,21 @@ def linear_backward(delta: np.ndarray, x: np.ndarray, W: np.ndarray, dW=None, db
         delta: (B, out) ∂L/∂ẑ for each example (already carrying the 1/B of the batch mean).
         x: (B, in) the layer's input, stored by the forward pass.
         W: (out, in) weights.
-        dW, db, dx: optional output buffers.
-        need_dx: False for the first layer, whose input gradient nobody needs.
+        need_dx: False when nobody needs the input's gradient (the first layer: x is the data),
+            as autograd skips inputs that do not require a gradient.
     Returns:
         (dW, db, dx), dx None when not needed.
     """
-    dW = np.matmul(delta.T, x, out=dW)  # NumPy computes xᵀδ instead when dW is the transpose of a C array
-    db = column_sum(delta, out=db)
-    dx = np.matmul(delta, W, out=dx) if need_dx else None
+    dW = np.matmul(delta.T, x)
+    db = column_sum(delta)
+    dx = np.matmul(delta, W) if need_dx else None
     return dW, db, dx
-
-
-def linear_descend(delta: np.ndarray, x: np.ndarray, W: np.ndarray, b: np.ndarray, dx=None, need_dx=True, scratch=(None, None)):
-    """``linear_backward`` applied as a gradient step, in place: W ← W − δᵀx, b ← b − Σ_rows δ.
-
-    δ must already carry the step size (∂L/∂ẑ · lr): the VJPs are linear in δ. dx = δW is taken from
-    W before the step. The weight step is one GEMM that accumulates into W (``blas.gemm_descend``)
-    where NumPy's BLAS can be reached and W is large enough to gain from it, so dW is never written
-    and read back; otherwise δᵀx goes to ``scratch[0]`` and is subtracted.
-
-    Args:
-        delta: (B, out) lr·∂L/∂ẑ. x: (B, in) the layer's input. W, b: the parameters, updated.
-        dx: optional (B, in) buffer. need_dx: False for the first layer.
-        scratch: optional (out, in) and (out,) buffers for δᵀx and Σ_rows δ.
-    Returns:
-        dx, or None when not needed.
-    """
-    dx = np.matmul(delta, W, out=dx) if need_dx else None
-    dW, db = scratch
-    if W.size < blas.DESCEND_MIN_SIZE or not blas.gemm_descend(delta.T, x, W):
-        W -= np.matmul(delta.T, x, out=dW)
-    b -= column_sum(delta, out=db)
-    return dx
 
 
 # ------------------------------------------------------------------------------ activations
 
 
-def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     """σ(x) = 1 / (1 + e^(−x)), elementwise, for any finite x.
 
     One exp per element. For x < about −709 (float64) or −88 (float32) e^(−x) overflows to +inf
@@ -117,49 +73,41 @@ def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     No NaN is possible.
     """
     with np.errstate(over="ignore"):
-        out = np.negative(x, out=out)
-        np.exp(out, out=out)
-    out += 1
-    return np.reciprocal(out, out=out)
+        e = np.exp(-x)
+    return 1 / (1 + e)
 
 
-def sigmoid_prime(s: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def sigmoid_prime(s: np.ndarray) -> np.ndarray:
     """σ'(x) = σ(x)(1 − σ(x)), from s = σ(x) as stored by the forward pass."""
-    out = np.subtract(1, s, out=out)
-    out *= s
-    return out
+    return (1 - s) * s
 
 
-def tanh(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def tanh(x: np.ndarray) -> np.ndarray:
     """tanh(x), elementwise (beyond the notes; saturates to ±1 without overflow)."""
-    return np.tanh(x, out=out)
+    return np.tanh(x)
 
 
-def tanh_prime(t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def tanh_prime(t: np.ndarray) -> np.ndarray:
     """tanh'(x) = 1 − tanh(x)², from t = tanh(x)."""
-    out = np.multiply(t, t, out=out)
-    np.subtract(1, out, out=out)
-    return out
+    return 1 - t * t
 
 
-def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def relu(x: np.ndarray) -> np.ndarray:
     """max(x, 0), elementwise (beyond the notes)."""
-    return np.maximum(x, 0, out=out)
+    return np.maximum(x, 0)
 
 
-def relu_prime(r: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def relu_prime(r: np.ndarray) -> np.ndarray:
     """relu'(x) = 1 where x > 0 else 0 (0 at x = 0, as PyTorch does), from r = relu(x) (r > 0 ⇔ x > 0)."""
-    if out is None:
-        out = np.empty_like(r)
-    return np.greater(r, 0, out=out, casting="unsafe")
+    return (r > 0).astype(r.dtype)
 
 
 class Activation(NamedTuple):
     """A hidden-layer nonlinearity: f(x) and f' computed from the stored output f(x)."""
 
     name: str
-    f: Callable[..., np.ndarray]
-    prime: Callable[..., np.ndarray]
+    f: Callable[[np.ndarray], np.ndarray]
+    prime: Callable[[np.ndarray], np.ndarray]
 
 
 ACTIVATIONS = {
@@ -172,25 +120,10 @@ ACTIVATIONS = {
 # ------------------------------------------------------------------------------ softmax & loss
 
 
-def row_max(x: np.ndarray) -> np.ndarray:
-    """max over each row of a (B, n) array, as a (B, 1) column.
-
-    NumPy reduces short rows one at a time (53 µs for 1024 rows of 10); for a tall array the
-    elementwise maximum of its n columns is the same number, eight times faster.
-    """
-    B, n = x.shape
-    if n > 32 or B < 128:
-        return x.max(axis=1, keepdims=True)
-    c = x[:, :1].copy()
-    for j in range(1, n):
-        np.maximum(c, x[:, j:j + 1], out=c)
-    return c
-
-
 def row_sum(x: np.ndarray) -> np.ndarray:
-    """Σ over each row of a (B, n) array, as a (B, 1) column: one matrix–vector product, which
-    is several times faster than NumPy's row reduction for short rows."""
-    return np.matmul(x, _constant("ones", x.shape[1], x.dtype)[:, None])
+    """Σ over each row of a (B, n) array, as a (B, 1) column, written as the product x·1 (as
+    ``column_sum``: the rounding the reference has always had)."""
+    return np.matmul(x, np.ones((x.shape[1], 1), x.dtype))
 
 
 def logsumexp(x: np.ndarray) -> np.ndarray:
@@ -198,7 +131,7 @@ def logsumexp(x: np.ndarray) -> np.ndarray:
 
     Args: x: (B, n). Returns: (B,).
     """
-    c = row_max(x)
+    c = x.max(axis=1, keepdims=True)
     return (c + np.log(row_sum(np.exp(x - c))))[:, 0]
 
 
@@ -242,32 +175,28 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(logsumexp(logits) - logits[rows, y]))
 
 
-def cross_entropy_backward(logits: np.ndarray, y: np.ndarray, out: np.ndarray | None = None, scale: float = 1.0):
+def cross_entropy_backward(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """∂/∂ẑ of the batch-mean cross-entropy: δ = (SM(ẑ) − onehot(y)) / B, shape (B, C).
 
     The one-hot matrix is never built: subtract 1 at (row, y_row). Also returns the loss, since
     the forward quantities (the shift c, e^(ẑ−c) and its row sums) are the same:
-    loss = mean(c + ln Σ e^(ẑ−c) − ẑ_y).
+    loss = mean(c + ln Σ e^(ẑ−c) − ẑ_y) = (Σ_rows ln Σ e^(ẑ−c) − Σ_rows (ẑ_y − c)) / B.
 
     Args:
-        scale: δ is multiplied by it, in the same pass as the 1/B (``MLP.train_step`` folds the
-            learning rate in here).
+        logits: (B, C) output pre-activations ẑ (not modified).
+        y: (B,) integer labels in 0..C−1.
     Returns:
-        (loss, delta): a float and the (B, C) array `out`.
+        (loss, delta): a float and a new (B, C) array.
     """
     _check_labels(logits, y)
     B = len(y)
-    rows = _constant("arange", B, np.intp)
-    c = row_max(logits)
-    out = np.subtract(logits, c, out=out)  # ẑ − c: the largest exponent is 0
-    picked = out[rows, y]  # ẑ_y − c
-    np.exp(out, out=out)
-    total = row_sum(out)  # Σ e^(ẑ−c) >= 1
+    rows = np.arange(B)
+    shifted = logits - logits.max(axis=1, keepdims=True)  # ẑ − c: the largest exponent is 0
+    picked = shifted[rows, y]  # ẑ_y − c
+    e = np.exp(shifted)
+    total = row_sum(e)  # Σ e^(ẑ−c) >= 1
     loss = (float(np.log(total).sum()) - float(picked.sum())) / B
-    out /= total  # softmax
-    out[rows, y] -= 1  # − onehot(y); p − 1 is exact for p in [1/2, 1], where it matters
-    if scale == 1:
-        out /= B  # the mean's 1/B, once, here
-    else:
-        out *= scale / B
-    return loss, out
+    delta = e / total  # softmax
+    delta[rows, y] -= 1  # − onehot(y); p − 1 is exact for p in [1/2, 1], where it matters
+    delta /= B  # the mean's 1/B, once, here
+    return loss, delta

@@ -1,56 +1,159 @@
-"""The multilayer perceptron of the notes, with a hand-written reverse-mode backward pass.
+"""The multilayer perceptron of the notes: a stack of layers with a hand-written backward pass.
 
 Layers i = 1..k−1:  ẑᵢ = Wⁱ zᵢ + bⁱ,  z₁ = x,  zᵢ₊₁ = σ(ẑᵢ) for hidden layers,
 output h(x, Θ) = SM(ẑₖ₋₁), loss = mean over the batch of CE(h, y) = −ln h_y.
 
-The forward pass keeps the base points (zᵢ and ẑᵢ); the backward pass walks the layers in reverse,
-one line per equation of the chain rule:
+The forward pass keeps the base points (zᵢ and ẑᵢ); the backward pass walks the stack in
+reverse, each layer's backward one equation of the chain rule (``manual/layers.py``):
 
-    δ = (SM(ẑₖ₋₁) − onehot(y)) / B                      ∂L/∂ẑ of the output layer
-    dWⁱ = δᵀ zᵢ,   dbⁱ = Σ_rows δ                        the linear map's VJPs w.r.t. W and b
-    δ ← (δ Wⁱ) ⊙ σ'(ẑᵢ₋₁),  σ' = zᵢ(1 − zᵢ)             through W (D_z = W), then through σ
+    δ = (SM(ẑₖ₋₁) − onehot(y)) / B                      SoftmaxCrossEntropy.backward
+    dWⁱ = δᵀ zᵢ,  dbⁱ = Σ_rows δ,  δ ← δ Wⁱ              Linear.backward
+    δ ← δ ⊙ σ'(ẑᵢ₋₁),  σ' = zᵢ(1 − zᵢ)                  Sigmoid.backward (Tanh, ReLU alike)
 
-Arrays are reused between calls (buffers per batch size, gradients in ``self.grads``), as
-PyTorch keeps ``.grad``: what ``forward`` and ``loss_and_grads`` return is overwritten by the next
-call; copy it to keep it.
-
-``train_step`` is the fast path (the benchmark times it): it propagates lr·δ and takes each
-layer's SGD step as soon as that layer's gradient is known, inside the weight-gradient product
-(``backward(descend=True)``, ``F.linear_descend``).
-
-Memory layout, for speed only: ``weights[i]`` always has ``nn.Linear``'s shape (out, in); with
-``layout="transposed"`` each Wⁱ (and dWⁱ) is the transpose of a C-contiguous (in, out) array, so
-that the forward product z·Wᵀ and the weight gradient (computed as zᵀδ into dWᵀ) are plain
-row-major products, which OpenBLAS runs 20-40 % faster at small batches (the benchmark uses it).
-The default ``layout="linear"`` stores W row-major like ``nn.Linear``, so its gradients can be
-compared with PyTorch's element by element in memory order (the harness does).
+``Stack`` is the same walk over any list of layers with the layer protocol (a user's own layers
+among them); ``MLP`` is the stack the notes describe, with the API the harness uses. Plain NumPy
+throughout: the tuned training step is ``manual.fast.FastStep``, held to this one.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from manual import blas
 from manual import functional as F
+from manual.layers import ACTIVATION_LAYERS, Linear, SoftmaxCrossEntropy, init_linear
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
 def init_parameters(sizes, rng: np.random.Generator, dtype=np.float64):
-    """Weights and biases with ``nn.Linear``'s default distribution U(−1/√in, 1/√in).
-
-    Drawn in float64 from `rng` (layer by layer: W then b) and rounded once to `dtype`, so nets
-    of either dtype from the same generator state start from the same numbers.
+    """Weights and biases with ``nn.Linear``'s default distribution U(−1/√in, 1/√in), layer by
+    layer (W then b) from `rng` (see ``layers.init_linear``).
 
     Returns:
         (weights, biases): lists of (out, in) and (out,) arrays of `dtype`.
     """
-    weights, biases = [], []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        bound = 1.0 / np.sqrt(n_in)
-        weights.append(rng.uniform(-bound, bound, size=(n_out, n_in)).astype(dtype))
-        biases.append(rng.uniform(-bound, bound, size=n_out).astype(dtype))
-    return weights, biases
+    pairs = [init_linear(n_in, n_out, rng, dtype) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    return [W for W, _ in pairs], [b for _, b in pairs]
+
+
+def check_labels(y, batch: int, classes: int) -> np.ndarray:
+    """`y` as an array of `batch` integer labels in 0..classes−1 (ValueError saying what is wrong)."""
+    y = np.asarray(y)
+    if y.shape != (batch,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y must be {batch} integer labels, shape ({batch},), got {y.dtype} {y.shape}")
+    if y.min() < 0 or y.max() >= classes:
+        raise ValueError(f"labels must lie in 0..{classes - 1}, got values from {y.min()} to {y.max()}")
+    return y
+
+
+def _check_dtype(dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype not in DTYPES.values():
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+class Stack:
+    """A network as a list of layers, softmax cross-entropy on top.
+
+    Args:
+        layers: objects with the layer protocol (``manual/layers.py``): ``params``, ``grads``,
+            ``forward(x)``, ``backward(dy)``; the last one outputs the logits (B, classes).
+        dtype: float32 or float64, the dtype of inputs and parameters (default: the first
+            parameter's).
+    Attributes:
+        layers: the stack, first layer first.   loss_layer: the ``SoftmaxCrossEntropy``.
+    """
+
+    def __init__(self, layers, dtype=None):
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("a stack needs at least one layer")
+        first = next((a for layer in self.layers for a in layer.params.values()), None)
+        self.dtype = _check_dtype(dtype if dtype is not None else first.dtype if first is not None else np.float64)
+        self.loss_layer = SoftmaxCrossEntropy()
+
+    def layer_params(self) -> list[dict[str, np.ndarray]]:
+        """The ``params`` dict of every layer that has parameters, first layer first (the arrays
+        themselves: updating them updates the net)."""
+        return [layer.params for layer in self.layers if layer.params]
+
+    def layer_grads(self) -> list[dict[str, np.ndarray]]:
+        """The ``grads`` dicts matching ``layer_params()``, filled by ``backward``."""
+        return [layer.grads for layer in self.layers if layer.params]
+
+    def set_layer_params(self, params) -> None:
+        """Copy a list of dicts shaped like ``layer_params()`` into the net (ValueError on a mismatch)."""
+        own = self.layer_params()
+        if len(params) != len(own):
+            raise ValueError(f"expected parameters for {len(own)} layers, got {len(params)}")
+        for i, (new, old) in enumerate(zip(params, own), start=1):
+            if set(new) != set(old):
+                raise ValueError(f"layer {i}: expected parameters {sorted(old)}, got {sorted(new)}")
+            for name in old:
+                if np.shape(new[name]) != old[name].shape:
+                    raise ValueError(f"layer {i} {name}: expected shape {old[name].shape}, got {np.shape(new[name])}")
+        for new, old in zip(params, own):
+            for name in old:
+                np.copyto(old[name], new[name], casting="same_kind")
+
+    def check_input(self, x) -> np.ndarray:
+        """`x` if it is a finite (B, ...) array of the net's dtype with B >= 1 (else one clear error)."""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"x must be a numpy array, got {type(x).__name__}")
+        if x.ndim < 2 or len(x) == 0:
+            raise ValueError(f"x must have shape (B, ...) with B >= 1, got {x.shape}")
+        if x.dtype != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the weights are {self.dtype}; convert one of them")
+        if not np.isfinite(x).all():
+            bad = np.argwhere(~np.isfinite(x))[0]
+            raise ValueError(f"x contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
+        return x
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The logits (B, classes): every layer's forward in turn, each keeping its base point."""
+        out = self.check_input(x)
+        for layer in self.layers:
+            out = layer.forward(out)
+        return out
+
+    def backward(self, delta: np.ndarray) -> None:
+        """From δ = ∂L/∂logits of the last forward, every layer's backward in reverse order (the
+        chain rule, right to left); each fills its ``grads``."""
+        for layer in reversed(self.layers):
+            delta = layer.backward(delta)
+
+    def loss_and_layer_grads(self, x: np.ndarray, y: np.ndarray):
+        """(batch-mean loss, ``layer_grads()``) for inputs x (B, ...) and labels y (B,)."""
+        logits = self.forward(x)
+        y = check_labels(y, len(logits), logits.shape[1])
+        loss = self.loss_layer.forward(logits, y)
+        self.backward(self.loss_layer.backward())
+        return loss, self.layer_grads()
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Batch-mean cross-entropy (forward only)."""
+        logits = self.forward(x)
+        return F.cross_entropy(logits, check_labels(y, len(logits), logits.shape[1]))
+
+    def predict(self, x: np.ndarray, batch: int = 2000) -> np.ndarray:
+        """Predicted classes, (B,) int64: argmax of the logits, in chunks of `batch` rows."""
+        return np.concatenate([self.forward(x[i : i + batch]).argmax(axis=1) for i in range(0, len(x), batch)])
+
+
+class _ParamList(list):
+    """One parameter of every Linear layer, as a list; ``mlp.weights[i] = A`` puts A in layer i+1
+    (as it would in a plain list attribute), rather than changing a copy of the list."""
+
+    def __init__(self, linears, name: str):
+        super().__init__(linear.params[name] for linear in linears)
+        self._linears, self._name = linears, name
+
+    def __setitem__(self, i, value):
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError("replace one layer's array at a time: mlp.weights[i] = array")
+        super().__setitem__(i, value)
+        self._linears[i].params[self._name] = value
 
 
 def _check_sizes(sizes) -> tuple[int, ...]:
@@ -63,20 +166,9 @@ def _check_sizes(sizes) -> tuple[int, ...]:
     return sizes
 
 
-LAYOUTS = ("linear", "transposed")
-
-
-def _allocate(sizes, dtype, layout: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Zeroed arrays per layer: W (out, in), row-major ("linear") or the transpose of a row-major
-    (in, out) array ("transposed"), and b (out,)."""
-    pairs = list(zip(sizes[:-1], sizes[1:]))
-    weights = [np.zeros((n_in, n_out), dtype).T if layout == "transposed" else np.zeros((n_out, n_in), dtype)
-               for n_in, n_out in pairs]
-    return weights, [np.zeros(n_out, dtype) for _, n_out in pairs]
-
-
-class MLP:
-    """A fully connected network with `activation` between layers and softmax/cross-entropy on top.
+class MLP(Stack):
+    """A fully connected network with `activation` between layers and softmax/cross-entropy on top:
+    the stack [Linear, σ, Linear, σ, ..., Linear].
 
     Args:
         sizes: layer widths (input, hidden..., classes), e.g. (784, 256, 10); (784, 10) has no
@@ -84,35 +176,40 @@ class MLP:
         activation: "sigmoid" (the notes), "tanh" or "relu".
         dtype: np.float32 or np.float64 (weights, inputs and gradients all share it).
         seed: an int or a ``numpy.random.Generator`` from which the initial parameters are drawn.
-        layout: "linear" (W row-major, as ``nn.Linear.weight``) or "transposed" (W the transpose of
-            a row-major (in, out) array: faster products at small batches); see the module docstring.
 
     Attributes:
-        weights: list of (sizes[i+1], sizes[i]) arrays Wⁱ, the layout of ``nn.Linear.weight``.
-        biases: list of (sizes[i+1],) arrays bⁱ.
-        grads: list of (dW, db) with the shapes of (W, b), filled by ``loss_and_grads``.
+        layers: the stack.   linears: its ``Linear`` layers.   activation: the ``F.Activation``.
+        weights / biases: lists of the (sizes[i+1], sizes[i]) arrays Wⁱ and (sizes[i+1],) arrays bⁱ.
+        grads: [(dW, db), ...] with the shapes of (W, b), filled by ``loss_and_grads``.
         zs: after ``forward``: the layer inputs [z₁ = x, z₂, ...], each (B, sizes[i]).
         zhats: after ``forward``: the pre-activations [ẑ₁, ..., ẑₖ₋₁]; the last one is the logits.
     """
 
-    def __init__(self, sizes, activation: str = "sigmoid", dtype=np.float64, seed=0, layout: str = "linear"):
+    def __init__(self, sizes, activation: str = "sigmoid", dtype=np.float64, seed=0):
         self.sizes = _check_sizes(sizes)
         if activation not in F.ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(F.ACTIVATIONS)}")
         self.activation = F.ACTIVATIONS[activation]
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in DTYPES.values():
-            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
-        self.layout = layout
-        self.weights, self.biases = _allocate(self.sizes, self.dtype, layout)
-        self.set_parameters(*init_parameters(self.sizes, np.random.default_rng(seed), self.dtype))
-        self.grads = list(zip(*_allocate(self.sizes, self.dtype, layout)))
-        self._flop_per_example = blas.step_flop(self.sizes, 1)
+        dtype = _check_dtype(dtype)
+        weights, biases = init_parameters(self.sizes, np.random.default_rng(seed), dtype)
+        self.linears = [Linear(W, b, need_dx=i > 0) for i, (W, b) in enumerate(zip(weights, biases))]
+        self.hidden = [ACTIVATION_LAYERS[activation]() for _ in self.linears[1:]]
+        layers = [layer for pair in zip(self.linears, self.hidden) for layer in pair] + [self.linears[-1]]
+        super().__init__(layers, dtype)
         self.zs: list[np.ndarray] = []
         self.zhats: list[np.ndarray] = []
-        self._buffers: dict[int, dict] = {}
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        return _ParamList(self.linears, "W")
+
+    @property
+    def biases(self) -> list[np.ndarray]:
+        return _ParamList(self.linears, "b")
+
+    @property
+    def grads(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(linear.grads["W"], linear.grads["b"]) for linear in self.linears]
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(Wⁱ, bⁱ), ...], the arrays themselves (updating them updates the net)."""
@@ -124,15 +221,13 @@ class MLP:
             if len(new) != len(old):
                 raise ValueError(f"{name}: expected {len(old)} arrays for sizes {list(self.sizes)}, got {len(new)}")
             for i, (a, b) in enumerate(zip(new, old), start=1):
-                a = np.asarray(a)
-                if a.shape != b.shape:
-                    raise ValueError(f"{name}[layer {i}]: expected shape {b.shape}, got {a.shape}")
-        for new, old in zip([*weights, *biases], [*self.weights, *self.biases]):
-            np.copyto(old, new, casting="same_kind")
+                if np.shape(a) != b.shape:
+                    raise ValueError(f"{name}[layer {i}]: expected shape {b.shape}, got {np.shape(a)}")
+        self.set_layer_params([{"W": W, "b": b} for W, b in zip(weights, biases)])
 
-    # ------------------------------------------------------------------ checks at the boundary
-
-    def _check_input(self, x) -> np.ndarray:
+    def check_input(self, x) -> np.ndarray:
+        """`x` as (B, sizes[0]) (images (B, 28, 28) are flattened), of the net's dtype, B >= 1.
+        Finiteness is checked in ``forward``, on ẑ₁ (see ``_check_finite``)."""
         n_in = self.sizes[0]
         if not isinstance(x, np.ndarray):
             raise TypeError(f"x must be a numpy array of shape (B, {n_in}), got {type(x).__name__}")
@@ -146,89 +241,24 @@ class MLP:
             raise TypeError(f"x has dtype {x.dtype} but the weights are {self.dtype}; convert one of them")
         return x
 
-    @staticmethod
-    def _check_finite(x: np.ndarray, zhat: np.ndarray) -> None:
-        """NaN or inf in x shows in ẑ₁ = x W₁ᵀ + b₁ (inf·w is ±inf, inf·0 and inf − inf are NaN), and
-        summing ẑ₁, which is hot in cache and usually smaller, is much cheaper than scanning x.
-        A non-finite sum is confirmed on x itself: finite inputs with non-finite weights, or a
-        sum that overflows, are not the input's fault."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = zhat.sum()
-        if not np.isfinite(total) and not np.isfinite(x).all():
-            bad = np.argwhere(~np.isfinite(x))[0]
-            raise ValueError(f"x contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
-
-    def _check_labels(self, y, batch: int) -> np.ndarray:
-        classes = self.sizes[-1]
-        y = np.asarray(y)
-        if y.shape != (batch,) or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"y must be {batch} integer labels, shape ({batch},), got {y.dtype} {y.shape}")
-        if y.min() < 0 or y.max() >= classes:
-            raise ValueError(f"labels must lie in 0..{classes - 1}, got values from {y.min()} to {y.max()}")
-        return y
-
-    # ------------------------------------------------------------------ forward / backward
-
-    def _buffers_for(self, batch: int) -> dict:
-        if batch not in self._buffers:
-            if len(self._buffers) >= 4:  # a few sizes: the batch, the last short batch, eval
-                self._buffers.pop(next(iter(self._buffers)))
-            empty = lambda *shape: np.empty(shape, self.dtype)  # noqa: E731
-            outs = self.sizes[1:]
-            self._buffers[batch] = {
-                "zhat": [empty(batch, n) for n in outs],
-                "z": [empty(batch, n) for n in outs[:-1]],  # z₂ .. zₖ₋₁ (hidden outputs)
-                "dz": [empty(batch, n) for n in outs[:-1]],
-                "prime": [empty(batch, n) for n in outs[:-1]],
-                "delta": empty(batch, outs[-1]),
-            }
-        return self._buffers[batch]
-
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits ẑₖ₋₁ for a batch, keeping the base points ``zs`` and ``zhats`` for ``backward``.
-
-        Args:
-            x: (B, sizes[0]) or (B, 28, 28) array of this net's dtype, finite.
-        Returns:
-            (B, sizes[-1]) logits (a buffer owned by the net).
-        """
-        x = self._check_input(x)
-        buf = self._buffers_for(len(x))
-        f, last = self.activation.f, len(self.weights) - 1
-        self.zs, self.zhats = [x], []
-        for i, (W, b) in enumerate(self.parameters()):
-            zhat = F.linear(self.zs[-1], W, b, out=buf["zhat"][i])  # ẑᵢ = Wⁱ zᵢ + bⁱ
+        """Logits ẑₖ₋₁ (B, sizes[-1]) for a batch x (B, sizes[0]) or (B, 28, 28), keeping the base
+        points ``zs`` and ``zhats`` (and each layer its own) for ``backward``."""
+        z = self.check_input(x)
+        self.zs, self.zhats = [z], []
+        for i, linear in enumerate(self.linears):
+            zhat = linear.forward(z)  # ẑᵢ = Wⁱ zᵢ + bⁱ
             if i == 0:
-                self._check_finite(x, zhat)
+                _check_finite(z, zhat)
             self.zhats.append(zhat)
-            if i < last:
-                self.zs.append(f(zhat, out=buf["z"][i]))  # zᵢ₊₁ = σ(ẑᵢ)
-        return self.zhats[-1]
+            if i < len(self.hidden):
+                z = self.hidden[i].forward(zhat)  # zᵢ₊₁ = σ(ẑᵢ)
+                self.zs.append(z)
+        return zhat
 
-    def backward(self, delta: np.ndarray, descend: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-        """∂L/∂Θ by reverse mode, from δ = ∂L/∂ẑ of the output layer and the stored base points.
-
-        Args:
-            delta: (B, sizes[-1]) gradient of the loss w.r.t. the logits of the last ``forward``.
-                It is used as scratch space.
-            descend: instead of storing ∂L/∂Θ, apply it as it is found, layer by layer:
-                Θ ← Θ − ∂L/∂Θ (pass δ·lr for an SGD step; see ``F.linear_descend``). Each layer's δ
-                for the next is computed from its W before the step.
-        Returns:
-            ``self.grads``: [(dW, db), ...] per layer, shapes of (W, b) (scratch when descending).
-        """
-        buf = self._buffers_for(len(delta))
-        prime = self.activation.prime
-        for i in reversed(range(len(self.weights))):
-            dz = buf["dz"][i - 1] if i > 0 else None
-            if descend:
-                dz = F.linear_descend(delta, self.zs[i], self.weights[i], self.biases[i], dz, i > 0, self.grads[i])
-            else:
-                dW, db, dz = F.linear_backward(delta, self.zs[i], self.weights[i], *self.grads[i], dz, need_dx=i > 0)
-                self.grads[i] = (dW, db)
-            if i > 0:
-                delta = dz
-                delta *= prime(self.zs[i], out=buf["prime"][i - 1])  # δ ← (δ Wⁱ) ⊙ σ'(ẑᵢ₋₁)
+    def backward(self, delta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``Stack.backward`` from δ = ∂L/∂ẑₖ₋₁ (B, sizes[-1]); returns ``grads`` [(dW, db), ...]."""
+        super().backward(delta)
         return self.grads
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray):
@@ -238,35 +268,23 @@ class MLP:
             x: (B, sizes[0]) inputs of this net's dtype.
             y: (B,) integer labels in 0..sizes[-1]−1.
         Returns:
-            (loss, grads): a float, and ``self.grads`` = [(dW, db), ...] (overwritten next call).
+            (loss, grads): a float, and [(dW, db), ...] per layer (new arrays each call).
         """
-        return self._backprop(x, y, 1.0, descend=False)
-
-    def _backprop(self, x: np.ndarray, y: np.ndarray, scale: float, descend: bool):
-        """The loss, and backward from δ = scale·∂L/∂ẑ (the backward pass is linear in δ)."""
-        with blas.threads_for(self._flop_per_example * len(x)):
-            logits = self.forward(x)
-            y = self._check_labels(y, len(logits))
-            loss, delta = F.cross_entropy_backward(logits, y, out=self._buffers_for(len(y))["delta"], scale=scale)
-            return loss, self.backward(delta, descend)
-
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-        """One SGD step on a batch: forward, loss, backward, θ ← θ − lr·∂L/∂θ. Returns the loss.
-
-        The backward pass is linear in δ, so propagating lr·δ yields lr·∂L/∂θ directly, and each
-        layer's step is taken as soon as its gradient is known (``backward(descend=True)``): the
-        weight step is one GEMM that accumulates into W, so no gradient array is written and then
-        read back (``SGD.step`` needs both: it keeps the plain gradient). ``self.grads`` is scratch
-        afterwards; ``loss_and_grads`` is the call that fills it.
-        """
-        return self._backprop(x, y, lr, descend=True)[0]
-
-    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Batch-mean cross-entropy (forward only)."""
-        logits = self.forward(x)
-        return F.cross_entropy(logits, self._check_labels(y, len(logits)))
+        loss, _ = self.loss_and_layer_grads(x, y)
+        return loss, self.grads
 
     def predict(self, x: np.ndarray, batch: int = 2000) -> np.ndarray:
         """Predicted classes, (B,) int64: argmax of the logits, in chunks of `batch` rows."""
-        x = self._check_input(x)
-        return np.concatenate([self.forward(x[i : i + batch]).argmax(axis=1) for i in range(0, len(x), batch)])
+        return super().predict(self.check_input(x), batch)
+
+
+def _check_finite(x: np.ndarray, zhat: np.ndarray) -> None:
+    """NaN or inf in x shows in ẑ₁ = x W₁ᵀ + b₁ (inf·w is ±inf, inf·0 and inf − inf are NaN), and
+    summing ẑ₁, which is hot in cache and usually smaller, is much cheaper than scanning x.
+    A non-finite sum is confirmed on x itself: finite inputs with non-finite weights, or a
+    sum that overflows, are not the input's fault."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = zhat.sum()
+    if not np.isfinite(total) and not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise ValueError(f"x contains NaN or inf (first at index {tuple(int(i) for i in bad)})")

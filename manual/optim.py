@@ -5,6 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def _arrays(group, grad_group):
+    """(θ, dθ) pairs of one layer: groups are (W, b) tuples (``MLP.parameters()``) or dicts name ->
+    array (``Stack.layer_params()``), matched by name."""
+    if isinstance(group, dict):
+        if set(group) != set(grad_group):
+            raise ValueError(f"gradients for {sorted(grad_group)} do not match parameters {sorted(group)}")
+        return [(group[name], grad_group[name]) for name in group]
+    return list(zip(group, grad_group, strict=True))
+
+
 class SGD:
     """Plain SGD: θ ← θ − lr · ∂L/∂θ for every parameter, updating the arrays in place.
 
@@ -17,18 +27,10 @@ class SGD:
         if not np.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {lr}")
         self.lr = lr
-        self._scratch: dict[int, np.ndarray] = {}
 
     def step(self, params, grads) -> None:
-        """Update `params` [(W, b), ...] with `grads` [(dW, db), ...] of the same shapes.
-
-        ``lr · dθ`` goes to a scratch array kept between steps, so neither a temporary is
-        allocated nor the gradient overwritten.
-        """
-        for pair, grad_pair in zip(params, grads, strict=True):
-            for theta, grad in zip(pair, grad_pair, strict=True):
-                scratch = self._scratch.get(id(theta))
-                if scratch is None or scratch.shape != grad.shape or scratch.dtype != grad.dtype:
-                    scratch = self._scratch[id(theta)] = np.empty_like(grad)
-                np.multiply(grad, self.lr, out=scratch)
-                theta -= scratch
+        """Update `params` with `grads` of the same structure and shapes: lists of per-layer
+        groups, each a (W, b) pair or a dict name -> array."""
+        for group, grad_group in zip(params, grads, strict=True):
+            for theta, grad in _arrays(group, grad_group):
+                theta -= grad * self.lr
