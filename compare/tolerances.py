@@ -163,3 +163,16 @@ def sum_bound(x, axis=None, dtype=None, factor: float = TWO_COMPUTATIONS) -> np.
     dt = _compute_dtype(dtype, np.asarray(x))
     k = x64.size if axis is None else int(np.prod([x64.shape[i] for i in np.atleast_1d(axis)]))
     return factor * gamma(max(k - 1, 0), dt) * np.abs(x64).sum(axis=axis) + _underflow(k, dt)
+
+
+def linear_bound(x, W, b, dtype=None, factor: float = TWO_COMPUTATIONS) -> np.ndarray:
+    """Elementwise allowance for two computations of x @ Wᵀ + b: the bias is one more term of each
+    dot product, so it is ``matmul_bound([x, 1], [Wᵀ; b])`` = factor·γ_(k+1)·(|x| @ |Wᵀ| + |b|).
+
+    Args: x (B, in), W (out, in), b (out,). Returns: float64 (B, out).
+    """
+    x, W, b = np.asarray(x), np.asarray(W), np.asarray(b)
+    dt = _compute_dtype(dtype, x, W, b)
+    xa = np.hstack([np.abs(x.astype(np.float64)), np.ones((len(x), 1))])
+    wa = np.vstack([np.abs(W.astype(np.float64)).T, np.abs(b.astype(np.float64))[None, :]])
+    return matmul_bound(xa, wa, dt, factor)

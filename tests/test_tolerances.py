@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from compare.tolerances import gamma, matmul_bound, sum_bound, unit_roundoff
+from compare.tolerances import gamma, linear_bound, matmul_bound, sum_bound, unit_roundoff
 from helpers import assert_close_bound
 
 
@@ -175,3 +175,20 @@ def test_nan_and_shape_mismatch_never_pass_and_equal_infinities_do():
     with pytest.raises(AssertionError, match="shape mismatch"):
         assert_close_bound(np.zeros(3), np.zeros(4), 1.0)
     assert_close_bound(np.array([np.inf, -1.0]), np.array([np.inf, -1.0]), 0.0)
+
+
+def test_linear_bound_counts_the_bias_as_one_more_term_and_holds_for_float32_layers():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((32, 784)).astype(np.float32)
+    W = (rng.standard_normal((128, 784)) / 28).astype(np.float32)
+    b = rng.standard_normal(128).astype(np.float32)
+    bound = linear_bound(x, W, b)
+    by_hand = 2 * gamma(785, np.float32) * (np.abs(x).astype(np.float64) @ np.abs(W.T) + np.abs(b))
+    np.testing.assert_allclose(bound, by_hand, rtol=1e-12)  # one formula evaluated two ways (float64 sums)
+    reference = x.astype(np.float64) @ W.T.astype(np.float64) + b
+    assert_close_bound(x @ W.T + b, reference, bound)
+    assert_close_bound(torch.nn.functional.linear(*map(torch.from_numpy, (x, W, b))).numpy(), reference, bound)
+    with pytest.raises(AssertionError, match=r"index \(\d+, 5\)"):  # one of 784 weights of unit 5 with its sign flipped
+        wrong = W.copy()
+        wrong[5, 300] *= -1
+        assert_close_bound(x @ wrong.T + b, reference, bound)

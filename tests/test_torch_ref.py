@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from compare.tolerances import linear_bound, unit_roundoff
+from helpers import assert_close_bound
 from manual.mlp import MLP
 from torch_ref import convert
 from torch_ref.model import TorchMLP
@@ -30,8 +32,13 @@ def test_forward_is_linear_sigmoid_linear():
     module = convert.from_manual(mlp)
     x = np.random.default_rng(0).standard_normal((2, 6))
     W1, b1, W2, b2 = mlp.weights[0], mlp.biases[0], mlp.weights[1], mlp.biases[1]
-    expected = (1 / (1 + np.exp(-(x @ W1.T + b1)))) @ W2.T + b2
-    np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), expected, rtol=1e-14)
+    h = 1 / (1 + np.exp(-(x @ W1.T + b1)))
+    expected = h @ W2.T + b2
+    # each side's ẑ¹ within linear_bound; σ' ≤ 1/4 carries that into h, plus σ's own 4 roundings
+    # (exp ≤ 1 ulp, add, reciprocal) on each side; the output adds its own linear_bound
+    dh = 0.25 * linear_bound(x, W1, b1) + 2 * 4 * unit_roundoff(x.dtype) * np.abs(h)
+    bound = linear_bound(h, W2, b2) + dh @ np.abs(W2.T)
+    assert_close_bound(module(torch.from_numpy(x)).detach().numpy(), expected, bound)
 
 
 def test_grads_in_manual_structure():
