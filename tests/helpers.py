@@ -46,3 +46,68 @@ def assert_close_bound(actual, expected, bound, msg=""):
         f"{msg}not within the error bound: {n} / {total} elements ({100 * n / total:.1f} %) exceed it; "
         f"greatest excess at index {tuple(int(j) for j in i)}: actual {float(a[i])!r}, expected {float(e[i])!r}, "
         f"|difference| {diff[i]:.6g}, allowed {allowed[i]:.6g}")
+
+
+# Largest |f''| of each activation (sigmoid: 1/(6√3) ≈ 0.096, tanh: 4/(3√3) ≈ 0.77, relu: 0 off
+# its kink): how far an error in ẑ moves f'(ẑ). 1 bounds all three.
+MAX_SECOND_DERIVATIVE = 1.0
+
+
+def gradient_bounds(weights, biases, x, y, activation, dtype=None):
+    """Elementwise allowance [(bound_W, bound_b), ...] for two computations of the batch-mean
+    cross-entropy gradient of an MLP (any summation order, any grouping of the chain rule).
+
+    A first-order forward error analysis on magnitudes, every quantity in float64:
+      F_l  = |f'(ẑ_l)| ⊙ (Z_l) + |z_l|,  Z_l = |z_(l−1)| @ |W_lᵀ| + |b_l| + F_(l−1) @ |W_lᵀ|, F_0 = 0
+             (the error of ẑ_l and z_l is at most γ·Z_l and γ·F_l);
+      D_L  = (p + onehot(y) + 2p·max_j Z_L,j) / B  (δ = (p − onehot)/B; an error ε in the logits moves p by ≤ 2p·ε);
+      D_l  = (D_(l+1) @ |W_(l+1)|) ⊙ (|f'(ẑ_l)| + MAX_SECOND_DERIVATIVE·Z_l);
+      bound_W_l = 2γ_K·D_lᵀ @ (|z_(l−1)| + F_(l−1)),  bound_b_l = 2γ_K·Σ_rows D_l,
+    with K = B + C + 16 + Σ_l (n_in,l + 8) the roundings along the longest chain (γ_a + γ_b ≤ γ_(a+b)).
+
+    A worst case: each layer multiplies it by ~Z (the pre-activations' magnitude, ~10 for MNIST-sized
+    inputs). In float64 it stays ~1e-8 of the gradient or below (784-32-16-10); in float32 through
+    three such layers it exceeds the gradient itself, so there the measured norm-wise
+    ``compare.tolerances.gradient_rel`` is the check and this bound is only for one or two layers.
+
+    Args:
+        weights, biases: lists of (out, in) and (out,) arrays; x: (B, in); y: (B,) int labels.
+        activation: an object with .f and .prime (prime from f's output), as manual.functional's.
+        dtype: the precision of the computations (default: x's).
+    """
+    import numpy as np
+
+    from compare.tolerances import gamma
+
+    dt = np.dtype(dtype or x.dtype)
+    W64 = [np.asarray(W, np.float64) for W in weights]
+    b64 = [np.asarray(b, np.float64) for b in biases]
+    z, z_mag, F = np.asarray(x, np.float64), np.abs(np.asarray(x, np.float64)), np.zeros(np.shape(x))
+    primes, Zs, zs = [], [], [(z_mag, F)]
+    for i, (W, b) in enumerate(zip(W64, b64)):
+        zhat = z @ W.T + b
+        Z = z_mag @ np.abs(W.T) + np.abs(b) + F @ np.abs(W.T)
+        Zs.append(Z)
+        if i == len(W64) - 1:
+            break
+        z = activation.f(zhat)
+        fp = np.abs(activation.prime(z))
+        F = fp * Z + np.abs(z)
+        z_mag = np.abs(z)
+        primes.append(fp)
+        zs.append((z_mag, F))
+    B, C = zhat.shape
+    p = np.exp(zhat - zhat.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(B), np.asarray(y)] = 1
+    D = (p + onehot + 2 * p * Zs[-1].max(axis=1, keepdims=True)) / B
+    K = B + C + 16 + sum(W.shape[1] + 8 for W in W64)
+    rel = 2 * gamma(K, dt)
+    bounds = []
+    for i in reversed(range(len(W64))):
+        mag, F = zs[i]
+        bounds.append((rel * (D.T @ (mag + F)), rel * D.sum(axis=0)))
+        if i:
+            D = (D @ np.abs(W64[i])) * (primes[i - 1] + MAX_SECOND_DERIVATIVE * Zs[i - 1])
+    return bounds[::-1]

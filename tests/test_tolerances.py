@@ -192,3 +192,28 @@ def test_linear_bound_counts_the_bias_as_one_more_term_and_holds_for_float32_lay
         wrong = W.copy()
         wrong[5, 300] *= -1
         assert_close_bound(x @ wrong.T + b, reference, bound)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_gradient_bounds_hold_between_manual_and_torch_and_catch_a_dropped_derivative(activation):
+    from helpers import gradient_bounds
+    from manual.mlp import MLP
+    from torch_ref import convert
+
+    rng = np.random.default_rng(9)
+    mlp = MLP((784, 32, 16, 10), activation, np.float64, seed=2)
+    x, y = rng.standard_normal((64, 784)), rng.integers(0, 10, 64)
+    _, grads = mlp.loss_and_grads(x, y)
+    _, t_grads = convert.loss_and_grads(convert.from_manual(mlp), x, y)
+    bounds = gradient_bounds(mlp.weights, mlp.biases, x, y, mlp.activation)
+    for (dW, db), (tW, tb), (bW, bb) in zip(grads, t_grads, bounds):
+        assert_close_bound(dW, tW, bW)
+        assert_close_bound(db, tb, bb)
+        assert bW.max() < 1e-6 * np.abs(tW).max()  # far below what a wrong derivative gives
+    # layer 1's gradient without f' (δ passed through the hidden layers unchanged) is far outside
+    logits = mlp.forward(x)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    delta = (p / p.sum(axis=1, keepdims=True) - np.eye(10)[y]) / 64  # δ at the logits: (softmax − onehot)/B
+    no_prime = delta @ mlp.weights[2] @ mlp.weights[1]
+    with pytest.raises(AssertionError, match="exceed"):
+        assert_close_bound(no_prime.T @ x, t_grads[0][0], bounds[0][0])
