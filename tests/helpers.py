@@ -34,12 +34,12 @@ def assert_close_bound(actual, expected, bound, msg=""):
     e = np.asarray(expected, dtype=np.float64)
     assert a.shape == e.shape, f"{msg}shape mismatch: actual {a.shape}, expected {e.shape}"
     allowed = np.broadcast_to(np.asarray(bound, dtype=np.float64), a.shape)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(a - e)
         bad = ~((a == e) | (diff <= allowed))  # NaN anywhere (value or bound) lands here
-    if not bad.any():
-        return
-    excess = np.where(bad, np.nan_to_num(diff - allowed, nan=np.inf), -np.inf)
+        if not bad.any():
+            return
+        excess = np.where(bad, np.nan_to_num(diff - allowed, nan=np.inf), -np.inf)
     i = np.unravel_index(int(np.argmax(excess)), a.shape) if a.ndim else ()
     n, total = int(bad.sum()), a.size
     raise AssertionError(

@@ -217,3 +217,8 @@ def test_gradient_bounds_hold_between_manual_and_torch_and_catch_a_dropped_deriv
     no_prime = delta @ mlp.weights[2] @ mlp.weights[1]
     with pytest.raises(AssertionError, match="exceed"):
         assert_close_bound(no_prime.T @ x, t_grads[0][0], bounds[0][0])
+
+
+def test_infinities_that_differ_fail_without_a_warning():
+    with pytest.raises(AssertionError, match="1 / 2 elements"):
+        assert_close_bound(np.array([np.inf, 1.0]), np.array([-np.inf, 1.0]), np.array([1e300, 0.0]))
