@@ -14,5 +14,13 @@ import os
 # the same way (the NumPy step at batch 256 took 5.1 ms instead of 2.6 ms); GOMP_SPINCOUNT bounds
 # that. Both settings only take effect when made before NumPy and PyTorch are first imported, as
 # they are for the CLI; a user's own environment wins.
+# What the user's own environment held before these defaults: the bench's worker processes run with
+# it, each library with its own default spin (see compare/bench/worker.py).
+USER_SPIN_ENV = {k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")}
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+# After the settings above: these import NumPy.
+from compare.check import check_function, check_layer  # noqa: E402
+
+__all__ = ["check_function", "check_layer"]
