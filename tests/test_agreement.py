@@ -22,13 +22,13 @@ def cosine_bound(a, b):
 
     Each of ‖a‖², ‖b‖², ‖a − b‖², a·b carries at most γ_n of its terms' magnitudes; a·b from
     (‖a‖² + ‖b‖² − ‖a − b‖²)/2 carries γ_n·(‖a‖² + ‖b‖² + ‖a − b‖²)/2, the larger of the two; the
-    norms' products and the division add a few roundings, and `measure`'s fast path CLOSE²/2
-    (``agreement.CLOSE``). Two computations: twice that.
+    norms' products and the division add a few roundings (4u covers also the CLOSE²/2 ≈ 0.5u of a
+    fast path that takes ‖a‖ for ‖b‖). Two computations: twice that.
     """
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
     g = gamma(a.size, np.float64)
     aa, bb, dd = a @ a, b @ b, (a - b) @ (a - b)
-    return 2 * (g * (aa + bb + dd) / 2 / abs(a @ b) + g + 4 * U64) + agreement.CLOSE ** 2
+    return 2 * (g * (aa + bb + dd) / 2 / abs(a @ b) + g + 4 * U64)
 
 
 # ------------------------------------------------------------------ metrics
