@@ -20,7 +20,15 @@ USER_SPIN_ENV = {k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "GOMP
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-# After the settings above: these import NumPy.
-from compare.check import check_function, check_layer  # noqa: E402
-
 __all__ = ["check_function", "check_layer"]
+
+
+def __getattr__(name: str):
+    """``from compare import check_function, check_layer`` (``compare/check.py``), loaded on first
+    use: it brings NumPy and the compiled agreement kernel, which ``import compare`` alone (the
+    CLI's start, the bench's workers) should not pay for."""
+    if name in __all__:
+        from compare import check
+
+        return getattr(check, name)
+    raise AttributeError(f"module 'compare' has no attribute {name!r}")
