@@ -249,7 +249,7 @@ class MLP(Stack):
         for i, linear in enumerate(self.linears):
             zhat = linear.forward(z)  # ẑᵢ = Wⁱ zᵢ + bⁱ
             if i == 0:
-                _check_finite(z, zhat)
+                check_finite_input(z, zhat)
             self.zhats.append(zhat)
             if i < len(self.hidden):
                 z = self.hidden[i].forward(zhat)  # zᵢ₊₁ = σ(ẑᵢ)
@@ -278,7 +278,7 @@ class MLP(Stack):
         return super().predict(self.check_input(x), batch)
 
 
-def _check_finite(x: np.ndarray, zhat: np.ndarray) -> None:
+def check_finite_input(x: np.ndarray, zhat: np.ndarray) -> None:
     """NaN or inf in x shows in ẑ₁ = x W₁ᵀ + b₁ (inf·w is ±inf, inf·0 and inf − inf are NaN), and
     summing ẑ₁, which is hot in cache and usually smaller, is much cheaper than scanning x.
     A non-finite sum is confirmed on x itself: finite inputs with non-finite weights, or a

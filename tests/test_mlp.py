@@ -1,6 +1,7 @@
 """manual/mlp.py and manual/optim.py: initialisation, forward, whole-network gradients against
 torch autograd (0–3 hidden layers, several widths and batch sizes, both dtypes, all activations),
-a property-based sweep, the extremes, and input validation."""
+a property-based sweep, the extremes, input validation, the stack of layers and a user's own stack.
+The tuned step (manual/fast.py) is held to this reference in tests/test_fast.py."""
 
 import warnings
 
@@ -13,8 +14,8 @@ from hypothesis import strategies as st
 from compare.agreement import assert_grads_agree, compare_grads
 from compare.tolerances import gradient_rel
 from manual import functional as F
-from manual import blas
-from manual.mlp import LAYOUTS, MLP, init_parameters
+from manual.layers import Linear, ReLU, Sigmoid, SoftmaxCrossEntropy, Tanh
+from manual.mlp import MLP, Stack, init_parameters
 from manual.optim import SGD
 from torch_ref import convert
 
@@ -102,14 +103,13 @@ ARCHS = [(12, 4), (12, 9, 4), (12, 16, 7, 4), (12, 5, 8, 6, 4), (784, 32, 10)]
 @pytest.mark.parametrize("batch", [1, 7, 32])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_whole_network_gradients_match_torch(sizes, batch, dtype, activation, layout):
-    mlp = MLP(sizes, activation, dtype, seed=batch, layout=layout)
+def test_whole_network_gradients_match_torch(sizes, batch, dtype, activation):
+    mlp = MLP(sizes, activation, dtype, seed=batch)
     x = RNG.standard_normal((batch, sizes[0])).astype(dtype)
     y = RNG.integers(0, sizes[-1], batch)
     agreements = agree_with_torch(mlp, x, y)
     assert len(agreements) == 2 * (len(sizes) - 1)
-    # the reused buffers give the same answer on a second call
+    # a second call gives the same answer
     again = agree_with_torch(mlp, x, y)
     assert [g.rel_err for g in again] == [g.rel_err for g in agreements]
 
@@ -122,26 +122,25 @@ PROPERTY = dict(
     seed=st.integers(0, 2**32 - 1),
     activation=st.sampled_from(["sigmoid", "tanh", "relu"]),
     dtype=st.sampled_from([np.float32, np.float64]),
-    layout=st.sampled_from(LAYOUTS),
 )
 
 
-def random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype, layout):
+def random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype):
     rng = np.random.default_rng(seed)
-    mlp = MLP((n_in, *hidden, classes), activation, dtype, seed=rng, layout=layout)
+    mlp = MLP((n_in, *hidden, classes), activation, dtype, seed=rng)
     x = (rng.standard_normal((batch, n_in)) * 10**log_scale).astype(dtype)
     return mlp, x, rng.integers(0, classes, batch)
 
 
 @settings(max_examples=300, deadline=None)
 @given(log_scale=st.floats(-3, 1.5), **PROPERTY)
-def test_property_gradients_match_torch(n_in, hidden, classes, batch, seed, log_scale, activation, dtype, layout):
+def test_property_gradients_match_torch(n_in, hidden, classes, batch, seed, log_scale, activation, dtype):
     """Agreement with autograd over shapes, seeds and input scales up to ~30 (pixels are ~3).
 
     Beyond that the gradients become sums that cancel (confident answers, saturated units), and
     no pair of implementations agrees better than the rounding of those sums, which is why the
     test below only asks for finite, warning-free results there."""
-    mlp, x, y = random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype, layout)
+    mlp, x, y = random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype)
     _, grads = mlp.loss_and_grads(x, y)
     # A gradient that is exact cancellation up to rounding (e.g. confident answers that balance
     # out in a bias) carries no signal: its relative error is noise against noise.
@@ -152,10 +151,10 @@ def test_property_gradients_match_torch(n_in, hidden, classes, batch, seed, log_
 @settings(max_examples=200, deadline=None)
 @given(log_scale=st.floats(-3, 4), **PROPERTY)
 def test_property_finite_and_warning_free_at_any_scale(n_in, hidden, classes, batch, seed, log_scale, activation,
-                                                       dtype, layout):
+                                                       dtype):
     """Inputs up to 1e4 (pre-activations far beyond ±1000): forward and backward stay finite, no
     overflow warnings, and the predicted classes are torch's."""
-    mlp, x, y = random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype, layout)
+    mlp, x, y = random_case(n_in, hidden, classes, batch, seed, log_scale, activation, dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loss, grads = mlp.loss_and_grads(x, y)
@@ -178,23 +177,24 @@ def rounding_sensitivity(mlp, x, y) -> float:
     all parameters is returned.
     """
     _, grads = mlp.loss_and_grads(x, y)
-    grads = [(dW.copy(), db.copy()) for dW, db in grads]
     act, linear = mlp.activation, F.linear
     centre = mlp.dtype.type({"sigmoid": 0.5, "tanh": 0.0, "relu": 0.0}[act.name])
 
-    def nudged_act(z, out=None):
-        out = act.f(z, out=out)
-        return np.nextafter(out, centre, out=out)
+    def nudged_act(z):
+        return np.nextafter(act.f(z), centre)
 
-    def nudged_linear(*args, **kwargs):
-        out = linear(*args, **kwargs)
-        return np.nextafter(out, mlp.dtype.type(np.inf), out=out)
+    def nudged_linear(*args):
+        return np.nextafter(linear(*args), mlp.dtype.type(np.inf))
 
-    mlp.activation, F.linear = F.Activation(act.name, nudged_act, act.prime), nudged_linear
+    F.linear = nudged_linear
+    for layer in mlp.hidden:
+        layer.fn = F.Activation(act.name, nudged_act, act.prime)
     try:
         _, moved = mlp.loss_and_grads(x, y)
     finally:
-        mlp.activation, F.linear = act, linear
+        F.linear = linear
+        for layer in mlp.hidden:
+            layer.fn = act
     return max(g.rel_err for g in compare_grads(grads, moved, 1.0))
 
 
@@ -259,6 +259,118 @@ def test_set_parameters_copies_and_checks_shapes():
         a.set_parameters([b.weights[0].T, b.weights[1]], b.biases)
 
 
+# ------------------------------------------------------------------ a stack of layers
+
+
+def test_the_mlp_is_a_stack_of_its_layers():
+    mlp = MLP((6, 5, 4, 3), "tanh", seed=0)
+    assert [type(layer) for layer in mlp.layers] == [Linear, Tanh, Linear, Tanh, Linear]
+    assert [layer.need_dx for layer in mlp.linears] == [False, True, True]  # nobody needs ∂L/∂x
+    assert all(W is layer.params["W"] for W, layer in zip(mlp.weights, mlp.linears))
+    x, y = RNG.standard_normal((4, 6)), np.array([0, 1, 2, 0])
+    _, grads = mlp.loss_and_grads(x, y)
+    assert all(dW is layer.grads["W"] and db is layer.grads["b"] for (dW, db), layer in zip(grads, mlp.linears))
+    again = mlp.backward(mlp.loss_layer.backward())
+    for (dW, db), (dW2, db2) in zip(grads, again):
+        np.testing.assert_array_equal(dW, dW2)
+        np.testing.assert_array_equal(db, db2)
+
+
+def test_assigning_one_layers_array_puts_it_in_that_layer():
+    mlp = MLP((6, 4, 3), seed=0)
+    W = np.ones((3, 4))
+    mlp.weights[1] = W
+    mlp.biases[0] = np.zeros(4)
+    assert mlp.linears[1].params["W"] is W and mlp.weights[1] is W
+    assert not mlp.biases[0].any()
+    with pytest.raises(TypeError, match="one layer's array at a time"):
+        mlp.weights[0:2] = [W, W]
+
+
+@pytest.mark.parametrize("activation, layer", [("sigmoid", Sigmoid), ("tanh", Tanh), ("relu", ReLU)])
+def test_a_stack_of_the_same_layers_gives_the_mlps_loss_and_gradients_bit_for_bit(activation, layer):
+    mlp = MLP((10, 7, 5, 4), activation, seed=3)
+    stack = Stack([Linear(mlp.weights[0].copy(), mlp.biases[0].copy(), need_dx=False), layer(),
+                   Linear(mlp.weights[1].copy(), mlp.biases[1].copy()), layer(),
+                   Linear(mlp.weights[2].copy(), mlp.biases[2].copy())])
+    x, y = RNG.standard_normal((6, 10)), RNG.integers(0, 4, 6)
+    loss, grads = mlp.loss_and_grads(x, y)
+    loss_s, grads_s = stack.loss_and_layer_grads(x, y)
+    assert loss_s == loss and [sorted(g) for g in grads_s] == [["W", "b"]] * 3
+    for (dW, db), g in zip(grads, grads_s):
+        np.testing.assert_array_equal(g["W"], dW)
+        np.testing.assert_array_equal(g["b"], db)
+    np.testing.assert_array_equal(stack.predict(x), mlp.predict(x))
+    assert stack.loss(x, y) == mlp.loss(x, y)
+
+
+class Scale:
+    """A user's layer: y = a ⊙ x per feature, params {"a": (n,)}; dL/da = Σ_rows dy ⊙ x, dL/dx = dy ⊙ a."""
+
+    def __init__(self, n):
+        self.params = {"a": np.linspace(0.5, 1.5, n)}
+        self.grads = {"a": np.zeros(n)}
+
+    def forward(self, x):
+        self.x = x
+        return x * self.params["a"]
+
+    def backward(self, dy):
+        self.grads["a"] = (dy * self.x).sum(axis=0)
+        return dy * self.params["a"]
+
+
+def test_a_users_layer_in_a_stack_gets_its_gradient_and_its_sgd_step():
+    rng = np.random.default_rng(4)
+    stack = Stack([Linear.init(8, 6, rng), Scale(6), Sigmoid(), Linear.init(6, 3, rng)])
+    x, y = rng.standard_normal((5, 8)), np.array([0, 1, 2, 0, 1])
+    _, grads = stack.loss_and_layer_grads(x, y)
+    assert [sorted(g) for g in grads] == [["W", "b"], ["a"], ["W", "b"]]
+    a, h = stack.layers[1].params["a"], 1e-6
+    fd = []
+    for k in range(len(a)):  # central differences of the loss in a_k
+        a[k] += h
+        up = stack.loss(x, y)
+        a[k] -= 2 * h
+        down = stack.loss(x, y)
+        a[k] += h
+        fd.append((up - down) / (2 * h))
+    assert np.linalg.norm(grads[1]["a"] - fd) <= 1e-7 * np.linalg.norm(fd)  # FD truncation h² ~ 1e-12, rounding eps/h
+    expected = a - 0.1 * grads[1]["a"]
+    SGD(0.1).step(stack.layer_params(), grads)
+    np.testing.assert_array_equal(stack.layers[1].params["a"], expected)
+
+
+def test_stack_validation_says_what_is_wrong():
+    rng = np.random.default_rng(0)
+    stack = Stack([Linear.init(4, 3, rng)])
+    with pytest.raises(ValueError, match="at least one layer"):
+        Stack([])
+    with pytest.raises(TypeError, match="numpy array"):
+        stack.forward([[0.0] * 4])
+    with pytest.raises(TypeError, match="float32 but the weights are float64"):
+        stack.forward(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"NaN or inf \(first at index \(1, 2\)\)"):
+        stack.forward(np.array([[0.0] * 4, [0, 0, np.nan, 0]]))
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.2"):
+        stack.loss_and_layer_grads(np.zeros((2, 4)), np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"layer 1: expected parameters \['W', 'b'\], got \['W'\]"):
+        stack.set_layer_params([{"W": np.zeros((3, 4))}])
+    with pytest.raises(ValueError, match=r"layer 1 W: expected shape \(3, 4\), got \(4, 3\)"):
+        stack.set_layer_params([{"W": np.zeros((4, 3)), "b": np.zeros(3)}])
+    with pytest.raises(ValueError, match="do not match parameters"):
+        SGD(0.1).step(stack.layer_params(), [{"W": np.zeros((3, 4))}])
+
+
+def test_the_loss_layer_hands_back_the_output_delta():
+    ce = SoftmaxCrossEntropy()
+    logits, y = RNG.standard_normal((4, 3)), np.array([0, 2, 1, 1])
+    loss = ce.forward(logits, y)
+    expected_loss, expected_delta = F.cross_entropy_backward(logits, y)
+    assert loss == expected_loss
+    np.testing.assert_array_equal(ce.backward(), expected_delta)
+
+
 # ------------------------------------------------------------------ SGD
 
 
@@ -278,123 +390,6 @@ def test_sgd_updates_in_place_like_torch():
     assert mlp.weights[0] is W0
     for a, b in zip(mlp.weights + mlp.biases, sum(map(list, convert.to_manual(module)), [])):
         np.testing.assert_allclose(a, b, rtol=1e-14)
-
-
-@pytest.mark.parametrize("fused", [True, False], ids=["blas-descend", "matmul-fallback"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_train_step_is_loss_and_grads_then_sgd(dtype, layout, fused, monkeypatch):
-    """The benchmark's step (lr folded into δ, each layer's update inside its weight-gradient
-    product, or matmul and a subtraction where that BLAS routine is missing) lands on the weights
-    of the checked path."""
-    calls = []
-    if fused:
-        assert blas.descend_available(dtype), "NumPy's wheels ship OpenBLAS with cblas_?gemm"
-        monkeypatch.setattr(blas, "DESCEND_MIN_SIZE", 0)  # these layers are below the size that gains
-        real = blas.gemm_descend
-        monkeypatch.setattr(blas, "gemm_descend", lambda a, b, c: calls.append(c.shape) or real(a, b, c))
-    else:
-        monkeypatch.setattr(blas, "gemm_descend", lambda a, b, c: False)
-    a, b = MLP((12, 9, 7, 4), dtype=dtype, seed=5), MLP((12, 9, 7, 4), dtype=dtype, seed=5, layout=layout)
-    opt = SGD(0.3)
-    rtol = 1e-5 if dtype == np.float32 else 1e-13
-    for step in range(5):
-        x, y = RNG.standard_normal((8, 12)).astype(dtype), RNG.integers(0, 4, 8)
-        loss_a, grads = a.loss_and_grads(x, y)
-        opt.step(a.parameters(), grads)
-        assert b.train_step(x, y, 0.3) == pytest.approx(loss_a, rel=rtol)
-    for wa, wb in zip(a.weights + a.biases, b.weights + b.biases):
-        np.testing.assert_allclose(wb, wa, rtol=rtol, atol=rtol * np.abs(wa).max())
-    assert calls == ([(4, 7), (7, 9), (9, 12)] * 5 if fused else [])
-    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.3"):
-        b.train_step(x, np.full(8, 4), 0.3)
-
-
-def test_train_step_fuses_only_layers_large_enough_to_gain(monkeypatch):
-    calls, real = [], blas.gemm_descend
-    monkeypatch.setattr(blas, "gemm_descend", lambda a, b, c: calls.append(c.shape) or real(a, b, c))
-    mlp = MLP((200, 100, 3), dtype=np.float32, seed=0)  # W¹ has 20,000 entries, W² 300
-    mlp.train_step(RNG.standard_normal((4, 200)).astype(np.float32), np.array([0, 1, 2, 0]), 0.1)
-    assert calls == [(100, 200)] and 100 * 200 >= blas.DESCEND_MIN_SIZE > 3 * 100
-
-
-def test_train_step_updates_arrays_that_replaced_the_nets_own():
-    mlp, reference = MLP((6, 4, 3), seed=0), MLP((6, 4, 3), seed=0)
-    mlp.weights[0] = np.asfortranarray(mlp.weights[0])  # a new array, in the other memory order
-    mlp.biases[1] = mlp.biases[1].copy()
-    x, y = RNG.standard_normal((5, 6)), np.array([0, 1, 2, 0, 1])
-    mlp.train_step(x, y, 0.5)
-    _, grads = reference.loss_and_grads(x, y)
-    SGD(0.5).step(reference.parameters(), grads)
-    for a, b in zip(mlp.weights + mlp.biases, reference.weights + reference.biases):
-        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
-    assert not np.array_equal(mlp.weights[0], MLP((6, 4, 3), seed=0).weights[0])
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gemm_descend_subtracts_the_product_in_every_layout(dtype):
-    """c ← c − a·b for row- and column-major operands and row-strided views, as NumPy computes it."""
-    tol = 1e-5 if dtype == np.float32 else 1e-13
-    base = RNG.standard_normal((9, 13)).astype(dtype)
-    for a in (base[:5, :7], np.asfortranarray(base[:5, :7]), base[::2, :7][:4]):  # the last: rows two apart
-        for b in (RNG.standard_normal((7, 3)).astype(dtype), RNG.standard_normal((3, 7)).astype(dtype).T):
-            for order in "CF":
-                c = np.asarray(RNG.standard_normal((len(a), 3)), dtype, order=order)
-                expected = c - a @ b
-                assert blas.gemm_descend(a, b, c)
-                np.testing.assert_allclose(c, expected, rtol=tol, atol=tol)
-
-
-def test_gemm_descend_declines_what_blas_cannot_take_and_leaves_c_alone():
-    read_only = np.ones((4, 3))
-    read_only.flags.writeable = False
-    for a, b, c in [
-        (np.ones((4, 6))[:, ::2], np.ones((3, 3)), np.ones((4, 3))),  # no unit stride either way
-        (np.ones((4, 3), np.float32), np.ones((3, 3)), np.ones((4, 3))),  # mixed dtypes
-        (np.ones((4, 2)), np.ones((3, 3)), np.ones((4, 3))),  # shapes that do not chain
-        (np.ones((4, 3), int), np.ones((3, 3), int), np.ones((4, 3), int)),  # no integer GEMM
-        (np.ones((4, 3)), np.ones((3, 3)), read_only),
-    ]:
-        assert not blas.gemm_descend(a, b, c)
-        np.testing.assert_array_equal(c, 1)
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_layouts_differ_in_memory_order_only(layout):
-    mlp = MLP((6, 4, 3), seed=1, layout=layout)
-    reference = MLP((6, 4, 3), seed=1)
-    for W, W0, (dW, _) in zip(mlp.weights, reference.weights, mlp.grads):
-        assert W.shape == W0.shape == dW.shape
-        np.testing.assert_array_equal(W, W0)
-        c_order = layout == "linear"
-        assert W.flags.c_contiguous == c_order and W.T.flags.c_contiguous != c_order
-        assert dW.flags.c_contiguous == c_order
-    with pytest.raises(ValueError, match="unknown layout 'fortran'; allowed: linear, transposed"):
-        MLP((6, 4, 3), layout="fortran")
-
-
-def test_small_steps_run_on_one_blas_thread_and_restore_the_setting():
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    def blas_threads():
-        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-
-    assert blas_threads(), "NumPy's wheels ship OpenBLAS, which threadpoolctl controls"
-    with threadpool_limits(2, user_api="blas"):
-        seen = []
-        with blas.threads_for(blas.SMALL_STEP_FLOP / 2):
-            seen.append(blas_threads())
-        with blas.threads_for(blas.SMALL_STEP_FLOP * 2):
-            seen.append(blas_threads())
-        assert blas_threads() == [2] * len(seen[0])
-    assert seen == [[1] * len(seen[0]), [2] * len(seen[0])]
-
-
-def test_step_flop_counts_the_benchmarks_gemm_floor():
-    from compare.bench import gemm_products
-
-    for sizes in [(784, 10), (784, 128, 10), (784, 512, 256, 10)]:
-        assert blas.step_flop(sizes, 32) == sum(p["flops"] for p in gemm_products(sizes, 32))
 
 
 @pytest.mark.parametrize("lr", [0, -1, float("nan"), float("inf")])

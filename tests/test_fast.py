@@ -1,0 +1,351 @@
+"""manual/fast.py: the tuned step held to its contract (the arithmetic of MLP.loss_and_grads +
+SGD.step, up to rounding), the fused update really taken, the thread rule, and bugs injected into
+the fast path alone caught by the same check, naming layer and parameter.
+
+The check takes one step from identical weights on both paths and bounds their difference
+element by element. The bound is a first-order forward error analysis of the two computations
+(``step_error_bound``): every product of inner length k contributes k·eps·(|A|@|B|) per side,
+every elementwise operation a few eps of its result, and differences already present in a
+product's operands travel through it as |ΔA|@|B| + |A|@|ΔB|. No tolerance is fitted to a CPU.
+"""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from manual import fast
+from manual.fast import FUSED, UNFUSED, FastStep
+from manual.mlp import MLP
+from manual.optim import SGD
+
+RNG = np.random.default_rng(3)
+SAFETY = 2.0  # the bound is first order: it leaves out products of two rounding errors
+F64 = np.float64
+SIGMA_PRIME_SLOPE = {  # |d f'/dz| as a function of the stored output z = f(x)
+    "sigmoid": lambda z: np.abs(1 - 2 * z),
+    "tanh": lambda z: 2 * np.abs(z),
+    "relu": lambda z: np.zeros_like(z),
+}
+
+
+def product_bound(a, b, k: int, eps: float) -> np.ndarray:
+    """Rounding of fl(A@B) on one side: k·eps·(|A|@|B|), k the inner length."""
+    return k * eps * (np.abs(a) @ np.abs(b))
+
+
+def forward_bounds(net: MLP, eps: float):
+    """|Δẑᵢ| and |Δzᵢ| between two implementations of the last forward pass of `net`, each with its
+    own rounding (hence the factors 2): products and bias, then f's few roundings (≤ 4 eps)."""
+    zs = [z.astype(F64) for z in net.zs]
+    ez, ezhat = [np.zeros_like(zs[0])], []
+    for i, (W, b) in enumerate(net.parameters()):
+        W, b = np.abs(W.astype(F64)), np.abs(b.astype(F64))
+        ezhat.append(ez[i] @ W.T + 2 * (product_bound(zs[i], W.T, W.shape[1] + 1, eps) + eps * b))
+        if i < len(zs) - 1:
+            prime = net.activation.prime(zs[i + 1])
+            ez.append(np.abs(prime) * ezhat[i] + 2 * 4 * eps * np.abs(zs[i + 1]))
+    return zs, ez, ezhat
+
+
+def output_bounds(logits, e_logits, y, eps: float):
+    """δ = (SM(ẑ) − onehot)/B and its bound; the loss's bound. Softmax moves by
+    |Δp| ≤ p ⊙ (|Δẑ| + pᵀ|Δẑ|); exp, the row sum of C terms and the division round (C + 4)·eps·p,
+    the shift ẑ − c rounds eps·|ẑ − c| before the exp; lr folded in early or late: 4 eps·|δ|."""
+    B, C = logits.shape
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(shifted)
+    total = p.sum(axis=1, keepdims=True)
+    p /= total
+    onehot = np.eye(C)[y]
+    spread = (p * e_logits).sum(axis=1, keepdims=True)
+    dp = p * (e_logits + spread) + 2 * ((C + 4) * eps * p + eps * np.abs(shifted) * p)
+    delta = (p - onehot) / B
+    e_delta = (dp + 2 * eps * np.abs(p - onehot)) / B + 4 * eps * np.abs(delta)
+    picked = np.abs(shifted[np.arange(B), y])
+    logs = np.abs(np.log(total[:, 0]))
+    moved = spread[:, 0] + e_logits[np.arange(B), y]
+    rounding = 2 * ((C + 3) * eps + eps * (logs + picked)) + 2 * B * eps * (logs + picked)
+    return delta, e_delta, float((moved + rounding).sum() / B)
+
+
+def step_error_bound(net: MLP, x, y, lr: float):
+    """Elementwise bounds on |fast − reference| after one SGD step from `net`'s current weights:
+    (loss bound, [(W bound, b bound), ...]). Leaves `net` unchanged (it runs a forward pass)."""
+    eps = float(np.finfo(net.dtype).eps)
+    net.forward(x)
+    zs, ez, ezhat = forward_bounds(net, eps)
+    delta, e_delta, e_loss = output_bounds(net.zhats[-1].astype(F64), ezhat[-1], y, eps)
+    B, slope = len(x), SIGMA_PRIME_SLOPE[net.activation.name]
+    bounds = []
+    for i in reversed(range(len(zs))):
+        W, b = net.weights[i].astype(F64), net.biases[i].astype(F64)
+        dW, db = delta.T @ zs[i], delta.sum(axis=0)
+        e_dW = e_delta.T @ np.abs(zs[i]) + np.abs(delta).T @ ez[i] + 2 * product_bound(delta.T, zs[i], B, eps)
+        e_db = e_delta.sum(axis=0) + 2 * B * eps * np.abs(delta).sum(axis=0)
+        # the update: lr·dW rounds once, θ − it once per side; a GEMM with beta = 1 may also add the
+        # partial sums of each block of ~64 rows of the batch into W
+        bounds.append((lr * e_dW + lr * eps * np.abs(dW) + (3 + B / 64) * eps * (np.abs(W) + np.abs(W - lr * dW)),
+                       lr * e_db + lr * eps * np.abs(db) + 3 * eps * (np.abs(b) + np.abs(b - lr * db))))
+        if i > 0:
+            dz = delta @ W
+            e_dz = e_delta @ np.abs(W) + 2 * product_bound(delta, W, W.shape[0], eps)
+            s = net.activation.prime(zs[i])
+            e_s = slope(zs[i]) * ez[i] + 3 * eps * np.abs(s)
+            delta, e_delta = dz * s, e_dz * np.abs(s) + np.abs(dz) * e_s + 2 * eps * np.abs(dz * s)
+    return e_loss + 2 * eps * abs(net.loss(x, y)), bounds[::-1]
+
+
+def reference_copy(net: MLP) -> MLP:
+    ref = MLP(net.sizes, net.activation.name, net.dtype)
+    ref.set_parameters(net.weights, net.biases)
+    return ref
+
+
+def assert_step_agrees(step: FastStep, x, y, lr: float) -> None:
+    """One fast step and one reference step (loss_and_grads + SGD.step) from the same weights; their
+    losses and every parameter after the step agree within SAFETY × the bound. Otherwise
+    AssertionError, one line per quantity beyond its bound ("loss: ..." or "layer 2 b: ...")."""
+    net = step.mlp
+    ref = reference_copy(net)
+    bound_loss, bounds = step_error_bound(ref, x, y, lr)
+    loss_r, grads = ref.loss_and_grads(x, y)
+    SGD(lr).step(ref.parameters(), grads)
+    loss_f = step(x, y, lr)
+    failures = []
+    if abs(loss_f - loss_r) > SAFETY * bound_loss:
+        failures.append(f"loss: fast {loss_f!r}, reference {loss_r!r}, allowed {SAFETY * bound_loss:.3g}")
+    for i, ((W, b), (Wr, br), (bW, bb)) in enumerate(zip(net.parameters(), ref.parameters(), bounds), start=1):
+        for name, a, r, bound in (("W", W, Wr, bW), ("b", b, br, bb)):
+            share = np.abs(a.astype(F64) - r) / bound
+            k = np.unravel_index(np.argmax(share), share.shape)
+            if share[k] > SAFETY:
+                failures.append(f"layer {i} {name}: fast {a[k]!r} vs reference {r[k]!r} at index "
+                                f"{tuple(map(int, k))}, {np.count_nonzero(share > SAFETY)} of {share.size} "
+                                f"elements beyond the bound (here {SAFETY * bound[k]:.3g})")
+    if failures:
+        raise AssertionError("\n".join(failures))
+
+
+def named(message: str) -> set[str]:
+    """The quantities an AssertionError of ``assert_step_agrees`` names: {"loss", "layer 1 W", ...}."""
+    return {line.split(":")[0] for line in message.splitlines()}
+
+
+def batch(sizes, n, dtype, scale=1.0):
+    return (RNG.standard_normal((n, sizes[0])) * scale).astype(dtype), RNG.integers(0, sizes[-1], n)
+
+
+# ------------------------------------------------------------------ the contract
+
+ARCHS = [(12, 4), (12, 9, 4), (20, 16, 7, 5), (784, 64, 10)]
+
+
+@pytest.mark.parametrize("sizes", ARCHS, ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "matmul"])
+def test_fast_step_is_loss_and_grads_then_sgd(sizes, dtype, activation, fuse):
+    """Steps at several batch sizes (buffers per size, a last short batch), each from the weights
+    the previous fast step left, each within the bound of the reference step."""
+    step = FastStep(MLP(sizes, activation, dtype, seed=1), fuse=fuse)
+    for n in (8, 8, 3, 33, 8):
+        assert_step_agrees(step, *batch(sizes, n, dtype), lr=0.3)
+
+
+@pytest.mark.slow
+def test_mnist_sized_steps_agree_on_real_images(mnist32, mnist64):
+    """784-256-10 at batch 64 and 512 on MNIST, both dtypes, the default learning rate."""
+    for data, dtype in ((mnist32, np.float32), (mnist64, np.float64)):
+        step = FastStep(MLP((784, 256, 10), "sigmoid", dtype, seed=0))
+        for start, n in ((0, 64), (64, 512), (576, 512)):
+            assert_step_agrees(step, data.x_train[start:start + n], data.y_train[start:start + n], lr=0.7)
+
+
+# ------------------------------------------------------------------ what the step does
+
+
+def test_the_fused_update_is_taken_in_scipys_blas_on_ws_own_memory(monkeypatch):
+    mlp = MLP((30, 20, 5), dtype=np.float32, seed=0)
+    step = FastStep(mlp)
+    calls, real = [], step._gemm
+
+    def spy(alpha, a, b, beta, c, **kw):
+        out = real(alpha, a, b, beta=beta, c=c, **kw)
+        calls.append((c.shape, out is c, alpha, beta))
+        return out
+
+    monkeypatch.setattr(step, "_gemm", spy)
+    Ws = list(mlp.weights)
+    step(*batch((30, 20, 5), 6, np.float32), 0.1)
+    assert calls == [((5, 20), True, -1.0, 1.0), ((20, 30), True, -1.0, 1.0)]  # output layer first
+    assert all(W is W0 for W, W0 in zip(mlp.weights, Ws))
+    d = step.describe()
+    assert d["update"] == FUSED and all(layer["update"] == FUSED for layer in d["layers"])
+    assert d["products"]["fused weight step W − (lr·δ)ᵀz"] == "scipy"
+    assert {"numpy", "scipy"} <= set(d["libraries"]), "the wheels ship two OpenBLAS libraries"
+    assert all(d["libraries"][k]["filepath"] and d["libraries"][k]["version"] for k in ("numpy", "scipy"))
+    assert "one BLAS thread" in d["threads"] and "folded into δ" in d["learning_rate"]
+
+
+def test_a_copy_back_from_the_gemm_falls_back_and_says_so(monkeypatch):
+    """Where ?gemm hands back a new array, W was not updated: that layer takes matmul + subtraction
+    (this step and after), the result still meets the contract, and describe() names the reason."""
+    step = FastStep(MLP((12, 9, 4), seed=0))
+    real = step._gemm
+    monkeypatch.setattr(step, "_gemm", lambda alpha, a, b, beta, c, **kw: real(alpha, a, b, beta=beta, c=c.copy(order="F"), **kw))
+    for _ in range(2):
+        assert_step_agrees(step, *batch((12, 9, 4), 8, np.float64), lr=0.3)
+    layers = step.describe()["layers"]
+    assert [layer["update"] for layer in layers] == [UNFUSED, UNFUSED]
+    assert all("returned a copy" in layer["why"] for layer in layers)
+    assert step.describe()["update"] == UNFUSED
+
+
+def test_a_weight_array_replaced_after_construction_is_the_one_updated():
+    """``mlp.weights[i] = A`` with a row-major A: the step updates A (by matmul + subtraction, as
+    ?gemm cannot write a row-major W in place) and describe() says why."""
+    mlp = MLP((6, 4, 3), seed=0)
+    step = FastStep(mlp)
+    mlp.weights[0] = np.ascontiguousarray(mlp.weights[0])
+    replaced = mlp.weights[0]
+    assert_step_agrees(step, *batch((6, 4, 3), 5, np.float64), lr=0.5)
+    assert mlp.weights[0] is replaced
+    assert "not column-major" in step.describe()["layers"][0]["why"]
+    assert step.describe()["layers"][1]["update"] == FUSED
+
+
+def test_construction_moves_w_to_column_major_keeping_values_and_shapes():
+    mlp, reference = MLP((6, 4, 3), seed=1), MLP((6, 4, 3), seed=1)
+    FastStep(mlp)
+    for W, W0 in zip(mlp.weights, reference.weights):
+        assert W.shape == W0.shape and W.flags.f_contiguous and W.T.flags.c_contiguous
+        np.testing.assert_array_equal(W, W0)
+
+
+def test_without_scipy_every_layer_takes_matmul_and_says_why(monkeypatch):
+    monkeypatch.setattr(fast, "_GEMMS", {})
+    monkeypatch.setattr(fast, "_NO_GEMM", "scipy.linalg.blas not importable (test)")
+    step = FastStep(MLP((12, 9, 4), seed=0))
+    assert_step_agrees(step, *batch((12, 9, 4), 8, np.float64), lr=0.3)
+    d = step.describe()
+    assert d["update"] == UNFUSED and "not importable" in d["layers"][0]["why"]
+
+
+def test_small_steps_run_on_one_thread_in_both_blas_libraries_and_restore_them(monkeypatch):
+    def blas_threads():
+        return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    assert len(blas_threads()) >= 2, "NumPy's and SciPy's OpenBLAS are both loaded"
+    sizes = (784, 128, 10)
+    small = int(fast.SMALL_STEP_FLOP // fast.step_flop(sizes, 1))  # the largest batch below the rule's FLOP
+    with threadpool_limits(2, user_api="blas"):
+        with fast.one_thread_if_small(sizes, small):
+            inside_small = blas_threads()
+        with fast.one_thread_if_small(sizes, small + 1):
+            inside_large = blas_threads()
+        after = blas_threads()
+        step, seen = FastStep(MLP(sizes, dtype=np.float32, seed=0)), []
+        real = step._gemm
+        monkeypatch.setattr(step, "_gemm", lambda *a, **kw: seen.append(blas_threads()) or real(*a, **kw))
+        step(*batch(sizes, 16, np.float32), 0.1)
+    assert set(inside_small.values()) == {1} and set(inside_large.values()) == {2} == set(after.values())
+    assert seen and all(set(s.values()) == {1} for s in seen)
+
+
+def test_step_flop_counts_the_benchmarks_gemm_floor():
+    floor = pytest.importorskip("compare.bench.floor")
+    for sizes in [(784, 10), (784, 128, 10), (784, 512, 256, 10)]:
+        assert fast.step_flop(sizes, 32) == sum(p["flops"] for p in floor.gemm_products(sizes, 32))
+
+
+def test_bad_input_is_refused_before_any_weight_changes():
+    mlp = MLP((12, 9, 4), seed=0)
+    step, before = FastStep(mlp), [a.copy() for a in mlp.weights + mlp.biases]
+    x, y = batch((12, 9, 4), 8, np.float64)
+    bad_x = x.copy()
+    bad_x[2, 3] = np.nan
+    for args, error, message in [
+        ((x, np.full(8, 4), 0.1), ValueError, r"labels must lie in 0\.\.3"),
+        ((x, y[:5], 0.1), ValueError, r"y must be 8 integer labels"),
+        ((x.astype(np.float32), y, 0.1), TypeError, "float32 but the weights are float64"),
+        ((bad_x, y, 0.1), ValueError, r"NaN or inf \(first at index \(2, 3\)\)"),
+        ((x, y, 0.0), ValueError, "lr must be a finite number > 0"),
+        ((x, y, float("nan")), ValueError, "lr must be a finite number > 0"),
+    ]:
+        with pytest.raises(error, match=message):
+            step(*args)
+    for a, b in zip(mlp.weights + mlp.biases, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fast_step_refuses_a_net_it_cannot_run():
+    class Odd:
+        activation = type("A", (), {"name": "gelu"})()
+
+    with pytest.raises(TypeError, match="FastStep takes an MLP with activation in sigmoid, tanh, relu"):
+        FastStep(Odd())
+
+
+# ------------------------------------------------------------------ bugs in the fast path alone
+
+
+def fast_bug_is_caught(monkeypatch, target, attr, replacement, sizes=(12, 9, 4), dtype=np.float64):
+    """Inject a bug into the fast path only; the contract check must fail. Returns its message."""
+    step = FastStep(MLP(sizes, "sigmoid", dtype, seed=0))
+    monkeypatch.setattr(target(step) if callable(target) else target, attr, replacement(step))
+    with pytest.raises(AssertionError) as err:
+        for _ in range(3):
+            assert_step_agrees(step, *batch(sizes, 8, dtype), lr=0.3)
+    return str(err.value)
+
+
+def test_doubled_bias_step_is_caught(monkeypatch):
+    """b ← b − 2·lr·1ᵀδ."""
+    real = fast.bias_step
+    message = fast_bug_is_caught(monkeypatch, fast, "bias_step",
+                                 lambda step: lambda b, delta, scratch: real(b, 2 * delta, scratch))
+    assert named(message) == {"layer 1 b", "layer 2 b"}
+
+
+@pytest.mark.parametrize("dtype, alpha", [(np.float32, -1.01), (np.float64, -1.01), (np.float64, -1 - 1e-6)],
+                         ids=["f32 1e-2", "f64 1e-2", "f64 1e-6"])
+def test_a_wrong_alpha_in_the_fused_update_is_caught(monkeypatch, dtype, alpha):
+    """The weight step off by 1 % (both dtypes), and by 1e-6 of itself in float64: the bound is
+    that much tighter than the update it checks."""
+    def wrong_alpha(step):
+        real = step._gemm
+        return lambda _, *a, **kw: real(alpha, *a, **kw)
+
+    message = fast_bug_is_caught(monkeypatch, lambda step: step, "_gemm", wrong_alpha, (784, 32, 10), dtype)
+    assert named(message) == {"layer 1 W", "layer 2 W"}
+
+
+def test_dropped_sigma_prime_in_the_fast_path_is_caught(monkeypatch):
+    def no_prime(step):
+        f, _ = fast.ACTIVATIONS["sigmoid"]
+        return {**fast.ACTIVATIONS, "sigmoid": (f, lambda s, out: np.copyto(out, 1) or out)}
+
+    message = fast_bug_is_caught(monkeypatch, fast, "ACTIVATIONS", no_prime)
+    assert named(message) == {"layer 1 W", "layer 1 b"}  # the output layer never uses σ'
+
+
+def test_learning_rate_applied_twice_is_caught(monkeypatch):
+    real = fast.output_delta
+    message = fast_bug_is_caught(monkeypatch, fast, "output_delta",
+                                 lambda step: lambda logits, y, rows, scale, out: real(logits, y, rows, scale * scale, out))
+    assert named(message) == {"layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"}
+
+
+def test_a_wrong_loss_is_caught(monkeypatch):
+    """The max shift dropped from the label term: the weights are right, the returned loss is not."""
+    real = fast.output_delta
+
+    def unshifted(step):
+        def wrong(logits, y, rows, scale, out):
+            loss, delta = real(logits, y, rows, scale, out)
+            return loss + float(logits.max(axis=1).mean()), delta
+
+        return wrong
+
+    message = fast_bug_is_caught(monkeypatch, fast, "output_delta", unshifted)
+    assert named(message) == {"loss"}
