@@ -391,8 +391,8 @@ class _FunctionSubject:
 
     def backward(self, precise: bool, g: np.ndarray) -> dict:
         grads = self.vjp(g, *self._arrays(precise))
-        if isinstance(grads, np.ndarray):
-            grads = (grads,)  # one input: the array alone
+        if isinstance(grads, (np.ndarray, np.floating, float)):
+            grads = (grads,)  # one input: the array alone (a NumPy scalar for a 0-d input)
         names = ", ".join(k.removeprefix("input ") for k in self.given)
         if not isinstance(grads, (tuple, list)):
             raise TypeError(f"vjp returned {type(grads).__name__}; expected one NumPy array per input ({names}): "
@@ -461,7 +461,7 @@ class _LayerSubject:
         named = dict(module.named_parameters())
         with torch.no_grad():
             for n, t in self.torch_names.items():
-                named[t].copy_(torch.from_numpy(np.ascontiguousarray(layer.params[n])))
+                named[t].copy_(torch.from_numpy(np.array(layer.params[n], order="C")))
                 named[t].grad = None
         leaves = {"input x": _leaf(x), **{f"parameter {n}": named[t] for n, t in self.torch_names.items()}}
         return _torch_run(module(leaves["input x"]), f"the module {type(module).__name__}", g, leaves)
@@ -567,7 +567,7 @@ def _torch_run(y, who: str, g: np.ndarray, leaves: dict):
     if tuple(y.shape) != g.shape:
         raise ValueError(f"{who} returned shape {tuple(y.shape)}; the NumPy side returned {g.shape}")
     if y.requires_grad:
-        y.backward(torch.from_numpy(np.ascontiguousarray(g)).to(y.dtype))
+        y.backward(torch.from_numpy(np.array(g, order="C")).to(y.dtype))
     grads = {k: (t.grad if t.grad is not None else torch.zeros_like(t)).detach().cpu().numpy().copy()
              for k, t in leaves.items()}
     return y.detach().cpu().numpy().copy(), grads
@@ -605,4 +605,4 @@ def _input_names(fn, n: int) -> list[str]:
 
 
 def _name(f) -> str:
-    return getattr(f, "__qualname__", None) or type(f).__name__
+    return getattr(f, "__name__", None) or type(f).__name__

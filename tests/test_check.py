@@ -123,6 +123,16 @@ def test_a_function_of_two_inputs_passes_and_the_table_names_them():
     assert "manual~torch" in text and "manual~fd" in text and "manual~dir" in text
 
 
+def test_scalar_empty_and_fortran_ordered_inputs():
+    cos = lambda g, x: g * np.cos(x)  # noqa: E731
+    assert check_function(np.sin, cos, torch.sin, np.float64(0.5)).ok  # 0-d in, NumPy scalars out
+    assert check_function(lambda x: (x**2).sum(), lambda g, x: 2 * g * x, lambda t: (t**2).sum(), np.ones((2, 3))).ok
+    assert check_function(np.sin, cos, torch.sin, np.zeros((0, 3))).ok
+    x = np.asfortranarray(np.random.default_rng(9).standard_normal((4, 5)))
+    assert check_function(np.sin, cos, torch.sin, x).ok  # fd perturbs a C-ordered float64 copy
+    assert not check_function(np.sin, lambda g, x: g * np.sin(x), torch.sin, x).ok
+
+
 def test_the_layer_and_module_of_the_caller_keep_their_values():
     layer, module, x = square_case(Affine)
     W, weight = layer.params["W"].copy(), module.weight.detach().clone()
