@@ -4,15 +4,17 @@ the fast path alone caught by the same check, naming layer and parameter.
 
 The check takes one step from identical weights on both paths and bounds their difference
 element by element. The bound is a first-order forward error analysis of the two computations
-(``step_error_bound``): every product of inner length k contributes k·eps·(|A|@|B|) per side,
-every elementwise operation a few eps of its result, and differences already present in a
-product's operands travel through it as |ΔA|@|B| + |A|@|ΔB|. No tolerance is fitted to a CPU.
+(``step_error_bound``): every product and sum contributes compare.tolerances' ``matmul_bound`` /
+``sum_bound`` (2·γ_k·(|A|@|B|): two computations, each in its own order), every elementwise
+operation a few eps of its result, and differences already present in a product's operands travel
+through it as |ΔA|@|B| + |A|@|ΔB|. No tolerance is fitted to a CPU.
 """
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from compare.tolerances import linear_bound, matmul_bound, sum_bound
 from manual import fast
 from manual.fast import FUSED, UNFUSED, FastStep
 from manual.mlp import MLP
@@ -28,19 +30,13 @@ SIGMA_PRIME_SLOPE = {  # |d f'/dz| as a function of the stored output z = f(x)
 }
 
 
-def product_bound(a, b, k: int, eps: float) -> np.ndarray:
-    """Rounding of fl(A@B) on one side: k·eps·(|A|@|B|), k the inner length."""
-    return k * eps * (np.abs(a) @ np.abs(b))
-
-
 def forward_bounds(net: MLP, eps: float):
     """|Δẑᵢ| and |Δzᵢ| between two implementations of the last forward pass of `net`, each with its
     own rounding (hence the factors 2): products and bias, then f's few roundings (≤ 4 eps)."""
     zs = [z.astype(F64) for z in net.zs]
     ez, ezhat = [np.zeros_like(zs[0])], []
     for i, (W, b) in enumerate(net.parameters()):
-        W, b = np.abs(W.astype(F64)), np.abs(b.astype(F64))
-        ezhat.append(ez[i] @ W.T + 2 * (product_bound(zs[i], W.T, W.shape[1] + 1, eps) + eps * b))
+        ezhat.append(ez[i] @ np.abs(W.astype(F64)).T + linear_bound(zs[i], W, b, net.dtype))
         if i < len(zs) - 1:
             prime = net.activation.prime(zs[i + 1])
             ez.append(np.abs(prime) * ezhat[i] + 2 * 4 * eps * np.abs(zs[i + 1]))
@@ -80,15 +76,15 @@ def step_error_bound(net: MLP, x, y, lr: float):
     for i in reversed(range(len(zs))):
         W, b = net.weights[i].astype(F64), net.biases[i].astype(F64)
         dW, db = delta.T @ zs[i], delta.sum(axis=0)
-        e_dW = e_delta.T @ np.abs(zs[i]) + np.abs(delta).T @ ez[i] + 2 * product_bound(delta.T, zs[i], B, eps)
-        e_db = e_delta.sum(axis=0) + 2 * B * eps * np.abs(delta).sum(axis=0)
+        e_dW = e_delta.T @ np.abs(zs[i]) + np.abs(delta).T @ ez[i] + matmul_bound(delta.T, zs[i], net.dtype)
+        e_db = e_delta.sum(axis=0) + sum_bound(delta, axis=0, dtype=net.dtype)
         # the update: lr·dW rounds once, θ − it once per side; a GEMM with beta = 1 may also add the
         # partial sums of each block of ~64 rows of the batch into W
         bounds.append((lr * e_dW + lr * eps * np.abs(dW) + (3 + B / 64) * eps * (np.abs(W) + np.abs(W - lr * dW)),
                        lr * e_db + lr * eps * np.abs(db) + 3 * eps * (np.abs(b) + np.abs(b - lr * db))))
         if i > 0:
             dz = delta @ W
-            e_dz = e_delta @ np.abs(W) + 2 * product_bound(delta, W, W.shape[0], eps)
+            e_dz = e_delta @ np.abs(W) + matmul_bound(delta, W, net.dtype)
             s = net.activation.prime(zs[i])
             e_s = slope(zs[i]) * ez[i] + 3 * eps * np.abs(s)
             delta, e_delta = dz * s, e_dz * np.abs(s) + np.abs(dz) * e_s + 2 * eps * np.abs(dz * s)

@@ -2,16 +2,17 @@
 names, and against central finite differences, in float64; wrong derivatives injected into the
 functions the layers use are caught, naming what they broke.
 
-Bounds: against torch, elementwise from the magnitudes (a product of inner length k rounds by at
-most k·eps·(|A|@|B|) on each side; an elementwise formula by a few eps of its terms); against
-finite differences, compare/tolerances.py's FINITE_DIFF_REL with its step FD_STEP.
+Bounds: against torch, elementwise from the magnitudes (compare.tolerances' ``matmul_bound``,
+``linear_bound``, ``sum_bound``: 2·γ_k·(|A|@|B|) for two computations of a product of inner length
+k; an elementwise formula rounds by a few eps of its terms); against finite differences,
+compare/tolerances.py's FINITE_DIFF_REL with its step FD_STEP.
 """
 
 import numpy as np
 import pytest
 import torch
 
-from compare.tolerances import FD_STEP, FINITE_DIFF_REL
+from compare.tolerances import FD_STEP, FINITE_DIFF_REL, linear_bound, matmul_bound, sum_bound
 from manual import functional as F
 from manual.layers import ACTIVATION_LAYERS, Linear, ReLU, Sigmoid, SoftmaxCrossEntropy, Tanh
 
@@ -71,11 +72,10 @@ def linear_failures(layer: Linear, x: np.ndarray, g: np.ndarray) -> set[str]:
     y_t, dx_t, grads_t = autograd(module, x, g)
     y = layer.forward(x)
     dx = layer.backward(g)
-    k_in, (B, k_out) = W.shape[1], g.shape
-    found = {beyond("y", y, y_t, 2 * (k_in + 1) * EPS * (np.abs(x) @ np.abs(W).T + np.abs(b))),
-             beyond("dx", dx, dx_t, 2 * k_out * EPS * (np.abs(g) @ np.abs(W))),
-             beyond("W", layer.grads["W"], grads_t["weight"], 2 * B * EPS * (np.abs(g).T @ np.abs(x))),
-             beyond("b", layer.grads["b"], grads_t["bias"], 2 * B * EPS * np.abs(g).sum(axis=0))}
+    found = {beyond("y", y, y_t, linear_bound(x, W, b)),
+             beyond("dx", dx, dx_t, matmul_bound(g, W)),
+             beyond("W", layer.grads["W"], grads_t["weight"], matmul_bound(g.T, x)),
+             beyond("b", layer.grads["b"], grads_t["bias"], sum_bound(g, axis=0))}
 
     def objective():
         return float((g * F.linear(x, W, b)).sum())
