@@ -213,28 +213,37 @@ def _check(subject, seed: int, h: float, fd_samples: int, fd_budget: int) -> Rep
     rng = np.random.default_rng(seed)
     g, results = _analytic(subject, rng)
     comparisons = _compare_analytic(subject, results)
+    numeric, notes = _compare_numeric(subject, g, results, rng, h, fd_samples, fd_budget)
+    if subject.float32:
+        notes.append(f"float32: manual and torch are held to max({tolerances.FLOAT32_REL:g}, "
+                     f"{tolerances.NOISE_FACTOR} x torch's own distance from torch64) per tensor; "
+                     "the derivation is judged in float64 (manual64, torch64, fd, dir)")
+    title = f"{subject.title}: {'float32' if subject.float32 else 'float64'}, seed {seed}, g of shape {g.shape}"
+    return Report(title, comparisons + numeric, notes)
+
+
+def _compare_numeric(subject, g, results, rng, h, fd_samples, fd_budget):
+    """fd and dir for each tensor, against the float64 analytic witnesses. Returns (comparisons,
+    notes: which fd coordinates were taken, and any tensor whose move left the output unchanged)."""
     exact = ("manual64", "torch64") if subject.float32 else ("manual", "torch")
     cost = g.size + sum(t.size for t in subject.tensors64.values())
-    coverage, notes = [], []
+    out, coverage, notes, skipped = [], [], [], False
     for label, t in subject.tensors64.items():
+        grads = {w: results[w][1][label] for w in exact}
         u = rng.standard_normal(t.shape)
         coords = _coordinates(t.size, cost, fd_samples, fd_budget, rng)
         if coords is not None:
             values, bounds = _finite_differences(subject, t, g, coords, h)
-            comparisons += [_fd_pair(label, t.shape, w, results[w][1][label], values, bounds, coords) for w in exact]
+            out += [_fd_pair(label, t.shape, w, grads[w], values, bounds, coords) for w in exact]
         coverage.append(f"{label} {'-' if coords is None else len(coords)}/{t.size}")
+        skipped |= coords is None
         value, bound = _directional(subject, t, g, u, h)
-        comparisons += [_dir_pair(label, t.shape, w, results[w][1][label], u, value, bound) for w in exact]
-        if value == 0 and bound == 0 and any(results[w][1][label].any() for w in exact):
+        out += [_dir_pair(label, t.shape, w, grads[w], u, value, bound) for w in exact]
+        if value == 0 and bound == 0 and any(d.any() for d in grads.values()):
             notes.append(f"note: moving {label} did not change the output at all; forward must read it "
-                         f"from the array checked (a parameter: the array in layer.params)")
-    notes.insert(0, f"fd coordinates: {', '.join(coverage)}" + (
-        " ('-': too large for per-coordinate differences; dir stands in)" if "-/" in " ".join(coverage) else ""))
-    if subject.float32:
-        notes.insert(1, "float32: manual and torch are held to max(1e-4, 10 x torch's own distance from torch64) "
-                        "per tensor; the derivation is judged in float64 (manual64, torch64, fd, dir)")
-    title = f"{subject.title}: {'float32' if subject.float32 else 'float64'}, seed {seed}, g of shape {g.shape}"
-    return Report(title, comparisons, notes)
+                         "from the array checked (a parameter: the array in layer.params)")
+    head = f"fd coordinates: {', '.join(coverage)}"
+    return out, [head + (" ('-': too large for per-coordinate differences; dir stands in)" if skipped else ""), *notes]
 
 
 def _analytic(subject, rng: np.random.Generator):
@@ -255,17 +264,17 @@ def _compare_analytic(subject, results) -> list[Comparison]:
     """The output and each gradient, between the analytic witnesses. Pairs run in float32 may
     differ by float32 rounding, which grows with the conditioning of the function: they are held
     to max(FLOAT32_REL, NOISE_FACTOR × how far torch's own float32 result is from float64)."""
-    pairs = [("manual", "torch")] + ([("manual", "manual64"), ("manual64", "torch64")] if subject.float32 else [])
+    exact = (tolerances.FLOAT64_REL, tolerances.FLOAT64_REL)
     out = []
     for label in ["output", *subject.tensors64]:
         values = {w: (y if label == "output" else grads[label]) for w, (y, grads) in results.items()}
-        for a, b in pairs:
-            allowed = elem_allowed = tolerances.FLOAT64_REL
-            if subject.float32 and b != "torch64":
-                noise = measure(values["torch"], values["torch64"], 0, label, math.inf, math.inf)
-                allowed = max(tolerances.FLOAT32_REL, tolerances.NOISE_FACTOR * noise.rel_err)
-                elem_allowed = max(tolerances.FLOAT32_REL, tolerances.NOISE_FACTOR * noise.elem_rel)
-            out.append(_pair(label, values[a].shape, a, b, values[a], values[b], allowed, elem_allowed))
+        pairs = [("manual", "torch", exact)]
+        if subject.float32:
+            noise = measure(values["torch"], values["torch64"], 0, label, math.inf, math.inf)
+            rounding = (max(tolerances.FLOAT32_REL, tolerances.NOISE_FACTOR * noise.rel_err),
+                        max(tolerances.FLOAT32_REL, tolerances.NOISE_FACTOR * noise.elem_rel))
+            pairs = [("manual", "torch", rounding), ("manual", "manual64", rounding), ("manual64", "torch64", exact)]
+        out += [_pair(label, values[a].shape, a, b, values[a], values[b], *allowed) for a, b, allowed in pairs]
     return out
 
 
