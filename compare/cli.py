@@ -88,13 +88,12 @@ def cmd_gradcheck(args, parser) -> int:
 
 
 TRAIN_OPTIONS = ("sizes", "activation", "epochs", "batch_size", "lr", "dtype", "seed", "mode", "check_every",
-                 "referee", "limit_train")
+                 "referee", "limit_train", "step")
 
 
 def _train_config(args):
     """The TrainConfig from the options; with --resume, options not given come from the checkpoint."""
-    from compare import checkpoint
-    from compare.harness import TrainConfig
+    from compare.train import TrainConfig, checkpoint
 
     given = {k: v for k in TRAIN_OPTIONS if (v := getattr(args, k)) is not None and v is not False}
     if args.resume is not None:
@@ -126,23 +125,23 @@ def _out_dir(args) -> Path:
 
 
 def cmd_train(args, parser) -> int:
-    from compare import checkpoint, data, harness, report
+    from compare import data, report
+    from compare.train import Interrupted, SideBySide, checkpoint, summary
 
     config = _train_config(args)
     out = _out_dir(args)
     log = options.logger(args.json)
     mnist = data.load_mnist(args.data_dir, dtype=config.dtype, offline=args.offline, log=log)
-    run = harness.SideBySide(config, mnist, out, log=log)
+    run = SideBySide(config, mnist, out, log=log)
     if args.resume is not None:
-        run.restore(checkpoint.find(args.resume))
+        checkpoint.restore_run(run, checkpoint.find(args.resume))
         log(f"resuming {out} at epoch {run.epoch}, step {run.global_step}")
-    n = len(run.x)
     log(f"training {'-'.join(map(str, config.sizes))} {config.activation} {config.dtype}, {config.mode} mode, "
-        f"batch {config.batch_size}, lr {config.lr:g}, {config.epochs} epochs on {n} images, checking every "
-        f"{config.check_every} step{'s' * (config.check_every > 1)}; writing to {out}")
+        f"{'fast step, ' * (config.step == 'fast')}batch {config.batch_size}, lr {config.lr:g}, {config.epochs} epochs on {len(run.x)} "
+        f"images, checking every {config.check_every} step{'s' * (config.check_every > 1)}; writing to {out}")
     try:
-        summary = run.run()
-    except harness.Interrupted as e:
+        result = run.run()
+    except Interrupted as e:
         log(f"interrupted at epoch {run.epoch}, step {run.global_step}: checkpoint and report saved in {out}; "
             f"continue with: crosscheck train --resume {out}")
         return e.exit_code
@@ -150,15 +149,47 @@ def cmd_train(args, parser) -> int:
         if run.history:
             log("\n" + report.epoch_table(run.history))
     if args.json:
-        print(json.dumps(summary, indent=1))
-    final, best = summary["final"], summary["best"]
-    log(f"\nPASS: {summary['checked_steps']} checked steps within tolerance "
-        f"(gradients {summary['tolerances']['grad']:.0e}, loss {summary['tolerances']['loss']:.0e}); "
-        f"final test accuracy manual {final['test_acc_manual']:.2%}, torch {final['test_acc_torch']:.2%} "
-        f"(best {best['manual'][0]:.2%} / {best['torch'][0]:.2%} at epochs {best['manual'][1]} / "
-        f"{best['torch'][1]}), {final['test_pred_diff']} test predictions differ; checks cost "
-        f"{summary['checks_overhead']:.1%} of the two sides' step time; report in {out}")
+        print(json.dumps(result, indent=1))
+    log("\n" + summary.pass_line(result, out))
     return 0
+
+
+def _add_train_parser(sub) -> None:
+    """``crosscheck train`` and its options. Their parsed defaults are None, so that ``--resume``
+    can tell an option the user gave from one left at its default (TrainConfig has the defaults)."""
+    from compare.train.config import STEPS, TrainConfig
+
+    p = sub.add_parser("train", help="train both sides side by side on MNIST, checking every step",
+                       description="Train the manual NumPy MLP and the PyTorch reference from identical "
+                                   "weights on identical shuffled mini-batches; check losses and per-layer "
+                                   "gradients at every checked step; write metrics.jsonl, summary.json, "
+                                   "plots and checkpoints. Exit 0 when everything agreed, 1 at the first "
+                                   "disagreement or divergence, 130/143 when interrupted (resumable).")
+    d = TrainConfig()
+    _add_net_options(p, list(d.sizes), d.dtype, given_only=True)
+    p.add_argument("--epochs", type=positive_int, default=None, help=f"default: {d.epochs}")
+    p.add_argument("--batch-size", type=positive_int, default=None, help=f"default: {d.batch_size}")
+    p.add_argument("--lr", type=positive_float, default=None, help=f"SGD learning rate (default: {d.lr:g})")
+    p.add_argument("--mode", choices=("free", "lockstep"), default=None,
+                   help="free: two independent trajectories (default with float64); lockstep: torch takes "
+                        "the manual weights after every step (default with float32)")
+    p.add_argument("--check-every", type=positive_int, default=None, metavar="N",
+                   help="compare the two sides every N steps (default: 1)")
+    p.add_argument("--step", choices=STEPS, default=None,
+                   help="how the manual side trains: reference (loss_and_grads, checked against torch's "
+                        "gradients, then SGD; the default) or fast (manual.fast.FastStep, the step the bench "
+                        "times; checked by the weights after each step, or in lockstep by the update it applied)")
+    p.add_argument("--referee", action="store_true",
+                   help="float32: recompute the gradient in float64 at every checked step (default: "
+                        "every 200th)")
+    p.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
+                   help="use only the first N training images (quick runs)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<timestamp>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the interrupted run in DIR from its checkpoint")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    add_data_options(p)
+    p.set_defaults(func=cmd_train)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,33 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     p.set_defaults(func=cmd_gradcheck)
 
-    p = sub.add_parser("train", help="train both sides side by side on MNIST, checking every step",
-                       description="Train the manual NumPy MLP and the PyTorch reference from identical "
-                                   "weights on identical shuffled mini-batches; check losses and per-layer "
-                                   "gradients at every checked step; write metrics.jsonl, summary.json, "
-                                   "plots and checkpoints. Exit 0 when everything agreed, 1 at the first "
-                                   "disagreement or divergence, 130/143 when interrupted (resumable).")
-    d = harness_defaults()
-    _add_net_options(p, list(d.sizes), d.dtype, given_only=True)
-    p.add_argument("--epochs", type=positive_int, default=None, help=f"default: {d.epochs}")
-    p.add_argument("--batch-size", type=positive_int, default=None, help=f"default: {d.batch_size}")
-    p.add_argument("--lr", type=positive_float, default=None, help=f"SGD learning rate (default: {d.lr:g})")
-    p.add_argument("--mode", choices=("free", "lockstep"), default=None,
-                   help="free: two independent trajectories (default with float64); lockstep: torch takes "
-                        "the manual weights after every step (default with float32)")
-    p.add_argument("--check-every", type=positive_int, default=None, metavar="N",
-                   help="compare the two sides every N steps (default: 1)")
-    p.add_argument("--referee", action="store_true",
-                   help="float32: recompute the gradient in float64 at every checked step (default: "
-                        "every 200th)")
-    p.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
-                   help="use only the first N training images (quick runs)")
-    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<timestamp>)")
-    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                   help="continue the interrupted run in DIR from its checkpoint")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    add_data_options(p)
-    p.set_defaults(func=cmd_train)
+    _add_train_parser(sub)
 
     from compare import bench
 
@@ -225,12 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.set_defaults(func=lambda args, parser: bench.main(args))
     return parser
-
-
-def harness_defaults():
-    from compare.harness import TrainConfig
-
-    return TrainConfig()
 
 
 def main(argv: list[str] | None = None) -> int:

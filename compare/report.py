@@ -47,13 +47,13 @@ def save_png(fig, path: Path) -> None:
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
-def plot(out: Path, series: dict, tolerances: dict, title: str) -> None:
+def plot(out: Path, series, tolerances: dict, title: str) -> None:
     """loss_curves.png (both training losses, |Δloss| below, log axis) and grad_agreement.png
     (relative error per layer and parameter over the steps, log axis, tolerance drawn).
 
-    `series`: {"step": [...], "loss_manual": [...], "loss_torch": [...], "allowed_grad": [...],
-    "allowed_loss": [...], "rel": {"layer 1 W": [...], ...}} over the checked steps (the allowed
-    relative errors vary: they widen for confident batches); `tolerances`: the base bounds.
+    `series`: ``compare.train.records.Series``, lists over the checked steps: step, loss_manual,
+    loss_torch, allowed_grad, allowed_loss, and rel {"layer 1 W": [...], ...} (the allowed relative
+    errors vary: they widen for confident batches); `tolerances`: the base bounds.
     """
     import matplotlib
 
@@ -61,10 +61,10 @@ def plot(out: Path, series: dict, tolerances: dict, title: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    steps = np.asarray(series["step"])
+    steps = np.asarray(series.step)
     if len(steps) == 0:
         return
-    lm, lt = np.asarray(series["loss_manual"]), np.asarray(series["loss_torch"])
+    lm, lt = np.asarray(series.loss_manual), np.asarray(series.loss_torch)
     floor = 1e-18  # exact agreement cannot be drawn on a log axis; show it at the floor
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, height_ratios=(2, 1))
@@ -76,7 +76,7 @@ def plot(out: Path, series: dict, tolerances: dict, title: str) -> None:
     top.set_title(title, fontsize=9)
     diff = np.maximum(np.abs(lm - lt), floor)
     bottom.semilogy(steps, diff, lw=0.6, color="C3", label=f"|manual − torch| (exactly 0 drawn at {floor:g})")
-    bottom.semilogy(steps, np.asarray(series["allowed_loss"]) * np.abs(lt), color="k", ls=":", lw=1,
+    bottom.semilogy(steps, np.asarray(series.allowed_loss) * np.abs(lt), color="k", ls=":", lw=1,
                     label=f"allowed ({tolerances['loss']:.0e} relative, wider for tiny losses)")
     bottom.set_ylabel("|Δloss|")
     bottom.set_xlabel("step")
@@ -86,9 +86,9 @@ def plot(out: Path, series: dict, tolerances: dict, title: str) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, values in series["rel"].items():
+    for name, values in series.rel.items():
         ax.semilogy(steps, np.maximum(np.asarray(values), floor), lw=0.6, label=name)
-    ax.semilogy(steps, series["allowed_grad"], color="k", ls=":", lw=1.2,
+    ax.semilogy(steps, series.allowed_grad, color="k", ls=":", lw=1.2,
                 label=f"allowed ({tolerances['grad']:.0e}, wider for tiny losses)")
     ax.set_xlabel("step")
     ax.set_ylabel("relative error manual vs torch")

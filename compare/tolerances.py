@@ -47,6 +47,20 @@ FREE_GRAD_REL = 1e-9
 FREE32_GRAD_REL = 1e-3
 FREE32_LOSS_REL = 1e-3
 
+# `crosscheck train --step fast`, free mode: the weights after each step (manual FastStep against
+# torch's SGD step). The two trajectories drift apart as in any free-mode run (weights measured
+# 4.2e-15 relative apart after 9,440 float64 steps, 1.5e-6 after 5 float32 epochs, see above), so the
+# loss bounds of free mode serve for the weights; a wrong step (a doubled bias step) moves a
+# parameter by lr·‖∂L/∂θ‖, ~1e-3 to 1 of ‖θ‖.
+FREE_WEIGHT_REL = FREE_LOSS_REL
+FREE32_WEIGHT_REL = FREE32_LOSS_REL
+
+# `--step fast`, lockstep: the update applied, θ − θ', read back from the weights, carries the
+# rounding of θ' = fl(θ − lr·g) (one rounding, or the GEMM's final add: ≤ u·|θ'| per element) on
+# top of the gradient's own error, so its relative bound is the gradient's plus
+# UPDATE_ROUNDINGS·u·‖θ'‖/‖lr·g‖: two roundings (subtraction and the read-back), and a factor 2.
+UPDATE_ROUNDINGS = 4
+
 TINY = np.finfo(np.float64).tiny  # keeps 0/0 out of the relative error of two zero gradients
 
 

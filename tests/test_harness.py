@@ -1,11 +1,12 @@
-"""compare/harness.py and `crosscheck train`: side-by-side training on real MNIST subsets."""
+"""compare/train/ and `crosscheck train`: side-by-side training on real MNIST subsets."""
 
 import json
 
 import numpy as np
 import pytest
 
-from compare import checkpoint, cli, report
+from compare import cli, report
+from compare.train import checkpoint
 from manual import functional as F
 from helpers import assert_one_line_error, run_cli
 
@@ -144,3 +145,101 @@ def test_out_dir_holding_files_is_refused(tmp_path):
     proc = run_cli("train", "--out", tmp_path)
     assert_one_line_error(proc, 2, "--out", "already exists and is not empty")
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+# ------------------------------------------------------------------ --step fast: what is timed is what is checked
+
+
+def double_the_bias_step_of_the_output_layer(monkeypatch):
+    """A bug in the fast path only: FastStep takes the last layer's bias step twice."""
+    from manual import fast
+
+    right = fast.FastStep.__call__
+
+    def call(self, x, y, lr):
+        b = self.mlp.parameters()[-1][1]
+        before = b.copy()
+        loss = right(self, x, y, lr)
+        b += b - before  # b − 2·lr·db instead of b − lr·db
+        return loss
+
+    monkeypatch.setattr(fast.FastStep, "__call__", call)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype, key", [("float64", "weights"), ("float32", "updates")])
+def test_fast_step_is_checked_at_every_step_and_passes(tmp_path, mnist_dir, dtype, key):
+    proc, out = train(tmp_path, mnist_dir, "--step", "fast", "--dtype", dtype, "--limit-train", 1000,
+                      "--epochs", 2, "--batch-size", 300)
+    assert proc.returncode == 0, proc.stderr
+    assert "PASS: 8 checked steps of the fast step" in proc.stdout  # 4 per epoch, the last one partial
+    summary = json.loads((out / report.SUMMARY).read_text())
+    assert summary["step"] == summary["config"]["step"] == "fast" and key in summary["tolerances"]
+    assert summary["checked"].startswith("the weights after" if key == "weights" else "the update the fast step")
+    lines = [json.loads(line) for line in (out / report.METRICS).read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 9)) and all("grads" not in r for r in lines)
+    assert [(g["layer"], g["param"]) for g in lines[0][key]] == [(1, "W"), (1, "b"), (2, "W"), (2, "b")]
+    if key == "updates":  # a bound per parameter, never below the gradient's
+        assert all(g["allowed"] >= r["allowed_grad"] * 0.99 and g["rel_err"] <= g["allowed"]
+                   for r in lines for g in r[key])
+    assert (out / checkpoint.NAME / "manual.npz").exists() and (out / report.AGREEMENT_PLOT).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["free", "lockstep"])
+def test_doubled_bias_step_in_the_fast_path_fails_at_the_first_step(tmp_path, mnist_dir, monkeypatch, capsys, mode):
+    double_the_bias_step_of_the_output_layer(monkeypatch)
+    base = ["train", "--data-dir", str(mnist_dir), "--offline", "--limit-train", "600", "--epochs", "1",
+            "--batch-size", "100", "--mode", mode]
+    assert cli.main([*base, "--out", str(tmp_path / "reference")]) == 0  # the reference step has no such bug
+    capsys.readouterr()
+    out = tmp_path / "fast"
+    assert cli.main([*base, "--out", str(out), "--step", "fast"]) == 1
+    first = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln][0]
+    what = "weights after the step" if mode == "free" else "updates"
+    assert f"{what} disagree (manual vs torch) at epoch 1, step 1 (batch 1 of 6): layer 2 b" in first
+    assert "and " not in first.split("layer 2 b")[1]  # layer 2 b alone
+    summary = json.loads((out / report.SUMMARY).read_text())
+    assert summary["status"] == "failed" and summary["step"] == "fast" and "layer 2 b" in summary["failure"]
+
+
+def scale_the_fast_step(monkeypatch, factor: list, what: str):
+    """After each fast step, layer 1 W off by a relative `factor[0]` − 1: in its value ("weights")
+    or in the update just applied ("updates")."""
+    from manual import fast
+
+    right = fast.FastStep.__call__
+
+    def call(self, x, y, lr):
+        W = self.mlp.parameters()[0][0]
+        before = W.copy()
+        loss = right(self, x, y, lr)
+        if what == "weights":
+            W *= factor[0]
+        else:
+            W[...] = before - factor[0] * (before - W)
+        return loss
+
+    monkeypatch.setattr(fast.FastStep, "__call__", call)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype, key", [("float64", "weights"), ("float32", "updates")])
+def test_an_error_just_above_the_fast_bound_fails_and_just_below_passes(tmp_path, mnist_dir, monkeypatch,
+                                                                        capsys, dtype, key):
+    """The bound a --step fast run passes or fails on (tolerances.FREE_WEIGHT_REL in free mode, the
+    update bound of lockstep, read from the run's own metrics) is the one that decides: layer 1 W
+    off by 3x the bound fails the first step, by 1/3 of it passes."""
+    factor = [1.0]
+    scale_the_fast_step(monkeypatch, factor, key)
+    args = ["train", "--data-dir", str(mnist_dir), "--offline", "--limit-train", "100", "--batch-size", "100",
+            "--epochs", "1", "--step", "fast", "--dtype", dtype]
+    assert cli.main([*args, "--out", str(tmp_path / "exact")]) == 0
+    (line,) = (tmp_path / "exact" / report.METRICS).read_text().splitlines()
+    bound = json.loads(line)[key][0].get("allowed", json.loads(line)["allowed_grad"])
+    factor[0] = 1 + bound / 3
+    assert cli.main([*args, "--out", str(tmp_path / "below")]) == 0
+    capsys.readouterr()
+    factor[0] = 1 + 3 * bound
+    assert cli.main([*args, "--out", str(tmp_path / "above")]) == 1
+    assert "at epoch 1, step 1 (batch 1 of 1): layer 1 W" in capsys.readouterr().err

@@ -12,7 +12,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from compare import checkpoint, cli, report
+from compare import cli, report
+from compare.train import checkpoint
 from manual import functional as F
 from manual.mlp import MLP
 from torch_ref import convert
@@ -98,8 +99,8 @@ def test_nan_gradient_keeps_the_last_good_checkpoint(tmp_path, mnist_dir, monkey
     assert last["step"] == 36 and None in (last["grads"][0]["rel_err"], last["grads"][0]["max_abs"])  # null
     state = checkpoint.read_state(checkpoint.find(out))
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (2, 0, 30)
-    weights, _, _ = checkpoint.load_arrays(checkpoint.find(out), (784, 256, 10), "float64")
-    assert all(np.isfinite(W).all() for W in weights)
+    arrays, _ = checkpoint.load_arrays(checkpoint.find(out), checkpoint.mlp_shapes((784, 256, 10)), "float64")
+    assert set(arrays) == {"W1", "b1", "W2", "b2"} and all(np.isfinite(a).all() for a in arrays.values())
 
 
 # ------------------------------------------------------------------ interruption and resume
@@ -226,5 +227,5 @@ def test_npz_with_pickles_is_never_unpickled(tmp_path):
     folder.mkdir()
     pickled(folder)
     with pytest.raises(checkpoint.CheckpointError, match="damaged"):
-        checkpoint.load_arrays(folder, (784, 256, 10), "float64")
+        checkpoint.load_arrays(folder, checkpoint.mlp_shapes((784, 256, 10)), "float64")
     assert zipfile.is_zipfile(folder / "manual.npz")

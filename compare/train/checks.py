@@ -1,0 +1,201 @@
+"""The per-step checks of a side-by-side run, and the float64 referee of float32 runs.
+
+At a checked step the two sides' arrays are compared parameter by parameter (relative error
+against a bound that widens for confident batches, see ``compare.tolerances``), the losses too;
+a non-finite or exploding loss or gradient stops the run as diverged. What is compared depends on
+how the manual side trained (``Checks.kind``):
+
+- "grads" (step "reference"): the gradients, before either side updates its weights;
+- "weights" (step "fast", free mode): the weights after each side's SGD step;
+- "updates" (step "fast", lockstep): the update the fast step applied (θ before − θ after, the
+  torch side still holding θ before) against lr·(torch's gradient).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compare import tolerances
+from compare.agreement import describe, measure, rel_distance, sum_of_squares
+from compare.errors import CrosscheckError
+from compare.train.config import REFEREE_EVERY, TrainConfig, base_bounds
+
+# The mean cross-entropy of a uniform guess is ln C (2.3 for 10 classes). A mean above 1000 says
+# the correct class gets probability below e^-1000: the run has diverged (a learning rate far too
+# large). Sigmoid nets then stay finite (saturated units, logits ~1e7), so waiting for NaN/inf
+# alone would let such a run go on to the end; ReLU nets reach 1e243 before they overflow.
+DIVERGED_LOSS = 1e3
+
+DRIFT_ROWS = 8  # rows (units) per weight matrix in the per-step drift estimate
+
+NOUNS = {"grads": ("gradients", "gradient"), "weights": ("weights after the step", "weights"),
+         "updates": ("updates", "update")}
+
+
+class TrainingFailure(CrosscheckError):
+    """The two sides disagreed, or the training diverged (exit code 1)."""
+
+
+def rel(a: float, b: float) -> float:
+    """|a − b| / max(|a|, |b|, tiny): the relative difference of two losses."""
+    return abs(a - b) / max(abs(a), abs(b), tolerances.TINY)
+
+
+def drift(manual_params, torch_params) -> float:
+    """max over parameters of ‖θ_manual − θ_torch‖ / ‖θ_manual‖ (free mode)."""
+    return max(rel_distance(a, b) for a, b in zip(manual_params, torch_params))
+
+
+def drift_sample(manual_params, torch_params) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Views for the per-step estimate of `drift`: each weight matrix contributes only every k-th
+    row (DRIFT_ROWS evenly spaced units), which reads a few percent of the memory. Units are
+    interchangeable, so evenly spaced rows are as good a sample as random ones. The views follow
+    the parameters, which both sides update in place."""
+    sample_m, sample_t = [], []
+    for a, b in zip(manual_params, torch_params):
+        if a.ndim == 2 and len(a) > DRIFT_ROWS:
+            k = len(a) // DRIFT_ROWS
+            a, b = a[::k], b[::k]
+        sample_m.append(a)
+        sample_t.append(b)
+    return sample_m, sample_t
+
+
+def norms(keys, arrays) -> dict:
+    """{"layer i W": ‖array‖, ...} (inf or NaN for a non-finite array)."""
+    return {str(k): math.sqrt(sum_of_squares(a)) for k, a in zip(keys, arrays)}
+
+
+def update_rel(dtype, grad_allowed: float, theta: np.ndarray, step: np.ndarray) -> float:
+    """Bound on the relative error of an update read back from the weights (lockstep, fast step):
+    grad_allowed + UPDATE_ROUNDINGS·u·‖θ'‖/‖lr·g‖ (θ' = `theta` after the step, lr·g = `step`; see
+    compare/tolerances.py)."""
+    ratio = math.sqrt(sum_of_squares(theta)) / max(math.sqrt(sum_of_squares(step)), tolerances.TINY)
+    return grad_allowed + tolerances.UPDATE_ROUNDINGS * tolerances.unit_roundoff(dtype) * ratio
+
+
+def disagreement(failures, arrays: dict, where, kind: str = "grads") -> str:
+    """The failure message: head line naming the first failing parameter, then one line per
+    failure (``agreement.describe``: greatest difference, index, both values, count, cosine).
+    `arrays` maps (layer, param) to the two compared arrays."""
+    lines = [describe(g, ("manual", "torch"), arrays.get((g.layer, g.param))) for g in failures]
+    first, others = failures[0], len(failures) - 1
+    head = f"{NOUNS[kind][0]} disagree (manual vs torch) at {where}: layer {first.layer} {first.param}"
+    head += f" and {others} more parameter{'s' * (others > 1)}" if others else ""
+    return head + "\n  " + "\n  ".join(lines)
+
+
+class Checks:
+    """Checks one run's steps and records them (``records.Records``).
+
+    Args:
+        cfg: the configuration (dtype, mode, step, lr, referee).
+        manual, torch_side: the two sides (``compare.train.sides``).
+        records: where each checked step goes.
+    """
+
+    def __init__(self, cfg: TrainConfig, manual, torch_side, records):
+        self.cfg, self.manual, self.torch, self.records = cfg, manual, torch_side, records
+        self.keys, self.dtype = manual.keys, np.dtype(cfg.dtype)
+        self.kind = self.kind_for(cfg)
+        self.base = base_bounds(cfg)
+        self.drift_views = drift_sample(manual.params, torch_side.views)
+        # max |logit| for the bounds: the manual side's own, unless its step keeps no logits (fast)
+        self.scale_side = manual if self.kind == "grads" else torch_side
+        self.n_checks = 0
+
+    @staticmethod
+    def kind_for(cfg: TrainConfig) -> str:
+        """What a run compares: "grads", "weights" or "updates" (see the module docstring)."""
+        return "grads" if cfg.step == "reference" else "updates" if cfg.lockstep else "weights"
+
+    def bounds(self, loss_m: float, loss_t: float) -> tuple[float, float]:
+        """(allowed relative error of each parameter's arrays, of the loss) at this step.
+
+        A confident batch (tiny loss) computes its loss and gradients as small differences of
+        large numbers; the bounds widen to that rounding noise (see compare/tolerances.py)."""
+        loss, scale = min(loss_m, loss_t), self.scale_side.logit_scale()
+        grad = tolerances.gradient_rel(self.dtype, loss, base=self.base["grad"], logit_scale=scale)
+        return grad, tolerances.gradient_rel(self.dtype, loss, base=self.base["loss"], logit_scale=scale)
+
+    def compare(self, arrays_m, arrays_t, allowed) -> list:
+        """Agreement per parameter (``compare.agreement.measure``), in the order of ``keys``.
+        `allowed` is one bound for all, or one per parameter."""
+        per = allowed if isinstance(allowed, list) else [allowed] * len(self.keys)
+        return [measure(a, b, k.layer, k.name, bound) for k, a, b, bound in zip(self.keys, arrays_m, arrays_t, per)]
+
+    def check(self, pos, loss_m: float, loss_t: float, arrays_m, arrays_t, xb, yb, allowed=None,
+              headline: float | None = None) -> None:
+        """Compare the two sides at this step and record it; TrainingFailure at a disagreement or
+        divergence. `allowed`: per-parameter bounds instead of the gradient bound; `headline`: the
+        bound recorded as the step's "allowed_grad" (default: the gradient bound)."""
+        grad_allowed, allowed_loss = self.bounds(loss_m, loss_t)
+        agreements = self.compare(arrays_m, arrays_t, grad_allowed if allowed is None else allowed)
+        headline = grad_allowed if headline is None else headline
+        drift_est = None if self.cfg.lockstep else drift(*self.drift_views)
+        referee = None
+        if self.dtype == np.float32 and self.kind == "grads" and (self.cfg.referee or self.n_checks % REFEREE_EVERY == 0):
+            referee = self.referee(arrays_m, arrays_t, xb, yb)
+        self.n_checks += 1
+        loss_rel = rel(loss_m, loss_t)
+        self.records.add_check(pos, loss_m, loss_t, loss_rel, agreements, headline, allowed_loss, drift_est, referee)
+        # Divergence first: once the numbers explode, any disagreement is a consequence.
+        calm = loss_m <= DIVERGED_LOSS and loss_t <= DIVERGED_LOSS  # False for a NaN loss
+        if not (calm and all(math.isfinite(x) for g in agreements for x in (g.norm_a, g.norm_b))):
+            self.diverged(pos, "manual", loss_m, {f"layer {g.layer} {g.param}": g.norm_a for g in agreements})
+            self.diverged(pos, "torch", loss_t, {f"layer {g.layer} {g.param}": g.norm_b for g in agreements})
+        failures = [g for g in agreements if not g.ok]
+        if failures:
+            pairs = {(k.layer, k.name): (np.asarray(a), np.asarray(b)) for k, a, b in zip(self.keys, arrays_m, arrays_t)}
+            raise TrainingFailure(disagreement(failures, pairs, pos, self.kind))
+        if loss_rel > allowed_loss:
+            raise TrainingFailure(f"losses disagree at {pos}: manual {loss_m!r}, torch {loss_t!r}, "
+                                  f"relative difference {loss_rel:.3g} > allowed {allowed_loss:.1e}")
+
+    def check_fast(self, pos, loss_m: float, loss_t: float, grads_t, xb, yb) -> None:
+        """Check a fast step after it: free mode, the weights after each side's step; lockstep,
+        the update the fast step applied against lr·(torch's gradient) (see ``check``)."""
+        if self.kind == "weights":
+            bound = tolerances.FREE_WEIGHT_REL if self.dtype == np.float64 else tolerances.FREE32_WEIGHT_REL
+            return self.check(pos, loss_m, loss_t, self.manual.params, self.torch.views, xb, yb,
+                              allowed=[bound] * len(self.keys), headline=bound)
+        grad_allowed, _ = self.bounds(loss_m, loss_t)
+        lr, after = self.cfg.lr, self.manual.params
+        applied = [np.subtract(before, a) for before, a in zip(self.torch.views, after)]  # torch: θ before
+        wanted = [np.multiply(g, lr) for g in grads_t]
+        allowed = [update_rel(self.dtype, grad_allowed, a, w) for a, w in zip(after, wanted)]
+        self.check(pos, loss_m, loss_t, applied, wanted, xb, yb, allowed=allowed)
+
+    def diverged(self, pos, side: str, loss: float, norms_by_key: dict, kind: str | None = None) -> None:
+        """Stop at the first step whose loss or compared arrays are non-finite or whose loss has
+        exploded, naming the step, and the layer and parameter (the non-finite one, else the largest)."""
+        noun = NOUNS[kind or self.kind][1]
+        bad = [key for key, n in norms_by_key.items() if not math.isfinite(n)]
+        if bad:
+            what = f"the {side} {noun} of {bad[0]} is not finite"
+        elif not math.isfinite(loss) or loss > DIVERGED_LOSS:
+            classes = self.manual.classes
+            what = (f"the {side} loss is {loss:.6g} (a uniform guess gives {math.log(classes):.2f}; "
+                    f"above {DIVERGED_LOSS:g} counts as diverged)")
+            if norms_by_key:
+                key = max(norms_by_key, key=norms_by_key.get)
+                what += f"; largest {noun}: {key}, norm {norms_by_key[key]:.3g}"
+        else:
+            return
+        raise TrainingFailure(f"training diverged at {pos}: {what}; lower --lr (now {self.cfg.lr:g})")
+
+    def referee(self, grads_m, grads_t, xb, yb) -> dict:
+        """Both float32 gradients against a float64 one on the same (manual) weights and batch.
+
+        In lockstep both sides hold exactly those weights; in free mode torch's differ by the
+        recorded drift, which then counts in torch's distance.
+        """
+        g64 = self.manual.float64_grads(xb, yb)
+        layers = [{"layer": a.layer, "param": a.param, "manual_rel": a.rel_err, "torch_rel": b.rel_err}
+                  for a, b in zip(self.compare(grads_m, g64, 1.0), self.compare(grads_t, g64, 1.0))]
+        m_max = max(q["manual_rel"] for q in layers)
+        t_max = max(q["torch_rel"] for q in layers)
+        closer = self.records.referee.add(m_max, t_max)
+        return {"manual_max_rel": m_max, "torch_max_rel": t_max, "closer": closer, "layers": layers}

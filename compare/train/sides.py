@@ -1,0 +1,159 @@
+"""The two sides of a run as the harness sees them: a flat list of named parameters, a loss and
+its gradients in the same order, an SGD step, predictions.
+
+Parameters are named by the layers that hold them, counted from 1 ("layer 2 W" is the W of the
+second layer with parameters: the built-in net's second ``Linear``). The manual side's arrays are
+the net's own (an update changes them); the torch side's ``views`` are NumPy views of its
+parameters' memory, so both can be compared without a copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from manual.optim import SGD
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamKey:
+    """One parameter array: `layer` counts the layers that hold parameters, from 1; `name` is the
+    manual side's name ("W", "b", ...)."""
+
+    layer: int
+    name: str
+
+    def __str__(self) -> str:
+        return f"layer {self.layer} {self.name}"
+
+    @property
+    def file_key(self) -> str:
+        """Its entry in the checkpoint's manual.npz: W1, b1, W2, ..."""
+        return f"{self.name}{self.layer}"
+
+
+class ManualMLP:
+    """The built-in manual net (``manual.mlp.MLP``) and how it takes its SGD step.
+
+    step "reference": ``loss_and_grads`` gives the gradients (checked against torch's), then
+    ``SGD.step`` (θ ← θ − lr·∂L/∂θ). step "fast": ``manual.fast.FastStep``, forward, backward and
+    update in one call that returns only the loss (the harness checks what it did to the weights).
+    """
+
+    def __init__(self, sizes, activation: str, dtype, rng: np.random.Generator, lr: float, step: str = "reference"):
+        from manual.mlp import MLP
+
+        self.mlp = MLP(sizes, activation, np.dtype(dtype), seed=rng)
+        self.dtype, self.lr = self.mlp.dtype, lr
+        self.keys = [ParamKey(i, p) for i in range(1, len(self.mlp.sizes)) for p in "Wb"]
+        self.opt = SGD(lr)
+        self.fast = None
+        if step == "fast":
+            from manual.fast import FastStep
+
+            self.fast = FastStep(self.mlp)  # may give W another memory layout: take the arrays after
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        """[W1, b1, W2, b2, ...]: the net's own arrays."""
+        return [a for pair in self.mlp.parameters() for a in pair]
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
+        """Batch-mean loss and [dW1, db1, ...] (the net's buffers, overwritten next call)."""
+        loss, grads = self.mlp.loss_and_grads(x, y)
+        return loss, [g for pair in grads for g in pair]
+
+    def sgd_step(self, grads: list[np.ndarray]) -> None:
+        """θ ← θ − lr·g for every parameter (``manual.optim.SGD``)."""
+        self.opt.step([self.params], [grads])
+
+    def fast_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One ``FastStep``: the update applied in place; returns the batch-mean loss."""
+        return self.fast(x, y, self.lr)
+
+    @property
+    def classes(self) -> int:
+        return self.mlp.sizes[-1]
+
+    def logit_scale(self) -> float:
+        """max |logit| of the last forward pass (of ``loss_and_grads``)."""
+        logits = self.mlp.zhats[-1]
+        return max(float(logits.max()), -float(logits.min()))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.mlp.predict(x)
+
+    def set_params(self, arrays: list[np.ndarray]) -> None:
+        """Copy `arrays` (in the order of ``keys``) into the net."""
+        self.mlp.set_parameters(arrays[0::2], arrays[1::2])
+
+    def float64_grads(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        """The gradients of the same net and batch recomputed in float64 (the referee)."""
+        from manual.mlp import MLP
+
+        ref = MLP(self.mlp.sizes, self.mlp.activation.name, np.float64)
+        ref.set_parameters(self.mlp.weights, self.mlp.biases)
+        _, grads = ref.loss_and_grads(x.astype(np.float64), y)
+        return [g for pair in grads for g in pair]
+
+    def torch_module(self):
+        """A ``TorchMLP`` holding copies of this net's parameters, in the order of ``keys``."""
+        from torch_ref.convert import from_manual
+
+        return from_manual(self.mlp)
+
+
+class TorchSide:
+    """The reference: a torch module, autograd, ``torch.optim.SGD``. `params` are the module's
+    parameters in the manual side's order (``module.parameters()`` unless given)."""
+
+    def __init__(self, module, lr: float, params=None):
+        import torch
+
+        self.module = module
+        self.params = list(module.parameters()) if params is None else list(params)
+        self.views = [p.detach().numpy() for p in self.params]  # follow the in-place updates
+        self.logits = None
+        self.opt = torch.optim.SGD(self.params, lr=lr)
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
+        """Batch-mean cross-entropy of the logits by autograd; grads are views of ``.grad``."""
+        import torch
+        import torch.nn.functional as TF
+
+        self.module.zero_grad(set_to_none=True)
+        logits = self.module(torch.from_numpy(x))
+        loss = TF.cross_entropy(logits, torch.from_numpy(y))
+        self.logits = logits.detach()
+        loss.backward()
+        return loss.item(), [p.grad.numpy() for p in self.params]
+
+    def logit_scale(self) -> float:
+        """max |logit| of the last ``loss_and_grads``."""
+        return max(float(self.logits.max()), -float(self.logits.min()))
+
+    def sgd_step(self) -> None:
+        self.opt.step()
+
+    def load(self, arrays: list[np.ndarray]) -> None:
+        """Copy NumPy `arrays` (the manual side's, same order, shapes and dtype) into the parameters."""
+        import torch
+
+        with torch.no_grad():
+            for p, a in zip(self.params, arrays, strict=True):
+                p.copy_(torch.from_numpy(a))
+
+    def predict(self, x) -> np.ndarray:
+        """Predicted classes for a (N, in) tensor, (N,) int64."""
+        import torch
+
+        with torch.no_grad():
+            return self.module(x).argmax(dim=1).numpy()
+
+
+def build(cfg, rng: np.random.Generator):
+    """(manual side, torch side) for a configuration, from identical weights: the manual net draws
+    them from `rng` once and torch gets copies."""
+    manual = ManualMLP(cfg.sizes, cfg.activation, cfg.dtype, rng, cfg.lr, cfg.step)
+    return manual, TorchSide(manual.torch_module(), cfg.lr)
