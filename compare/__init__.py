@@ -15,10 +15,11 @@ import os
 # that. Both settings only take effect when made before NumPy and PyTorch are first imported, as
 # they are for the CLI; a user's own environment wins.
 # What the user's own environment held before these defaults: the bench's worker processes run with
-# it, each library with its own default spin (see compare/bench/worker.py).
+# it (CROSSCHECK_BENCH_WORKER set), each library with its own default spin (compare/bench/worker.py).
 USER_SPIN_ENV = {k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")}
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+if not os.environ.get("CROSSCHECK_BENCH_WORKER"):
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 __all__ = ["check_function", "check_layer"]
 

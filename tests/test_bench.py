@@ -1,4 +1,6 @@
-"""compare/bench.py: option checks, the GEMM floor's bookkeeping, and a quick run's output shape.
+"""compare/bench/: options, the GEMM floor's bookkeeping, the worker processes, the reliability
+classifier, the machine record, the output, a quick run's shape, and that the timed steps do the
+same work (JAX and torch against the manual step on a real MNIST batch).
 
 Timings are never asserted: they depend on the machine and on whatever else runs on it.
 """
@@ -10,10 +12,12 @@ import os
 import numpy as np
 import pytest
 
+import compare
 from compare import bench
-from compare.errors import UsageError
-from compare.tolerances import matmul_bound
-from helpers import assert_close_bound
+from compare.bench import config, floor, grid, machine, output, reliability, steps, worker
+from compare.errors import CrosscheckError, UsageError
+from compare.tolerances import gradient_rel, matmul_bound, unit_roundoff
+from helpers import assert_close_bound, assert_one_line_error, run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -31,20 +35,29 @@ def parse(*argv):
 def test_bad_arch_is_a_usage_error_naming_option_and_value(arch):
     with pytest.raises(UsageError, match="--archs") as info:
         bench.settings(parse("--archs", "784-64-10", arch))
-    assert repr(arch) in str(info.value) and "784-128-10" in str(info.value)
+    assert repr(arch) in str(info.value) and "784" in str(info.value) and "10" in str(info.value)
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("batch", ["0", "-1", "60001", "abc", "2.5"])
-def test_bad_batch_is_a_usage_error(batch):
-    with pytest.raises(UsageError, match=r"--batches: invalid value .* from 1 to 60000"):
-        bench.settings(parse("--batches", "32", batch))
+@pytest.mark.parametrize("option, value, allowed", [
+    ("--batches", "0", "from 1 to 60000"), ("--batches", "60001", "from 1 to 60000"),
+    ("--batches", "abc", "from 1 to 60000"), ("--batches", "2.5", "from 1 to 60000"),
+    ("--threads", "0", f"from 1 to {os.cpu_count()}"), ("--threads", str((os.cpu_count() or 1) + 1), "from 1 to"),
+    ("--threads", "many", "from 1 to")])
+def test_bad_integer_options_are_refused_naming_option_value_and_range(option, value, allowed, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse(option, value)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and repr(value) in err and allowed in err
 
 
-@pytest.mark.parametrize("threads", ["0", str((os.cpu_count() or 1) + 1), "many"])
-def test_bad_threads_is_a_usage_error(threads):
-    with pytest.raises(UsageError, match=rf"--threads: invalid value '{threads}': .* from 1 to {os.cpu_count()}"):
-        bench.settings(parse("--threads", threads))
+def test_cli_bad_values_get_one_line(tmp_path):
+    proc = run_cli("bench", "--archs", "785-128-10", "--out", tmp_path / "never")
+    assert_one_line_error(proc, 2, "--archs", "'785-128-10'")
+    proc = run_cli("bench", "--batches", "0", "--out", tmp_path / "never")
+    assert_one_line_error(proc, 2, "--batches", "'0'")
+    assert not (tmp_path / "never").exists()
 
 
 def test_main_checks_options_before_any_work(tmp_path):
@@ -54,26 +67,34 @@ def test_main_checks_options_before_any_work(tmp_path):
     assert not out.exists()
 
 
-def test_a_non_empty_out_directory_is_refused(tmp_path):
+def test_a_non_empty_out_directory_is_refused_before_any_work(tmp_path):
     (tmp_path / "old.txt").write_text("an earlier run")
     with pytest.raises(UsageError, match="--out: .* not empty"):
-        bench.settings(parse("--out", tmp_path))
+        bench.main(parse("--out", tmp_path, "--data-dir", tmp_path / "no-data", "--offline"))
+    assert [p.name for p in tmp_path.iterdir()] == ["old.txt"]
 
 
 def test_defaults_and_quick_grid():
     full = bench.settings(parse())
     assert full.archs == [(784, 128, 10), (784, 1024, 10), (784, 512, 256, 10)]
     assert full.batches == [32, 64, 256, 1024] and full.dtype == "float32"
-    assert full.threads == os.cpu_count() and full.compile_note is None and full.epoch_images == 60000
-    assert full.out.name.startswith("bench-")
+    assert full.threads == os.cpu_count() and "compiled" not in full.skipped and full.epoch_images == 60000
+    assert full.timing.processes >= 2 and full.out is None
 
     quick = bench.settings(parse("--quick"))
-    assert quick.archs == [(784, 128, 10)] and quick.batches == [32, 256]
-    assert "--quick" in quick.compile_note and 0 < quick.epoch_images < 60000
+    assert quick.archs == [(784, 128, 10)] and quick.batches == [32, 256] and quick.timing.processes >= 2
+    assert "--quick" in quick.skipped["compiled"] and 0 < quick.epoch_images < 60000
     assert bench.settings(parse("--quick", "--batches", "64", "--no-epoch")).batches == [64]
     assert bench.settings(parse("--quick", "--no-epoch")).epoch_images == 0
-    assert "--no-compile" in bench.settings(parse("--no-compile")).compile_note
+    assert "--no-compile" in bench.settings(parse("--no-compile")).skipped["compiled"]
+    assert "--no-jax" in bench.settings(parse("--no-jax")).skipped["jax"]
     assert bench.settings(parse("--threads", "1", "--dtype", "float64")).threads == 1
+
+
+def test_without_jax_the_column_is_skipped_with_how_to_add_it(monkeypatch):
+    monkeypatch.setattr(config, "_jax_missing", lambda: True)
+    reason = bench.settings(parse("--quick")).skipped["jax"]
+    assert "not installed" in reason and "pip install -e '.[jax]'" in reason
 
 
 # ------------------------------------------------------------------------------ the floor
@@ -81,7 +102,7 @@ def test_defaults_and_quick_grid():
 
 def test_floor_of_a_three_layer_net_has_exactly_the_eight_products():
     B, sizes = 64, (784, 512, 256, 10)
-    products = bench.gemm_products(sizes, B)
+    products = floor.gemm_products(sizes, B)
     kinds = [(p["kind"], p["layer"]) for p in products]
     assert kinds == [("forward", 1), ("forward", 2), ("forward", 3),
                      ("dW", 3), ("dx", 3), ("dW", 2), ("dx", 2), ("dW", 1)]  # no ∂L/∂x for the input layer
@@ -97,24 +118,22 @@ def test_floor_of_a_three_layer_net_has_exactly_the_eight_products():
 def test_floor_operands_have_the_real_steps_shapes_and_both_floors_compute_the_same():
     sizes, B = (784, 16, 8, 10), 5
     x = np.random.default_rng(3).standard_normal((B, 784)).astype(np.float32)
-    products = bench.gemm_products(sizes, B)
-    ops = bench.floor_operands(products, x)
+    products = floor.gemm_products(sizes, B)
+    plain = [floor.LAYOUTS[0]] * len(products)
+    ops = floor.floor_operands(products, x, plain)
     assert len(ops) == len(products) == 3 + 3 + 2
     for p, (a, b, out) in zip(products, ops):
         m, k, n = p["shape"]
         assert a.shape == (m, k) and b.shape == (k, n) and out.shape == (m, n)
         assert a.dtype == b.dtype == out.dtype == np.float32
-    fwd1, dw1 = ops[0], ops[-1]
-    assert fwd1[0] is x and dw1[1] is x  # layer 1 works on the MNIST batch itself
-    # the manual step's layouts: Wᵀ stored as an (in, out) C array, δᵀ a view of a (B, out) δ, dW transposed
-    assert fwd1[1].flags.c_contiguous and not dw1[0].flags.c_contiguous and dw1[2].T.flags.c_contiguous
+    assert ops[0][0] is x and ops[-1][1] is x  # layer 1 works on the MNIST batch itself
 
-    for layouts in (None, [bench.LAYOUTS[-1]] * len(products)):  # the manual step's, and all transposed
-        ops = bench.floor_operands(products, x, layouts)
-        for floor in bench.floor_steps(ops):  # numpy, then torch, into the same output arrays
+    for layouts in (plain, [floor.LAYOUTS[-1]] * len(products)):  # all C-order, and all transposed
+        ops = floor.floor_operands(products, x, layouts)
+        for library in floor.LIBRARIES:  # numpy, then torch, into the same output arrays
             for _, _, out in ops:
                 out.fill(np.nan)
-            floor()
+            floor.floor_step(ops, library)()
             for a, b, out in ops:
                 # each float32 BLAS sums in its own order: within 2·γ_k·(|a| @ |b|) of the exact product
                 a64, b64 = a.astype(np.float64), b.astype(np.float64)
@@ -123,44 +142,299 @@ def test_floor_operands_have_the_real_steps_shapes_and_both_floors_compute_the_s
 
 def test_every_layout_holds_the_same_numbers_in_its_own_memory_order():
     x = np.random.default_rng(4).standard_normal((3, 784)).astype(np.float32)
-    products = bench.gemm_products((784, 6, 10), 3)
-    reference = bench.floor_operands(products, x, [bench.LAYOUTS[0]] * len(products))
-    assert len(set(bench.LAYOUTS)) == 8
-    for layout in bench.LAYOUTS:
-        ops = bench.floor_operands(products, x, [layout] * len(products))
+    products = floor.gemm_products((784, 6, 10), 3)
+    reference = floor.floor_operands(products, x, [floor.LAYOUTS[0]] * len(products))
+    assert len(set(floor.LAYOUTS)) == 8
+    for layout in floor.LAYOUTS:
+        ops = floor.floor_operands(products, x, [layout] * len(products))
         for (a, b, out), (a0, b0, _) in zip(ops, reference):
             for arr, transposed in zip((a, b, out), layout):
                 assert arr.T.flags.c_contiguous if transposed else arr.flags.c_contiguous
             np.testing.assert_array_equal(a, a0)
             np.testing.assert_array_equal(b, b0)
-    assert bench.layout_name((True, False, True)) == "Aᵀ·B->Cᵀ"
+    assert floor.layout_name((True, False, True)) == "Aᵀ·B->Cᵀ"
 
 
 def test_the_floor_keeps_the_fastest_layout_of_each_product(monkeypatch):
     x = np.random.default_rng(5).standard_normal((4, 784)).astype(np.float32)
-    products = bench.gemm_products((784, 6, 10), 4)
-    slow = {layout: 1.0 + i for i, layout in enumerate(bench.LAYOUTS)}
-    fastest = bench.LAYOUTS[5]
+    products = floor.gemm_products((784, 6, 10), 4)
+    slow = {layout: 1.0 + i for i, layout in enumerate(floor.LAYOUTS)}
+    fastest = floor.LAYOUTS[5]
     slow[fastest] = 0.5
 
     def fake_time(call, budget_s):  # the memory order of the call's operands (a, b, out) decides its "time"
         return slow[tuple(not np.asarray(v).flags.c_contiguous for v in call.__defaults__)]
 
-    monkeypatch.setattr(bench, "_quick_time", fake_time)
-    best = bench.fastest_layouts(products, x, 0.001)
+    monkeypatch.setattr(floor, "_quick_time", fake_time)
+    best = floor.fastest_layouts(products, x, 0.001)
     assert best == {"numpy": [fastest] * len(products), "torch": [fastest] * len(products)}
+    step, recorded = floor.floor_bench_step((784, 6, 10), x, "numpy", 0.001)
+    assert [p["layout"] for p in recorded] == [floor.layout_name(fastest)] * len(products)
+    step()
 
 
-def test_table_and_ratios_from_a_synthetic_point():
-    r = lambda med: {"median_s": med, "iqr_s": med / 10, "q1_s": med * 0.95, "q3_s": med * 1.05,  # noqa: E731
-                     "runs": 3, "steps": 30}
+# ------------------------------------------------------------------------------ reliability
+
+
+def process(median_s=1e-3, wall_s=0.5, cpu_s=1.0, busy_s=None, steal_s=0.0, cpus=2, throttled_s=0.0):
+    """A synthetic worker process: by default 2 threads busy for 0.5 s and nobody else on 2 CPUs."""
+    busy = cpu_s + 0.01 if busy_s is None else busy_s  # a daemon's tick or so
+    return {"median_s": median_s, "wall_s": wall_s, "cpu_s": cpu_s,
+            "machine": {"busy_s": busy, "steal_s": steal_s, "cpus": cpus, "throttled_s": throttled_s}}
+
+
+def test_stable_figures_pass_the_classifier():
+    assert reliability.classify([process(), process(median_s=1.04e-3, cpu_s=0.97)], threads=2) == []
+    point = reliability.classify_point({"manual": [process(), process()], "torch": [process(), process()]}, 2)
+    assert point == {"reliable": True, "reasons": []}
+    assert reliability.summary_line([{"reliability": point}] * 3) is None
+
+
+def test_processes_further_apart_than_the_promise_are_unreliable():
+    reasons = reliability.classify([process(median_s=1e-3), process(median_s=1.15e-3)], threads=2)
+    assert reasons == ["its processes 15 % apart"]
+    assert reliability.classify([process(median_s=1e-3), process(median_s=1.09e-3)], threads=2) == []
+
+
+def test_another_program_on_a_needed_core_is_named():
+    busy = process(busy_s=1.0 + 0.5)  # others: 0.5 s of CPU over 0.5 s of wall time = one core
+    assert reliability.classify([process(), busy], threads=2) == ["other programs used 1.0 of 2 CPUs (0 left free)"]
+    # with one thread out of two CPUs, one core is left free for others: the same load is no reason
+    assert reliability.classify([process(cpu_s=0.5), process(cpu_s=0.5, busy_s=1.0)], threads=1) == []
+    assert reliability.classify([process(cpu_s=0.5), process(cpu_s=0.5, busy_s=1.2)], threads=1) != []
+
+
+def test_cpu_time_against_wall_time_steal_and_throttling_are_checked():
+    # one process kept two threads busy, the other only one: a thread lost its core part of the time
+    reasons = reliability.classify([process(cpu_s=1.0), process(cpu_s=0.5, busy_s=0.51)], threads=2)
+    assert reasons == ["its processes kept 1.00 to 2.00 CPUs busy"]
+    reasons = reliability.classify([process(), process(steal_s=0.05)], threads=2)  # 5 % of 2 × 0.5 CPU s
+    assert reasons == ["5 % of the CPU time stolen by the hypervisor"]
+    reasons = reliability.classify([process(), process(throttled_s=0.05)], threads=2)
+    assert reasons == ["CPU quota throttled 10 % of the time"]
+    assert reliability.classify([process()], threads=2) == ["timed in one process only"]
+
+
+def test_an_unreadable_machine_still_gets_the_spread_checks():
+    unread = [{**process(), "machine": {}}, {**process(median_s=2e-3), "machine": {}}]
+    assert reliability.classify(unread, threads=2) == ["its processes 100 % apart"]
+
+
+def test_a_point_with_one_unstable_implementation_is_unreliable_with_its_name():
+    point = reliability.classify_point({"manual": [process(), process()],
+                                        "torch": [process(), process(median_s=3e-3, busy_s=1.5)]}, threads=2)
+    assert not point["reliable"]
+    assert point["reasons"] == ["torch: other programs used 1.0 of 2 CPUs (0 left free)",
+                                "torch: its processes 200 % apart"]
+    stable = reliability.classify_point({"manual": [process(), process()]}, 2)
+    assert (reliability.summary_line([{"reliability": point}, {"reliability": stable}, {"reliability": point}])
+            == "machine busy: 2 of 3 points unreliable; rerun on an idle machine")
+
+
+def test_proc_stat_is_read_per_allowed_cpu_in_seconds():
+    text = ("cpu  300 0 60 1000 5 1 2 7 0 0\n"
+            "cpu0 100 0 20 500 2 0 1 3 0 0\n"
+            "cpu1 200 0 40 500 3 1 1 4 0 0\n"
+            "intr 12345 0 0\nctxt 999\n")
+    assert machine.read_proc_stat(text, None, hz=100) == {"busy_s": 3.63, "steal_s": 0.07, "cpus": 2}
+    assert machine.read_proc_stat(text, {1}, hz=100) == {"busy_s": 2.42, "steal_s": 0.04, "cpus": 1}
+
+
+# ------------------------------------------------------------------------------ workers
+
+
+def test_workers_run_with_the_users_environment_not_the_harness_spin_settings():
+    environ = {"PATH": "/bin", "OPENBLAS_THREAD_TIMEOUT": "18", "GOMP_SPINCOUNT": "10000"}
+    env = worker.worker_env(environ, {"OPENBLAS_THREAD_TIMEOUT": None, "GOMP_SPINCOUNT": None})
+    assert env == {"PATH": "/bin", worker.WORKER_MARK: "1"}
+    env = worker.worker_env(environ, {"OPENBLAS_THREAD_TIMEOUT": "25", "GOMP_SPINCOUNT": None})
+    assert env["OPENBLAS_THREAD_TIMEOUT"] == "25" and "GOMP_SPINCOUNT" not in env
+    assert environ["OPENBLAS_THREAD_TIMEOUT"] == "18"  # the caller's environment is not touched
+
+
+def _tiny_spec(tmp_path, impl="manual", sizes=(784, 8, 10), labels=(0, 3, 9, 5)):
+    x = np.random.default_rng(0).standard_normal((len(labels), 784)).astype(np.float32)
+    np.savez(tmp_path / "b.npz", x=x, y=np.array(labels, dtype=np.int64))
+    return {"impl": impl, "sizes": list(sizes), "batch_file": str(tmp_path / "b.npz"), "threads": 1, "lr": 0.01,
+            "warmup_s": 0.001, "blocks": 2, "block_s": 0.002, "layout_s": 0.0005}
+
+
+@pytest.mark.parametrize("user", [None, "25"])
+def test_a_worker_process_sees_only_the_spin_settings_the_user_made(tmp_path, monkeypatch, user):
+    monkeypatch.setattr(compare, "USER_SPIN_ENV", {"OPENBLAS_THREAD_TIMEOUT": user, "GOMP_SPINCOUNT": None})
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "18")  # as compare/__init__ sets it for the harness
+    result = worker.spawn(_tiny_spec(tmp_path))
+    assert "error" not in result, result
+    assert result["env"].get("OPENBLAS_THREAD_TIMEOUT") == user and "GOMP_SPINCOUNT" not in result["env"]
+    assert result["pid"] != os.getpid() and result["budget"]["threadpoolctl"] == 1
+    assert len(result["times_s"]) == 2 and result["steps"] >= 2 and result["wall_s"] > 0 and result["cpu_s"] > 0
+    assert result["info"]["function"]  # what the manual column times, recorded
+
+
+def test_a_failing_worker_reports_one_line(tmp_path):
+    spec = _tiny_spec(tmp_path, sizes=(784, 8, 7))  # a label 9 for 7 classes
+    result = worker.spawn(spec)
+    assert result["impl"] == "manual" and "\n" not in result["error"] and "Traceback" in result["traceback"]
+
+
+def test_an_optional_implementation_that_fails_is_skipped_others_stop_the_bench(monkeypatch):
+    calls = []
+
+    def fake_spawn(spec):
+        calls.append(spec["impl"])
+        return {"error": "RuntimeError: no C++ compiler"} if spec["impl"] in ("compiled", "floor_torch") else \
+            {"times_s": [1e-3], "steps": 1, "wall_s": 0.5, "cpu_s": 0.5}
+
+    monkeypatch.setattr(worker, "spawn", fake_spawn)
+    skipped = {}
+    runs = grid._spawn_all(["manual", "compiled", "torch"], lambda impl: {"impl": impl}, 2, "here", skipped)
+    assert calls == ["manual", "compiled", "torch", "torch", "manual"]  # rotated, and compiled tried once
+    assert set(runs) == {"manual", "torch"} and skipped == {"compiled": "failed: RuntimeError: no C++ compiler"}
+    with pytest.raises(CrosscheckError, match="floor_torch worker failed at here: RuntimeError"):
+        grid._spawn_all(["manual", "floor_torch"], lambda impl: {"impl": impl}, 2, "here", {})
+
+
+# ------------------------------------------------------------------------------ machine and output
+
+
+def test_the_machine_record_names_cpu_blas_kernels_backends_and_versions():
+    pools = [{"user_api": "blas", "internal_api": "openblas", "prefix": "libscipy_openblas", "version": "0.3.30",
+              "architecture": "SkylakeX", "threading_layer": "pthreads", "filepath": "/x/numpy.libs/libopenblas.so",
+              "num_threads": 2}]
+    gomp = [{"user_api": "openmp", "internal_api": "openmp", "prefix": "libgomp", "version": None,
+             "filepath": "/x/torch/lib/libgomp.so.1", "num_threads": 2}]
+    workers = {"manual": {"threadpools": pools, "info": {"function": "f"}},
+               "torch": {"threadpools": pools + gomp, "torch_backend": machine.torch_backend()},
+               "jax": {"threadpools": pools, "info": {"backend": "cpu", "devices": ["cpu:0"]}}}
+    record = machine.record(2, workers)
+    assert record["cores"] == os.cpu_count() and record["threads"] == 2
+    assert {"cpu", "vendor", "physical_cores", "platform"} <= set(record)
+    assert {"numpy", "scipy", "torch", "jax", "python"} <= set(record["versions"])
+    assert record["versions"]["numpy"] == np.__version__
+    assert [lib["loaded_by"] for lib in record["blas"]] == [["manual", "torch", "jax"], ["torch"]]
+    assert record["blas"][0]["architecture"] == "SkylakeX" and record["blas"][0]["filepath"].endswith(".so")
+    tb = record["torch_backend"]
+    assert {"mkl", "onednn", "blas_info", "cpu_capability", "threads", "version"} <= set(tb)
+    assert record["jax_backend"] == {"backend": "cpu", "devices": ["cpu:0"]}
+
+    lines = output.head(record, {"threads": 2, "processes": 2, "manual_step": {"function": "f"}})
+    assert lines[0].startswith("machine: ") and "2 threads for every implementation" in lines[0]
+    assert "openblas 0.3.30 SkylakeX (manual, torch, jax)" in lines[1] and "libgomp (torch)" in lines[1]
+    assert lines[-1] == "manual column: f" and any(line.startswith("versions: numpy ") for line in lines)
+
+
+def test_this_machines_cpu_is_described():
+    described = machine.describe(1)
+    if os.path.exists("/proc/cpuinfo"):
+        assert described["cpu"] and described["vendor"]
+    assert machine.counters() is None or machine.counters()["cpus"] >= 1
+
+
+def synthetic_point(reliable=True, jax=True):
+    r = lambda med: {"median_s": med, "iqr_s": med / 10, "q1_s": med * 0.95, "q3_s": med * 1.05}  # noqa: E731
+    results = {"manual": r(4e-4), "torch": r(2e-4), "floor_numpy": r(1e-4), "floor_torch": r(1e-4)}
     point = {"arch": "784-128-10", "batch": 32, "dtype": "float32", "manual_over_torch": 2.0,
-             "manual_over_floor": 4.0, "images_per_s_manual": 32 / 4e-4,
-             "results": {"manual": r(4e-4), "torch": r(2e-4), "floor_numpy": r(1e-4), "floor_torch": r(1e-4)}}
-    table = bench.format_table([point]).splitlines()
-    assert len(table) == 2 and "compiled µs" in table[0]
+             "manual_over_floor": 4.0, "images_per_s_manual": 32 / 4e-4, "results": results,
+             "skipped": {"compiled": "skipped: --quick"},
+             "reliability": {"reliable": reliable, "reasons": [] if reliable else ["torch: its processes 15 % apart"]}}
+    if jax:
+        results["jax"] = {**r(8e-4), "compile_s": [0.5, 0.4]}
+        point["manual_over_jax"] = 0.5
+    return point
+
+
+def test_table_marks_unreliable_points_and_shows_the_jax_column():
+    table = output.format_table([synthetic_point(), synthetic_point(reliable=False)]).splitlines()
+    assert len(table) == 3 and "jax.jit µs" in table[0] and "compiled µs" not in table[0]
+    assert table[0].split()[-1] == "!" and table[1].split()[-1] == "80,000" and table[2].split()[-1] == "!"
     assert table[1].split()[:4] == ["784-128-10", "b32", "float32", "400"]
-    assert "-" in table[1].split() and "80,000" in table[1]
+    assert "0.50" in table[1].split() and "2.00" in table[1].split()
+    without_jax = output.format_table([synthetic_point(jax=False)]).splitlines()
+    assert "jax" not in without_jax[0] and "manual/jax" not in without_jax[0]
+
+
+def test_tail_gives_the_reasons_and_the_closing_line():
+    lines = output.tail([synthetic_point(), synthetic_point(reliable=False)], None)
+    assert "! 784-128-10 b32: torch: its processes 15 % apart" in lines
+    assert any(line.startswith("jax.jit compile time") and "0.5, 0.4 s" in line for line in lines)
+    assert "torch.compile: skipped: --quick" in lines
+    assert lines[-1] == "machine busy: 1 of 2 points unreliable; rerun on an idle machine"
+    assert output.tail([synthetic_point()], None)[-1].startswith("machine quiet")
+
+
+# ------------------------------------------------------------------------------ the steps do the same work
+
+
+def _batch(mnist32, n=64):
+    idx = np.random.default_rng(0).permutation(len(mnist32.x_train))[:n]
+    return np.ascontiguousarray(mnist32.x_train[idx]), np.ascontiguousarray(mnist32.y_train[idx])
+
+
+def step_differences(reference, other, x, lr, sizes) -> list[str]:
+    """What differs, beyond rounding, between one step of `reference` and of `other`
+    (``steps.Step``s from the same weights on batch x): the loss, and each layer's update Δθ = θ₀ − θ₁.
+
+    Allowances: the loss within ``gradient_rel`` (manual against torch in x's dtype: the same sums in
+    another order, widened for confident batches); an update is lr·∂L/∂θ, whose float32 gradient
+    carries the same relative error as the harness's gradients (``gradient_rel``), plus the
+    rounding of θ₁ = θ₀ − lr·∂L/∂θ on each side (u·|θ₁| elementwise, so 2u·‖θ₁‖ in norm).
+    """
+    before = reference.weights()
+    logits = np.asarray(x, np.float64)
+    for i, (W, b) in enumerate(before):
+        logits = logits @ W.T.astype(np.float64) + b
+        if i < len(before) - 1:
+            logits = 1 / (1 + np.exp(-logits))
+    loss_ref, loss_other = (float(getattr(v, "detach", lambda: v)()) for v in (reference.run(), other.run()))
+    bound = gradient_rel(x.dtype, loss=loss_ref, logit_scale=float(np.abs(logits).max()))
+    problems = []
+    if abs(loss_ref - loss_other) > bound * abs(loss_ref):
+        problems.append(f"loss {loss_ref!r} vs {loss_other!r}")
+    u = unit_roundoff(x.dtype)
+    for i, (start, after_ref, after_other) in enumerate(zip(before, reference.weights(), other.weights()), start=1):
+        for name, p0, p1, q1 in zip("Wb", start, after_ref, after_other):
+            d_ref, d_other = (p0.astype(np.float64) - a.astype(np.float64) for a in (p1, q1))
+            allowed = bound * max(np.linalg.norm(d_ref), np.linalg.norm(d_other)) + 2 * u * max(
+                np.linalg.norm(p1), np.linalg.norm(q1))
+            if not np.linalg.norm(d_ref - d_other) <= allowed:
+                problems.append(f"layer {i} {name}: update differs by {np.linalg.norm(d_ref - d_other):.3g}, "
+                                f"allowed {allowed:.3g}")
+    return problems
+
+
+@pytest.mark.slow
+def test_the_jax_step_does_the_manual_steps_work_on_mnist(mnist32):
+    pytest.importorskip("jax", reason="JAX is an optional extra: pip install -e '.[jax]'")
+    x, y = _batch(mnist32)
+    sizes, lr = (784, 128, 10), 0.5  # a large step: the update, not θ's rounding, dominates the allowance
+    manual = steps.manual_step(sizes, x, y, lr)
+    assert step_differences(manual, steps.jax_step(sizes, x, y, lr), x, lr, sizes) == []
+    assert steps.jax_step(sizes, x, y, lr).compile_s > 0
+
+    # the check can fail: a JAX step with a 1 % larger learning rate is caught, in every parameter
+    wrong = step_differences(steps.manual_step(sizes, x, y, lr), steps.jax_step(sizes, x, y, lr * 1.01), x, lr, sizes)
+    assert [p.split(":")[0] for p in wrong] == ["layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"]
+
+
+@pytest.mark.slow
+def test_the_jax_step_of_a_deeper_net_in_float64_does_the_manual_steps_work(mnist64):
+    pytest.importorskip("jax", reason="JAX is an optional extra: pip install -e '.[jax]'")
+    idx = np.arange(32)
+    x, y = np.ascontiguousarray(mnist64.x_train[idx]), mnist64.y_train[idx]
+    sizes = (784, 32, 16, 10)
+    assert step_differences(steps.manual_step(sizes, x, y, 0.5), steps.jax_step(sizes, x, y, 0.5), x, 0.5, sizes) == []
+
+
+@pytest.mark.slow
+def test_the_torch_steps_do_the_manual_steps_work_on_mnist(mnist32):
+    x, y = _batch(mnist32)
+    sizes, lr = (784, 128, 10), 0.5
+    assert step_differences(steps.manual_step(sizes, x, y, lr), steps.torch_step(sizes, x, y, lr), x, lr, sizes) == []
+    manual = steps.manual_step(sizes, x, y, lr)
+    manual.train(x, y)
+    torch_side = steps.torch_step(sizes, x, y, lr)
+    torch_side.train(x, y)  # the epoch's per-batch path: the same step
+    assert step_differences(manual, torch_side, x, lr, sizes) == []
 
 
 # ------------------------------------------------------------------------------ a quick run
@@ -169,58 +443,43 @@ def test_table_and_ratios_from_a_synthetic_point():
 @pytest.mark.slow
 def test_quick_run_writes_a_json_entry_for_every_point_and_implementation(tmp_path, mnist_dir, capsys):
     out = tmp_path / "b"
-    args = parse("--quick", "--no-compile", "--out", out, "--offline", "--data-dir", mnist_dir)
+    args = parse("--quick", "--no-compile", "--batches", "32", "--out", out, "--offline", "--data-dir", mnist_dir)
     assert bench.main(args) == 0
     assert {p.name for p in out.iterdir()} == {bench.JSON_NAME, bench.PLOT_NAME}  # and no temporary files
     assert (out / bench.PLOT_NAME).read_bytes()[:8] == PNG_MAGIC
 
     report = json.loads((out / bench.JSON_NAME).read_text())
-    grid = [(a, b) for a in bench.QUICK_ARCHS for b in bench.QUICK_BATCHES]
-    assert [(p["arch"], p["batch"]) for p in report["points"]] == grid
-    for p in report["points"]:
-        assert set(p["results"]) == {"manual", "torch", "floor_numpy", "floor_torch"}
-        assert "--no-compile" in p["skipped"]["compiled"] and p["compile_s"] is None
-        for name, m in p["results"].items():
-            assert m["median_s"] > 0 and m["iqr_s"] >= 0 and m["runs"] >= 1 and m["steps"] >= m["runs"], name
-            assert m["q1_s"] <= m["median_s"] <= m["q3_s"], name
-        assert len(p["floor"]["products"]) == 2 + 2 + 1 and p["floor"]["flops"] > 0
-        assert p["dtype"] == "float32" and p["images_per_s_manual"] > 0
+    timed = {"manual", "torch", "floor_numpy", "floor_torch"} | ({"jax"} if "jax" not in report["config"]["skipped"]
+                                                                else set())
+    [p] = report["points"]
+    assert (p["arch"], p["batch"], p["dtype"]) == ("784-128-10", 32, "float32")
+    assert set(p["results"]) == timed and "--no-compile" in p["skipped"]["compiled"]
+    for name, m in p["results"].items():
+        assert m["median_s"] > 0 and m["iqr_s"] >= 0 and m["q1_s"] <= m["median_s"] <= m["q3_s"], name
+        assert len(m["processes"]) == report["config"]["processes"] >= 2, name
+        assert len({q["pid"] for q in m["processes"]}) == len(m["processes"])  # fresh processes
+        for q in m["processes"]:
+            assert q["wall_s"] > 0 and q["cpu_s"] > 0 and q["steps"] > 0 and "others_cores" in q, name
+    assert isinstance(p["reliability"]["reliable"], bool) and isinstance(p["reliability"]["reasons"], list)
+    assert p["reliability"]["reliable"] == (not p["reliability"]["reasons"])
+    assert len(p["floor"]["products"]) == 2 + 2 + 1 and p["floor"]["flops"] > 0
+    assert len(p["floor"]["layouts"]["floor_numpy"]) == 5 and p["images_per_s_manual"] > 0
 
-    assert report["config"]["manual_update"] == bench.UPDATE_FUSED  # NumPy's wheels ship OpenBLAS
-    machine = report["machine"]
-    assert machine["cores"] == os.cpu_count() and machine["threads"] == os.cpu_count()
-    assert {"numpy", "torch", "python", "blas", "loadavg_start", "loadavg_end"} <= set(machine)
-    assert machine["blas"] and all("internal_api" in lib and "num_threads" in lib for lib in machine["blas"])
+    machine_record = report["machine"]
+    assert machine_record["cores"] == os.cpu_count() and machine_record["threads"] == os.cpu_count()
+    assert machine_record["cpu"] and machine_record["versions"]["numpy"] == np.__version__
+    openblas = [lib for lib in machine_record["blas"] if lib["internal_api"] == "openblas"]
+    assert openblas and all(lib["version"] and lib["architecture"] and lib["filepath"] for lib in openblas)
+    assert machine_record["torch_backend"]["blas_info"] and report["config"]["manual_step"]["function"]
 
     epoch = report["epoch"]
     assert epoch["arch"] == "784-256-10" and epoch["batch"] == 32 and epoch["images"] == bench.QUICK_EPOCH_IMAGES
     for side in ("manual", "torch"):
-        assert epoch[side]["seconds"] > 0 and epoch[side]["images_per_s"] > 0
+        assert epoch[side]["seconds"] > 0 and len(epoch[side]["pass_seconds"]) >= 2
+    assert "reliable" in epoch["reliability"]
 
     stdout = capsys.readouterr().out
-    for arch, batch in grid:
-        assert f"{arch} b{batch} float32" in stdout
+    assert "784-128-10 b32 float32" in stdout and stdout.count("machine: ") == 1
     assert "epoch (784-256-10 float32, batch 32" in stdout
-
-
-def test_cli_bad_values_get_one_line(tmp_path):
-    from helpers import assert_one_line_error, run_cli
-
-    proc = run_cli("bench", "--archs", "785-128-10", "--out", tmp_path / "never")
-    assert_one_line_error(proc, 2, "--archs", "'785-128-10'")
-    assert not (tmp_path / "never").exists()
-
-
-def test_without_a_reachable_gemm_the_bench_says_so_and_records_it(tmp_path, mnist_dir, monkeypatch, capsys):
-    from manual import blas
-
-    monkeypatch.setattr(blas, "descend_available", lambda dtype: False)
-    monkeypatch.setattr(blas, "gemm_descend", lambda a, b, c: False)
-    out = tmp_path / "b"
-    args = parse("--quick", "--no-compile", "--no-epoch", "--batches", "32", "--out", out, "--offline",
-                 "--data-dir", mnist_dir)
-    assert bench.main(args) == 0
-    report = json.loads((out / bench.JSON_NAME).read_text())
-    assert report["config"]["manual_update"] == bench.UPDATE_FALLBACK
-    assert report["points"][0]["results"]["manual"]["median_s"] > 0
-    assert f"manual: {bench.UPDATE_FALLBACK}" in capsys.readouterr().out
+    last = [line for line in stdout.splitlines() if line.startswith(("machine busy", "machine quiet"))]
+    assert last == [report["summary"]]

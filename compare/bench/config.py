@@ -1,0 +1,106 @@
+"""The options of ``crosscheck bench`` and the settings they become."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+from compare import options
+
+DEFAULT_ARCHS = ("784-128-10", "784-1024-10", "784-512-256-10")
+DEFAULT_BATCHES = (32, 64, 256, 1024)
+QUICK_ARCHS, QUICK_BATCHES, QUICK_EPOCH_IMAGES = ("784-128-10",), (32, 256), 6400
+IMPLS = ("manual", "torch", "compiled", "jax", "floor_numpy", "floor_torch")
+OPTIONAL = ("compiled", "jax")  # a failure skips the column (with its reason) instead of the bench
+LR = 0.01  # small: an update costs the same whatever its size, and many steps on one batch stay far
+#            from saturated (slow, denormal) numbers
+EPOCH_SIZES, EPOCH_BATCH = (784, 256, 10), 32
+JAX_HINT = "pip install -e '.[jax]'"
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """How long each worker process times its step, and how many processes per implementation."""
+
+    processes: int  # per implementation and grid point (and per side of the epoch figure)
+    warmup_s: float
+    blocks: int
+    block_s: float  # each block: back-to-back steps for about this long
+    layout_s: float  # the floor's layout search: per product and layout
+
+
+FULL = Timing(processes=2, warmup_s=0.2, blocks=10, block_s=0.1, layout_s=0.02)
+QUICK = Timing(processes=2, warmup_s=0.05, blocks=8, block_s=0.05, layout_s=0.003)
+
+
+@dataclasses.dataclass
+class Settings:
+    """Validated options."""
+
+    archs: list[tuple[int, ...]]
+    batches: list[int]
+    dtype: str
+    threads: int
+    skipped: dict[str, str]  # implementation -> why it is not timed
+    epoch_images: int  # 0: no whole-epoch figure
+    timing: Timing
+    out: Path | None  # None: runs/bench-<timestamp>
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``crosscheck bench`` to its subparser `p`."""
+    cores = os.cpu_count() or 1
+    p.add_argument("--archs", nargs="+", default=None, metavar="ARCH",
+                   help=f"layer widths joined by '-', 784 first and 10 last (default: {' '.join(DEFAULT_ARCHS)})")
+    p.add_argument("--batches", nargs="+", type=options.int_in(1, options.N_TRAIN), default=None, metavar="B",
+                   help=f"batch sizes, 1..{options.N_TRAIN} (default: {' '.join(map(str, DEFAULT_BATCHES))})")
+    p.add_argument("--dtype", choices=options.DTYPES, default="float32", help="default: float32")
+    p.add_argument("--threads", type=options.int_in(1, cores), default=None, metavar="N",
+                   help=f"threads for every implementation, 1..{cores} (default: all cores)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--no-jax", action="store_true", help="skip jax.jit")
+    p.add_argument("--no-epoch", action="store_true", help="skip the whole-epoch figure on MNIST")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run: {' '.join(QUICK_ARCHS)}, batches {' '.join(map(str, QUICK_BATCHES))} "
+                        f"(unless given), short timings, no compile, epoch figure on {QUICK_EPOCH_IMAGES} images")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/bench-<timestamp>)")
+    p.add_argument("--json", action="store_true", help="print bench.json on stdout (the rest goes to stderr)")
+    options.add_data_options(p)
+
+
+def parse_arch(text: str) -> tuple[int, ...]:
+    """'784-128-10' -> (784, 128, 10); UsageError unless positive widths, 784 first, 10 last."""
+    return options.mnist_sizes(str(text).split("-"), "--archs", shown=str(text))
+
+
+def _jax_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("jax") is None
+
+
+def skipped_implementations(args) -> dict[str, str]:
+    """Implementation -> why it is skipped, from the options and what is installed."""
+    skipped = {}
+    if args.no_compile:
+        skipped["compiled"] = "skipped: --no-compile"
+    elif args.quick:
+        skipped["compiled"] = "skipped: --quick (a cold torch.compile takes tens of seconds)"
+    if args.no_jax:
+        skipped["jax"] = "skipped: --no-jax"
+    elif _jax_missing():
+        skipped["jax"] = f"skipped: JAX is not installed (add it with {JAX_HINT})"
+    return skipped
+
+
+def settings(args) -> Settings:
+    """Check the parsed options (UsageError naming option, value and what is allowed) -> Settings."""
+    archs = args.archs or (QUICK_ARCHS if args.quick else DEFAULT_ARCHS)
+    archs = list(dict.fromkeys(parse_arch(a) for a in archs))  # in the order given, without repeats
+    batches = sorted(set(args.batches or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)))
+    threads = args.threads or os.cpu_count() or 1
+    epoch_images = 0 if args.no_epoch else QUICK_EPOCH_IMAGES if args.quick else options.N_TRAIN
+    return Settings(archs, batches, args.dtype, threads, skipped_implementations(args), epoch_images,
+                    QUICK if args.quick else FULL, args.out)

@@ -1,0 +1,137 @@
+"""What the bench shows: the machine it ran on, the table, why figures are unreliable, the plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from compare import options
+from compare.bench import reliability
+from compare.bench.config import IMPLS
+
+COLUMNS = {"manual": "manual µs", "torch": "torch µs", "compiled": "compiled µs", "jax": "jax.jit µs",
+           "floor_numpy": "floor µs (numpy)", "floor_torch": "floor µs (torch)"}
+RATIOS = {"manual_over_torch": "manual/torch", "manual_over_jax": "manual/jax", "manual_over_floor": "manual/floor"}
+SHOWN_VERSIONS = ("numpy", "scipy", "torch", "jax")
+
+
+def _library(lib: dict) -> str:
+    """'openblas 0.3.30 SkylakeX (manual, torch)': name, version, the kernel it chose, which
+    implementations' workers loaded it (an OpenMP runtime by its file name, e.g. libgomp)."""
+    name = lib.get("prefix") if lib.get("internal_api") == "openmp" else lib.get("internal_api")
+    details = " ".join(str(lib[k]) for k in ("version", "architecture") if lib.get(k))
+    return f"{name or '?'}{' ' + details if details else ''} ({', '.join(lib.get('loaded_by', []))})"
+
+
+def head(machine: dict, config: dict) -> list[str]:
+    """The lines above the table: CPU, cores, threads and processes, BLAS kernels, backends, versions,
+    and which function the manual column times."""
+    versions = machine["versions"]
+    lines = [f"machine: {machine['cpu'] or 'unknown CPU'} ({machine['vendor'] or 'unknown vendor'}), "
+             f"{machine['cores']} cores; {config['threads']} threads for every implementation, each timed in "
+             f"{config['processes']} fresh processes per point (interleaved)",
+             "BLAS/OpenMP: " + ("; ".join(_library(lib) for lib in machine["blas"]) or "none found")]
+    tb = machine.get("torch_backend")
+    if tb:
+        lines.append(f"torch backend: BLAS {tb['blas_info']}, MKL {'on' if tb['mkl'] else 'off'}, "
+                     f"oneDNN {'on' if tb['onednn'] else 'off'}, CPU capability {tb['cpu_capability']}")
+    lines.append("versions: " + ", ".join(f"{k} {versions.get(k) or '-'}" for k in SHOWN_VERSIONS))
+    lines.append(f"manual column: {config['manual_step']['function']}")
+    return lines
+
+
+def _cell(results: dict, name: str) -> str:
+    r = results.get(name)
+    return f"{1e6 * r['median_s']:.0f} ±{1e6 * r['iqr_s']:.0f}" if r else "-"
+
+
+def format_table(points: list[dict]) -> str:
+    """One row per grid point: medians ± IQR in µs, ratios, manual images/s, and "!" on points whose
+    figures are unreliable. Columns nobody has (e.g. compiled when skipped) are left out."""
+    shown = [name for name in IMPLS if any(name in p["results"] for p in points)]
+    ratios = [key for key in RATIOS if any(key in p for p in points)]
+    rows = [("config", *(COLUMNS[n] for n in shown), *(RATIOS[k] for k in ratios), "manual img/s", "!")]
+    for p in points:
+        rows.append((f"{p['arch']} b{p['batch']} {p['dtype']}", *(_cell(p["results"], n) for n in shown),
+                     *(f"{p[k]:.2f}" if k in p else "-" for k in ratios), f"{p['images_per_s_manual']:,.0f}",
+                     "" if p["reliability"]["reliable"] else "!"))
+    return options.format_table(rows, "l" + "r" * (len(rows[0]) - 2) + "l")
+
+
+def epoch_line(e: dict) -> str:
+    flag = "" if e["reliability"]["reliable"] else "  !"
+    return (f"epoch ({e['arch']} {e['dtype']}, batch {e['batch']}, {e['images']:,} images, each side in its own "
+            f"processes): manual {e['manual']['seconds']:.2f} s = {e['manual']['images_per_s']:,.0f} images/s, "
+            f"torch {e['torch']['seconds']:.2f} s = {e['torch']['images_per_s']:,.0f} images/s{flag}")
+
+
+def tail(points: list[dict], epoch: dict | None) -> list[str]:
+    """The lines below the table: compile times, skipped columns, the reasons for each "!", the
+    epoch figure, and the closing line on the machine."""
+    lines = ["medians ± IQR of per-step times pooled over all blocks of all processes; "
+             "floor = the step's matrix products alone"]
+    for name, what in (("compiled", "torch.compile"), ("jax", "jax.jit")):
+        times = [f"{p['arch']} b{p['batch']} {', '.join(f'{t:.1f}' for t in p['results'][name]['compile_s'])} s"
+                 for p in points if "compile_s" in p["results"].get(name, {})]
+        if times:
+            lines.append(f"{what} compile time (first call, per process): {'; '.join(times)}")
+        for reason in dict.fromkeys(p["skipped"][name] for p in points if name in p["skipped"]):
+            lines.append(f"{what}: {reason}")
+    for p in points:
+        if not p["reliability"]["reliable"]:
+            lines.append(f"! {p['arch']} b{p['batch']}: {'; '.join(p['reliability']['reasons'])}")
+    if epoch:
+        lines.append(epoch_line(epoch))
+        if not epoch["reliability"]["reliable"]:
+            lines.append(f"! epoch: {'; '.join(epoch['reliability']['reasons'])}")
+    closing = reliability.summary_line(points + ([epoch] if epoch else []))
+    lines.append(closing or "machine quiet: every figure stable across its processes")
+    return lines
+
+
+STYLES = {"manual": ("C0", "-", "o"), "torch": ("C1", "-", "s"), "compiled": ("C2", "-", "^"),
+          "jax": ("C3", "-", "D"), "floor_numpy": ("k", "--", "."), "floor_torch": ("0.5", ":", ".")}
+
+
+def _panel(ax, pts: list[dict]) -> None:
+    """One architecture: each implementation's median against batch size, quartiles as bars;
+    unreliable points hollow."""
+    for name in IMPLS:
+        have = [p for p in pts if name in p["results"]]
+        if not have:
+            continue
+        us = {q: 1e6 * np.array([p["results"][name][f"{q}_s"] for p in have]) for q in ("q1", "median", "q3")}
+        color, ls, marker = STYLES[name]
+        batches = [p["batch"] for p in have]
+        ax.errorbar(batches, us["median"], [us["median"] - us["q1"], us["q3"] - us["median"]], color=color,
+                    ls=ls, marker=marker, lw=1, ms=4, capsize=2, label=name)
+        bad = [i for i, p in enumerate(have) if not p["reliability"]["reliable"]]
+        ax.plot([batches[i] for i in bad], us["median"][bad], ls="", marker=marker, ms=7, mfc="white", mec=color)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks([p["batch"] for p in pts], [str(p["batch"]) for p in pts])
+    ax.set_xlabel("batch size")
+    ax.grid(True, which="both", lw=0.3, alpha=0.5)
+
+
+def plot(points: list[dict], path: Path, title: str) -> None:
+    """bench.png: step time against batch size, log–log, one panel per architecture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from compare.report import save_png
+
+    archs = list(dict.fromkeys(p["arch"] for p in points))
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.3 * len(archs), 4), squeeze=False)
+    for ax, arch in zip(axes[0], archs):
+        _panel(ax, [p for p in points if p["arch"] == arch])
+        ax.set_title(arch, fontsize=10)
+    axes[0][0].set_ylabel("one training step (µs, median, quartiles; hollow: unreliable)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)

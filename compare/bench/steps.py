@@ -1,0 +1,208 @@
+"""The training steps the bench times, one builder per implementation, all on the same net.
+
+Every builder starts from the same weights (``initial``: the manual ``MLP`` with seed 0, copied
+into the other libraries), takes the same batch and learning rate, and returns a ``Step``: one call
+of ``step.run()`` is one whole SGD step (forward, batch-mean cross-entropy, backward, update)
+θ ← θ − lr·∂L/∂θ, L = mean_b [logsumexp(ẑ_b) − ẑ_b,y_b], done in place on the step's own
+parameters. ``step.weights()`` reads them back as NumPy [(W (out, in), b (out,)), ...], so tests
+can hold every implementation to the same arithmetic (tests/test_bench.py).
+
+Imports are local: a worker process loads only the library it times (the manual worker never
+imports torch or JAX).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import numpy as np
+
+ACTIVATION = "sigmoid"
+
+
+@dataclasses.dataclass
+class Step:
+    """One implementation's training step on one batch.
+
+    Attributes:
+        run: () -> loss; one SGD step in place (the loss as the library returns it).
+        weights: () -> [(W, b), ...] NumPy copies of the current parameters, nn.Linear's layout.
+        compile_s: seconds the first call took to compile (None: nothing is compiled).
+        info: what exactly is timed (function, library details), recorded in bench.json.
+        train: (x, y) -> loss; the same step on another NumPy batch (for the whole-epoch figure;
+            None where the step is compiled for one batch's shapes).
+    """
+
+    run: Callable[[], object]
+    weights: Callable[[], list]
+    compile_s: float | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+    train: Callable[[np.ndarray, np.ndarray], object] | None = None
+
+
+def initial(sizes, dtype):
+    """The manual net every implementation starts from: ``MLP(sizes, "sigmoid", dtype, seed=0)``."""
+    from manual.mlp import MLP
+
+    return MLP(sizes, ACTIVATION, dtype=dtype, seed=0)
+
+
+def _manual_weights(mlp) -> list:
+    return [(np.array(W), np.array(b)) for W, b in mlp.parameters()]
+
+
+def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
+    """The hand-derived step: ``mlp.loss_and_grads(x, y)`` then ``SGD(lr).step`` (the reference that
+    ``crosscheck train`` checks against torch; the tuned ``manual.fast.FastStep`` replaces it here
+    when it exists).
+
+    Args:
+        x: (B, 784) float32/float64 batch; y: (B,) int64 labels.
+    """
+    from manual.optim import SGD
+
+    mlp, sgd = initial(sizes, x.dtype), SGD(lr)
+
+    def train(xb, yb):
+        loss, grads = mlp.loss_and_grads(xb, yb)
+        sgd.step(mlp.parameters(), grads)
+        return loss
+
+    info = {"function": "manual.mlp.MLP.loss_and_grads + manual.optim.SGD.step"}
+    return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train)
+
+
+# ------------------------------------------------------------------------------ torch
+
+
+def torch_model(sizes, dtype, lr: float):
+    """(TorchMLP with the initial weights, torch.optim.SGD(lr) over its parameters)."""
+    import torch
+
+    from torch_ref.convert import from_manual
+
+    model = from_manual(initial(sizes, dtype))
+    return model, torch.optim.SGD(model.parameters(), lr=lr)
+
+
+def torch_sgd_step(loss_fn, opt, tx, ty):
+    """The torch SGD step, written once: zero_grad(set_to_none), loss_fn(tx, ty), backward(),
+    opt.step(). Returns the loss tensor (no .item(): no extra synchronisation)."""
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(tx, ty)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def _torch_weights(model) -> list:
+    return [(layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()) for layer in model.layers]
+
+
+def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
+    """Eager autograd: ``TorchMLP`` forward (its input check included), ``F.cross_entropy``,
+    ``backward()``, ``torch.optim.SGD.step()``; torch reads the batch through ``torch.from_numpy``."""
+    import torch
+    import torch.nn.functional as F
+
+    model, opt = torch_model(sizes, x.dtype, lr)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def loss_fn(inp, target):
+        return F.cross_entropy(model(inp), target)
+
+    def train(xb, yb):
+        return torch_sgd_step(loss_fn, opt, torch.from_numpy(xb), torch.from_numpy(yb))
+
+    info = {"function": "torch eager: TorchMLP, F.cross_entropy, backward, torch.optim.SGD"}
+    return Step(lambda: torch_sgd_step(loss_fn, opt, tx, ty), lambda: _torch_weights(model), None, info, train)
+
+
+def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
+    """The torch step with forward + loss through ``torch.compile(dynamic=False)`` (AOTAutograd
+    compiles the backward too; the optimizer stays eager). It compiles the bare layer loop:
+    TorchMLP's input check branches on data and would split the graph. The first call compiles
+    (``compile_s``, shorter when Inductor's on-disk cache holds the kernels). Raises if it fails."""
+    import torch
+    import torch.nn.functional as F
+
+    model, opt = torch_model(sizes, x.dtype, lr)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    layers, act = list(model.layers), model.activation
+
+    def loss_fn(inp, target):
+        for layer in layers[:-1]:
+            inp = act(layer(inp))
+        return F.cross_entropy(layers[-1](inp), target)
+
+    compiled = torch.compile(loss_fn, dynamic=False)
+    t0 = time.perf_counter()
+    torch_sgd_step(compiled, opt, tx, ty)  # compiles forward and backward; one step taken
+    compile_s = time.perf_counter() - t0
+    info = {"function": "torch.compile(dynamic=False) of forward + loss; eager torch.optim.SGD"}
+    return Step(lambda: torch_sgd_step(compiled, opt, tx, ty), lambda: _torch_weights(model), compile_s, info)
+
+
+# ------------------------------------------------------------------------------ JAX
+
+
+def jax_loss(params, x, y):
+    """Batch-mean cross-entropy of the sigmoid MLP: hidden z ← σ(z Wᵀ + b), logits ẑ = z Wᵀ + b,
+    L = mean_b [logsumexp(ẑ_b) − ẑ_b,y_b] (the max-shifted log-sum-exp of ``jax.nn``).
+
+    Args:
+        params: [(W (out, in), b (out,)), ...]; x: (B, 784); y: (B,) int32 labels.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    z = x
+    for W, b in params[:-1]:
+        z = jax.nn.sigmoid(z @ W.T + b)
+    W, b = params[-1]
+    logits = z @ W.T + b
+    picked = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
+    return jnp.mean(jax.nn.logsumexp(logits, axis=1) - picked)
+
+
+def jax_sgd(params, x, y, lr):
+    """One SGD step: (loss, [(W − lr·∂L/∂W, b − lr·∂L/∂b), ...]) with ∂L/∂θ from ``jax.value_and_grad``."""
+    import jax
+
+    loss, grads = jax.value_and_grad(jax_loss)(params, x, y)
+    return loss, jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads)
+
+
+def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
+    """``jax.jit`` of the whole step (``jax_sgd``), compiled once ahead of time for these shapes
+    (``compile_s``). The parameters are donated, so XLA updates them in place as torch's SGD does.
+    Each ``run`` waits for its result (``block_until_ready``): dispatch is asynchronous, and a
+    step counts when its numbers exist."""
+    import jax
+    import jax.numpy as jnp
+
+    if x.dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)  # JAX computes in float32 unless told
+    mlp = initial(sizes, x.dtype)
+    state = {"params": [(jnp.asarray(W), jnp.asarray(b)) for W, b in mlp.parameters()]}
+    jx, jy = jnp.asarray(x), jnp.asarray(y.astype(np.int32))
+    lr_ = np.asarray(lr, dtype=x.dtype)
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax_sgd, donate_argnums=0).lower(state["params"], jx, jy, lr_).compile()
+    compile_s = time.perf_counter() - t0
+
+    def run():
+        loss, state["params"] = compiled(state["params"], jx, jy, lr_)
+        return jax.block_until_ready((loss, state["params"]))[0]
+
+    def weights():
+        return [(np.array(W), np.array(b)) for W, b in state["params"]]
+
+    info = {"function": "jax.jit(value_and_grad + SGD update, donated parameters)",
+            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+    return Step(run, weights, compile_s, info)
+
+
+BUILDERS = {"manual": manual_step, "torch": torch_step, "compiled": compiled_step, "jax": jax_step}

@@ -1,0 +1,92 @@
+"""Timing inside a worker process: warm up, then blocks of back-to-back steps.
+
+A block is n calls of the step timed together (n chosen so that a block lasts about `block_s`,
+which keeps the clock's own cost far below 0.1 % of it); its figure is the per-step mean. Over the
+timed region the worker also measures its own CPU time (all threads, ``time.process_time``) and
+the machine's CPU accounting (``machine.counters``), from which ``reliability`` tells whether
+anything else ran. The garbage collector is off while timing, as in ``timeit``: a collection
+triggered by one library's allocations would land on whichever step happens to run.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+
+from compare.bench import machine
+
+
+def warm_up(run, seconds: float, least: int = 3) -> None:
+    """Call `run` at least `least` times and for at least `seconds`."""
+    t_end, n = time.perf_counter() + seconds, 0
+    while n < least or time.perf_counter() < t_end:
+        run()
+        n += 1
+
+
+def calls_per_block(run, block_s: float) -> int:
+    """How many calls of `run` last about `block_s`: calls are timed until a quarter of it has passed."""
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < block_s / 4:
+        run()
+        n += 1
+    return max(1, int(round(block_s * n / elapsed)))
+
+
+def counter_deltas(before: dict | None, after: dict | None) -> dict:
+    """What the machine did between two ``machine.counters()`` readings (empty when unreadable)."""
+    if before is None or after is None:
+        return {}
+    deltas = {k: after[k] - before[k] for k in ("busy_s", "steal_s")}
+    deltas["cpus"] = after["cpus"]
+    if before["throttled_s"] is not None and after["throttled_s"] is not None:
+        deltas["throttled_s"] = after["throttled_s"] - before["throttled_s"]
+    return deltas
+
+
+class Region:
+    """Wall time, this process's CPU time and the machine's counters over a `with` block."""
+
+    def __enter__(self):
+        self.gc_was_on = gc.isenabled()
+        gc.disable()
+        self.before = machine.counters()
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall_s = time.perf_counter() - self.wall0
+        self.cpu_s = time.process_time() - self.cpu0
+        self.machine = counter_deltas(self.before, machine.counters())
+        if self.gc_was_on:
+            gc.enable()
+        return False
+
+    def record(self) -> dict:
+        return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "machine": self.machine}
+
+
+def time_blocks(run, warmup_s: float, blocks: int, block_s: float) -> dict:
+    """Warm `run` up, then time `blocks` blocks of n calls each.
+
+    Returns {"times_s": per-step seconds of each block, "steps": calls timed, "per_block": n,
+    "wall_s", "cpu_s", "machine": counter deltas over the timed region}.
+    """
+    warm_up(run, warmup_s)
+    n = calls_per_block(run, block_s)
+    times = []
+    with Region() as region:
+        for _ in range(blocks):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                run()
+            times.append((time.perf_counter() - t0) / n)
+    return {"times_s": times, "steps": n * blocks, "per_block": n, **region.record()}
+
+
+def summarize(times: list[float]) -> dict:
+    """Per-step times (pooled over blocks and processes) -> median, quartiles and IQR in seconds."""
+    q1, median, q3 = (float(v) for v in np.percentile(times, [25, 50, 75]))
+    return {"median_s": median, "iqr_s": q3 - q1, "q1_s": q1, "q3_s": q3}
