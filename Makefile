@@ -18,7 +18,7 @@ data: $(VENV)/.installed
 gradcheck: $(VENV)/.installed
 	$(BIN)/crosscheck gradcheck
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-jax
 	$(BIN)/crosscheck bench
 
 $(BIN)/python:
@@ -28,10 +28,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
-# The test extra is a superset of the plain install, so it satisfies `make run` too.
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The bench's jax.jit column needs the jax extra (about 620 MB); without it the bench skips the column.
+$(VENV)/.installed-jax: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[jax]'
 	touch $@ $(VENV)/.installed
+
+# The tests install the jax extra too, so that the JAX step's equivalence test runs (in CI as well).
+# Either extra is a superset of the plain install, so it satisfies `make run` too.
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,jax]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-jax
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -33,6 +33,7 @@ class Step:
         info: what exactly is timed (function, library details), recorded in bench.json.
         train: (x, y) -> loss; the same step on another NumPy batch (for the whole-epoch figure;
             None where the step is compiled for one batch's shapes).
+        describe: () -> dict, how the step ran (called after timing; None: nothing to add).
     """
 
     run: Callable[[], object]
@@ -40,6 +41,11 @@ class Step:
     compile_s: float | None = None
     info: dict = dataclasses.field(default_factory=dict)
     train: Callable[[np.ndarray, np.ndarray], object] | None = None
+    describe: Callable[[], dict] | None = None
+
+    def record(self) -> dict:
+        """``info``, with ``describe()`` under "describe" where the step has one."""
+        return {**self.info, **({"describe": self.describe()} if self.describe else {})}
 
 
 def initial(sizes, dtype):
@@ -54,24 +60,23 @@ def _manual_weights(mlp) -> list:
 
 
 def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
-    """The hand-derived step: ``mlp.loss_and_grads(x, y)`` then ``SGD(lr).step`` (the reference that
-    ``crosscheck train`` checks against torch; the tuned ``manual.fast.FastStep`` replaces it here
-    when it exists).
+    """The hand-derived step: ``manual.fast.FastStep`` on the initial net, the very function that
+    ``crosscheck train --step fast`` checks against torch at every step (its contract: the
+    arithmetic of ``MLP.loss_and_grads`` + ``SGD(lr).step``, up to rounding).
 
     Args:
         x: (B, 784) float32/float64 batch; y: (B,) int64 labels.
     """
-    from manual.optim import SGD
+    from manual.fast import FastStep
 
-    mlp, sgd = initial(sizes, x.dtype), SGD(lr)
+    mlp = initial(sizes, x.dtype)
+    fast = FastStep(mlp)
 
     def train(xb, yb):
-        loss, grads = mlp.loss_and_grads(xb, yb)
-        sgd.step(mlp.parameters(), grads)
-        return loss
+        return fast(xb, yb, lr)
 
-    info = {"function": "manual.mlp.MLP.loss_and_grads + manual.optim.SGD.step"}
-    return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train)
+    info = {"function": "manual.fast.FastStep", "checked_by": "crosscheck train --step fast"}
+    return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train, fast.describe)
 
 
 # ------------------------------------------------------------------------------ torch

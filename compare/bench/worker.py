@@ -117,7 +117,7 @@ def _build(spec: dict):
         run, products = floor.floor_bench_step(spec["sizes"], x, impl[len("floor_"):], spec["layout_s"])
         return run, {"products": products}
     step = steps.BUILDERS[impl](tuple(spec["sizes"]), x, y, spec["lr"])
-    return step.run, {"compile_s": step.compile_s, "info": step.info}
+    return step.run, {"compile_s": step.compile_s, "step": step}
 
 
 def _epoch(spec: dict) -> dict:
@@ -135,7 +135,7 @@ def _epoch(spec: dict) -> dict:
     with timing.Region() as region:
         for idx in order:
             step.train(x[idx], y[idx])
-    return {"times_s": [region.wall_s], "steps": len(order), **region.record(), "info": step.info}
+    return {"times_s": [region.wall_s], "steps": len(order), **region.record(), "info": step.record()}
 
 
 def _run(spec: dict) -> dict:
@@ -150,6 +150,8 @@ def _run(spec: dict) -> dict:
         run, record = _build(spec)
         _apply_budget(spec["threads"])  # again: building may have loaded another BLAS (SciPy's)
         record.update(timing.time_blocks(run, spec["warmup_s"], spec["blocks"], spec["block_s"]))
+        if "step" in record:
+            record["info"] = record.pop("step").record()  # after timing: how the timed calls ran
     record.update(impl=spec["impl"], pid=os.getpid(), budget=applied, threadpools=threadpool_info(),
                   env={k: os.environ.get(k) for k in REPORTED_ENV if k in os.environ})
     if spec["impl"] in ("torch", "compiled", "epoch_torch"):
