@@ -78,7 +78,7 @@ def test_defaults_and_quick_grid():
     full = bench.settings(parse())
     assert full.archs == [(784, 128, 10), (784, 1024, 10), (784, 512, 256, 10)]
     assert full.batches == [32, 64, 256, 1024] and full.dtype == "float32"
-    assert full.threads == os.cpu_count() and "compiled" not in full.skipped and full.epoch_images == 60000
+    assert full.threads == machine.default_threads() and "compiled" not in full.skipped and full.epoch_images == 60000
     assert full.timing.processes >= 2 and full.out is None
 
     quick = bench.settings(parse("--quick"))
@@ -89,6 +89,8 @@ def test_defaults_and_quick_grid():
     assert "--no-compile" in bench.settings(parse("--no-compile")).skipped["compiled"]
     assert "--no-jax" in bench.settings(parse("--no-jax")).skipped["jax"]
     assert bench.settings(parse("--threads", "1", "--dtype", "float64")).threads == 1
+    for t in (config.FULL, config.QUICK):  # long enough for the machine's CPU accounting to judge
+        assert t.blocks * t.block_s >= reliability.MIN_REGION_S
 
 
 def test_without_jax_the_column_is_skipped_with_how_to_add_it(monkeypatch):
@@ -323,6 +325,26 @@ def test_the_machine_record_names_cpu_blas_kernels_backends_and_versions():
     assert lines[-1] == "manual column: f" and any(line.startswith("versions: numpy ") for line in lines)
 
 
+def test_the_head_says_the_manual_column_is_the_checked_fast_step_and_how_it_ran():
+    x = np.random.default_rng(6).standard_normal((32, 784)).astype(np.float32)
+    y = np.arange(32) % 10
+    step = steps.manual_step((784, 128, 10), x, y, 0.01)
+    step.run()
+    lines = output.manual_lines(step.record())
+    assert lines[0] == "manual column: manual.fast.FastStep, the step `crosscheck train --step fast` checks"
+    assert any(line.startswith("  update: ") for line in lines)
+    assert any("numpy's BLAS" in line for line in lines) and any(line.startswith("  threads: ") for line in lines)
+
+
+def test_physical_cores_count_smt_siblings_once_and_only_usable_cpus():
+    block = "processor\t: {p}\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon\nphysical id\t: {s}\ncore id\t\t: {c}\n\n"
+    text = "".join(block.format(p=p, s=p // 4, c=p % 2) for p in range(8))  # 2 sockets × 2 cores × 2 threads
+    assert machine.parse_cpuinfo(text) == {"model": "Xeon", "vendor": "GenuineIntel", "physical_cores": 4}
+    assert machine.parse_cpuinfo(text, {0, 1})["physical_cores"] == 2  # cpus 0, 1: socket 0, cores 0 and 1
+    assert machine.parse_cpuinfo(text, {0, 2})["physical_cores"] == 1  # siblings of one core
+    assert 1 <= machine.default_threads() <= os.cpu_count()
+
+
 def test_this_machines_cpu_is_described():
     described = machine.describe(1)
     if os.path.exists("/proc/cpuinfo"):
@@ -466,7 +488,7 @@ def test_quick_run_writes_a_json_entry_for_every_point_and_implementation(tmp_pa
     assert len(p["floor"]["layouts"]["floor_numpy"]) == 5 and p["images_per_s_manual"] > 0
 
     machine_record = report["machine"]
-    assert machine_record["cores"] == os.cpu_count() and machine_record["threads"] == os.cpu_count()
+    assert machine_record["cores"] == os.cpu_count() and machine_record["threads"] == machine.default_threads()
     assert machine_record["cpu"] and machine_record["versions"]["numpy"] == np.__version__
     openblas = [lib for lib in machine_record["blas"] if lib["internal_api"] == "openblas"]
     assert openblas and all(lib["version"] and lib["architecture"] and lib["filepath"] for lib in openblas)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from compare import options
+from compare.bench import machine
 
 DEFAULT_ARCHS = ("784-128-10", "784-1024-10", "784-512-256-10")
 DEFAULT_BATCHES = (32, 64, 256, 1024)
@@ -31,6 +32,8 @@ class Timing:
     layout_s: float  # the floor's layout search: per product and layout
 
 
+# blocks × block_s is each worker's timed region: at least reliability.MIN_REGION_S, which the
+# machine's CPU accounting needs to tell whether anything else ran.
 FULL = Timing(processes=2, warmup_s=0.2, blocks=10, block_s=0.1, layout_s=0.02)
 QUICK = Timing(processes=2, warmup_s=0.05, blocks=8, block_s=0.05, layout_s=0.003)
 
@@ -58,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"batch sizes, 1..{options.N_TRAIN} (default: {' '.join(map(str, DEFAULT_BATCHES))})")
     p.add_argument("--dtype", choices=options.DTYPES, default="float32", help="default: float32")
     p.add_argument("--threads", type=options.int_in(1, cores), default=None, metavar="N",
-                   help=f"threads for every implementation, 1..{cores} (default: all cores)")
+                   help=f"threads for every implementation, 1..{cores} (default: the physical cores)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--no-jax", action="store_true", help="skip jax.jit")
     p.add_argument("--no-epoch", action="store_true", help="skip the whole-epoch figure on MNIST")
@@ -100,7 +103,7 @@ def settings(args) -> Settings:
     archs = args.archs or (QUICK_ARCHS if args.quick else DEFAULT_ARCHS)
     archs = list(dict.fromkeys(parse_arch(a) for a in archs))  # in the order given, without repeats
     batches = sorted(set(args.batches or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)))
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads or machine.default_threads()
     epoch_images = 0 if args.no_epoch else QUICK_EPOCH_IMAGES if args.quick else options.N_TRAIN
     return Settings(archs, batches, args.dtype, threads, skipped_implementations(args), epoch_images,
                     QUICK if args.quick else FULL, args.out)

@@ -123,8 +123,9 @@ def run_grid(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path, l
 
 def run_epoch(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path) -> dict:
     """Whole passes of 784-256-10 float32, batch 32, SGD, through the first `s.epoch_images` of one
-    shuffled order, for manual and torch, each pass in a process of its own (manual, torch, torch,
-    manual, ...) -> seconds and images/s per side, with the reliability of the figures."""
+    shuffled order, for manual and torch, each side in processes of its own (manual, torch, torch,
+    manual, ...; each process one pass, or as many as fill ``reliability.MIN_REGION_S``)
+    -> mean seconds per pass and images/s per side, with the reliability of the figures."""
     n = min(s.epoch_images, len(x_train)) // EPOCH_BATCH * EPOCH_BATCH
     order = np.random.default_rng(1).permutation(len(x_train))[:n].reshape(-1, EPOCH_BATCH)
     data_file = tmp / "epoch.npz"
@@ -134,7 +135,7 @@ def run_epoch(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path) 
                       s.timing.processes, "the epoch figure", {})
     record = {"arch": "-".join(map(str, EPOCH_SIZES)), "dtype": "float32", "batch": EPOCH_BATCH, "images": n, "lr": LR}
     for impl, results_of in runs.items():
-        seconds = [r["wall_s"] for r in results_of]
+        seconds = [t for r in results_of for t in r["times_s"]]
         mean = float(np.mean(seconds))
         record[impl[len("epoch_"):]] = {"seconds": mean, "pass_seconds": seconds, "images_per_s": n / mean,
                                         "processes": [_process_record(r) for r in results_of]}

@@ -83,23 +83,35 @@ def load_average() -> list[float] | None:
         return None
 
 
-def _cpuinfo() -> dict:
-    """model name, vendor_id and physical cores from /proc/cpuinfo (empty where unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    fields, cores, physical = {}, set(), None
+def parse_cpuinfo(text: str, allowed: set[int] | None = None) -> dict:
+    """/proc/cpuinfo -> model name, vendor_id, and the physical cores among the CPUs in `allowed`
+    (None: all): distinct (physical id, core id) pairs, so that SMT siblings count once."""
+    fields, cores, cpu, physical = {}, set(), None, "0"
     for line in text.splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
         if key in ("model name", "vendor_id") and key not in fields:
             fields[key] = value
+        elif key == "processor":
+            cpu, physical = int(value), "0"
         elif key == "physical id":
             physical = value
-        elif key == "core id":
+        elif key == "core id" and (allowed is None or cpu in allowed):
             cores.add((physical, value))
-    return {"model": fields.get("model name"), "vendor": fields.get("vendor_id"),
-            "physical_cores": len(cores) or None}
+    return {"model": fields.get("model name"), "vendor": fields.get("vendor_id"), "physical_cores": len(cores) or None}
+
+
+def _cpuinfo() -> dict:
+    try:
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text(), _allowed_cpus())
+    except OSError:
+        return {}
+
+
+def default_threads() -> int:
+    """The bench's default thread budget: the physical cores this process may use (what torch takes
+    by default; a second hyperthread on a core adds little to matrix products), else the CPUs."""
+    allowed = _allowed_cpus()
+    return _cpuinfo().get("physical_cores") or (len(allowed) if allowed else None) or os.cpu_count() or 1
 
 
 def versions() -> dict:

@@ -37,7 +37,21 @@ def head(machine: dict, config: dict) -> list[str]:
         lines.append(f"torch backend: BLAS {tb['blas_info']}, MKL {'on' if tb['mkl'] else 'off'}, "
                      f"oneDNN {'on' if tb['onednn'] else 'off'}, CPU capability {tb['cpu_capability']}")
     lines.append("versions: " + ", ".join(f"{k} {versions.get(k) or '-'}" for k in SHOWN_VERSIONS))
-    lines.append(f"manual column: {config['manual_step']['function']}")
+    lines.extend(manual_lines(config["manual_step"]))
+    return lines
+
+
+def manual_lines(step: dict) -> list[str]:
+    """What the manual column times: the function, who checks it, and from its ``describe()`` how
+    the update ran, which library ran each product, and the thread rule."""
+    checked = f", the step `{step['checked_by']}` checks" if step.get("checked_by") else ""
+    lines = [f"manual column: {step['function']}{checked}"]
+    d = step.get("describe") or {}
+    if d.get("update"):
+        lines.append(f"  update: {d['update']}")
+    lines.extend(f"  {what}: {lib}'s BLAS" for what, lib in (d.get("products") or {}).items())
+    if d.get("threads"):
+        lines.append(f"  threads: {d['threads']}")
     return lines
 
 

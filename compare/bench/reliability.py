@@ -19,11 +19,12 @@ one-minute damped average that counts the bench's own workers and lags behind th
 
 from __future__ import annotations
 
-# A core taken by another program shows as ~1.0 here; the kernel samples CPU time in ticks
-# (10 ms), so over a timed region of ≥ 0.4 s on 2 CPUs the estimate errs by up to ~0.05 core, and
-# an idle machine's daemons add ~0.01-0.05. 0.25 core above the CPUs the bench leaves free
-# separates the two with room on both sides.
+# A core taken by another program shows as ~1.0 here; the kernel accounts CPU time in ticks
+# (10 ms), up to two ticks per CPU off over a region, so over a timed region of at least
+# MIN_REGION_S on 2 CPUs the estimate errs by up to ~0.1 core, and an idle machine's daemons add
+# ~0.01-0.05. 0.25 core above the CPUs the bench leaves free separates the two.
 OTHERS_MARGIN_CORES = 0.25
+MIN_REGION_S = 0.4  # every worker's timed region lasts at least this long (see config.QUICK, FULL)
 # Stolen time lengthens a step by about its share of the CPU time; 3 % keeps that well inside the
 # 10 % by which the bench promises each figure matches the same step timed alone.
 STEAL_MAX = 0.03

@@ -121,21 +121,29 @@ def _build(spec: dict):
 
 
 def _epoch(spec: dict) -> dict:
-    """Whole passes over the spec's batch order with `train` of the manual or torch step; the
-    gather x[idx] of each batch is part of the time. -> timing record with times_s = [pass s]."""
+    """Whole passes over the spec's batch order with `train` of the manual or torch step (the gather
+    x[idx] of each batch is part of the time), as many as fill ``MIN_REGION_S`` (a quick run's few
+    thousand images take a few tens of ms: too short for the machine's CPU accounting).
+    -> timing record with times_s = [seconds of each pass]."""
+    import time
+
     import numpy as np
 
-    from compare.bench import steps, timing
+    from compare.bench import reliability, steps, timing
 
     with np.load(spec["batch_file"]) as f:
         x, y, order = f["x"], f["y"], f["order"]
     step = steps.BUILDERS[spec["impl"][len("epoch_"):]](tuple(spec["sizes"]), x[order[0]], y[order[0]], spec["lr"])
     for idx in order[:20]:
         step.train(x[idx], y[idx])  # warm-up
+    passes = []
     with timing.Region() as region:
-        for idx in order:
-            step.train(x[idx], y[idx])
-    return {"times_s": [region.wall_s], "steps": len(order), **region.record(), "info": step.record()}
+        while sum(passes) < reliability.MIN_REGION_S:
+            t0 = time.perf_counter()
+            for idx in order:
+                step.train(x[idx], y[idx])
+            passes.append(time.perf_counter() - t0)
+    return {"times_s": passes, "steps": len(order) * len(passes), **region.record(), "info": step.record()}
 
 
 def _run(spec: dict) -> dict:
