@@ -262,6 +262,13 @@ def test_set_parameters_copies_and_checks_shapes():
 # ------------------------------------------------------------------ a stack of layers
 
 
+def test_the_package_exports_the_net_its_layers_and_sgd():
+    import manual
+
+    assert (manual.MLP, manual.Stack, manual.SGD, manual.Linear, manual.SoftmaxCrossEntropy) == (
+        MLP, Stack, SGD, Linear, SoftmaxCrossEntropy)
+
+
 def test_the_mlp_is_a_stack_of_its_layers():
     mlp = MLP((6, 5, 4, 3), "tanh", seed=0)
     assert [type(layer) for layer in mlp.layers] == [Linear, Tanh, Linear, Tanh, Linear]
