@@ -5,10 +5,16 @@
 - torch: PyTorch autograd on a ``TorchMLP`` holding a copy of the same weights;
 - fd: central finite differences of the loss, always in float64 (every coordinate of small nets,
   a random sample of coordinates of big ones).
+
+Each pair is held to two measures per layer and parameter (``compare.agreement``): the relative
+error and the elementwise error. The loss values are compared too: manual, torch, and fd's
+float64 loss L(θ) (the function the finite differences difference, computed through
+``functional.cross_entropy``, not the path ``loss_and_grads`` takes); the chain computes no loss.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -48,15 +54,20 @@ def choose_coordinates(mlp: MLP, samples: int, rng: np.random.Generator):
     return coords
 
 
+def float64_copy(mlp: MLP) -> MLP:
+    """A float64 MLP holding `mlp`'s weights (the fd witness's net)."""
+    net = MLP(mlp.sizes, mlp.activation.name, np.float64)
+    net.set_parameters(mlp.weights, mlp.biases)
+    return net
+
+
 def finite_differences(mlp: MLP, x: np.ndarray, y: np.ndarray, coords, h: float = tolerances.FD_STEP):
     """(L(θ + h) − L(θ − h)) / 2h for each chosen coordinate, on a float64 copy of `mlp`.
 
     Returns:
         [(dW_values, db_values), ...]: 1-D float64 arrays matching `coords`.
     """
-    net = MLP(mlp.sizes, mlp.activation.name, np.float64)
-    net.set_parameters(mlp.weights, mlp.biases)
-    x = x.astype(np.float64)
+    net, x = float64_copy(mlp), x.astype(np.float64)
     out = []
     for (W, b), pair in zip(net.parameters(), coords):
         values = []
@@ -98,26 +109,70 @@ def witness_grads(mlp: MLP, x: np.ndarray, y: np.ndarray, fd_samples: int = 500,
     return grads, coords, notes, loss
 
 
+def witness_losses(mlp: MLP, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The batch-mean loss by each witness that computes one, on the same weights and batch:
+    manual (``loss_and_grads``), torch (autograd's forward) and fd (L(θ) of the float64 copy)."""
+    from torch_ref.convert import from_manual, loss_and_grads
+
+    return {"manual": mlp.loss_and_grads(x, y)[0], "torch": loss_and_grads(from_manual(mlp), x, y)[0],
+            "fd": float64_copy(mlp).loss(x.astype(np.float64), y)}
+
+
+@dataclasses.dataclass(frozen=True)
+class LossAgreement:
+    """Two witnesses' batch-mean losses a and b: relative difference |a − b| / max(|a|, |b|, tiny)."""
+
+    a_value: float
+    b_value: float
+    rel_err: float
+    allowed: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rel_err <= self.allowed  # False for NaN
+
+
+def bounds(dtype, loss=None) -> dict[str, float]:
+    """The bounds of every comparison, widened for very confident batches by `loss` (tolerances):
+    relative and elementwise error between analytic witnesses and against fd, and for the loss.
+    The loss bound is the analytic one: fd's loss is a float64 forward pass, not a difference."""
+    rel, elem = tolerances.gradient_rel(dtype, loss), tolerances.elementwise_rel(dtype, loss)
+    return {"between analytic witnesses": rel, "against fd": max(tolerances.FINITE_DIFF_REL, rel),
+            "elementwise between analytic witnesses": elem,
+            "elementwise against fd": max(tolerances.FINITE_DIFF_ELEM, elem), "loss": rel}
+
+
+def compare_losses(losses: dict[str, float], dtype) -> dict[tuple[str, str], LossAgreement]:
+    """Every pair of the witnesses in `losses` (see `witness_losses`), in the order of WITNESSES."""
+    allowed = bounds(dtype, min(losses.values()))["loss"]
+    return {(a, b): LossAgreement(losses[a], losses[b], abs(losses[a] - losses[b]) /
+                                  max(abs(losses[a]), abs(losses[b]), tolerances.TINY), allowed)
+            for a, b in itertools.combinations([w for w in WITNESSES if w in losses], 2)}
+
+
 def compare_witnesses(grads: dict, coords, dtype, loss=None) -> dict[tuple[str, str], list[Agreement]]:
     """Every pair of witnesses, layer by layer. Pairs with "fd" compare at the sampled coordinates.
     `loss` (the batch loss) widens the bounds for very confident batches (see tolerances)."""
-    results = {}
+    results, bound = {}, bounds(dtype, loss)
     for a, b in itertools.combinations([w for w in WITNESSES if w in grads], 2):
         if "fd" in (a, b):
             analytic = grads[a]  # "fd" comes last in WITNESSES
-            allowed = max(tolerances.FINITE_DIFF_REL, tolerances.gradient_rel(dtype, loss))
+            rel, elem = bound["against fd"], bound["elementwise against fd"]
             results[(a, b)] = [
-                measure(np.asarray(g).reshape(-1)[idx], fd, layer, param, allowed)
+                measure(np.asarray(g).reshape(-1)[idx], fd, layer, param, rel, elem)
                 for layer, (pair, cpair, fpair) in enumerate(zip(analytic, coords, grads["fd"]), start=1)
                 for param, g, idx, fd in zip("Wb", pair, cpair, fpair)
             ]
         else:
-            results[(a, b)] = compare_grads(grads[a], grads[b], tolerances.gradient_rel(dtype, loss))
+            results[(a, b)] = compare_grads(grads[a], grads[b], bound["between analytic witnesses"],
+                                            bound["elementwise between analytic witnesses"])
     return results
 
 
-def format_table(results: dict[tuple[str, str], list[Agreement]]) -> str:
-    """Relative error per layer/parameter (rows) and witness pair (columns); failures marked."""
+def format_table(results: dict[tuple[str, str], list[Agreement]], losses: dict | None = None) -> str:
+    """Relative error per layer/parameter (rows) and witness pair (columns); failures marked (by
+    either measure). `losses` (``compare_losses``) adds a last row, "loss", with the losses'
+    relative difference ("-" for a pair with a witness that computes no loss)."""
     pairs = list(results)
     first = results[pairs[0]]
     header = ["layer", "param", "shape"] + [f"{a}~{b}" for a, b in pairs]
@@ -128,6 +183,10 @@ def format_table(results: dict[tuple[str, str], list[Agreement]]) -> str:
             q = results[pair][r]
             cells.append(f"{q.rel_err:.1e}" + ("" if q.ok else " FAIL"))
         rows.append(cells)
+    if losses is not None:
+        cells = [losses.get(pair) for pair in pairs]
+        rows.append(["loss", "", ""] + ["-" if q is None else f"{q.rel_err:.1e}" + ("" if q.ok else " FAIL")
+                                        for q in cells])
     return options.format_table(rows, align="l")
 
 
@@ -142,9 +201,13 @@ def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch:
     x, y = np.ascontiguousarray(mnist_x[idx], dtype=dtype), mnist_y[idx]
     grads, coords, notes, loss = witness_grads(mlp, x, y, fd_samples, seed)
     results = compare_witnesses(grads, coords, dtype, loss)
+    loss_values = witness_losses(mlp, x, y)
+    losses = compare_losses(loss_values, dtype)
     n_fd = sum(len(i) for pair in coords for i in pair)
     n_params = sum(W.size + b.size for W, b in mlp.parameters())
     failures = [describe(g, pair) for pair, gs in results.items() for g in gs if not g.ok]
+    failures += [f"loss: {a} {q.a_value!r} vs {b} {q.b_value!r}, relative difference {q.rel_err:.3g} > allowed {q.allowed:.0e}"
+                 for (a, b), q in losses.items() if not q.ok]
     return {
         "config": {"sizes": list(mlp.sizes), "activation": activation, "batch": batch,
                    "dtype": np.dtype(dtype).name, "seed": seed, "image_indices": idx.tolist()},
@@ -152,10 +215,11 @@ def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch:
         "skipped": notes,
         "fd_coordinates": {"checked": n_fd, "of": n_params, "step": tolerances.FD_STEP},
         "loss": loss,
-        "allowed": {"between analytic witnesses": tolerances.gradient_rel(dtype, loss),
-                    "against fd": max(tolerances.FINITE_DIFF_REL, tolerances.gradient_rel(dtype, loss))},
+        "losses": loss_values,
+        "allowed": bounds(dtype, loss),
         "pairs": [{"a": a, "b": b, "agreements": [g.to_dict() for g in gs]} for (a, b), gs in results.items()],
-        "table": format_table(results),
+        "loss_pairs": [{"a": a, "b": b, **dataclasses.asdict(q), "ok": q.ok} for (a, b), q in losses.items()],
+        "table": format_table(results, losses),
         "failures": failures,
         "ok": not failures,
     }

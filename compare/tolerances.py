@@ -1,8 +1,9 @@
 """Every tolerance of the project, in one place, each with the reason for its value.
 
-All are bounds on the relative error ‖a − b‖ / max(‖a‖, ‖b‖, tiny) of a whole parameter's
-gradient (see ``compare.agreement``). A real derivative bug (a dropped σ', a sign, a transpose,
-a missing 1/B) gives a relative error of order 1e-2 to 1, far above every bound here.
+The bounds are on the relative error ‖a − b‖ / max(‖a‖, ‖b‖, tiny) of a whole parameter's
+gradient, or (the *_ELEM ones) on the elementwise error max|a − b| / max(max|a|, max|b|) (see
+``compare.agreement``). A real derivative bug (a dropped σ', a sign, a transpose, a missing 1/B)
+gives either of order 1e-2 to 1, far above every bound here.
 """
 
 from __future__ import annotations
@@ -46,6 +47,41 @@ FREE_GRAD_REL = 1e-9
 # ~200 (gradients) and ~300 (loss); lockstep mode, the float32 default, is the strict float32 check.
 FREE32_GRAD_REL = 1e-3
 FREE32_LOSS_REL = 1e-3
+
+# The elementwise measure max|a − b| / max(max|a|, max|b|) (``compare.agreement``), which one wrong
+# element cannot hide in, has bounds of its own. Each gradient element is a sum of k terms (the
+# batch for dW and db, on top of the fan-in sums of the forward pass and of δ), and each side's
+# rounding of it is at most γ_k·Σ|terms| (γ_k ≈ k·u, u = eps/2), so the two sides differ by at
+# most 2γ_k·Σ|terms|, and relative to the greatest magnitude by 2γ_k·ρ with
+# ρ = max Σ|terms| / max|g|. On MNIST (784-256-10 sigmoid, at the initial weights and after 60
+# epochs, batches 64 and 512, 20 batches each) ρ stayed below 8: 2γ_B·ρ (the batch sum alone) was
+# at most 8.5e-13 in float64 and 3.6e-4 in float32 at batch 512. With the fan-in sums upstream,
+# k ≈ B + 1,050, and the worst case (every rounding the same way) at batch 512 is ~2.6e-12 in
+# float64 and ~1.1e-3 in float32; typical roundings are ~√k smaller (~3e-5 in float32). Measured
+# elementwise errors ran 1 to 7 times the relative error of the same step.
+#
+# float64 at identical weights (lockstep, gradcheck): measured at most 8e-16 (gradcheck). 1e-10
+# leaves a margin of ~40 over the worst case at batch 512, and one element off by 1e-8 of the
+# greatest still fails.
+FLOAT64_ELEM = 1e-10
+# float32 at identical weights (lockstep): measured at most 2.8e-6 (batch 512, 3 epochs), 2.1e-5
+# (batch 32, 2 epochs; the typical √k figure above) and 1.9e-5 (784-512-256-10, batch 32, 2 epochs). 1e-3 is the worst case at batch 512,
+# ~50 times the largest seen; a localized float32 bug must be 1e-3 of the greatest entry.
+FLOAT32_ELEM = 1e-3
+# Free mode, float64: trajectories drift as for FREE_GRAD_REL. Measured (784-256-10, default
+# batch 512, lr 0.7, 5 epochs) at most 2.0e-14; batch 64, 2 epochs, at most 8.5e-14 (7x that
+# step's relative error); the relative error grows ~3x over 60 epochs. 1e-9, as FREE_GRAD_REL,
+# leaves four orders of magnitude, and one element off by 1e-8 of the greatest entry fails.
+FREE_ELEM_REL = 1e-9
+# Free mode, float32: measured (784-256-10, batch 128, 3 epochs) at most 2.9e-5, up to 5.4x the
+# step's relative error. 5e-3 is FREE32_GRAD_REL times that factor (no run that drift alone keeps
+# within FREE32_GRAD_REL fails here), ~170 times the measured figure, below a bug's 1e-2.
+FREE32_ELEM_REL = 5e-3
+# Finite differences against an analytic gradient, at the sampled coordinates: the rounding
+# (~u·|L|/h) and truncation (h²·f'''/6) of FINITE_DIFF_REL's note, relative to the greatest
+# sampled entry. Measured with FD_STEP: 6.0e-9 (784-64-10 and 784-256-10), 1.6e-8 (784-64-32-16-10).
+# 1e-6 leaves a margin of 60 for the deep net, as FINITE_DIFF_REL does.
+FINITE_DIFF_ELEM = 1e-6
 
 # `crosscheck train --step fast`, free mode: the weights after each step (manual FastStep against
 # torch's SGD step). The two trajectories drift apart as in any free-mode run (weights measured
@@ -94,6 +130,14 @@ def gradient_rel(dtype, loss: float | None = None, base: float | None = None, lo
     if base is None:
         base = FLOAT32_REL if np.dtype(dtype) == np.float32 else FLOAT64_REL
     return base if loss is None else max(base, noise_floor(dtype, loss, logit_scale))
+
+
+def elementwise_rel(dtype, loss: float | None = None, base: float | None = None, logit_scale: float = 0.0) -> float:
+    """The same for the elementwise measure max|a − b| / max(max|a|, max|b|): `base` (default
+    FLOAT32_ELEM or FLOAT64_ELEM), widened to `noise_floor` for confident batches as in `gradient_rel`."""
+    if base is None:
+        base = FLOAT32_ELEM if np.dtype(dtype) == np.float32 else FLOAT64_ELEM
+    return gradient_rel(dtype, loss, base, logit_scale)
 
 
 # ------------------------------------------------------------------------------------------------
