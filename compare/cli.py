@@ -88,7 +88,7 @@ def cmd_gradcheck(args, parser) -> int:
 
 
 TRAIN_OPTIONS = ("sizes", "activation", "epochs", "batch_size", "lr", "dtype", "seed", "mode", "check_every",
-                 "referee", "limit_train", "step")
+                 "referee", "limit_train", "step", "model")
 
 
 def _train_config(args):
@@ -104,12 +104,25 @@ def _train_config(args):
             raise UsageError(f"argument --resume: the run in {args.resume} used other options: {', '.join(differ)}; "
                              f"leave them out to continue it as it was")
         return TrainConfig(**saved)
+    if "model" in given:
+        _check_model_options(given)
+        given.update(sizes=(), activation="")
     config = TrainConfig(**given)
     n_train = config.limit_train or options.N_TRAIN
     if config.batch_size > n_train:
         raise options.usage_error("--batch-size", config.batch_size,
                                   f"between 1 and the training-set size ({n_train})")
     return config
+
+
+def _check_model_options(given: dict) -> None:
+    """--model brings its own layers: --sizes, --activation and --step fast do not apply."""
+    for option in ("sizes", "activation"):
+        if option in given:
+            raise UsageError(f"argument --{option}: not allowed with --model (the model file defines the layers)")
+    if given.get("step") == "fast":
+        raise UsageError("argument --step: 'fast' trains the built-in MLP only (manual.fast.FastStep); "
+                         "use --step reference with --model")
 
 
 def _out_dir(args) -> Path:
@@ -125,10 +138,16 @@ def _out_dir(args) -> Path:
 
 
 def cmd_train(args, parser) -> int:
+    import numpy as np
+
     from compare import data, report
     from compare.train import Interrupted, SideBySide, checkpoint, summary
 
     config = _train_config(args)
+    if config.model:  # a bad model file is one line before anything is created
+        from compare.train import sides
+
+        sides.build(config, np.random.default_rng(config.seed))
     out = _out_dir(args)
     log = options.logger(args.json)
     mnist = data.load_mnist(args.data_dir, dtype=config.dtype, offline=args.offline, log=log)
@@ -136,7 +155,7 @@ def cmd_train(args, parser) -> int:
     if args.resume is not None:
         checkpoint.restore_run(run, checkpoint.find(args.resume))
         log(f"resuming {out} at epoch {run.epoch}, step {run.global_step}")
-    log(f"training {'-'.join(map(str, config.sizes))} {config.activation} {config.dtype}, {config.mode} mode, "
+    log(f"training {config.net} {config.dtype}, {config.mode} mode, "
         f"{'fast step, ' * (config.step == 'fast')}batch {config.batch_size}, lr {config.lr:g}, {config.epochs} epochs on {len(run.x)} "
         f"images, checking every {config.check_every} step{'s' * (config.check_every > 1)}; writing to {out}")
     try:
@@ -171,14 +190,18 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None, help=f"default: {d.batch_size}")
     p.add_argument("--lr", type=positive_float, default=None, help=f"SGD learning rate (default: {d.lr:g})")
     p.add_argument("--mode", choices=("free", "lockstep"), default=None,
-                   help="free: two independent trajectories (default with float64); lockstep: torch takes "
-                        "the manual weights after every step (default with float32)")
+                   help="free: two independent trajectories (default for the built-in net in float64); lockstep: torch takes "
+                        "the manual weights after every step (default with float32 and with --model)")
     p.add_argument("--check-every", type=positive_int, default=None, metavar="N",
                    help="compare the two sides every N steps (default: 1)")
     p.add_argument("--step", choices=STEPS, default=None,
                    help="how the manual side trains: reference (loss_and_grads, checked against torch's "
                         "gradients, then SGD; the default) or fast (manual.fast.FastStep, the step the bench "
                         "times; checked by the weights after each step, or in lockstep by the update it applied)")
+    p.add_argument("--model", default=None, metavar="FILE.py:build",
+                   help="train your own stack of layers instead of the built-in MLP: build(rng, dtype) in FILE "
+                        "returns a list of manual/layers.py layers and (your layer, torch module) pairs "
+                        "(see the README)")
     p.add_argument("--referee", action="store_true",
                    help="float32: recompute the gradient in float64 at every checked step (default: "
                         "every 200th)")

@@ -1,6 +1,7 @@
 """compare/train/ and `crosscheck train`: side-by-side training on real MNIST subsets."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +244,126 @@ def test_an_error_just_above_the_fast_bound_fails_and_just_below_passes(tmp_path
     factor[0] = 1 + 3 * bound
     assert cli.main([*args, "--out", str(tmp_path / "above")]) == 1
     assert "at epoch 1, step 1 (batch 1 of 1): layer 1 W" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ --model: your own layers side by side
+
+SOFTPLUS = str(Path(__file__).resolve().parent.parent / "examples" / "softplus.py")
+QUICK_MODEL = ("--limit-train", "1000", "--epochs", "2", "--batch-size", "300")
+
+
+def model_file(tmp_path, body: str, name="net.py") -> str:
+    """A model file whose build() returns `body` (with the project's layers and softplus imported)."""
+    path = tmp_path / name
+    path.write_text(
+        "import numpy as np\nimport torch\nimport sys\n"
+        f"sys.path.insert(0, {str(Path(SOFTPLUS).parent)!r})\n"
+        "from manual.layers import Linear, Sigmoid, ReLU\n"
+        "from softplus import Softplus, SoftplusMissingFactor\n\n"
+        f"def build(rng, dtype):\n    return {body}\n")
+    return f"{path}:build"
+
+
+@pytest.mark.slow
+def test_a_user_stack_trains_side_by_side_with_every_check_and_report(tmp_path, mnist_dir):
+    proc, out = train(tmp_path, mnist_dir, "--model", f"{SOFTPLUS}:build", *QUICK_MODEL)
+    assert proc.returncode == 0, proc.stderr
+    assert "PASS: 8 checked steps of the reference step" in proc.stdout and "lockstep mode" in proc.stdout
+    assert {p.name for p in out.iterdir()} == ARTEFACTS
+    summary = json.loads((out / report.SUMMARY).read_text())
+    assert summary["config"]["model"] == f"{SOFTPLUS}:build" and summary["config"]["mode"] == "lockstep"
+    assert set(summary["worst_agreement"]) == {"layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"}
+    (epoch,) = summary["epochs"][-1:]
+    assert epoch["test_pred_diff"] == 0 and epoch["test_acc_manual"] == epoch["test_acc_torch"] > 0.2  # chance: 0.1
+    lines = [json.loads(line) for line in (out / report.METRICS).read_text().splitlines()]
+    shapes = [(g["layer"], g["param"]) for g in lines[0]["grads"]]
+    assert shapes == [(1, "W"), (1, "b"), (2, "W"), (2, "b")] and len(lines) == 8
+    arrays, _ = checkpoint.load_arrays(checkpoint.find(out), {"W1": (128, 784), "b1": (128,), "W2": (10, 128),
+                                                              "b2": (10,)}, "float64")
+    assert all(np.isfinite(a).all() for a in arrays.values())
+
+
+@pytest.mark.slow
+def test_a_user_stack_resumes_to_the_same_metrics(tmp_path, mnist_dir, monkeypatch, capsys):
+    import signal
+
+    from compare.train import loop
+
+    args = ["train", "--data-dir", str(mnist_dir), "--offline", "--model", f"{SOFTPLUS}:build", *QUICK_MODEL]
+    assert cli.main([*args, "--out", str(tmp_path / "straight")]) == 0
+    right = loop.SideBySide._step
+
+    def interrupt_after_step_6(self, *a):
+        right(self, *a)
+        if self.global_step == 6:
+            self._signal = signal.SIGINT
+
+    monkeypatch.setattr(loop.SideBySide, "_step", interrupt_after_step_6)
+    out = tmp_path / "interrupted"
+    assert cli.main([*args, "--out", str(out)]) == 130
+    monkeypatch.setattr(loop.SideBySide, "_step", right)
+    assert cli.main(["train", "--resume", str(out), "--data-dir", str(mnist_dir), "--offline"]) == 0
+    assert f"resuming {out} at epoch 2, step 6" in capsys.readouterr().out
+    assert (out / report.METRICS).read_text() == (tmp_path / "straight" / report.METRICS).read_text()
+
+
+@pytest.mark.slow
+def test_a_wrong_user_layer_stops_the_run_at_the_first_step(tmp_path, mnist_dir, capsys):
+    spec = model_file(tmp_path, "[Linear.init(784, 32, rng, dtype), (SoftplusMissingFactor(), torch.nn.Softplus()), "
+                                "Linear.init(32, 10, rng, dtype)]")
+    out = tmp_path / "bad"
+    code = cli.main(["train", "--data-dir", str(mnist_dir), "--offline", "--model", spec, "--out", str(out),
+                     *QUICK_MODEL])
+    first = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln][0]
+    assert code == 1
+    assert "gradients disagree (manual vs torch) at epoch 1, step 1 (batch 1 of 4): layer 1 W and 1 more" in first
+    summary = json.loads((out / report.SUMMARY).read_text())
+    assert summary["status"] == "failed" and "layer 1 b" in summary["failure"] and "layer 2" not in summary["failure"]
+
+
+@pytest.mark.slow
+def test_a_user_stack_in_float32_gets_the_float64_referee(tmp_path, mnist_dir):
+    spec = model_file(tmp_path, "[Linear.init(784, 32, rng, dtype), ReLU(), (Softplus(), torch.nn.Softplus()), "
+                                "Linear.init(32, 10, rng, dtype)]")
+    proc, out = train(tmp_path, mnist_dir, "--model", spec, "--dtype", "float32", "--referee", *QUICK_MODEL)
+    assert proc.returncode == 0, proc.stderr
+    ref = json.loads((out / report.SUMMARY).read_text())["referee"]
+    assert ref["checks"] == 8 and 0 < ref["manual_max_rel"] < 1e-4 and 0 < ref["torch_max_rel"] < 1e-4
+
+
+@pytest.mark.parametrize("body, needle", [
+    (None, "no such file"),
+    ("[]", "returned list; expected a non-empty list"),
+    ("42", "returned int"),
+    ("[Linear.init(784, 10, rng, dtype), 'relu']", "entry 2 is str; expected a layer"),
+    ("[(Softplus(), 'softplus'), Linear.init(784, 10, rng, dtype)]", "entry 1 pairs Softplus with str"),
+    ("[Linear.init(784, 32, rng, dtype), Linear.init(32, 11, rng, dtype)]", "expected (2, 10)"),
+    ("[Linear.init(784, 32, rng, dtype), Linear.init(31, 10, rng, dtype)]", "forward failed"),
+    ("[Linear.init(784, 10, rng, np.float32)]", "W is float32; the run is float64"),
+    ("[(Linear.init(784, 10, rng, dtype), torch.nn.Linear(784, 11))]", "shape (10, 784), its torch weight: (11, 784)"),
+    ("[(Linear.init(784, 10, rng, dtype), torch.nn.Softplus())]", "its torch module Softplus has []"),
+    ("1/0", "raised ZeroDivisionError"),
+], ids=["missing", "empty", "not-a-list", "not-a-layer", "not-a-module", "classes", "shapes", "dtype",
+        "torch-shape", "torch-names", "raises"])
+def test_bad_models_get_one_line(tmp_path, body, needle):
+    spec = f"{tmp_path / 'nope.py'}:build" if body is None else model_file(tmp_path, body)
+    proc = run_cli("train", "--model", spec, "--out", tmp_path / "never")
+    assert_one_line_error(proc, 2, "--model", needle)
+    assert not (tmp_path / "never").exists()
+
+
+def test_model_file_without_build_or_broken_gets_one_line(tmp_path):
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    assert_one_line_error(run_cli("train", "--model", f"{tmp_path / 'empty.py'}:make"), 2, "has no function 'make'")
+    (tmp_path / "broken.py").write_text("import no_such_module_here\n")
+    assert_one_line_error(run_cli("train", "--model", str(tmp_path / "broken.py")), 2,
+                          "could not be imported: ModuleNotFoundError")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--sizes", "784", "10"], "--sizes: not allowed with --model"),
+    (["--activation", "tanh"], "--activation: not allowed with --model"),
+    (["--step", "fast"], "trains the built-in MLP only"),
+])
+def test_model_refuses_options_that_do_not_apply(tmp_path, args, needle):
+    assert_one_line_error(run_cli("train", "--model", f"{SOFTPLUS}:build", *args), 2, needle)

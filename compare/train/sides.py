@@ -152,8 +152,85 @@ class TorchSide:
             return self.module(x).argmax(dim=1).numpy()
 
 
+class ManualStack:
+    """A user's stack of layers (``manual.mlp.Stack``, see ``compare.train.model``) and its
+    reference step: ``loss_and_layer_grads``, then ``SGD``."""
+
+    def __init__(self, layers, dtype, lr: float):
+        from manual.mlp import Stack
+
+        self.net = Stack(layers, np.dtype(dtype))
+        self.dtype, self.lr, self.fast, self.classes = self.net.dtype, lr, None, 0
+        self.keys = [ParamKey(i, name) for i, p in enumerate(self.net.layer_params(), start=1) for name in p]
+        self.opt = SGD(lr)
+        self._logits = None
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        return [a for p in self.net.layer_params() for a in p.values()]
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
+        """``Stack.loss_and_layer_grads``, step by step so that the logits are kept (the bounds
+        widen with max |logit|); grads in the order of ``keys``."""
+        from manual.mlp import check_labels
+
+        net = self.net
+        self._logits = logits = net.forward(x)
+        loss = net.loss_layer.forward(logits, check_labels(y, len(logits), logits.shape[1]))
+        net.backward(net.loss_layer.backward())
+        return loss, [g[k] for p, g in zip(net.layer_params(), net.layer_grads()) for k in p]
+
+    def sgd_step(self, grads: list[np.ndarray]) -> None:
+        self.opt.step([self.params], [grads])
+
+    def logit_scale(self) -> float:
+        return max(float(self._logits.max()), -float(self._logits.min()))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.net.predict(x)
+
+    def set_params(self, arrays: list[np.ndarray]) -> None:
+        it = iter(arrays)
+        self.net.set_layer_params([{k: next(it) for k in p} for p in self.net.layer_params()])
+
+    def float64_grads(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        """The referee: a float64 copy of every layer (parameters cast once) on the same batch."""
+        import copy
+
+        from manual.mlp import Stack
+
+        layers = [copy.deepcopy(layer) for layer in self.net.layers]
+        for layer in layers:
+            layer.params = {k: v.astype(np.float64) for k, v in layer.params.items()}
+            layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+        ref = Stack(layers, np.float64)
+        _, grads = ref.loss_and_layer_grads(x.astype(np.float64), y)
+        return [g[k] for p, g in zip(ref.layer_params(), grads) for k in p]
+
+
 def build(cfg, rng: np.random.Generator):
     """(manual side, torch side) for a configuration, from identical weights: the manual net draws
     them from `rng` once and torch gets copies."""
+    if cfg.model:
+        return build_user_model(cfg, rng)
     manual = ManualMLP(cfg.sizes, cfg.activation, cfg.dtype, rng, cfg.lr, cfg.step)
     return manual, TorchSide(manual.torch_module(), cfg.lr)
+
+
+def build_user_model(cfg, rng: np.random.Generator):
+    """--model: the user's build() (``compare.train.model``); torch's parameters are copies of
+    the manual ones, in the manual order."""
+    import torch
+
+    from compare.train import model
+
+    dtype = np.dtype(cfg.dtype)
+    entries = model.call_build(model.load_build(cfg.model), cfg.model, rng, dtype)
+    layers, modules = model.split(entries, getattr(torch, cfg.dtype))
+    model.check_params_dtype(layers, dtype)
+    params = model.torch_params(layers, modules)
+    manual = ManualStack(layers, dtype, cfg.lr)
+    torch_side = TorchSide(torch.nn.Sequential(*modules), cfg.lr, params)
+    torch_side.load(manual.params)
+    manual.classes = model.check_shapes(manual.net.forward, torch_side.module, dtype)
+    return manual, torch_side
