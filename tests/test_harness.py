@@ -225,16 +225,18 @@ def scale_the_fast_step(monkeypatch, factor: list, what: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype, key", [("float64", "weights"), ("float32", "updates")])
+@pytest.mark.parametrize("dtype, mode", [("float64", "free"), ("float32", "free"), ("float64", "lockstep"),
+                                         ("float32", "lockstep")])
 def test_an_error_just_above_the_fast_bound_fails_and_just_below_passes(tmp_path, mnist_dir, monkeypatch,
-                                                                        capsys, dtype, key):
-    """The bound a --step fast run passes or fails on (tolerances.FREE_WEIGHT_REL in free mode, the
-    update bound of lockstep, read from the run's own metrics) is the one that decides: layer 1 W
-    off by 3x the bound fails the first step, by 1/3 of it passes."""
-    factor = [1.0]
+                                                                        capsys, dtype, mode):
+    """The bound a --step fast run passes or fails on (tolerances.FREE_WEIGHT_REL / FREE32_WEIGHT_REL
+    in free mode, the update bound of lockstep with its UPDATE_ROUNDINGS term, each read from the
+    run's own metrics) is the one that decides: layer 1 W off by 3x the bound fails the first step,
+    by 1/3 of it passes."""
+    key, factor = ("weights" if mode == "free" else "updates"), [1.0]
     scale_the_fast_step(monkeypatch, factor, key)
     args = ["train", "--data-dir", str(mnist_dir), "--offline", "--limit-train", "100", "--batch-size", "100",
-            "--epochs", "1", "--step", "fast", "--dtype", dtype]
+            "--epochs", "1", "--step", "fast", "--dtype", dtype, "--mode", mode]
     assert cli.main([*args, "--out", str(tmp_path / "exact")]) == 0
     (line,) = (tmp_path / "exact" / report.METRICS).read_text().splitlines()
     bound = json.loads(line)[key][0].get("allowed", json.loads(line)["allowed_grad"])
@@ -367,3 +369,18 @@ def test_model_file_without_build_or_broken_gets_one_line(tmp_path):
 ])
 def test_model_refuses_options_that_do_not_apply(tmp_path, args, needle):
     assert_one_line_error(run_cli("train", "--model", f"{SOFTPLUS}:build", *args), 2, needle)
+
+
+@pytest.mark.slow
+def test_a_wrong_loss_from_the_fast_step_fails_at_the_first_step(tmp_path, mnist_dir, monkeypatch, capsys):
+    """The fast step's loss is checked too: 3x the loss bound off (the weights untouched) fails."""
+    from compare import tolerances
+    from manual import fast
+
+    right = fast.FastStep.__call__
+    monkeypatch.setattr(fast.FastStep, "__call__",
+                        lambda self, x, y, lr: right(self, x, y, lr) * (1 + 3 * tolerances.FREE_LOSS_REL))
+    code = cli.main(["train", "--data-dir", str(mnist_dir), "--offline", "--limit-train", "100", "--batch-size", "100",
+                     "--epochs", "1", "--step", "fast", "--out", str(tmp_path / "run")])
+    assert code == 1
+    assert "losses disagree at epoch 1, step 1 (batch 1 of 1)" in capsys.readouterr().err
