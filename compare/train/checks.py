@@ -1,7 +1,8 @@
 """The per-step checks of a side-by-side run, and the float64 referee of float32 runs.
 
-At a checked step the two sides' arrays are compared parameter by parameter (relative error
-against a bound that widens for confident batches, see ``compare.tolerances``), the losses too;
+At a checked step the two sides' arrays are compared parameter by parameter (relative error and
+elementwise error, each against a bound that widens for confident batches, see
+``compare.tolerances``), the losses too;
 a non-finite or exploding loss or gradient stops the run as diverged. What is compared depends on
 how the manual side trained (``Checks.kind``):
 
@@ -111,28 +112,33 @@ class Checks:
         """What a run compares: "grads", "weights" or "updates" (see the module docstring)."""
         return "grads" if cfg.step == "reference" else "updates" if cfg.lockstep else "weights"
 
-    def bounds(self, loss_m: float, loss_t: float) -> tuple[float, float]:
-        """(allowed relative error of each parameter's arrays, of the loss) at this step.
+    def bounds(self, loss_m: float, loss_t: float) -> tuple[float, float, float]:
+        """(allowed relative error of each parameter's arrays, of the loss, allowed elementwise
+        error of each parameter's arrays) at this step.
 
         A confident batch (tiny loss) computes its loss and gradients as small differences of
         large numbers; the bounds widen to that rounding noise (see compare/tolerances.py)."""
         loss, scale = min(loss_m, loss_t), self.scale_side.logit_scale()
-        grad = tolerances.gradient_rel(self.dtype, loss, base=self.base["grad"], logit_scale=scale)
-        return grad, tolerances.gradient_rel(self.dtype, loss, base=self.base["loss"], logit_scale=scale)
+        return tuple(tolerances.gradient_rel(self.dtype, loss, base=self.base[k], logit_scale=scale)
+                     for k in ("grad", "loss", "elem"))
 
-    def compare(self, arrays_m, arrays_t, allowed) -> list:
+    def compare(self, arrays_m, arrays_t, allowed, elem_allowed: float | None = None) -> list:
         """Agreement per parameter (``compare.agreement.measure``), in the order of ``keys``.
-        `allowed` is one bound for all, or one per parameter."""
+        `allowed` is one bound for all, or one per parameter; `elem_allowed` bounds the elementwise
+        error of all (default: each parameter's `allowed`)."""
         per = allowed if isinstance(allowed, list) else [allowed] * len(self.keys)
-        return [measure(a, b, k.layer, k.name, bound) for k, a, b, bound in zip(self.keys, arrays_m, arrays_t, per)]
+        return [measure(a, b, k.layer, k.name, bound, elem_allowed)
+                for k, a, b, bound in zip(self.keys, arrays_m, arrays_t, per)]
 
     def check(self, pos, loss_m: float, loss_t: float, arrays_m, arrays_t, xb, yb, allowed=None,
               headline: float | None = None) -> None:
         """Compare the two sides at this step and record it; TrainingFailure at a disagreement or
-        divergence. `allowed`: per-parameter bounds instead of the gradient bound; `headline`: the
-        bound recorded as the step's "allowed_grad" (default: the gradient bound)."""
-        grad_allowed, allowed_loss = self.bounds(loss_m, loss_t)
-        agreements = self.compare(arrays_m, arrays_t, grad_allowed if allowed is None else allowed)
+        divergence. `allowed`: per-parameter bounds instead of the gradient bound (then also of the
+        elementwise error); `headline`: the bound recorded as the step's "allowed_grad" (default:
+        the gradient bound)."""
+        grad_allowed, allowed_loss, elem_allowed = self.bounds(loss_m, loss_t)
+        agreements = (self.compare(arrays_m, arrays_t, grad_allowed, elem_allowed) if allowed is None
+                      else self.compare(arrays_m, arrays_t, allowed))
         headline = grad_allowed if headline is None else headline
         drift_est = None if self.cfg.lockstep else drift(*self.drift_views)
         referee = None
@@ -161,7 +167,7 @@ class Checks:
             bound = tolerances.FREE_WEIGHT_REL if self.dtype == np.float64 else tolerances.FREE32_WEIGHT_REL
             return self.check(pos, loss_m, loss_t, self.manual.params, self.torch.views, xb, yb,
                               allowed=[bound] * len(self.keys), headline=bound)
-        grad_allowed, _ = self.bounds(loss_m, loss_t)
+        grad_allowed, _, _ = self.bounds(loss_m, loss_t)
         lr, after = self.cfg.lr, self.manual.params
         applied = [np.subtract(before, a) for before, a in zip(self.torch.views, after)]  # torch: θ before
         wanted = [np.multiply(g, lr) for g in grads_t]

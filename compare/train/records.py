@@ -108,15 +108,17 @@ def metrics_line(pos, loss_m: float, loss_t: float, loss_rel: float, agreements,
     """One metrics.jsonl record, written out directly: json.dumps of the nested record cost more
     than the rest of the bookkeeping together. The text is what json.dumps writes with separators
     (",", ":") (floats by repr, non-finite as null); a test holds that. `key` names the compared
-    arrays ("grads"; with the fast step "weights" or "updates", which also get a bound each)."""
+    arrays ("grads"; with the fast step "weights" or "updates", which also get a bound each, the
+    bound of both measures). "allowed_elem" bounds the elementwise errors "elem_rel"."""
     each = ',"allowed":{}' if key == "updates" else ""  # updates: a bound per parameter
     arrays = ",".join(
-        f'{{"layer":{g.layer},"param":"{g.param}","rel_err":{js(g.rel_err)},"max_abs":{js(g.max_abs)},'
+        f'{{"layer":{g.layer},"param":"{g.param}","rel_err":{js(g.rel_err)},"elem_rel":{js(g.elem_rel)},'
+        f'"max_abs":{js(g.max_abs)},'
         f'"cosine":{js(g.cosine)},"worst_index":[{",".join(map(str, g.worst_index))}]'
         f'{each.format(js(g.allowed)) if each else ""}}}' for g in agreements)
     line = (f'{{"step":{pos.global_step},"epoch":{pos.epoch},"batch":{pos.step + 1},"loss_manual":{js(loss_m)},'
             f'"loss_torch":{js(loss_t)},"loss_rel":{js(loss_rel)},"allowed_grad":{js(allowed_grad)},'
-            f'"allowed_loss":{js(allowed_loss)},"{key}":[{arrays}]')
+            f'"allowed_loss":{js(allowed_loss)},"allowed_elem":{js(agreements[0].elem_allowed)},"{key}":[{arrays}]')
     if drift is not None:
         line += f',"weight_drift_est":{js(drift)}'
     if referee is not None:
@@ -150,7 +152,8 @@ class Records:
             w = self.worst.get(key)
             if w is None or w["rel_err"] is not None and not rel <= w["rel_err"]:  # null: non-finite
                 self.worst[key] = {"rel_err": num(rel), "epoch": pos.epoch, "step": pos.global_step,
-                                   "cosine": num(g.cosine), "max_abs": num(g.max_abs), "allowed": g.allowed}
+                                   "cosine": num(g.cosine), "max_abs": num(g.max_abs), "allowed": g.allowed,
+                                   "elem_rel": num(g.elem_rel), "allowed_elem": g.elem_allowed}
         self.totals.worst_grad_rel = max(self.totals.worst_grad_rel, worst_here)
 
     def add_epoch(self, row: dict) -> None:

@@ -63,7 +63,7 @@ def write_report(run, plots: bool = True) -> None:
 def pass_line(s: dict, out) -> str:
     """The last line of a passing run."""
     final, best, tol = s["final"], s["best"], s["tolerances"]
-    bounds = f"gradients {tol['grad']:.0e}, loss {tol['loss']:.0e}"
+    bounds = f"gradients {tol['grad']:.0e}, elementwise {tol['elem']:.0e}, loss {tol['loss']:.0e}"
     if "weights" in tol:
         bounds = f"weights {tol['weights']:.0e}, loss {tol['loss']:.0e}"
     elif "updates" in tol:
