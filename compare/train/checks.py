@@ -69,12 +69,15 @@ def norms(keys, arrays) -> dict:
     return {str(k): math.sqrt(sum_of_squares(a)) for k, a in zip(keys, arrays)}
 
 
-def update_rel(dtype, grad_allowed: float, theta: np.ndarray, step: np.ndarray) -> float:
-    """Bound on the relative error of an update read back from the weights (lockstep, fast step):
-    grad_allowed + UPDATE_ROUNDINGS·u·‖θ'‖/‖lr·g‖ (θ' = `theta` after the step, lr·g = `step`; see
-    compare/tolerances.py)."""
-    ratio = math.sqrt(sum_of_squares(theta)) / max(math.sqrt(sum_of_squares(step)), tolerances.TINY)
-    return grad_allowed + tolerances.UPDATE_ROUNDINGS * tolerances.unit_roundoff(dtype) * ratio
+def update_bounds(dtype, grad_allowed: float, elem_allowed: float, theta: np.ndarray, step: np.ndarray):
+    """Bounds on an update read back from the weights (lockstep, fast step), θ' = `theta` after the
+    step, lr·g = `step` (see compare/tolerances.py, UPDATE_ROUNDINGS): relative error
+    grad_allowed + UPDATE_ROUNDINGS·u·‖θ'‖/‖lr·g‖; elementwise error (each element's rounding is
+    at most u·|θ'ᵢ|) elem_allowed + UPDATE_ROUNDINGS·u·max|θ'|/max|lr·g|."""
+    k = tolerances.UPDATE_ROUNDINGS * tolerances.unit_roundoff(dtype)
+    norm_ratio = math.sqrt(sum_of_squares(theta)) / max(math.sqrt(sum_of_squares(step)), tolerances.TINY)
+    peak_ratio = float(np.abs(theta).max()) / max(float(np.abs(step).max()), tolerances.TINY)
+    return grad_allowed + k * norm_ratio, elem_allowed + k * peak_ratio
 
 
 def disagreement(failures, arrays: dict, where, kind: str = "grads") -> str:
@@ -122,23 +125,25 @@ class Checks:
         return tuple(tolerances.gradient_rel(self.dtype, loss, base=self.base[k], logit_scale=scale)
                      for k in ("grad", "loss", "elem"))
 
-    def compare(self, arrays_m, arrays_t, allowed, elem_allowed: float | None = None) -> list:
+    def compare(self, arrays_m, arrays_t, allowed, elem_allowed=None) -> list:
         """Agreement per parameter (``compare.agreement.measure``), in the order of ``keys``.
-        `allowed` is one bound for all, or one per parameter; `elem_allowed` bounds the elementwise
-        error of all (default: each parameter's `allowed`)."""
-        per = allowed if isinstance(allowed, list) else [allowed] * len(self.keys)
-        return [measure(a, b, k.layer, k.name, bound, elem_allowed)
-                for k, a, b, bound in zip(self.keys, arrays_m, arrays_t, per)]
+        `allowed` bounds the relative error, `elem_allowed` the elementwise error (default: as
+        `allowed`); each one bound for all, or a list with one per parameter."""
+        n = len(self.keys)
+        per = allowed if isinstance(allowed, list) else [allowed] * n
+        per_elem = elem_allowed if isinstance(elem_allowed, list) else [elem_allowed] * n
+        return [measure(a, b, k.layer, k.name, bound, elem)
+                for k, a, b, bound, elem in zip(self.keys, arrays_m, arrays_t, per, per_elem)]
 
     def check(self, pos, loss_m: float, loss_t: float, arrays_m, arrays_t, xb, yb, allowed=None,
-              headline: float | None = None) -> None:
+              headline: float | None = None, elem_allowed=None) -> None:
         """Compare the two sides at this step and record it; TrainingFailure at a disagreement or
-        divergence. `allowed`: per-parameter bounds instead of the gradient bound (then also of the
-        elementwise error); `headline`: the bound recorded as the step's "allowed_grad" (default:
-        the gradient bound)."""
-        grad_allowed, allowed_loss, elem_allowed = self.bounds(loss_m, loss_t)
-        agreements = (self.compare(arrays_m, arrays_t, grad_allowed, elem_allowed) if allowed is None
-                      else self.compare(arrays_m, arrays_t, allowed))
+        divergence. `allowed`, `elem_allowed`: per-parameter bounds instead of the gradient's
+        (`elem_allowed` default: `allowed`); `headline`: the bound recorded as the step's
+        "allowed_grad" (default: the gradient bound)."""
+        grad_allowed, allowed_loss, grad_elem = self.bounds(loss_m, loss_t)
+        agreements = (self.compare(arrays_m, arrays_t, grad_allowed, grad_elem) if allowed is None
+                      else self.compare(arrays_m, arrays_t, allowed, elem_allowed))
         headline = grad_allowed if headline is None else headline
         drift_est = None if self.cfg.lockstep else drift(*self.drift_views)
         referee = None
@@ -167,12 +172,14 @@ class Checks:
             bound = tolerances.FREE_WEIGHT_REL if self.dtype == np.float64 else tolerances.FREE32_WEIGHT_REL
             return self.check(pos, loss_m, loss_t, self.manual.params, self.torch.views, xb, yb,
                               allowed=[bound] * len(self.keys), headline=bound)
-        grad_allowed, _, _ = self.bounds(loss_m, loss_t)
+        grad_allowed, _, grad_elem = self.bounds(loss_m, loss_t)
         lr, after = self.cfg.lr, self.manual.params
         applied = [np.subtract(before, a) for before, a in zip(self.torch.views, after)]  # torch: θ before
         wanted = [np.multiply(g, lr) for g in grads_t]
-        allowed = [update_rel(self.dtype, grad_allowed, a, w) for a, w in zip(after, wanted)]
-        self.check(pos, loss_m, loss_t, applied, wanted, xb, yb, allowed=allowed)
+        rel_bounds, elem_bounds = zip(*(update_bounds(self.dtype, grad_allowed, grad_elem, a, w)
+                                        for a, w in zip(after, wanted)))
+        self.check(pos, loss_m, loss_t, applied, wanted, xb, yb, allowed=list(rel_bounds),
+                   elem_allowed=list(elem_bounds))
 
     def diverged(self, pos, side: str, loss: float, norms_by_key: dict, kind: str | None = None) -> None:
         """Stop at the first step whose loss or compared arrays are non-finite or whose loss has

@@ -108,14 +108,15 @@ def metrics_line(pos, loss_m: float, loss_t: float, loss_rel: float, agreements,
     """One metrics.jsonl record, written out directly: json.dumps of the nested record cost more
     than the rest of the bookkeeping together. The text is what json.dumps writes with separators
     (",", ":") (floats by repr, non-finite as null); a test holds that. `key` names the compared
-    arrays ("grads"; with the fast step "weights" or "updates", which also get a bound each, the
-    bound of both measures). "allowed_elem" bounds the elementwise errors "elem_rel"."""
-    each = ',"allowed":{}' if key == "updates" else ""  # updates: a bound per parameter
+    arrays ("grads"; with the fast step "weights" or "updates", the latter with bounds of its own
+    per parameter, "allowed" and "allowed_elem"). "allowed_elem" bounds the elementwise errors
+    "elem_rel"."""
+    each = ',"allowed":{},"allowed_elem":{}' if key == "updates" else ""  # updates: bounds per parameter
     arrays = ",".join(
         f'{{"layer":{g.layer},"param":"{g.param}","rel_err":{js(g.rel_err)},"elem_rel":{js(g.elem_rel)},'
         f'"max_abs":{js(g.max_abs)},'
         f'"cosine":{js(g.cosine)},"worst_index":[{",".join(map(str, g.worst_index))}]'
-        f'{each.format(js(g.allowed)) if each else ""}}}' for g in agreements)
+        f'{each.format(js(g.allowed), js(g.elem_allowed)) if each else ""}}}' for g in agreements)
     line = (f'{{"step":{pos.global_step},"epoch":{pos.epoch},"batch":{pos.step + 1},"loss_manual":{js(loss_m)},'
             f'"loss_torch":{js(loss_t)},"loss_rel":{js(loss_rel)},"allowed_grad":{js(allowed_grad)},'
             f'"allowed_loss":{js(allowed_loss)},"allowed_elem":{js(agreements[0].elem_allowed)},"{key}":[{arrays}]')
