@@ -23,7 +23,9 @@ def tolerances(run) -> dict:
     if run.checks.kind == "weights":
         bounds["weights"] = tol.FREE_WEIGHT_REL if run.cfg.dtype == "float64" else tol.FREE32_WEIGHT_REL
     elif run.checks.kind == "updates":
-        bounds["updates"] = f"grad + {tol.UPDATE_ROUNDINGS}·u·‖θ'‖/‖lr·g‖ per parameter"
+        k = tol.UPDATE_ROUNDINGS
+        bounds["updates"] = (f"per parameter: relative grad + {k}·u·‖θ'‖/‖lr·g‖, elementwise elem + "
+                             f"{k}·u·max|θ'|/max|lr·g| (θ' the weights after the step)")
     return bounds
 
 
@@ -67,7 +69,8 @@ def pass_line(s: dict, out) -> str:
     if "weights" in tol:
         bounds = f"weights {tol['weights']:.0e}, loss {tol['loss']:.0e}"
     elif "updates" in tol:
-        bounds = f"updates {tol['grad']:.0e} + rounding of the weights, loss {tol['loss']:.0e}"
+        bounds = (f"updates: gradients {tol['grad']:.0e}, elementwise {tol['elem']:.0e}, each + rounding of the "
+                  f"weights; loss {tol['loss']:.0e}")
     return (f"PASS: {s['checked_steps']} checked steps of the {s['step']} step within tolerance ({bounds}); "
             f"final test accuracy manual {final['test_acc_manual']:.2%}, torch {final['test_acc_torch']:.2%} "
             f"(best {best['manual'][0]:.2%} / {best['torch'][0]:.2%} at epochs {best['manual'][1]} / "
