@@ -1,6 +1,13 @@
 """manual/functional.py: every derivative against torch.autograd.functional.jacobian and against
-central finite differences; the numerics at the extremes."""
+central finite differences; the numerics at the extremes.
 
+Bounds: every comparison allows what the two computations' rounding can give, from the magnitudes
+of the numbers compared (the bounds section below), never a fixed tolerance: products and sums
+through compare.tolerances (``matmul_bound``, ``sum_bound``, ``linear_bound``), exp/log/tanh within
+LIBM_ULPS, finite differences within their truncation and rounding error (``central_diff_error``).
+"""
+
+import math
 import warnings
 
 import numpy as np
@@ -9,10 +16,13 @@ import torch
 import torch.nn.functional as TF
 from torch.autograd.functional import jacobian
 
+from compare.tolerances import gamma, linear_bound, matmul_bound, sum_bound, unit_roundoff
+from helpers import assert_close_bound
 from manual import functional as F
 
 RNG = np.random.default_rng(0)
 H = 1e-6  # finite-difference step (float64)
+U = unit_roundoff(np.float64)
 
 
 def torch_jac(fn, x):
@@ -29,6 +39,127 @@ def central_diff(fn, x, h=H):
     return np.stack(cols, axis=1)
 
 
+# ------------------------------------------------------------------ bounds
+#
+# Transcendental functions: NumPy's own accuracy tests allow exp, log and tanh at most 4 ulp
+# (float32 log; float64 exp and log 1 ulp, tanh 2: numpy/_core/tests/data/umath-validation-set-*.csv),
+# torch's vectorised CPU kernels (SLEEF, "u10") 1 ulp. One ulp of y is at most 2u·|y|.
+LIBM_ULPS = 4
+
+
+def libm_rel(dtype) -> float:
+    """Relative error of one exp, log or tanh in `dtype`: 2·LIBM_ULPS·u."""
+    return 2 * LIBM_ULPS * unit_roundoff(dtype)
+
+
+def forward_rel(name: str, dtype=np.float64) -> float:
+    """Relative error of one computation of the activation: σ = 1/(1 + e^(−x)) the exp's, then the
+    add (≤ u relative to 1 + e) and the reciprocal (u); tanh the library's; relu exact."""
+    return {"sigmoid": libm_rel(dtype) + 2 * unit_roundoff(dtype), "tanh": libm_rel(dtype), "relu": 0.0}[name]
+
+
+# max |f‴| over the reals: σ‴ = σ'(1 − 6σ + 6σ²) peaks at 0 (1/8); tanh‴ = −2 + 8t² − 6t⁴ at 0 (2);
+# relu's is 0 away from its kink.
+THIRD_DERIVATIVE = {"sigmoid": 1 / 8, "tanh": 2.0, "relu": 0.0}
+# max |σ''| = 1/(6√3): the third derivative of logsumexp (and of each row's cross-entropy) in one
+# logit, whose first derivative is a sigmoid of it; softmax's entries are a sigmoid (or a multiple
+# ≤ 1 of one) in each logit, so theirs is ≤ 1/8.
+LSE_THIRD = 1 / (6 * math.sqrt(3))
+SOFTMAX_THIRD = 1 / 8
+
+
+def prime_error(name: str, f: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """|error| of one computation of f' from a stored f that is itself within r = forward_rel:
+    σ' = (1 − s)s: r·s² + (r + 2u)·|σ'| (s's error through both factors, two roundings);
+    tanh' = 1 − t²: (2r + u)·t² + u·|tanh'|; relu' exact."""
+    r, u = forward_rel(name, dtype), unit_roundoff(dtype)
+    if name == "sigmoid":
+        return r * f * f + (r + 2 * u) * np.abs((1 - f) * f)
+    if name == "tanh":
+        return (2 * r + u) * f * f + u * np.abs(1 - f * f)
+    return np.zeros_like(f)
+
+
+def central_diff_error(h, third, f_err, x, slope) -> np.ndarray:
+    """|(f(x + h) − f(x − h))/(2h) − f'(x)| in float64, for the coordinate x:
+    h²/6·max|f‴| (truncation) + f_err/h (each evaluation of f within f_err)
+    + (u·(|x| + h)/h + 2u)·|f'| (x ± h rounded, which changes the step; the subtraction, the division)."""
+    return h * h / 6 * third + f_err / h + (U * (np.abs(x) + h) / h + 2 * U) * np.abs(slope)
+
+
+def at_steps(bound, x, h=H):
+    """bound(v), an error bound of one evaluation of f at v, taken at x ± h·e_k for each coordinate
+    k, the larger of the two: what each evaluation in `central_diff`'s column k may be off by.
+    Returns (f's size, x.size), as `central_diff`."""
+    cols = []
+    for k in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[k] = h
+        cols.append(np.maximum(np.asarray(bound(x + e)), np.asarray(bound(x - e))).ravel())
+    return np.stack(cols, axis=1)
+
+
+def ln_s_error(x: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """|error| of one computation of ln S, S = Σⱼ e^(xⱼ − c), c = max x, for each row of x (B, n):
+    e^(x − c) within r + u·|x − c| each, their sum S ≤ n within γ_n more (so relative
+    ρ_S = γ_n + r + u·Σ pⱼ|xⱼ − c|, p = SM(x)), its log within ρ_S + r·ln n. Returns (B,)."""
+    x = np.asarray(x, np.float64)
+    n, r, u = x.shape[1], libm_rel(dtype), unit_roundoff(dtype)
+    c = x.max(axis=1, keepdims=True)
+    p = F.softmax(x)
+    return gamma(n, dtype) + r + u * (p * np.abs(x - c)).sum(axis=1) + r * math.log(n)
+
+
+def lse_error(x: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """|error| of one computation of logsumexp of each row of x (B, n): c + ln S, ``ln_s_error``
+    and the rounding of the sum (torch's the same). Returns (B,)."""
+    return ln_s_error(x, dtype) + unit_roundoff(dtype) * np.abs(F.logsumexp(np.asarray(x, np.float64)))
+
+
+def log_softmax_error(x: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """|error| of one computation of log SM(x), elementwise (B, n): x − logsumexp(x) (ours) or
+    (x − c) − ln S (torch's): logsumexp's error and a rounding of x − c and of the result."""
+    x = np.asarray(x, np.float64)
+    c = x.max(axis=1, keepdims=True)
+    lse = F.logsumexp(x)[:, None]
+    return lse_error(x, dtype)[:, None] + unit_roundoff(dtype) * (np.abs(x - c) + np.abs(x - lse))
+
+
+def softmax_rel(x: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Relative error of one computation of SM(x), elementwise (B, n): exp of log SM (ours) within
+    r + log SM's error; e^(x − c)/S (torch's) within r + u·|x − c| + ρ_S + u, which that covers, + u."""
+    return libm_rel(dtype) + log_softmax_error(x, dtype) + unit_roundoff(dtype)
+
+
+def cross_entropy_error(logits: np.ndarray, y: np.ndarray, dtype=np.float64) -> float:
+    """|error| of one computation of the batch-mean cross-entropy: each row's ℓ = logsumexp − ẑ_y
+    (or ln S − (ẑ_y − c)) within log SM's error at y; the mean adds γ_(B+1) of the summed terms'
+    magnitudes (ln S ≤ ln n, |ẑ_y − c|, ℓ)."""
+    x = np.asarray(logits, np.float64)
+    B, n = x.shape
+    rows = np.arange(B)
+    picked = np.abs(x[rows, y] - x.max(axis=1))
+    ell = F.logsumexp(x) - x[rows, y]
+    terms = log_softmax_error(x, dtype)[rows, y].mean()
+    return float(terms + gamma(B + 1, dtype) * (math.log(n) + picked + np.abs(ell)).mean())
+
+
+def delta_error(logits: np.ndarray, y: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """|error| of one computation of δ = (SM(ẑ) − onehot(y))/B, elementwise (B, n).
+
+    p = e^(ẑ − c)/S (ours) within r + u·|ẑ − c| + ρ_S + u; p = exp((ẑ − c) − ln S) (torch's) within
+    r + u·|ẑ − c| + ``ln_s_error`` + u·|log p|: both within ρ_p = r + ln_s_error + u·(|ẑ − c| + |log p| + 1)
+    (no rounding of logsumexp's c + ln S enters δ). Then the subtraction, the 1/B and one more
+    rounding, each ≤ u·(p + onehot)/B."""
+    x = np.asarray(logits, np.float64)
+    B, u = len(x), unit_roundoff(dtype)
+    p = F.softmax(x)
+    shift = np.abs(x - x.max(axis=1, keepdims=True))
+    rho_p = libm_rel(dtype) + ln_s_error(x, dtype)[:, None] + u * (shift + np.abs(F.log_softmax(x)) + 1)
+    onehot = np.eye(x.shape[1])[y]
+    return (rho_p * p + 3 * u * (p + onehot)) / B
+
+
 # ------------------------------------------------------------------ elementwise activations
 
 ELEMENTWISE = [
@@ -41,20 +172,30 @@ ELEMENTWISE = [
 @pytest.mark.parametrize("name, torch_fn, x", ELEMENTWISE)
 def test_activation_forward_matches_torch(name, torch_fn, x):
     act = F.ACTIVATIONS[name]
-    np.testing.assert_allclose(act.f(x), torch_fn(torch.from_numpy(x)).numpy(), rtol=1e-15, atol=0)
+    ref = torch_fn(torch.from_numpy(x)).numpy()
+    assert_close_bound(act.f(x), ref, 2 * forward_rel(name) * np.abs(ref))  # relu: exactly
 
 
 @pytest.mark.parametrize("name, torch_fn, x", ELEMENTWISE)
 def test_activation_derivative_matches_torch_jacobian(name, torch_fn, x):
     act = F.ACTIVATIONS[name]
     D = np.diag(act.prime(act.f(x)))  # Dσ = diag(σ'), σ' from the stored forward value
-    np.testing.assert_allclose(D, torch_jac(torch_fn, x), rtol=1e-13, atol=1e-16)
+    # torch's backward also takes f' from its own stored f: two computations of prime_error; the
+    # zeros off the diagonal are exact on both sides
+    f_ref = torch_fn(torch.from_numpy(x)).numpy()
+    assert_close_bound(D, torch_jac(torch_fn, x), np.diag(2 * prime_error(name, f_ref)))
 
 
 @pytest.mark.parametrize("name, torch_fn, x", ELEMENTWISE)
 def test_activation_derivative_matches_finite_differences(name, torch_fn, x):
     act = F.ACTIVATIONS[name]
-    np.testing.assert_allclose(np.diag(act.prime(act.f(x))), central_diff(act.f, x), rtol=1e-7, atol=1e-9)
+    f_ref = torch_fn(torch.from_numpy(x)).numpy()
+    slope = np.diag(torch_jac(torch_fn, x))
+    f_err = np.diag(at_steps(lambda v: forward_rel(name) * np.abs(torch_fn(torch.from_numpy(v)).numpy()), x))
+    # (at x = 0 tanh's truncation error is h²/3, its bound itself: the bound is reached, never passed)
+    fd = central_diff_error(H, THIRD_DERIVATIVE[name], f_err, x, slope)
+    ours = prime_error(name, f_ref)  # one computation against the exact f'
+    assert_close_bound(np.diag(act.prime(act.f(x))), central_diff(act.f, x), np.diag(fd + ours))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -84,9 +225,15 @@ def test_sigmoid_is_stable_at_the_extremes(dtype):
         p = F.sigmoid_prime(s)
     assert s.dtype == dtype and np.isfinite(s).all() and np.isfinite(p).all()
     assert s[0] == 0 and s[-1] == 1 and s[4] == 0.5
-    np.testing.assert_allclose(s, torch.sigmoid(torch.from_numpy(x)).numpy(), rtol=1e-6 if dtype == np.float32 else 1e-15)
-    # relative accuracy is kept for very negative inputs (no 1 − σ cancellation): σ(−30) = e^−30/(1+e^−30)
-    assert abs(float(s[3]) / (np.exp(-30.0) / (1 + np.exp(-30.0))) - 1) < 1e-6
+    ref = torch.sigmoid(torch.from_numpy(x)).numpy()
+    # each side within forward_rel, or (σ below the smallest normal number: e^(−x) overflowed, or
+    # was flushed) off by less than tiny
+    tiny = float(np.finfo(dtype).tiny)
+    assert_close_bound(s, ref, 2 * forward_rel("sigmoid", dtype) * np.abs(ref) + 2 * tiny)
+    # relative accuracy is kept for very negative inputs (no 1 − σ cancellation, which would lose
+    # every digit): σ(−30) = e^−30/(1+e^−30), here in float64, to the rounding of both sides
+    exact = np.exp(-30.0) / (1 + np.exp(-30.0))
+    assert abs(float(s[3]) / exact - 1) <= forward_rel("sigmoid", dtype) + forward_rel("sigmoid") + 2 * U
 
 
 # ------------------------------------------------------------------ softmax, log-softmax, CE
@@ -97,16 +244,22 @@ def test_logsumexp_is_shift_stable():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lse = F.logsumexp(x)
-    np.testing.assert_allclose(lse, torch.logsumexp(torch.from_numpy(x), dim=1).numpy(), rtol=1e-15)
-    np.testing.assert_allclose(lse[2], np.log(np.exp(x[2]).sum()), rtol=1e-15)
+    assert_close_bound(lse, torch.logsumexp(torch.from_numpy(x), dim=1).numpy(), 2 * lse_error(x))
+    # unshifted, as written: the sum of e^x within r + γ_n, its log within that + r·|ln S|
+    naive = np.log(np.exp(x[2]).sum())
+    r = libm_rel(np.float64)
+    assert_close_bound(lse[2], naive, lse_error(x[2:])[0] + gamma(3, np.float64) + r + r * abs(naive))
 
 
 def test_softmax_and_log_softmax_match_torch():
     x = RNG.standard_normal((4, 6)) * 5
     tx = torch.from_numpy(x)
-    np.testing.assert_allclose(F.softmax(x), torch.softmax(tx, 1).numpy(), rtol=1e-14)
-    np.testing.assert_allclose(F.log_softmax(x), torch.log_softmax(tx, 1).numpy(), rtol=1e-14)
-    np.testing.assert_allclose(F.softmax(x).sum(axis=1), 1, rtol=1e-15)
+    s = torch.softmax(tx, 1).numpy()
+    assert_close_bound(F.softmax(x), s, 2 * softmax_rel(x) * s)
+    assert_close_bound(F.log_softmax(x), torch.log_softmax(tx, 1).numpy(), 2 * log_softmax_error(x))
+    # one computation against the exact 1: each entry within softmax_rel, the sum within γ_n of it
+    total_error = (softmax_rel(x) * s).sum(axis=1) + gamma(x.shape[1], np.float64)
+    assert_close_bound(F.softmax(x).sum(axis=1), np.ones(len(x)), total_error)
 
 
 def test_d_softmax_vjp_matches_torch_jacobian_and_finite_differences():
@@ -114,9 +267,17 @@ def test_d_softmax_vjp_matches_torch_jacobian_and_finite_differences():
     s = F.softmax(x[None])[0]
     J_torch = torch_jac(lambda t: torch.softmax(t, 0), x)
     J_fd = central_diff(lambda v: F.softmax(v[None])[0], x)
-    for g in np.eye(5):  # each row of the Jacobian is the VJP of a unit vector
-        np.testing.assert_allclose(F.softmax_vjp(g[None], s[None])[0], g @ J_torch, rtol=1e-13, atol=1e-16)
-        np.testing.assert_allclose(F.softmax_vjp(g[None], s[None])[0], g @ J_fd, rtol=1e-6, atol=1e-9)
+    # s ⊙ (g − g·s) from s within ρ = softmax_rel: per side within
+    # (max ρ + γ_n + 2u)·(|g| @ (diag s + 2 s sᵀ)) (s's error in both factors, the sum, two roundings)
+    rho = softmax_rel(x[None])[0]
+    per_side = (rho.max() + gamma(5, np.float64) + 2 * U) * (np.diag(s) + 2 * np.outer(s, s))
+    # J_fd[i, k] = ∂sᵢ/∂x_k: each evaluation of sᵢ within ρᵢ·sᵢ there
+    f_err = at_steps(lambda v: softmax_rel(v[None])[0] * F.softmax(v[None])[0], x)
+    fd = central_diff_error(H, SOFTMAX_THIRD, f_err, x[None, :], J_torch)
+    for i, g in enumerate(np.eye(5)):  # each row of the Jacobian is the VJP of a unit vector: g @ J exact
+        vjp = F.softmax_vjp(g[None], s[None])[0]
+        assert_close_bound(vjp, g @ J_torch, 2 * per_side[i])
+        assert_close_bound(vjp, g @ J_fd, per_side[i] + fd[i])
 
 
 def test_log_softmax_vjp_matches_torch_jacobian_and_finite_differences():
@@ -125,8 +286,18 @@ def test_log_softmax_vjp_matches_torch_jacobian_and_finite_differences():
     g = RNG.standard_normal((1, 5))
     J_torch = torch_jac(lambda t: torch.log_softmax(t, 0), x)
     J_fd = central_diff(lambda v: F.log_softmax(v[None])[0], x)
-    np.testing.assert_allclose(F.log_softmax_vjp(g, s)[0], g[0] @ J_torch, rtol=1e-13)
-    np.testing.assert_allclose(F.log_softmax_vjp(g, s)[0], g[0] @ J_fd, rtol=1e-7)
+    vjp = F.log_softmax_vjp(g, s)[0]
+    # g − s·Σg from s within ρ = softmax_rel: per side within c·(|g| @ (I + 1sᵀ)), c = max ρ + γ_n + 3u;
+    # torch's Jacobian row i is its VJP of a unit vector (within c·(I + 1sᵀ) row i), and the product
+    # g @ J adds γ_n·(|g| @ |J|)
+    n, G, J_abs = 5, np.abs(g[0]), np.abs(J_torch)
+    c = softmax_rel(x[None])[0].max() + gamma(n, np.float64) + 3 * U
+    per_side = c * (G @ (np.eye(n) + np.outer(np.ones(n), s[0])))
+    assert_close_bound(vjp, g[0] @ J_torch, 2 * per_side + gamma(n, np.float64) * (G @ J_abs))
+    # J_fd[i, k] = ∂(log SM)ᵢ/∂x_k: each evaluation within log_softmax_error there
+    f_err = at_steps(lambda v: log_softmax_error(v[None])[0], x)
+    fd = central_diff_error(H, LSE_THIRD, f_err, x[None, :], J_torch)
+    assert_close_bound(vjp, g[0] @ J_fd, per_side + G @ fd + gamma(n, np.float64) * (G @ J_abs))
 
 
 @pytest.mark.parametrize("B", [1, 3, 8])
@@ -137,11 +308,16 @@ def test_cross_entropy_and_its_gradient_match_torch(B):
     ref = TF.cross_entropy(t, torch.from_numpy(y))
     ref.backward()
     loss, delta = F.cross_entropy_backward(logits, y)
-    assert loss == pytest.approx(ref.item(), rel=1e-15)
-    assert F.cross_entropy(logits, y) == pytest.approx(ref.item(), rel=1e-15)
-    np.testing.assert_allclose(delta, t.grad.numpy(), rtol=1e-14, atol=1e-17)
+    e_loss = cross_entropy_error(logits, y)  # each side's
+    assert_close_bound(loss, ref.item(), 2 * e_loss)
+    assert_close_bound(F.cross_entropy(logits, y), ref.item(), 2 * e_loss)
+    grad = t.grad.numpy()
+    assert_close_bound(delta, grad, 2 * delta_error(logits, y))
     J_fd = central_diff(lambda v: F.cross_entropy(v.reshape(B, 10), y), logits.ravel())
-    np.testing.assert_allclose(delta.ravel(), J_fd[0], rtol=1e-6, atol=1e-9)
+    # ∂³L/∂ẑ³ of one logit is (1/B)·σ'' of it; each evaluation within cross_entropy_error there
+    f_err = at_steps(lambda v: cross_entropy_error(v.reshape(B, 10), y), logits.ravel())[0]
+    fd = central_diff_error(H, LSE_THIRD / B, f_err, logits.ravel(), grad.ravel())
+    assert_close_bound(delta.ravel(), J_fd[0], delta_error(logits, y).ravel() + fd)
 
 
 def test_cross_entropy_gradient_has_the_one_over_B_once():
@@ -170,8 +346,9 @@ def test_cross_entropy_at_logits_near_1e4(dtype):
         warnings.simplefilter("error")
         loss, delta = F.cross_entropy_backward(logits, y)
     assert np.isfinite(loss) and np.isfinite(delta).all()
-    assert loss == pytest.approx(ref.item(), rel=1e-6)
-    np.testing.assert_allclose(delta, t.grad.numpy(), rtol=1e-6, atol=1e-7)
+    # the bounds scale with the logits' 1e4 (the shift ẑ − c, logsumexp's c + ln S)
+    assert_close_bound(loss, ref.item(), 2 * cross_entropy_error(logits, y, dtype))
+    assert_close_bound(delta, t.grad.numpy(), 2 * delta_error(logits, y, dtype))
 
 
 def test_labels_must_match_the_batch():
@@ -185,7 +362,7 @@ def test_labels_must_match_the_batch():
 def test_linear_matches_nn_linear():
     x, W, b = RNG.standard_normal((5, 4)), RNG.standard_normal((3, 4)), RNG.standard_normal(3)
     ref = TF.linear(torch.from_numpy(x), torch.from_numpy(W), torch.from_numpy(b)).numpy()
-    np.testing.assert_allclose(F.linear(x, W, b), ref, rtol=1e-15)
+    assert_close_bound(F.linear(x, W, b), ref, linear_bound(x, W, b))
 
 
 def test_linear_backward_matches_torch_jacobians():
@@ -198,21 +375,28 @@ def test_linear_backward_matches_torch_jacobians():
     JW = jacobian(lambda w: TF.linear(tx, w, tb), tW).numpy()  # (B, out, out, in)
     Jb = jacobian(lambda v: TF.linear(tx, tW, v), tb).numpy()  # (B, out, out)
     Jx = jacobian(lambda v: TF.linear(v, tW, tb), tx).numpy()  # (B, out, B, in)
-    np.testing.assert_allclose(dW, np.einsum("bo,boij->ij", delta, JW), rtol=1e-14)
-    np.testing.assert_allclose(db, np.einsum("bo,boj->j", delta, Jb), rtol=1e-14)
-    np.testing.assert_allclose(dx, np.einsum("bo,boci->ci", delta, Jx), rtol=1e-14)
-    # and against finite differences of the scalar <δ, f(x)>
+    # the Jacobians' entries are copies of x, W, 1 or exact zeros (adding a zero does not round), so
+    # each contraction is the product it stands for, in another order
+    dW_t = np.einsum("bo,boij->ij", delta, JW)
+    assert_close_bound(dW, dW_t, matmul_bound(delta.T, x))
+    assert_close_bound(db, np.einsum("bo,boj->j", delta, Jb), sum_bound(delta, axis=0))
+    assert_close_bound(dx, np.einsum("bo,boci->ci", delta, Jx), matmul_bound(delta, W))
+    # and against finite differences of the scalar <δ, f(x)>: linear in W (no truncation); each
+    # evaluation within γ_(in+2+B·out) of Σ|δ| ⊙ (|x| @ |W|ᵀ + |b|) (the map, the products, the sum)
     obj = lambda w: float((delta * F.linear(x, w.reshape(n_out, n_in), b)).sum())  # noqa: E731
-    np.testing.assert_allclose(dW.ravel(), central_diff(obj, W.ravel())[0], rtol=1e-7)
+    magnitude = float((np.abs(delta) * (np.abs(x) @ np.abs(W.T) + np.abs(b))).sum())
+    f_err = gamma(n_in + 2 + B * n_out, np.float64) * magnitude
+    fd = central_diff_error(H, 0.0, f_err, W.ravel(), dW_t.ravel())
+    assert_close_bound(dW.ravel(), central_diff(obj, W.ravel())[0], fd + matmul_bound(delta.T, x).ravel())
     assert F.linear_backward(delta, x, W, need_dx=False)[2] is None
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_column_and_row_sums_written_as_products_are_the_sums(dtype):
-    """1ᵀx and x·1 against NumPy's sums, within the rounding of a sum of k terms: k·eps·Σ|xᵢ|."""
+    """1ᵀx and x·1 against NumPy's sums, within two computations of a sum of k terms: 2γ_(k−1)·Σ|xᵢ|
+    (the products by 1 are exact)."""
     x = RNG.standard_normal((300, 7)).astype(dtype)
-    eps = np.finfo(dtype).eps
     col, row = F.column_sum(x), F.row_sum(x)
     assert col.shape == (7,) and row.shape == (300, 1) and col.dtype == row.dtype == dtype
-    assert (np.abs(col - x.sum(axis=0)) <= 2 * 300 * eps * np.abs(x).sum(axis=0)).all()
-    assert (np.abs(row[:, 0] - x.sum(axis=1)) <= 2 * 7 * eps * np.abs(x).sum(axis=1)).all()
+    assert_close_bound(col, x.sum(axis=0), sum_bound(x, axis=0))
+    assert_close_bound(row[:, 0], x.sum(axis=1), sum_bound(x, axis=1))
