@@ -448,6 +448,18 @@ def test_the_jax_step_of_a_deeper_net_in_float64_does_the_manual_steps_work(mnis
 
 
 @pytest.mark.slow
+def test_the_compiled_torch_step_does_the_manual_steps_work_on_mnist(mnist32):
+    x, y = _batch(mnist32)
+    sizes, lr = (784, 128, 10), 0.5
+    try:
+        compiled = steps.compiled_step(sizes, x, y, lr)
+    except Exception as e:  # Inductor needs a C++ compiler; the bench then skips the column the same way
+        pytest.skip(f"torch.compile unavailable here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    assert compiled.compile_s > 0
+    assert step_differences(steps.manual_step(sizes, x, y, lr), compiled, x, lr, sizes) == []
+
+
+@pytest.mark.slow
 def test_the_torch_steps_do_the_manual_steps_work_on_mnist(mnist32):
     x, y = _batch(mnist32)
     sizes, lr = (784, 128, 10), 0.5

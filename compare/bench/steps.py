@@ -128,10 +128,13 @@ def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
 def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
     """The torch step with forward + loss through ``torch.compile(dynamic=False)`` (AOTAutograd
     compiles the backward too; the optimizer stays eager). It compiles the bare layer loop:
-    TorchMLP's input check branches on data and would split the graph. The first call compiles
-    (``compile_s``, shorter when Inductor's on-disk cache holds the kernels). Raises if it fails."""
+    TorchMLP's input check branches on data and would split the graph. A first call compiles
+    (``compile_s``, shorter when Inductor's on-disk cache holds the kernels; its update is undone).
+    Raises if it fails."""
     import torch
     import torch.nn.functional as F
+
+    from torch_ref.convert import load_manual
 
     model, opt = torch_model(sizes, x.dtype, lr)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
@@ -144,8 +147,9 @@ def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
 
     compiled = torch.compile(loss_fn, dynamic=False)
     t0 = time.perf_counter()
-    torch_sgd_step(compiled, opt, tx, ty)  # compiles forward and backward; one step taken
+    torch_sgd_step(compiled, opt, tx, ty)  # compiles forward and backward
     compile_s = time.perf_counter() - t0
+    load_manual(model, *zip(*initial(sizes, x.dtype).parameters()))  # the compiling step does not count
     info = {"function": "torch.compile(dynamic=False) of forward + loss; eager torch.optim.SGD"}
     return Step(lambda: torch_sgd_step(compiled, opt, tx, ty), lambda: _torch_weights(model), compile_s, info)
 
@@ -181,30 +185,32 @@ def jax_sgd(params, x, y, lr):
 
 
 def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
-    """``jax.jit`` of the whole step (``jax_sgd``), compiled once ahead of time for these shapes
-    (``compile_s``). The parameters are donated, so XLA updates them in place as torch's SGD does.
-    Each ``run`` waits for its result (``block_until_ready``): dispatch is asynchronous, and a
-    step counts when its numbers exist."""
+    """``jax.jit`` of the whole step (``jax_sgd``, lr a constant of the compiled program), compiled by
+    a first call (``compile_s``: trace, compile and one step, whose update is then undone). The parameters are donated, so XLA
+    updates them in place as torch's SGD does. Each ``run`` waits for its result
+    (``block_until_ready``): dispatch is asynchronous, and a step counts when its numbers exist."""
     import jax
     import jax.numpy as jnp
 
     if x.dtype == np.float64:
         jax.config.update("jax_enable_x64", True)  # JAX computes in float32 unless told
     mlp = initial(sizes, x.dtype)
-    state = {"params": [(jnp.asarray(W), jnp.asarray(b)) for W, b in mlp.parameters()]}
+    start = lambda: [(jnp.asarray(W), jnp.asarray(b)) for W, b in mlp.parameters()]  # noqa: E731  (copies)
+    state = {"params": start()}
     jx, jy = jnp.asarray(x), jnp.asarray(y.astype(np.int32))
-    lr_ = np.asarray(lr, dtype=x.dtype)
-    t0 = time.perf_counter()
-    compiled = jax.jit(jax_sgd, donate_argnums=0).lower(state["params"], jx, jy, lr_).compile()
-    compile_s = time.perf_counter() - t0
+    step = jax.jit(lambda params, xb, yb: jax_sgd(params, xb, yb, lr), donate_argnums=0)
 
     def run():
-        loss, state["params"] = compiled(state["params"], jx, jy, lr_)
+        loss, state["params"] = step(state["params"], jx, jy)
         return jax.block_until_ready((loss, state["params"]))[0]
 
     def weights():
         return [(np.array(W), np.array(b)) for W, b in state["params"]]
 
+    t0 = time.perf_counter()
+    run()  # traces and compiles for these shapes
+    compile_s = time.perf_counter() - t0
+    state["params"] = start()  # back to the initial weights: the compiling step does not count
     info = {"function": "jax.jit(value_and_grad + SGD update, donated parameters)",
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
     return Step(run, weights, compile_s, info)
