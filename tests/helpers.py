@@ -111,3 +111,43 @@ def gradient_bounds(weights, biases, x, y, activation, dtype=None):
         if i:
             D = (D @ np.abs(W64[i])) * (primes[i - 1] + MAX_SECOND_DERIVATIVE * Zs[i - 1])
     return bounds[::-1]
+
+
+# ------------------------------------------------------------------ activations' own rounding
+
+# Transcendental functions: NumPy's own accuracy tests allow exp, log and tanh at most 4 ulp
+# (float32 log; float64 exp and log 1 ulp, tanh 2: numpy/_core/tests/data/umath-validation-set-*.csv),
+# torch's vectorised CPU kernels (SLEEF, "u10") 1 ulp. One ulp of y is at most 2u·|y|.
+LIBM_ULPS = 4
+
+
+def libm_rel(dtype="float64") -> float:
+    """Relative error of one exp, log or tanh in `dtype`: 2·LIBM_ULPS·u."""
+    from compare.tolerances import unit_roundoff
+
+    return 2 * LIBM_ULPS * unit_roundoff(dtype)
+
+
+def forward_rel(name: str, dtype="float64") -> float:
+    """Relative error of one computation of the activation: σ = 1/(1 + e^(−x)) the exp's, then the
+    add (≤ u relative to 1 + e) and the reciprocal (u); tanh the library's; relu exact."""
+    from compare.tolerances import unit_roundoff
+
+    return {"sigmoid": libm_rel(dtype) + 2 * unit_roundoff(dtype), "tanh": libm_rel(dtype), "relu": 0.0}[name]
+
+
+def prime_error(name: str, f, dtype="float64"):
+    """|error| (array of f's shape) of one computation of f' from a stored f that is itself within
+    r = forward_rel: σ' = (1 − s)s: r·s² + (r + 2u)·|σ'| (s's error through both factors, two
+    roundings); tanh' = 1 − t²: (2r + u)·t² + u·|tanh'|; relu' exact."""
+    import numpy as np
+
+    from compare.tolerances import unit_roundoff
+
+    f = np.asarray(f, dtype=np.float64)
+    r, u = forward_rel(name, dtype), unit_roundoff(dtype)
+    if name == "sigmoid":
+        return r * f * f + (r + 2 * u) * np.abs((1 - f) * f)
+    if name == "tanh":
+        return (2 * r + u) * f * f + u * np.abs(1 - f * f)
+    return np.zeros_like(f)

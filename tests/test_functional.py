@@ -4,7 +4,7 @@ central finite differences; the numerics at the extremes.
 Bounds: every comparison allows what the two computations' rounding can give, from the magnitudes
 of the numbers compared (the bounds section below), never a fixed tolerance: products and sums
 through compare.tolerances (``matmul_bound``, ``sum_bound``, ``linear_bound``), exp/log/tanh within
-LIBM_ULPS, finite differences within their truncation and rounding error (``central_diff_error``).
+tests/helpers.py's LIBM_ULPS, finite differences within their truncation and rounding error (``central_diff_error``).
 """
 
 import math
@@ -17,7 +17,7 @@ import torch.nn.functional as TF
 from torch.autograd.functional import jacobian
 
 from compare.tolerances import gamma, linear_bound, matmul_bound, sum_bound, unit_roundoff
-from helpers import assert_close_bound
+from helpers import assert_close_bound, forward_rel, libm_rel, prime_error
 from manual import functional as F
 
 RNG = np.random.default_rng(0)
@@ -41,23 +41,6 @@ def central_diff(fn, x, h=H):
 
 # ------------------------------------------------------------------ bounds
 #
-# Transcendental functions: NumPy's own accuracy tests allow exp, log and tanh at most 4 ulp
-# (float32 log; float64 exp and log 1 ulp, tanh 2: numpy/_core/tests/data/umath-validation-set-*.csv),
-# torch's vectorised CPU kernels (SLEEF, "u10") 1 ulp. One ulp of y is at most 2u·|y|.
-LIBM_ULPS = 4
-
-
-def libm_rel(dtype) -> float:
-    """Relative error of one exp, log or tanh in `dtype`: 2·LIBM_ULPS·u."""
-    return 2 * LIBM_ULPS * unit_roundoff(dtype)
-
-
-def forward_rel(name: str, dtype=np.float64) -> float:
-    """Relative error of one computation of the activation: σ = 1/(1 + e^(−x)) the exp's, then the
-    add (≤ u relative to 1 + e) and the reciprocal (u); tanh the library's; relu exact."""
-    return {"sigmoid": libm_rel(dtype) + 2 * unit_roundoff(dtype), "tanh": libm_rel(dtype), "relu": 0.0}[name]
-
-
 # max |f‴| over the reals: σ‴ = σ'(1 − 6σ + 6σ²) peaks at 0 (1/8); tanh‴ = −2 + 8t² − 6t⁴ at 0 (2);
 # relu's is 0 away from its kink.
 THIRD_DERIVATIVE = {"sigmoid": 1 / 8, "tanh": 2.0, "relu": 0.0}
@@ -66,18 +49,6 @@ THIRD_DERIVATIVE = {"sigmoid": 1 / 8, "tanh": 2.0, "relu": 0.0}
 # ≤ 1 of one) in each logit, so theirs is ≤ 1/8.
 LSE_THIRD = 1 / (6 * math.sqrt(3))
 SOFTMAX_THIRD = 1 / 8
-
-
-def prime_error(name: str, f: np.ndarray, dtype=np.float64) -> np.ndarray:
-    """|error| of one computation of f' from a stored f that is itself within r = forward_rel:
-    σ' = (1 − s)s: r·s² + (r + 2u)·|σ'| (s's error through both factors, two roundings);
-    tanh' = 1 − t²: (2r + u)·t² + u·|tanh'|; relu' exact."""
-    r, u = forward_rel(name, dtype), unit_roundoff(dtype)
-    if name == "sigmoid":
-        return r * f * f + (r + 2 * u) * np.abs((1 - f) * f)
-    if name == "tanh":
-        return (2 * r + u) * f * f + u * np.abs(1 - f * f)
-    return np.zeros_like(f)
 
 
 def central_diff_error(h, third, f_err, x, slope) -> np.ndarray:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from compare.agreement import assert_grads_agree, compare_grads
 from compare.tolerances import FD_STEP, FINITE_DIFF_REL, elementwise_rel, gradient_rel, linear_bound, unit_roundoff
-from helpers import assert_close_bound, gradient_bounds
+from helpers import assert_close_bound, forward_rel, gradient_bounds
 from manual import functional as F
 from manual.layers import Linear, ReLU, Sigmoid, SoftmaxCrossEntropy, Tanh
 from manual.mlp import MLP, Stack, init_parameters
@@ -27,10 +27,6 @@ from manual.optim import SGD
 from torch_ref import convert
 
 RNG = np.random.default_rng(2)
-
-# exp and tanh within 4 ulp (= 8u) in NumPy and torch (see tests/test_functional.py's LIBM_ULPS); σ adds
-# an add and a reciprocal: one computation of f is within ACTIVATION_ROUNDINGS[name]·u of |f|
-ACTIVATION_ROUNDINGS = {"sigmoid": 10, "tanh": 8, "relu": 0}
 
 
 def agree_with_torch(mlp, x, y, slack: tuple[float, float] = (0.0, 0.0)):
@@ -92,7 +88,7 @@ def test_forward_keeps_the_base_points():
     W, b = mlp.weights[0], mlp.biases[0]
     assert_close_bound(mlp.zhats[0], x @ W.T + b, linear_bound(x, W, b))
     sigma = 1 / (1 + np.exp(-mlp.zhats[0]))
-    assert_close_bound(mlp.zs[1], sigma, 2 * ACTIVATION_ROUNDINGS["sigmoid"] * unit_roundoff(x.dtype) * np.abs(sigma))
+    assert_close_bound(mlp.zs[1], sigma, 2 * forward_rel("sigmoid", x.dtype) * np.abs(sigma))
 
 
 def test_no_hidden_layer_is_softmax_regression():
@@ -196,10 +192,10 @@ def logit_error(mlp, x) -> np.ndarray:
     """Elementwise bound (B, classes) on the difference of two computations of the logits
     (ours and torch's), first order and walking the layers:
     Δẑ_l = Δz_(l−1) @ |W_l|ᵀ + linear_bound(z_(l−1), W_l, b_l);
-    Δz_l = max|f'| over [ẑ_l − Δẑ_l, ẑ_l + Δẑ_l] · Δẑ_l + 2·ACTIVATION_ROUNDINGS·u·|z_l|.
+    Δz_l = max|f'| over [ẑ_l − Δẑ_l, ẑ_l + Δẑ_l] · Δẑ_l + 2·forward_rel(f)·|z_l| (tests/helpers.py).
     Runs the forward pass of `mlp` (its base points are those of `x`)."""
     mlp.forward(x)
-    u, name = unit_roundoff(mlp.dtype), mlp.activation.name
+    name = mlp.activation.name
     dz = np.zeros(x.shape)
     for i, (W, b) in enumerate(mlp.parameters()):
         dzhat = dz @ np.abs(W.astype(np.float64)).T + linear_bound(mlp.zs[i], W, b)
@@ -211,7 +207,7 @@ def logit_error(mlp, x) -> np.ndarray:
         steepest = {"sigmoid": lambda t: np.exp(-t) / (1 + np.exp(-t)) ** 2,
                     "tanh": lambda t: 4 * np.exp(-2 * t) / (1 + np.exp(-2 * t)) ** 2,
                     "relu": lambda t: (zhat + dzhat > 0).astype(np.float64)}[name](nearest)
-        dz = steepest * dzhat + 2 * ACTIVATION_ROUNDINGS[name] * u * np.abs(z)
+        dz = steepest * dzhat + 2 * forward_rel(name, mlp.dtype) * np.abs(z)
 
 
 def rounding_sensitivity(mlp, x, y) -> tuple[float, float]:
