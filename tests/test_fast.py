@@ -15,6 +15,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from compare.tolerances import linear_bound, matmul_bound, sum_bound
+from helpers import forward_rel
 from manual import fast
 from manual.fast import FUSED, UNFUSED, FastStep
 from manual.mlp import MLP
@@ -32,14 +33,15 @@ SIGMA_PRIME_SLOPE = {  # |d f'/dz| as a function of the stored output z = f(x)
 
 def forward_bounds(net: MLP, eps: float):
     """|Δẑᵢ| and |Δzᵢ| between two implementations of the last forward pass of `net`, each with its
-    own rounding (hence the factors 2): products and bias, then f's few roundings (≤ 4 eps)."""
+    own rounding (hence the factors 2): products and bias, then f's own rounding (tests/helpers.py's
+    ``forward_rel``: exp or tanh within 4 ulp, σ's add and reciprocal)."""
     zs = [z.astype(F64) for z in net.zs]
     ez, ezhat = [np.zeros_like(zs[0])], []
     for i, (W, b) in enumerate(net.parameters()):
         ezhat.append(ez[i] @ np.abs(W.astype(F64)).T + linear_bound(zs[i], W, b, net.dtype))
         if i < len(zs) - 1:
             prime = net.activation.prime(zs[i + 1])
-            ez.append(np.abs(prime) * ezhat[i] + 2 * 4 * eps * np.abs(zs[i + 1]))
+            ez.append(np.abs(prime) * ezhat[i] + 2 * forward_rel(net.activation.name, net.dtype) * np.abs(zs[i + 1]))
     return zs, ez, ezhat
 
 
@@ -78,9 +80,10 @@ def step_error_bound(net: MLP, x, y, lr: float):
         dW, db = delta.T @ zs[i], delta.sum(axis=0)
         e_dW = e_delta.T @ np.abs(zs[i]) + np.abs(delta).T @ ez[i] + matmul_bound(delta.T, zs[i], net.dtype)
         e_db = e_delta.sum(axis=0) + sum_bound(delta, axis=0, dtype=net.dtype)
-        # the update: lr·dW rounds once, θ − it once per side; a GEMM with beta = 1 may also add the
-        # partial sums of each block of ~64 rows of the batch into W
-        bounds.append((lr * e_dW + lr * eps * np.abs(dW) + (3 + B / 64) * eps * (np.abs(W) + np.abs(W - lr * dW)),
+        # the update: lr·dW rounds once, θ − it once per side; a GEMM with beta = 1 adds the partial
+        # sum of each block of batch rows into W, one rounding each: OpenBLAS's blocks are GEMM_Q rows
+        # (an architecture's constant), so on any CPU at most B of them
+        bounds.append((lr * e_dW + lr * eps * np.abs(dW) + (3 + B) * eps * (np.abs(W) + np.abs(W - lr * dW)),
                        lr * e_db + lr * eps * np.abs(db) + 3 * eps * (np.abs(b) + np.abs(b - lr * db))))
         if i > 0:
             dz = delta @ W

@@ -4,7 +4,8 @@ functions the layers use are caught, naming what they broke.
 
 Bounds: against torch, elementwise from the magnitudes (compare.tolerances' ``matmul_bound``,
 ``linear_bound``, ``sum_bound``: 2·γ_k·(|A|@|B|) for two computations of a product of inner length
-k; an elementwise formula rounds by a few eps of its terms); against finite differences,
+k; an activation and its derivative by tests/helpers.py's ``forward_rel`` and ``prime_error``, the
+loss by a few eps of its terms per row and γ_(B+1) for the batch mean); against finite differences,
 compare/tolerances.py's FINITE_DIFF_REL with its step FD_STEP.
 """
 
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from compare.tolerances import FD_STEP, FINITE_DIFF_REL, linear_bound, matmul_bound, sum_bound
+from compare.tolerances import FD_STEP, FINITE_DIFF_REL, gamma, linear_bound, matmul_bound, sum_bound
+from helpers import forward_rel, prime_error
 from manual import functional as F
 from manual.layers import ACTIVATION_LAYERS, Linear, ReLU, Sigmoid, SoftmaxCrossEntropy, Tanh
 
@@ -87,18 +89,20 @@ def linear_failures(layer: Linear, x: np.ndarray, g: np.ndarray) -> set[str]:
 
 def elementwise_failures(layer, x: np.ndarray, g: np.ndarray) -> set[str]:
     """Which of y, dx disagree with the torch activation or with finite differences. Each side's
-    f and f' round by a few eps of f, f' and of the f(1 − f)-type terms: ≤ 8·eps·|g|·(1 + |z|)."""
+    f within forward_rel·|f|, its f' (from its own f) within prime_error, times g one rounding more."""
     y_t, dx_t, _ = autograd(torch_counterpart(layer), x, g)
     y = layer.forward(x)
     dx = layer.backward(g)
-    found = {beyond("y", y, y_t, 4 * EPS * np.abs(y)), beyond("dx", dx, dx_t, 8 * EPS * np.abs(g) * (1 + np.abs(y)))}
+    dx_bound = 2 * (np.abs(g) * prime_error(layer.name, y_t) + EPS / 2 * np.abs(dx_t))
+    found = {beyond("y", y, y_t, 2 * forward_rel(layer.name) * np.abs(y_t)), beyond("dx", dx, dx_t, dx_bound)}
     found.add(fd_off("dx", dx, central_diff(lambda: float((g * layer.fn.f(x)).sum()), x)))
     return found - {None}
 
 
 def loss_failures(layer: SoftmaxCrossEntropy, logits: np.ndarray, y: np.ndarray) -> set[str]:
     """Which of the loss and δ disagree with torch.nn.CrossEntropyLoss or with finite differences.
-    The loss rounds by ≲ (C + 4)·eps per row of (|logsumexp| + |ẑ_y|); δ by (C + 4)·eps·(p + 1)/B."""
+    The loss rounds by ≲ (C + 4)·eps per row of (|logsumexp| + |ẑ_y|), and its batch mean by
+    γ_(B+1) of the summed terms (each ≤ |logsumexp| + |ẑ_y| + 2 ln C); δ by (C + 4)·eps·(p + 1)/B."""
     t = torch.from_numpy(logits).requires_grad_()
     ref = torch_counterpart(layer)(t, torch.from_numpy(y))
     ref.backward()
@@ -107,7 +111,8 @@ def loss_failures(layer: SoftmaxCrossEntropy, logits: np.ndarray, y: np.ndarray)
     B, C = logits.shape
     scale = (np.abs(F.logsumexp(logits)) + np.abs(logits[np.arange(B), y])).mean()
     p = F.softmax(logits)
-    found = {beyond("loss", loss, ref.item(), 2 * (C + 4) * EPS * scale),
+    loss_bound = 2 * ((C + 4) * EPS * scale + gamma(B + 1, np.float64) * (scale + 2 * np.log(C)))
+    found = {beyond("loss", loss, ref.item(), loss_bound),
              beyond("delta", delta, t.grad.numpy(), 2 * (C + 4) * EPS * (p + 1) / B),
              fd_off("delta", delta, central_diff(lambda: F.cross_entropy(logits, y), logits))}
     return found - {None}
