@@ -26,7 +26,7 @@ class TrainConfig:
     # 98.25 % (seed 1) after 60 epochs, 98.2-98.3 % from epoch 45 on; larger learning rates did
     # worse (batch 512, lr 1.0: 98.04 % for seed 1; lr 1.4: 97.8 % for seed 0). Batch 512 rather
     # than 128 because the per-step check costs about the same at any batch size (reading the
-    # gradients), while the two sides' step grows with the batch (docs/performance.md).
+    # gradients), while the two sides' step grows with the batch.
     epochs: int = 60
     batch_size: int = 512
     lr: float = 0.7
