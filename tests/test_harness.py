@@ -377,7 +377,6 @@ def test_model_refuses_options_that_do_not_apply(tmp_path, args, needle):
 @pytest.mark.slow
 def test_a_wrong_loss_from_the_fast_step_fails_at_the_first_step(tmp_path, mnist_dir, monkeypatch, capsys):
     """The fast step's loss is checked too: 3x the loss bound off (the weights untouched) fails."""
-    from compare import tolerances
     from manual import fast
 
     right = fast.FastStep.__call__
