@@ -143,9 +143,9 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     for ax, arch in zip(axes[0], archs):
         _panel(ax, [p for p in points if p["arch"] == arch])
         ax.set_title(arch, fontsize=10)
-    axes[0][0].set_ylabel("one training step (µs, median, quartiles; hollow: unreliable)")
+    axes[0][0].set_ylabel("one SGD step (µs)")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(f"{title}; medians with quartiles, hollow markers: unreliable (!)", fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
     plt.close(fig)
