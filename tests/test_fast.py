@@ -143,9 +143,12 @@ ARCHS = [(12, 4), (12, 9, 4), (20, 16, 7, 5), (784, 64, 10)]
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "matmul"])
-def test_fast_step_is_loss_and_grads_then_sgd(sizes, dtype, activation, fuse):
+@pytest.mark.parametrize("small_step_flop", [float("inf"), 0.0], ids=["numpy-route", "scipy-route"])
+def test_fast_step_is_loss_and_grads_then_sgd(sizes, dtype, activation, fuse, small_step_flop, monkeypatch):
     """Steps at several batch sizes (buffers per size, a last short batch), each from the weights
-    the previous fast step left, each within the bound of the reference step."""
+    the previous fast step left, each within the bound of the reference step; every step "small"
+    (products in NumPy) or every step "large" (products in scipy.linalg.blas)."""
+    monkeypatch.setattr(fast, "SMALL_STEP_FLOP", small_step_flop)
     step = FastStep(MLP(sizes, activation, dtype, seed=1), fuse=fuse)
     for n in (8, 8, 3, 33, 8):
         assert_step_agrees(step, *batch(sizes, n, dtype), lr=0.3)
@@ -223,11 +226,75 @@ def test_construction_moves_w_to_column_major_keeping_values_and_shapes():
 
 def test_without_scipy_every_layer_takes_matmul_and_says_why(monkeypatch):
     monkeypatch.setattr(fast, "_GEMMS", {})
-    monkeypatch.setattr(fast, "_NO_GEMM", "scipy.linalg.blas not importable (test)")
+    monkeypatch.setattr(fast, "_GEMVS", {})
+    monkeypatch.setattr(fast, "_NO_SCIPY", "scipy.linalg.blas not importable (test)")
     step = FastStep(MLP((12, 9, 4), seed=0))
     assert_step_agrees(step, *batch((12, 9, 4), 8, np.float64), lr=0.3)
     d = step.describe()
     assert d["update"] == UNFUSED and "not importable" in d["layers"][0]["why"]
+    assert d["one_library"] == "numpy" and set(d["products"].values()) == {"numpy", "(none fused)"}
+    assert all("not importable" in why for why in d["numpy_instead"].values())
+    assert step._thread_rule(False) == (None, None), "one library: its threads are the caller's"
+
+
+def blas_threads_by_owner(step: FastStep) -> dict:
+    """{"numpy": n, "scipy": n}: the thread count of each package's BLAS right now."""
+    path = {lib["filepath"]: owner for owner, lib in step.describe()["libraries"].items() if owner != "other"}
+    return {path[lib["filepath"]]: lib["num_threads"] for lib in threadpool_info()
+            if lib["user_api"] == "blas" and lib["filepath"] in path}
+
+
+def test_a_large_step_runs_every_product_in_scipys_blas_with_numpys_held_to_one_thread(monkeypatch):
+    """Above the one-thread rule, every BLAS call of the step goes to scipy.linalg.blas (SciPy's
+    library at the caller's 2 threads), NumPy's matmul is never called, NumPy's BLAS has 1 thread
+    during each call and 2 again after the step; describe() says one library, SciPy's."""
+    sizes, n = (784, 256, 10), 64
+    assert fast.step_flop(sizes, n) > fast.SMALL_STEP_FLOP
+    step = FastStep(MLP(sizes, dtype=np.float32, seed=0))
+    seen, matmuls = [], []
+
+    def spy(real, name):
+        return lambda *a, **kw: seen.append((name, blas_threads_by_owner(step))) or real(*a, **kw)
+
+    monkeypatch.setattr(step, "_gemm", spy(step._gemm, "fused ?gemm"))
+    for name in ("gemm", "gemv"):
+        monkeypatch.setattr(step._routes[False], name, spy(getattr(step._routes[False], name), name))
+    real_matmul = np.matmul
+    monkeypatch.setattr(np, "matmul", lambda *a, **kw: matmuls.append(a) or real_matmul(*a, **kw))
+    with threadpool_limits(2, user_api="blas"):
+        assert_step_agrees(step, *batch(sizes, n, np.float32), lr=0.1)
+        after = blas_threads_by_owner(step)
+    # the reference step in assert_step_agrees calls np.matmul; the fast step alone must not
+    fast_calls = [name for name, _ in seen]
+    assert fast_calls.count("fused ?gemm") == 2 and fast_calls.count("gemm") == 2 + 1  # forward ×2, δ·W
+    assert fast_calls.count("gemv") == 1 + 2  # the row sums, a bias step per layer
+    assert all(threads == {"numpy": 1, "scipy": 2} for _, threads in seen), seen
+    assert after == {"numpy": 2, "scipy": 2}
+    d = step.describe()
+    assert d["one_library"] == "scipy" and set(d["products"].values()) == {"scipy"} and not d["numpy_instead"]
+    assert "numpy's held to one thread" in d["threads"]
+    matmuls.clear()
+    step(*batch(sizes, n, np.float32), 0.1)
+    assert not matmuls, "NumPy's BLAS ran a product of the step"
+
+
+@pytest.mark.parametrize("routine", ["gemm", "gemv"])
+def test_a_copy_back_from_a_product_falls_back_to_numpy_and_says_so(monkeypatch, routine):
+    """Where SciPy hands back a new array instead of the step's buffer, that product runs in NumPy
+    from then on, the step still meets the contract, and describe() names the product and why."""
+    monkeypatch.setattr(fast, "SMALL_STEP_FLOP", 0)  # every step "large": the SciPy route
+    step = FastStep(MLP((12, 9, 4), seed=0), fuse=False)
+    real = getattr(step._routes[False], routine)
+    key = "c" if routine == "gemm" else "y"
+    monkeypatch.setattr(step._routes[False], routine, lambda *a, **kw: real(*a, **{**kw, key: kw[key].copy(order="F")}))
+    for _ in range(2):
+        assert_step_agrees(step, *batch((12, 9, 4), 8, np.float64), lr=0.3)
+    d = step.describe()
+    moved = {k for k, lib in d["products"].items() if lib == "numpy"}
+    assert moved == set(d["numpy_instead"]) and all("returned a copy" in w for w in d["numpy_instead"].values())
+    expected = {"forward", "backward", "weight gradient"} if routine == "gemm" else {"row sums", "bias step"}
+    assert moved == {fast.PRODUCTS[k] for k in expected}
+    assert d["one_library"] == ""
 
 
 def test_small_steps_run_on_one_thread_in_both_blas_libraries_and_restore_them(monkeypatch):
@@ -249,6 +316,9 @@ def test_small_steps_run_on_one_thread_in_both_blas_libraries_and_restore_them(m
         step(*batch(sizes, 16, np.float32), 0.1)
     assert set(inside_small.values()) == {1} and set(inside_large.values()) == {2} == set(after.values())
     assert seen and all(set(s.values()) == {1} for s in seen)
+    d = step.describe()  # no pool awake: the products stay in NumPy, the fused update in SciPy
+    assert d["regime"].startswith("last step below") and d["products"].pop("fused weight step W − (lr·δ)ᵀz") == "scipy"
+    assert set(d["products"].values()) == {"numpy"} and set(d["numpy_instead"].values()) == {fast.SMALL_ROUTE}
 
 
 def test_step_flop_counts_the_benchmarks_gemm_floor():
@@ -302,7 +372,7 @@ def test_doubled_bias_step_is_caught(monkeypatch):
     """b ← b − 2·lr·1ᵀδ."""
     real = fast.bias_step
     message = fast_bug_is_caught(monkeypatch, fast, "bias_step",
-                                 lambda step: lambda b, delta, scratch: real(b, 2 * delta, scratch))
+                                 lambda step: lambda b, delta, *rest: real(b, 2 * delta, *rest))
     assert named(message) == {"layer 1 b", "layer 2 b"}
 
 
@@ -331,7 +401,7 @@ def test_dropped_sigma_prime_in_the_fast_path_is_caught(monkeypatch):
 def test_learning_rate_applied_twice_is_caught(monkeypatch):
     real = fast.output_delta
     message = fast_bug_is_caught(monkeypatch, fast, "output_delta",
-                                 lambda step: lambda logits, y, rows, scale, out: real(logits, y, rows, scale * scale, out))
+                                 lambda step: lambda logits, y, rows, scale, out, *rest: real(logits, y, rows, scale * scale, out, *rest))
     assert named(message) == {"layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"}
 
 
@@ -340,11 +410,38 @@ def test_a_wrong_loss_is_caught(monkeypatch):
     real = fast.output_delta
 
     def unshifted(step):
-        def wrong(logits, y, rows, scale, out):
-            loss, delta = real(logits, y, rows, scale, out)
+        def wrong(logits, y, rows, scale, out, *rest):
+            loss, delta = real(logits, y, rows, scale, out, *rest)
             return loss + float(logits.max(axis=1).mean()), delta
 
         return wrong
 
     message = fast_bug_is_caught(monkeypatch, fast, "output_delta", unshifted)
     assert named(message) == {"loss"}
+
+
+def test_the_bias_gemv_forgetting_b_is_caught(monkeypatch):
+    """The bias step's ?gemv with beta = 0: b ← −1ᵀ(lr·δ) instead of b − 1ᵀ(lr·δ)."""
+    def no_beta(step):
+        real = step._routes[False].gemv
+        return lambda *a, **kw: real(*a, **{**kw, "beta": 0.0} if "beta" in kw else kw)
+
+    monkeypatch.setattr(fast, "SMALL_STEP_FLOP", 0)  # the SciPy route, where the ?gemv runs
+    message = fast_bug_is_caught(monkeypatch, lambda step: step._routes[False], "gemv", no_beta)
+    assert named(message) == {"layer 1 b", "layer 2 b"}
+
+
+def test_a_transposed_backward_product_is_caught(monkeypatch):
+    """δ·W taken from W's transpose memory read the wrong way round (square layer, so the shapes fit)."""
+    def backward_untransposed(step):
+        real = step._routes[False].gemm
+
+        def gemm(alpha, W, *a, **kw):
+            square = kw.get("trans_a") == 1 and W.shape[0] == W.shape[1]
+            return real(alpha, W, *a, **{**kw, "trans_a": 0} if square else kw)
+
+        return gemm
+
+    monkeypatch.setattr(fast, "SMALL_STEP_FLOP", 0)
+    message = fast_bug_is_caught(monkeypatch, lambda step: step._routes[False], "gemm", backward_untransposed, (12, 9, 9, 4))
+    assert named(message) == {"layer 1 W", "layer 1 b"}
