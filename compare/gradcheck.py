@@ -206,8 +206,8 @@ def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch:
     n_fd = sum(len(i) for pair in coords for i in pair)
     n_params = sum(W.size + b.size for W, b in mlp.parameters())
     failures = [describe(g, pair) for pair, gs in results.items() for g in gs if not g.ok]
-    failures += [f"loss: {a} {q.a_value!r} vs {b} {q.b_value!r}, relative difference {q.rel_err:.3g} > allowed {q.allowed:.0e}"
-                 for (a, b), q in losses.items() if not q.ok]
+    failures += [f"loss: {a} {q.a_value!r} vs {b} {q.b_value!r}, relative difference {q.rel_err:.3g} > "
+                 f"allowed {q.allowed:.0e}" for (a, b), q in losses.items() if not q.ok]
     return {
         "config": {"sizes": list(mlp.sizes), "activation": activation, "batch": batch,
                    "dtype": np.dtype(dtype).name, "seed": seed, "image_indices": idx.tolist()},

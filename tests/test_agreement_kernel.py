@@ -16,7 +16,7 @@ U64 = unit_roundoff(np.float64)
 
 
 def definitions(a, b):
-    """Σa², Σb², Σ(a−b)², first index of max|a−b|, max|a|, max|b|, max|a−b|, straight from NumPy in float64."""
+    """Σa², Σb², Σ(a−b)², first index of max|a−b|, max|a|, max|b|, max|a−b|, from NumPy in float64."""
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     d = a - b
     return a @ a, b @ b, d @ d, int(np.abs(d).argmax()), np.abs(a).max(), np.abs(b).max(), np.abs(d).max()
@@ -152,3 +152,23 @@ def test_rel_distance_and_sum_of_squares_follow_their_definitions():
     assert sums_close(agreement.sum_of_squares(a), aa, a.size)
     assert agreement.rel_distance(a[::32], b[::32]) > 0  # strided rows (the drift sample) are fine
     assert math.isnan(agreement.sum_of_squares(np.array([1.0, np.nan])))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_greatest_magnitude_is_numpys_max_of_abs(dtype):
+    for n in (0, 1, 10, 640, 3 * agreement.BLOCK + 1):
+        x = (RNG.standard_normal(n) * 5).astype(dtype)
+        assert agreement.greatest_magnitude(x) == (float(np.abs(x).max()) if n else 0.0)
+    logits = RNG.standard_normal((64, 10)).astype(dtype)
+    logits[3, 7] = -9.5  # the greatest magnitude may be a negative logit
+    assert agreement.greatest_magnitude(logits) == 9.5
+    logits[5, 1] = np.inf
+    assert agreement.greatest_magnitude(logits) == np.inf
+    logits[6, 2] = np.nan
+    assert math.isnan(agreement.greatest_magnitude(logits))
+
+
+def test_the_flat_index_unravels_as_numpy_does_for_every_shape():
+    for shape in [(7,), (256, 784), (3, 4, 5), (2, 1, 3, 2)]:
+        for k in (0, 1, int(np.prod(shape)) // 2, int(np.prod(shape)) - 1):
+            assert agreement._index(k, shape) == tuple(int(i) for i in np.unravel_index(k, shape))

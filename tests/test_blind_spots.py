@@ -78,9 +78,10 @@ ONE_STEP = ("--limit-train", "100", "--batch-size", "100", "--epochs", "1")  # o
 
 # How each measure reads in a failure: the relative and elementwise errors of a parameter
 # (compare.agreement.describe) and the losses (compare.train.checks).
-FAILED = {"relative error": r"relative error \S+ > allowed", "elementwise error": r"elementwise error \([^)]*\) \S+ > allowed",
-          "loss": r"losses disagree"}
-PASSED = {"relative error": r"relative error \S+ <= allowed", "elementwise error": r"elementwise error \([^)]*\) \S+ <= allowed"}
+FAILED = {"relative error": r"relative error \S+ > allowed",
+          "elementwise error": r"elementwise error \([^)]*\) \S+ > allowed", "loss": r"losses disagree"}
+PASSED = {"relative error": r"relative error \S+ <= allowed",
+          "elementwise error": r"elementwise error \([^)]*\) \S+ <= allowed"}
 BOUND_FIELD = {"relative error": "allowed_grad", "elementwise error": "allowed_elem", "loss": "allowed_loss"}
 
 # What each run promises to catch at its first step: an injected error of this size fails it,
