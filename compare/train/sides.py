@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from compare.agreement import greatest_magnitude
 from manual.optim import SGD
 
 
@@ -78,8 +79,7 @@ class ManualMLP:
 
     def logit_scale(self) -> float:
         """max |logit| of the last forward pass (of ``loss_and_grads``)."""
-        logits = self.mlp.zhats[-1]
-        return max(float(logits.max()), -float(logits.min()))
+        return greatest_magnitude(self.mlp.zhats[-1])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.mlp.predict(x)
@@ -131,7 +131,7 @@ class TorchSide:
 
     def logit_scale(self) -> float:
         """max |logit| of the last ``loss_and_grads``."""
-        return max(float(self.logits.max()), -float(self.logits.min()))
+        return greatest_magnitude(self.logits.numpy())
 
     def sgd_step(self) -> None:
         self.opt.step()
@@ -184,7 +184,7 @@ class ManualStack:
         self.opt.step([self.params], [grads])
 
     def logit_scale(self) -> float:
-        return max(float(self._logits.max()), -float(self._logits.min()))
+        return greatest_magnitude(self._logits)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.net.predict(x)
