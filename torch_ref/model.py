@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as TF
 from torch import nn
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
@@ -53,9 +53,9 @@ class TorchMLP(nn.Module):
         return self.layers[-1](x)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Batch-mean cross-entropy, ``F.cross_entropy(self(x), y)``."""
+        """Batch-mean cross-entropy, ``torch.nn.functional.cross_entropy(self(x), y)``."""
         logits = self(x)
-        return F.cross_entropy(logits, check_labels(y, len(logits), self.sizes[-1]))
+        return TF.cross_entropy(logits, check_labels(y, len(logits), self.sizes[-1]))
 
 
 def check_input(x, n_in: int, dtype: torch.dtype) -> torch.Tensor:

@@ -107,21 +107,21 @@ def _torch_weights(model) -> list:
 
 
 def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
-    """Eager autograd: ``TorchMLP`` forward (its input check included), ``F.cross_entropy``,
+    """Eager autograd: ``TorchMLP`` forward (its input check included), ``torch.nn.functional.cross_entropy``,
     ``backward()``, ``torch.optim.SGD.step()``; torch reads the batch through ``torch.from_numpy``."""
     import torch
-    import torch.nn.functional as F
+    import torch.nn.functional as TF
 
     model, opt = torch_model(sizes, x.dtype, lr)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
     def loss_fn(inp, target):
-        return F.cross_entropy(model(inp), target)
+        return TF.cross_entropy(model(inp), target)
 
     def train(xb, yb):
         return torch_sgd_step(loss_fn, opt, torch.from_numpy(xb), torch.from_numpy(yb))
 
-    info = {"function": "torch eager: TorchMLP, F.cross_entropy, backward, torch.optim.SGD"}
+    info = {"function": "torch eager: TorchMLP, torch.nn.functional.cross_entropy, backward, torch.optim.SGD"}
     return Step(lambda: torch_sgd_step(loss_fn, opt, tx, ty), lambda: _torch_weights(model), None, info, train)
 
 
@@ -132,7 +132,7 @@ def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
     (``compile_s``, shorter when Inductor's on-disk cache holds the kernels; its update is undone).
     Raises if it fails."""
     import torch
-    import torch.nn.functional as F
+    import torch.nn.functional as TF
 
     from torch_ref.convert import load_manual
 
@@ -143,7 +143,7 @@ def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
     def loss_fn(inp, target):
         for layer in layers[:-1]:
             inp = act(layer(inp))
-        return F.cross_entropy(layers[-1](inp), target)
+        return TF.cross_entropy(layers[-1](inp), target)
 
     compiled = torch.compile(loss_fn, dynamic=False)
     t0 = time.perf_counter()
