@@ -304,7 +304,8 @@ def message(g: Agreement, label: str, names=("manual", "torch"), count: tuple[in
     """
     a, b = names
     index = g.worst_index if index is None else index
-    where = f"{label} {tuple(g.shape if shape is None else shape)}: {a} vs {b}"
+    shape = tuple(g.shape if shape is None else shape)
+    where = f"{label}{f' {shape}' if shape else ''}: {a} vs {b}"
     if g.note:
         return f"{where}: {g.note}"
     if not (math.isfinite(g.a_value) and math.isfinite(g.b_value)):

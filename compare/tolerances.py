@@ -132,6 +132,17 @@ def gradient_rel(dtype, loss: float | None = None, base: float | None = None, lo
     return base if loss is None else max(base, noise_floor(dtype, loss, logit_scale))
 
 
+def witness_bounds(dtype, loss: float | None = None) -> dict[str, float]:
+    """The bounds of ``crosscheck gradcheck``'s comparisons, widened for very confident batches by
+    `loss` (see `gradient_rel`): relative and elementwise error between analytic witnesses and
+    against fd, and for the loss (a float64 forward pass for fd's, not a difference: the analytic
+    bound)."""
+    rel, elem = gradient_rel(dtype, loss), elementwise_rel(dtype, loss)
+    return {"between analytic witnesses": rel, "against fd": max(FINITE_DIFF_REL, rel),
+            "elementwise between analytic witnesses": elem,
+            "elementwise against fd": max(FINITE_DIFF_ELEM, elem), "loss": rel}
+
+
 def elementwise_rel(dtype, loss: float | None = None, base: float | None = None, logit_scale: float = 0.0) -> float:
     """The same for the elementwise measure max|a − b| / max(max|a|, max|b|): `base` (default
     FLOAT32_ELEM or FLOAT64_ELEM), widened to `noise_floor` for confident batches as in `gradient_rel`."""

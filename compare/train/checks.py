@@ -80,15 +80,33 @@ def update_bounds(dtype, grad_allowed: float, elem_allowed: float, theta: np.nda
     return grad_allowed + k * norm_ratio, elem_allowed + k * peak_ratio
 
 
-def disagreement(failures, arrays: dict, where, kind: str = "grads") -> str:
-    """The failure message: head line naming the first failing parameter, then one line per
-    failure (``agreement.param_message``: greatest difference, index, both values, count, cosine).
+def disagreement(failures, arrays: dict, where, kind: str = "grads", culprit: str = "") -> str:
+    """The failure message: what the model check found (`culprit`: the first wrong layer and what
+    is wrong with it), the parameters affected, then one line per failing parameter
+    (``agreement.param_message``: greatest difference, index, both values, count, cosine).
     `arrays` maps (layer, param) to the two compared arrays."""
     lines = [param_message(g, ("manual", "torch"), arrays.get((g.layer, g.param))) for g in failures]
+    head = f"{NOUNS[kind][0]} disagree (manual vs torch) at {where}: "
+    if culprit.startswith("the first"):  # a wrong layer: it first, then what it corrupted
+        affected = f"parameters affected: {', '.join(f'layer {g.layer} {g.param}' for g in failures)}"
+        return "\n  ".join([head + culprit, affected, *lines])
     first, others = failures[0], len(failures) - 1
-    head = f"{NOUNS[kind][0]} disagree (manual vs torch) at {where}: layer {first.layer} {first.param}"
-    head += f" and {others} more parameter{'s' * (others > 1)}" if others else ""
-    return head + "\n  " + "\n  ".join(lines)
+    head += f"layer {first.layer} {first.param}" + (f" and {others} more parameter{'s' * (others > 1)}" if others else "")
+    return "\n  ".join([head, *([culprit] if culprit else []), *lines])
+
+
+def localise(model, x: np.ndarray, y: np.ndarray, kind: str) -> str:
+    """The model check's verdict on a step that disagreed (``compare.check.check_model``): the
+    first wrong layer from the loss and what is wrong with it, in one line."""
+    from compare.check import check_model
+
+    try:
+        found = check_model(model, x, y)
+    except Exception as e:  # the disagreement stands whatever the model check makes of it
+        return f"the layer-by-layer check could not run ({type(e).__name__}: {e})"
+    if found.ok and kind != "grads":
+        return found.headline() + ": the disagreement is in the fast step itself (manual.fast.FastStep)"
+    return found.headline()
 
 
 class Checks:
@@ -160,10 +178,12 @@ class Checks:
         failures = [g for g in agreements if not g.ok]
         if failures:
             pairs = {(k.layer, k.name): (np.asarray(a), np.asarray(b)) for k, a, b in zip(self.keys, arrays_m, arrays_t)}
-            raise TrainingFailure(disagreement(failures, pairs, pos, self.kind))
+            culprit = localise(self.manual.model, xb, yb, self.kind)
+            raise TrainingFailure(disagreement(failures, pairs, pos, self.kind, culprit))
         if loss_rel > allowed_loss:
             raise TrainingFailure(f"losses disagree at {pos}: manual {loss_m!r}, torch {loss_t!r}, "
-                                  f"relative difference {loss_rel:.3g} > allowed {allowed_loss:.1e}")
+                                  f"relative difference {loss_rel:.3g} > allowed {allowed_loss:.1e}; "
+                                  f"{localise(self.manual.model, xb, yb, self.kind)}")
 
     def check_fast(self, pos, loss_m: float, loss_t: float, grads_t, xb, yb) -> None:
         """Check a fast step after it: free mode, the weights after each side's step; lockstep,

@@ -46,6 +46,7 @@ class ManualMLP:
         from manual.mlp import MLP
 
         self.mlp = MLP(sizes, activation, np.dtype(dtype), seed=rng)
+        self.model = self.mlp  # what the layer-by-layer check walks (compare.check.check_model)
         self.dtype, self.lr = self.mlp.dtype, lr
         self.keys = [ParamKey(i, p) for i in range(1, len(self.mlp.sizes)) for p in "Wb"]
         self.opt = SGD(lr)
@@ -164,6 +165,7 @@ class ManualStack:
         self.keys = [ParamKey(i, name) for i, p in enumerate(self.net.layer_params(), start=1) for name in p]
         self.opt = SGD(lr)
         self._logits = None
+        self.model = self.net  # build_user_model pairs each layer with its torch module here
 
     @property
     def params(self) -> list[np.ndarray]:
@@ -230,6 +232,7 @@ def build_user_model(cfg, rng: np.random.Generator):
     model.check_params_dtype(layers, dtype)
     params = model.torch_params(layers, modules)
     manual = ManualStack(layers, dtype, cfg.lr)
+    manual.model = list(zip(layers, modules))  # each layer with its counterpart, for check_model
     torch_side = TorchSide(torch.nn.Sequential(*modules), cfg.lr, params)
     torch_side.load(manual.params)
     manual.classes = model.check_shapes(manual.net.forward, torch_side.module, dtype)
