@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from compare import tolerances
-from compare.agreement import measure, param_message, rel_distance, sum_of_squares
+from compare.agreement import greatest_magnitude, measure, param_message, rel_distance, sum_of_squares
 from compare.errors import CrosscheckError
 from compare.train.config import REFEREE_EVERY, TrainConfig, base_bounds
 
@@ -40,8 +40,9 @@ class TrainingFailure(CrosscheckError):
 
 
 def rel(a: float, b: float) -> float:
-    """|a − b| / max(|a|, |b|, tiny): the relative difference of two losses."""
-    return abs(a - b) / max(abs(a), abs(b), tolerances.TINY)
+    """|a − b| / max(|a|, |b|, tiny): the relative difference of two losses (``agreement.measure``
+    of the two as one-element arrays)."""
+    return measure(np.array([a]), np.array([b]), 0, "loss", math.inf).rel_err
 
 
 def drift(manual_params, torch_params) -> float:
@@ -70,14 +71,10 @@ def norms(keys, arrays) -> dict:
 
 
 def update_bounds(dtype, grad_allowed: float, elem_allowed: float, theta: np.ndarray, step: np.ndarray):
-    """Bounds on an update read back from the weights (lockstep, fast step), θ' = `theta` after the
-    step, lr·g = `step` (see compare/tolerances.py, UPDATE_ROUNDINGS): relative error
-    grad_allowed + UPDATE_ROUNDINGS·u·‖θ'‖/‖lr·g‖; elementwise error (each element's rounding is
-    at most u·|θ'ᵢ|) elem_allowed + UPDATE_ROUNDINGS·u·max|θ'|/max|lr·g|."""
-    k = tolerances.UPDATE_ROUNDINGS * tolerances.unit_roundoff(dtype)
-    norm_ratio = math.sqrt(sum_of_squares(theta)) / max(math.sqrt(sum_of_squares(step)), tolerances.TINY)
-    peak_ratio = float(np.abs(theta).max()) / max(float(np.abs(step).max()), tolerances.TINY)
-    return grad_allowed + k * norm_ratio, elem_allowed + k * peak_ratio
+    """``tolerances.update_bounds`` of the weights after the step `theta` and the update `step`."""
+    norms = (math.sqrt(sum_of_squares(theta)), math.sqrt(sum_of_squares(step)))
+    return tolerances.update_bounds(dtype, grad_allowed, elem_allowed, norms,
+                                    (greatest_magnitude(theta), greatest_magnitude(step)))
 
 
 def disagreement(failures, arrays: dict, where, kind: str = "grads", culprit: str = "") -> str:
@@ -139,9 +136,7 @@ class Checks:
 
         A confident batch (tiny loss) computes its loss and gradients as small differences of
         large numbers; the bounds widen to that rounding noise (see compare/tolerances.py)."""
-        loss, scale = min(loss_m, loss_t), self.scale_side.logit_scale()
-        return tuple(tolerances.gradient_rel(self.dtype, loss, base=self.base[k], logit_scale=scale)
-                     for k in ("grad", "loss", "elem"))
+        return tolerances.step_bounds(self.base, self.dtype, min(loss_m, loss_t), self.scale_side.logit_scale())
 
     def compare(self, arrays_m, arrays_t, allowed, elem_allowed=None) -> list:
         """Agreement per parameter (``compare.agreement.measure``), in the order of ``keys``.
@@ -189,7 +184,7 @@ class Checks:
         """Check a fast step after it: free mode, the weights after each side's step; lockstep,
         the update the fast step applied against lr·(torch's gradient) (see ``check``)."""
         if self.kind == "weights":
-            bound = tolerances.FREE_WEIGHT_REL if self.dtype == np.float64 else tolerances.FREE32_WEIGHT_REL
+            bound = tolerances.weight_bound(self.dtype)
             return self.check(pos, loss_m, loss_t, self.manual.params, self.torch.views, xb, yb,
                               allowed=[bound] * len(self.keys), headline=bound)
         grad_allowed, _, grad_elem = self.bounds(loss_m, loss_t)
