@@ -219,11 +219,20 @@ class Checks:
 
         In lockstep both sides hold exactly those weights; in free mode torch's differ by the
         recorded drift, which then counts in torch's distance.
+
+        A float64 gradient holds 29 more bits per element than a float32 one: a float32 side equal
+        to it in every element of every parameter (not all zero) means the referee's gradient was
+        computed in float32, and the referee could not tell the sides apart: TrainingFailure.
         """
         g64 = self.manual.float64_grads(xb, yb)
+        to_m, to_t = self.compare(grads_m, g64, 1.0), self.compare(grads_t, g64, 1.0)
         layers = [{"layer": a.layer, "param": a.param, "manual_rel": a.rel_err, "torch_rel": b.rel_err}
-                  for a, b in zip(self.compare(grads_m, g64, 1.0), self.compare(grads_t, g64, 1.0))]
+                  for a, b in zip(to_m, to_t)]
         m_max = max(q["manual_rel"] for q in layers)
         t_max = max(q["torch_rel"] for q in layers)
+        for side, worst in (("manual", m_max), ("torch", t_max)):
+            if worst == 0 and any(a.norm_b > 0 for a in to_m):
+                raise TrainingFailure(f"the float64 referee's gradient equals the {side} side's float32 gradient "
+                                      f"exactly in every parameter: the referee did not compute in float64")
         closer = self.records.referee.add(m_max, t_max)
         return {"manual_max_rel": m_max, "torch_max_rel": t_max, "closer": closer, "layers": layers}
