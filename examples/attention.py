@@ -36,6 +36,8 @@ while v, whose gradient does not pass through softmax, still passes.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -60,12 +62,12 @@ class Attention:
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
         """q (..., L, d), k (..., S, d), v (..., S, dv) -> y (..., L, dv); keeps q, k, v, P."""
         self.q, self.k, self.v = q, k, v
-        self.P = softmax(q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1]))
+        self.P = softmax(q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1]))
         return self.P @ v
 
     def backward(self, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """dy = ∂L/∂y (..., L, dv) -> (∂L/∂q (..., L, d), ∂L/∂k (..., S, d), ∂L/∂v (..., S, dv))."""
-        scale = 1 / np.sqrt(self.q.shape[-1])
+        scale = 1 / math.sqrt(self.q.shape[-1])  # a Python float: keeps float32 float32
         dv = self.P.swapaxes(-1, -2) @ dy
         dA = self._softmax_vjp(dy @ self.v.swapaxes(-1, -2))
         return dA @ self.k * scale, dA.swapaxes(-1, -2) @ self.q * scale, dv
