@@ -271,36 +271,59 @@ def compare_grads(grads_a, grads_b, allowed: float, elem_allowed: float | None =
 # ------------------------------------------------------------------ messages
 
 
-def _mismatched(a: np.ndarray, b: np.ndarray, g: Agreement) -> int:
-    """Elements whose difference exceeds the elementwise bound times the greatest magnitude."""
-    return int(np.count_nonzero(np.abs(a.astype(np.float64) - b) > g.elem_allowed * max(g.peak, TINY)))
+def count_differing(a: np.ndarray, b: np.ndarray, g: Agreement) -> int:
+    """Elements of a and b farther apart than the elementwise bound times the greatest magnitude
+    (a NaN difference counts)."""
+    with np.errstate(all="ignore"):
+        d = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+        return int(np.count_nonzero(~(d <= g.elem_allowed * max(g.peak, TINY))))
 
 
 def _verdicts(g: Agreement) -> str:
     """Both measures against their bounds, the failing ones first."""
-    rel = f"relative error {g.rel_err:.3g} {{}} allowed {g.allowed:.0e}"
+    rel = f"relative error {g.rel_err:.3g} {{}} allowed {g.allowed:.2g}"
     elem = (f"elementwise error (greatest difference / greatest magnitude) {g.elem_rel:.3g} {{}} "
-            f"allowed {g.elem_allowed:.0e}")
+            f"allowed {g.elem_allowed:.2g}")
     parts = [(rel, "relative error"), (elem, "elementwise error")]
     parts.sort(key=lambda p: p[1] not in g.failed)
     return ", ".join(text.format(">" if name in g.failed else "<=") for text, name in parts)
 
 
-def describe(g: Agreement, names=("manual", "torch"), arrays=None) -> str:
-    """One parameter's disagreement in words (`arrays` = (a, b) adds the count of bad elements)."""
-    where = f"layer {g.layer} {g.param}"
+def message(g: Agreement, label: str, names=("manual", "torch"), count: tuple[int, int] | None = None,
+            what: str = "elements", shape: tuple | None = None, index: tuple | None = None) -> str:
+    """One comparison in words: the one wording of every verdict (training, gradcheck, the check API).
+
+    Args:
+        g: the Agreement (``measure``).   label: what was compared ("layer 2 W", "input x").
+        names: the two witnesses, as g's a and b.
+        count: (how many elements differ beyond the elementwise bound, how many were compared);
+            ``count_differing`` gives the first.
+        what: "elements", "coordinates" (finite differences) or "direction" (one number: the
+            derivative along a random direction).
+        shape, index: the tensor's shape and the worst index in it, where g measured a sample.
+    """
+    a, b = names
+    index = g.worst_index if index is None else index
+    where = f"{label} {tuple(g.shape if shape is None else shape)}: {a} vs {b}"
     if g.note:
         return f"{where}: {g.note}"
-    if not math.isfinite(g.max_abs):
-        return (f"{where} {g.shape}: non-finite gradient at index {g.worst_index} "
-                f"({names[0]} {g.a_value:.6g}, {names[1]} {g.b_value:.6g})")
-    count = ""
-    if arrays is not None:
-        count = (f"; {_mismatched(*arrays, g)} of {int(np.prod(g.shape))} elements differ by more than "
-                 f"{g.elem_allowed:.0e} of the greatest magnitude {g.peak:.3g}")
-    return (f"{where} {g.shape}: {_verdicts(g)}{count}; "
-            f"greatest absolute difference {g.max_abs:.3g} at index {g.worst_index} "
-            f"({names[0]} {g.a_value:.6g}, {names[1]} {g.b_value:.6g}); cosine similarity {g.cosine:.6f}")
+    if not (math.isfinite(g.a_value) and math.isfinite(g.b_value)):
+        return f"{where}: non-finite value at index {index} ({a} {g.a_value:.6g}, {b} {g.b_value:.6g})"
+    if what == "direction":
+        return (f"{where}: along a random direction u, <{a}, u> = {g.a_value:.6g} but the central difference "
+                f"gives {g.b_value:.6g}; relative error {g.rel_err:.3g} > allowed {g.allowed:.2g}")
+    text = f"{where}: {_verdicts(g)}"
+    if count is not None:
+        text += (f"; {count[0]} of {count[1]} {what} differ by more than {g.elem_allowed:.2g} of the greatest "
+                 f"magnitude {g.peak:.3g}")
+    return (f"{text}; greatest absolute difference {g.max_abs:.3g} at index {index} "
+            f"({a} {g.a_value:.6g}, {b} {g.b_value:.6g}); cosine similarity {g.cosine:.6f}")
+
+
+def param_message(g: Agreement, names=("manual", "torch"), arrays=None) -> str:
+    """``message`` for one parameter of a net ("layer 2 W"); `arrays` = (a, b) adds the count."""
+    count = None if arrays is None or g.note else (count_differing(*arrays, g), int(np.prod(g.shape)))
+    return message(g, f"layer {g.layer} {g.param}", names, count)
 
 
 class AgreementError(AssertionError):
@@ -314,10 +337,9 @@ class AgreementError(AssertionError):
         for g in failures:
             arrays = None
             if grads is not None and not g.note:
-                pair = (grads[0][g.layer - 1], grads[1][g.layer - 1])
                 j = 0 if g.param == "W" else 1
-                arrays = (np.asarray(pair[0][j]), np.asarray(pair[1][j]))
-            lines.append(describe(g, names, arrays))
+                arrays = (np.asarray(grads[0][g.layer - 1][j]), np.asarray(grads[1][g.layer - 1][j]))
+            lines.append(param_message(g, names, arrays))
         first = failures[0]
         head = (f"gradients disagree ({names[0]} vs {names[1]}){' at ' + context if context else ''}: "
                 f"layer {first.layer} {first.param}")

@@ -193,7 +193,7 @@ def format_table(results: dict[tuple[str, str], list[Agreement]], losses: dict |
 def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch: int, dtype, seed: int,
         fd_samples: int) -> dict:
     """The whole check on a batch drawn from (mnist_x, mnist_y). Returns a JSON-ready report."""
-    from compare.agreement import describe
+    from compare.agreement import param_message
 
     rng = np.random.default_rng(seed)
     mlp = MLP(sizes, activation, dtype, seed=rng)
@@ -205,7 +205,7 @@ def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch:
     losses = compare_losses(loss_values, dtype)
     n_fd = sum(len(i) for pair in coords for i in pair)
     n_params = sum(W.size + b.size for W, b in mlp.parameters())
-    failures = [describe(g, pair) for pair, gs in results.items() for g in gs if not g.ok]
+    failures = [param_message(g, pair) for pair, gs in results.items() for g in gs if not g.ok]
     failures += [f"loss: {a} {q.a_value!r} vs {b} {q.b_value!r}, relative difference {q.rel_err:.3g} > "
                  f"allowed {q.allowed:.0e}" for (a, b), q in losses.items() if not q.ok]
     return {

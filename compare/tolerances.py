@@ -234,3 +234,32 @@ def linear_bound(x, W, b, dtype=None, factor: float = TWO_COMPUTATIONS) -> np.nd
     xa = np.hstack([np.abs(x.astype(np.float64)), np.ones((len(x), 1))])
     wa = np.vstack([np.abs(W.astype(np.float64)).T, np.abs(b.astype(np.float64))[None, :]])
     return matmul_bound(xa, wa, dt, factor)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bounds of the check API (``compare.check``), combined here like every other.
+
+
+def finite_difference_bounds(analytic, differences, rounding) -> tuple[float, float]:
+    """(relative, elementwise) bounds of an analytic gradient against finite differences at the
+    same coordinates (or one directional difference): FINITE_DIFF_REL for the truncation
+    h²·f‴/6, or more where the differences' own rounding bound (``compare.fd``; NOISE_FACTOR times
+    it, as the noise of confident batches) relative to the norm or the greatest magnitude exceeds
+    it (outputs much larger than their derivatives).
+
+    Args: analytic, differences, rounding: 1-D float arrays of one length.
+    """
+    a, d, r = (np.asarray(v, dtype=np.float64) for v in (analytic, differences, rounding))
+    with np.errstate(all="ignore"):
+        norm = max(float(np.sqrt(a @ a)), float(np.sqrt(d @ d)), TINY)
+        peak = max(float(np.abs(a).max(initial=0)), float(np.abs(d).max(initial=0)), TINY)
+        return (max(FINITE_DIFF_REL, NOISE_FACTOR * float(np.sqrt(r @ r)) / norm),
+                max(FINITE_DIFF_REL, NOISE_FACTOR * float(r.max(initial=0)) / peak))
+
+
+def float32_bounds(rel_noise: float, elem_noise: float) -> tuple[float, float]:
+    """(relative, elementwise) bounds between a float32 computation and another float32 or float64
+    one: FLOAT32_REL, or NOISE_FACTOR times how far the reference's own float32 result lies from its
+    float64 one (`rel_noise`, `elem_noise`), where the function is ill-conditioned enough to lose
+    more digits than FLOAT32_REL allows."""
+    return max(FLOAT32_REL, NOISE_FACTOR * rel_noise), max(FLOAT32_REL, NOISE_FACTOR * elem_noise)

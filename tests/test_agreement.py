@@ -62,11 +62,11 @@ def test_measure_non_finite_and_shape_mismatch():
     a = np.array([1.0, np.nan, 2.0])
     g = measure(a, np.ones(3), 1, "W", 1e-4)
     assert not g.ok and g.worst_index == (1,) and math.isnan(g.a_value)
-    assert "non-finite" in agreement.describe(g)
+    assert "non-finite" in agreement.param_message(g)
     big = np.full(4, 1e200)
     assert measure(big, big, 1, "W", 1e-10).ok  # squares overflow, the scaled fallback copes
     s = measure(np.zeros((3, 4)), np.zeros((4, 3)), 2, "W", 1e-10)
-    assert not s.ok and "shapes differ: (3, 4) vs (4, 3)" in agreement.describe(s)
+    assert not s.ok and "shapes differ: (3, 4) vs (4, 3)" in agreement.param_message(s)
 
 
 def test_float32_metrics():

@@ -98,7 +98,7 @@ def test_non_finite_entries_fail_both_measures_at_the_first_such_index(bad):
     g = measure(a, b, 2, "b", 1.0, 1.0)
     assert not g.ok and g.failed == ["relative error", "elementwise error"]
     assert g.worst_index == (1500,) and math.isinf(g.elem_rel)
-    assert "non-finite gradient at index (1500,)" in agreement.describe(g)
+    assert "non-finite value at index (1500,)" in agreement.param_message(g)
 
 
 def test_squares_that_overflow_are_measured_on_scaled_copies():
@@ -122,8 +122,8 @@ def test_each_measure_has_its_own_bound_and_the_message_names_the_failing_one():
     spread = g + 1e-6 * np.linalg.norm(g) / math.sqrt(g.size) * np.sign(RNG.standard_normal(g.shape))
     only_rel = measure(spread, g, 3, "W", 1e-7, 1e-5)
     assert only_rel.failed == ["relative error"]
-    text = agreement.describe(only_rel, arrays=(spread, g))
-    assert "layer 3 W (40, 30): relative error" in text and "> allowed 1e-07" in text
+    text = agreement.param_message(only_rel, arrays=(spread, g))
+    assert "layer 3 W (40, 30): manual vs torch: relative error" in text and "> allowed 1e-07" in text
     assert "elementwise error (greatest difference / greatest magnitude)" in text and "<= allowed 1e-05" in text
     assert f"0 of {g.size} elements differ by more than 1e-05 of the greatest magnitude" in text
 
@@ -131,7 +131,7 @@ def test_each_measure_has_its_own_bound_and_the_message_names_the_failing_one():
     local[7, 11] += 1e-4 * np.abs(g).max()
     only_elem = measure(local, g, 3, "W", 1e-4, 1e-5)  # ‖d‖/‖g‖ ≈ 1e-4·3/√1200 ≈ 1e-5
     assert only_elem.failed == ["elementwise error"]
-    text = agreement.describe(only_elem, ("manual", "torch"), arrays=(local, g))
+    text = agreement.param_message(only_elem, ("manual", "torch"), arrays=(local, g))
     assert text.index("elementwise error") < text.index("relative error")  # the failing measure first
     assert f"1 of {g.size} elements differ by more than 1e-05" in text and "at index (7, 11)" in text
 

@@ -301,7 +301,7 @@ def test_a_module_parameter_missing_in_the_layer_is_named():
     layer.torch_names = {"W": "weight"}
     with pytest.raises(ValueError) as e:
         check_layer(layer, torch.nn.Linear(5, 5), x)
-    assert "parameter bias has no counterpart in layer.params (['W'])" in one_line(e)
+    assert "parameter bias has no counterpart in the layer's parameters (['W'])" in one_line(e)
 
 
 def test_parameter_shapes_that_differ_are_named():
@@ -332,7 +332,7 @@ def test_a_backward_dx_of_the_wrong_shape_and_grads_that_miss_a_name():
 
     with pytest.raises(ValueError) as e:
         check_layer(WrongDx(), torch.nn.Tanh(), np.ones((2, 3)))
-    assert "dx has shape (2, 2); expected (2, 3)" in one_line(e)
+    assert "gradient for input x has shape (2, 2); expected (2, 3)" in one_line(e)
 
     class ForgetsB(Affine):
         def backward(self, dy):
@@ -348,7 +348,7 @@ def test_a_backward_dx_of_the_wrong_shape_and_grads_that_miss_a_name():
 def test_a_torch_function_that_returns_no_tensor():
     with pytest.raises(TypeError) as e:
         check_function(np.sin, lambda g, x: g * np.cos(x), lambda t: torch.sin(t).tolist(), np.ones(3))
-    assert "torch_fn returned list; expected one torch.Tensor" in one_line(e)
+    assert "torch_fn returned list holding float; expected a torch.Tensor or a tuple of them" in one_line(e)
 
 
 def test_non_finite_inputs_and_parameters():
@@ -365,14 +365,18 @@ def test_non_finite_inputs_and_parameters():
 
 
 @pytest.mark.parametrize("call, error, needle", [
-    (lambda: check_function(np.sin, lambda g, x: g, torch.sin, np.arange(3)), TypeError, "has dtype int64"),
+    (lambda: check_function(np.sin, lambda g, x: g, torch.sin, np.arange(3)), TypeError,
+     "needs at least one float32 or float64 input to differentiate"),
+    (lambda: check_function(np.sin, lambda g, x: g, torch.sin, np.ones(3, np.float16)), TypeError,
+     "has dtype float16; expected float32 or float64 (differentiated), or an integer or bool array"),
     (lambda: check_function(np.sin, lambda g, x: g, torch.sin, torch.ones(3)), TypeError, "is a Tensor"),
-    (lambda: check_function(lambda x: (x, x), lambda g, x: g, torch.sin, np.ones(3)), TypeError,
-     "fn returned a tuple of 2; expected one NumPy array"),
+    (lambda: check_function(lambda x: (x, x), lambda g, x: g[0] + g[1], torch.sin, np.ones(3)), ValueError,
+     "torch_fn returned 1 output, the hand-written side 2; expected one torch output per output"),
     (lambda: check_function(np.sin, None, torch.sin, np.ones(3)), TypeError, "vjp must be callable"),
     (lambda: check_layer(object(), torch.nn.Tanh(), np.ones(3)), TypeError,
      "object has no .params, .forward, .backward"),
-    (lambda: check_layer(Tanh(), np.tanh, np.ones(3)), TypeError, "module must be a torch.nn.Module"),
+    (lambda: check_layer(Tanh(), np.tanh, np.ones(3)), TypeError,
+     "counterpart must be a torch.nn.Module or a function of torch tensors; got ufunc"),
 ])
 def test_other_bad_use_gets_one_clear_error(call, error, needle):
     with pytest.raises(error) as e:

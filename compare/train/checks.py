@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from compare import tolerances
-from compare.agreement import describe, measure, rel_distance, sum_of_squares
+from compare.agreement import measure, param_message, rel_distance, sum_of_squares
 from compare.errors import CrosscheckError
 from compare.train.config import REFEREE_EVERY, TrainConfig, base_bounds
 
@@ -82,9 +82,9 @@ def update_bounds(dtype, grad_allowed: float, elem_allowed: float, theta: np.nda
 
 def disagreement(failures, arrays: dict, where, kind: str = "grads") -> str:
     """The failure message: head line naming the first failing parameter, then one line per
-    failure (``agreement.describe``: greatest difference, index, both values, count, cosine).
+    failure (``agreement.param_message``: greatest difference, index, both values, count, cosine).
     `arrays` maps (layer, param) to the two compared arrays."""
-    lines = [describe(g, ("manual", "torch"), arrays.get((g.layer, g.param))) for g in failures]
+    lines = [param_message(g, ("manual", "torch"), arrays.get((g.layer, g.param))) for g in failures]
     first, others = failures[0], len(failures) - 1
     head = f"{NOUNS[kind][0]} disagree (manual vs torch) at {where}: layer {first.layer} {first.param}"
     head += f" and {others} more parameter{'s' * (others > 1)}" if others else ""

@@ -1,0 +1,114 @@
+"""Check your own derivation: a hand-written backward pass against autograd and finite differences.
+
+    report = check_function(fn, vjp, torch_fn, *inputs)      # a NumPy function and its VJP
+    report = check_layer(layer, counterpart, x)              # a layer, x one array or a tuple
+    report.ok;  print(report);  report.assert_ok()
+
+The layer protocol:
+
+    layer.params    dict name -> float array ({} for none); forward reads these very arrays
+    layer.grads     the same names, filled by backward
+    layer.forward(*inputs) -> y, or a tuple of outputs        (keeps its base point)
+    layer.backward(*dys)   -> dx, or a tuple: one per input   (one dy per output; None for an
+                                                               integer or bool input)
+    layer.buffers   optional: dict name -> array, state the forward reads or updates (batch norm's
+                    running statistics), compared after the forward with the module's buffers
+    layer.torch_names  optional: manual name -> torch name, for parameters and buffers
+    layer.training  optional: set by check_layer(..., training=True/False), as module.train(...)
+
+The counterpart is a ``torch.nn.Module`` (its parameters and buffers matched by name, the layer's
+values copied in, called through ``torch.func.functional_call``) or a plain function of torch
+tensors, ``f(*inputs, **params)`` with the parameters by (torch) name. Layouts are functions on
+torch tensors, and autograd carries the gradients back through them, so no inverse is needed:
+
+    torch_params={"W": ("weight", lambda W: W.T)}                 # W held as (in, out)
+    torch_params={"K": ("weight", lambda K: K.permute(3, 2, 0, 1)), "b": "bias"}
+    torch_inputs=lambda x: x.permute(0, 3, 1, 2)                  # NHWC -> NCHW; or several
+    torch_inputs=lambda x, h, c: (x, (h, c))                      #   arguments (nn.LSTMCell)
+    torch_outputs=lambda y: y.permute(0, 2, 3, 1)                 # back to the layer's layout
+
+Inputs of float32 or float64 are differentiated; integer and bool arrays (ids, masks, labels)
+pass to both sides unchanged, never perturbed. Every witness runs on its own copies of the layer,
+the inputs and the upstream gradients: what user code writes into its arguments reaches no other
+witness, and is reported as a note ("backward wrote into dy"). The caller's layer and module are
+never changed.
+
+Witnesses of one vector–Jacobian product Jᵀg (g: a seeded random upstream gradient per output),
+each tensor compared pair by pair by ``compare.agreement.measure``, the relative error
+‖a − b‖/max(‖a‖, ‖b‖) and the elementwise error max|a − b|/max(max|a|, max|b|) each bounded
+(``compare.tolerances``):
+
+- manual: the hand-written pass, in the inputs' dtype;  torch: autograd on the counterpart;
+- manual64, torch64 (float32 inputs): the same two in float64, the referee that tells float32
+  rounding from a wrong derivative: the derivation is judged in float64;
+- fd: central differences of ⟨g, f⟩ in float64 of the hand-written forward (``compare.fd``),
+  coordinate by coordinate while cheap, a seeded sample above;
+- dir: the same along a random direction u, against ⟨Jᵀg, u⟩: two forward passes whatever the size.
+
+Before any of them, two forwards at the same point must agree on each side; a forward that is not
+deterministic gets that said instead of a gradient verdict. After a failure, the report names the
+suspect (``compare.check.blame``): the side that finite differences of your forward do not support.
+"""
+
+from __future__ import annotations
+
+from compare import tolerances
+from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
+from compare.check.report import Comparison, DerivationError, Report
+from compare.check.subjects import FunctionSubject, LayerSubject
+
+__all__ = ["check_function", "check_layer", "Comparison", "DerivationError", "Report"]
+for _public in (Comparison, DerivationError, Report):  # tracebacks name them where users import them
+    _public.__module__ = __name__
+del _public
+
+
+def check_function(fn, vjp, torch_fn, *inputs, seed: int = 0, h: float = tolerances.FD_STEP,
+                   fd_samples: int = FD_SAMPLES, fd_budget: int = FD_BUDGET, name: str | None = None) -> Report:
+    """Check a hand-derived vector–Jacobian product against autograd and finite differences.
+
+    Args:
+        fn: fn(*inputs) -> y, a NumPy array, or a tuple of them (several outputs).
+        vjp: vjp(g, *inputs) -> Jᵀg, one gradient per input of its input's shape: a tuple, or the
+            array alone for one input (None for an integer or bool input). g has y's shape and
+            dtype; with several outputs it is a tuple, one per output.
+        torch_fn: the same function on torch tensors (e.g. ``torch.nn.functional.softplus``).
+        inputs: NumPy arrays: finite float32/float64 ones are differentiated (float32 gets the
+            float64 referee); integer and bool ones pass unchanged.
+        seed: draws g, the directions u and the sampled fd coordinates.
+        h: the finite-difference step.
+        fd_samples, fd_budget: how many coordinates fd may take (``compare.check.engine``).
+        name: the report's title (default: the functions' qualified names).
+    Returns:
+        a Report. Bad use (a wrong type, count or shape) raises TypeError or ValueError instead.
+    """
+    return check(FunctionSubject(fn, vjp, torch_fn, inputs, name), seed, h, fd_samples, fd_budget)
+
+
+def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, fd_samples: int = FD_SAMPLES,
+                fd_budget: int = FD_BUDGET, *, torch_params=None, torch_inputs=None, torch_outputs=None,
+                training: bool | None = None, name: str | None = None) -> Report:
+    """Check a layer's hand-written backward (every dx and parameter gradient), its outputs and its
+    buffers against a torch counterpart and finite differences.
+
+    Args:
+        layer: the layer protocol (module docstring).
+        module: a ``torch.nn.Module`` whose parameters and buffers carry the layer's names (after
+            ``torch_names`` / ``torch_params``) and shapes (after the transforms), or a function
+            of torch tensors f(*inputs, **params). Neither the module nor the layer is changed.
+        x: the input, or a tuple of inputs: NumPy arrays (float32/float64 differentiated, integer
+            and bool passed unchanged).
+        seed, h, fd_samples, fd_budget: as for ``check_function``.
+        torch_params: {manual name: torch name | transform | (torch name, transform)}; a transform
+            maps the manual-layout tensor to torch's (e.g. ``lambda W: W.T``).
+        torch_inputs: f(*input tensors) -> the module's positional arguments (a tuple or one tensor).
+        torch_outputs: f(the module's result) -> the output(s) in the layer's layout.
+        training: set ``layer.training`` and ``module.train(training)`` (default: as they are).
+        name: the report's title (default: the layer's class and the counterpart).
+    Returns:
+        a Report. Bad use (a parameter or buffer missing on either side, shapes that differ, a
+        transform that fails, the wrong number of outputs or of dx, a wrong type) raises TypeError or
+        ValueError instead.
+    """
+    subject = LayerSubject(layer, module, x, torch_params, torch_inputs, torch_outputs, training, name)
+    return check(subject, seed, h, fd_samples, fd_budget)

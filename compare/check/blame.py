@@ -1,0 +1,107 @@
+"""Which side a failure points at: finite differences of the hand-written forward as the arbiter
+between the hand-written backward and autograd on the counterpart.
+
+A witness is *supported* by the finite differences when it lies within their own error: the
+rounding bound of ``compare.fd`` plus the truncation estimated from a second step 2h. Where the
+hand-written side is supported and the torch side is not, the torch counterpart is the suspect (a
+torch function whose derivative is not that of its values, such as softplus above its threshold);
+where only the torch side is supported, the hand-written backward is. When the outputs themselves
+differ, finite differences of the torch forward say whether torch's gradient is at least that of
+its own function: then the two forwards compute different functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compare import fd, tolerances
+
+
+def _norm(v) -> float:
+    return float(np.linalg.norm(np.asarray(v, np.float64).reshape(-1)))
+
+
+def _evidence(numeric, label: str, grads: list[np.ndarray]) -> list[tuple[list[float], float]]:
+    """[(each witness's relative distance from the differences, their own relative error)], from
+    the coordinates (when taken) and from the direction."""
+    t, evaluate, g, h = numeric.referee.tensors[label], numeric.referee.evaluate, numeric.g, numeric.h
+    out = []
+    coords = numeric.coords[label]
+    if coords is not None:
+        values, rounding = numeric.fd[label]
+        values_2h, _ = fd.coordinates(t, coords, evaluate, g, 2 * h)
+        scale = max(_norm(values), *(_norm(w.reshape(-1)[coords]) for w in grads), tolerances.TINY)
+        error = (_norm(rounding) + 3 * _norm(fd.truncation(values, values_2h))) / scale
+        out.append(([_norm(w.reshape(-1)[coords] - values) / scale for w in grads], error))
+    u = numeric.u[label]
+    value, rounding = numeric.dir[label]
+    value_2h, _ = fd.direction(t, u, evaluate, g, 2 * h)
+    along = [float(np.dot(w.reshape(-1), u.reshape(-1))) for w in grads]
+    scale = max(abs(value), *map(abs, along), tolerances.TINY)
+    error = (rounding + 3 * float(fd.truncation(value, value_2h))) / scale
+    out.append(([abs(a - value) / scale for a in along], error))
+    return out
+
+
+def suspect(numeric, runs, exact, label: str) -> str:
+    """One line: which side finite differences of the hand-written forward support for `label`."""
+    grads = [np.asarray(runs[w].grads[label], np.float64) for w in exact]
+    evidence = _evidence(numeric, label, grads)
+    supported = [all(d[i] <= e for d, e in evidence) for i in range(2)]
+    d_m, d_t = (max(d[i] for d, _ in evidence) for i in range(2))
+    error = max(e for _, e in evidence)
+    apart = f"(relative distance {{:.2g}}; the differences' own error is about {error:.1g})"
+    if supported[0] and not supported[1]:
+        return (f"suspect: the torch counterpart, for {label}: the torch counterpart disagrees with finite differences "
+                f"of your forward {apart.format(d_t)}; your backward agrees with them ({d_m:.2g})")
+    if supported[1] and not supported[0]:
+        return (f"suspect: your backward, for {label}: finite differences of your forward agree with the torch "
+                f"counterpart ({d_t:.2g}) and not with your backward {apart.format(d_m)}")
+    if not any(supported):
+        return (f"suspect: both sides, for {label}: finite differences of your forward agree neither with your "
+                f"backward ({d_m:.2g}) nor with the torch counterpart ({d_t:.2g}; their own error is about "
+                f"{error:.1g}): if the outputs differ, the two compute different functions; else the forward may "
+                "not be smooth here (a kink or a threshold within the step) or read state the check cannot move")
+    return (f"no suspect for {label}: finite differences of your forward lie within their own error (about "
+            f"{error:.1g}) of both your backward ({d_m:.2g}) and the torch counterpart ({d_t:.2g}), so they cannot "
+            "tell which is right at this precision")
+
+
+def forwards(subject, numeric, runs, exact) -> str:
+    """When the outputs differ: does each side's gradient belong to its own forward?"""
+    torch_referee = subject.torch_referee()
+    mine, theirs = [], []
+    for label, u in numeric.u.items():
+        for witness, referee, supported in ((exact[0], numeric.referee, mine), (exact[1], torch_referee, theirs)):
+            value, rounding = fd.direction(referee.tensors[label], u, referee.evaluate, numeric.g, numeric.h)
+            along = float(np.dot(np.asarray(runs[witness].grads[label], np.float64).reshape(-1), u.reshape(-1)))
+            rel, _ = tolerances.finite_difference_bounds([along], [value], [rounding])
+            if abs(along - value) <= rel * max(abs(along), abs(value), tolerances.TINY):
+                supported.append(label)
+
+    def which(labels):
+        return "every gradient" if len(labels) == len(numeric.u) else ", ".join(labels) if labels else "no gradient"
+
+    return (f"the outputs differ: finite differences of your forward support your backward for {which(mine)}; "
+            f"finite differences of the torch forward support torch's gradient for {which(theirs)}. Where both "
+            "hold, the two forwards compute different functions: look at the counterpart's layouts (torch_params, "
+            "torch_inputs, torch_outputs), constants and defaults")
+
+
+def findings(subject, numeric, runs, comparisons, exact) -> list[str]:
+    """The lines that follow a failed check's comparisons."""
+    failing = {c.tensor for c in comparisons if not c.ok}
+    if any(not c.ok and c.tensor.startswith("output") and (c.a, c.b) == exact for c in comparisons):
+        lines = [forwards(subject, numeric, runs, exact)]
+    else:
+        lines = [suspect(numeric, runs, exact, label) for label in numeric.u if label in failing]
+    buffers = sorted(t.removeprefix("buffer ") for t in failing if t.startswith("buffer "))
+    if buffers:
+        lines.append(f"the buffers {', '.join(buffers)} differ after one forward from the same values: the forward "
+                     "updates its state by another rule than the counterpart (the momentum, a biased or unbiased "
+                     "variance, what is averaged)")
+    float32_only = [c for c in comparisons if not c.ok and c.a == "manual" and c.b in ("torch", "manual64")]
+    if subject.float32 and float32_only and all(c.ok for c in comparisons if c.a in exact):
+        lines.append("the derivation agrees in float64; the float32 run is farther from it than float32 rounding "
+                     "allows: look for a cancellation, or a constant or intermediate kept in float32")
+    return lines

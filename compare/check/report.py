@@ -1,0 +1,128 @@
+"""What a check found: a ``Comparison`` per tensor and pair of witnesses, the ``Report`` that holds
+them with the check's notes and findings, and ``DerivationError``, the AssertionError of
+``Report.assert_ok``. Every line of text comes from ``compare.agreement.message``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from compare.agreement import Agreement, message
+from compare.options import format_table
+
+# The table's columns, in this order where present.
+COLUMNS = [("manual", "torch"), ("manual", "manual64"), ("manual64", "torch64"), ("manual", "fd"),
+           ("torch", "fd"), ("manual64", "fd"), ("torch64", "fd"), ("manual", "dir"), ("torch", "dir"),
+           ("manual64", "dir"), ("torch64", "dir")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One tensor as two witnesses (`a`, `b`) see it, measured by ``compare.agreement.measure``."""
+
+    tensor: str  # "output", "input x", "parameter W", "buffer running_var"
+    shape: tuple  # the tensor's shape
+    a: str
+    b: str
+    agreement: Agreement
+    index: tuple  # where the greatest difference is, in the tensor (() along a direction)
+    differ: int  # compared elements farther apart than elem_allowed × the greatest magnitude
+    compared: int  # elements compared: all, the fd coordinates, or 1 (dir)
+
+    @property
+    def ok(self) -> bool:
+        return self.agreement.ok
+
+    def message(self) -> str:
+        """The comparison in words (``compare.agreement.message``)."""
+        what = {"fd": "coordinates", "dir": "direction"}.get(self.b, "elements")
+        count = None if what == "direction" else (self.differ, self.compared)
+        return message(self.agreement, self.tensor, (self.a, self.b), count, what, self.shape, self.index)
+
+
+class DerivationError(AssertionError):
+    """A hand-written derivative disagrees with a witness (or could not be judged); ``report``
+    holds everything the check found."""
+
+    def __init__(self, report: Report):
+        self.report = report
+        if report.refusal:
+            super().__init__(report.refusal)
+            return
+        first, more = report.failures[0], len(report.failures) - 1
+        head = f"derivative disagrees: {first.tensor} ({first.a} vs {first.b})"
+        head += f" and {more} more comparison{'s' * (more > 1)}" if more else ""
+        lines = [head, *("  " + c.message() for c in report.failures), *report.findings, "", report.table()]
+        super().__init__("\n".join(lines))
+
+
+class Report:
+    """What a check found.
+
+    Attributes:
+        title: what was checked, in which dtype, with which seed.
+        comparisons: every ``Comparison``; ``failures`` those out of bounds.
+        notes: what the reader should know and that is no failure (fd coverage, writes into
+            arguments, float32 bounds).
+        findings: lines about the failures: which side is the suspect, what kind of mistake.
+        refusal: why no gradient verdict could be given (a forward that is not deterministic), or "".
+        self_test: the injected mistakes and whether the check caught them (``self_test=True``), or None.
+    ``ok``, ``str()`` (title, table of relative errors, notes, verdict, failures and findings) and
+    ``assert_ok()``.
+    """
+
+    def __init__(self, title: str, comparisons: list[Comparison], notes: list[str], findings=(),
+                 refusal: str = "", self_test=None):
+        self.title, self.comparisons, self.notes = title, comparisons, notes
+        self.findings, self.refusal, self.self_test = list(findings), refusal, self_test
+
+    @property
+    def failures(self) -> list[Comparison]:
+        return [c for c in self.comparisons if not c.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.refusal and not self.failures
+
+    def table(self) -> str:
+        """Relative error per tensor (rows) and witness pair (columns); failures marked, '-' where
+        a pair does not apply."""
+        pairs = [p for p in COLUMNS if any((c.a, c.b) == p for c in self.comparisons)]
+        cells = {(c.tensor, (c.a, c.b)): c for c in self.comparisons}
+        rows = [["tensor", "shape", *(f"{a}~{b}" for a, b in pairs)]]
+        for tensor, shape in dict.fromkeys((c.tensor, c.shape) for c in self.comparisons):
+            row = [tensor, "x".join(map(str, shape)) or "()"]
+            for pair in pairs:
+                c = cells.get((tensor, pair))
+                row.append("-" if c is None else _cell(c.agreement))
+            rows.append(row)
+        return format_table(rows, align="l")
+
+    def __str__(self) -> str:
+        if self.refusal:
+            return "\n".join([self.title, *self.notes, f"NO VERDICT: {self.refusal}"])
+        n = len(self.comparisons)
+        verdict = (f"PASS: all {n} comparisons agree" if self.ok
+                   else f"FAIL: {len(self.failures)} of {n} comparisons disagree")
+        lines = [self.title, self.table(), *self.notes, verdict, *("  " + c.message() for c in self.failures),
+                 *self.findings]
+        if self.self_test is not None:
+            lines.append(str(self.self_test))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<Report {'ok' if self.ok else 'FAILED'}: {self.title}>"
+
+    def assert_ok(self) -> Report:
+        """Raise DerivationError (an AssertionError) naming every failing comparison; pytest hides
+        this frame, so the failure reads as the caller's assertion."""
+        __tracebackhide__ = True
+        if not self.ok:
+            raise DerivationError(self)
+        return self
+
+
+def _cell(g: Agreement) -> str:
+    """The relative error, marked when it fails; the elementwise error where only that fails."""
+    if g.failed == ["elementwise error"]:
+        return f"{g.elem_rel:.1e} FAIL (elementwise)"
+    return f"{g.rel_err:.1e}" + (" FAIL" if g.failed else "")

@@ -1,0 +1,396 @@
+"""What is checked, as the witnesses see it: a function and its VJP (``FunctionSubject``) or a layer
+and its torch counterpart (``LayerSubject``).
+
+A subject runs each witness on its own copies: the user's arrays are copied once, on arrival
+(``pristine``), and every run gets fresh copies of them, of the upstream gradients and of the
+layer, so that nothing one witness's code writes into its arguments reaches another (what it
+writes is reported as a note). It labels the tensors ("input x", "parameter W", "output 1",
+"buffer running_var") and knows, for the finite differences, a float64 forward whose tensors can
+be perturbed in place (``referee``), of the hand-written side and of the torch counterpart.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+from compare.check import usage
+from compare.copies import float64_copy
+from compare.names import match_names
+
+
+@dataclasses.dataclass
+class Run:
+    """One witness's run: outputs, gradients by tensor label, buffers after the forward (in torch's
+    layout) and notes (what its code wrote into its arguments)."""
+
+    outputs: list
+    grads: dict
+    buffers: dict = dataclasses.field(default_factory=dict)
+    notes: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Referee:
+    """A float64 forward for finite differences: `tensors` (label -> float64 array, perturbed in
+    place) and `evaluate()` -> the outputs, flattened and concatenated."""
+
+    tensors: dict
+    evaluate: object
+
+
+def _flat(ys) -> np.ndarray:
+    return np.concatenate([np.asarray(y, np.float64).reshape(-1) for y in ys])
+
+
+def _written(before, after, labels, who: str) -> list[str]:
+    """A note for each argument whose values changed during a call."""
+    return [f"{who} wrote into {label}" for b, a, label in zip(before, after, labels)
+            if b is not None and not np.array_equal(b, a, equal_nan=True)]
+
+
+class Subject:
+    """What both subjects share: the inputs, the torch runs and the referees. Subclasses set
+    ``names`` (inputs), ``pristine``, ``params`` (name -> pristine array), ``title`` and the
+    torch call (``_torch_call``)."""
+
+    def _init_inputs(self, names, values) -> None:
+        self.input_labels = [f"input {n}" for n in names]
+        self.pristine = [np.array(usage.input_array(v, lab), order="C") for v, lab in zip(values, self.input_labels)]
+        self.differentiable = [usage.is_float(a) for a in self.pristine]
+
+    @property
+    def float32(self) -> bool:
+        arrays = [a for a, d in zip(self.pristine, self.differentiable) if d] + list(self.params.values())
+        return any(a.dtype == np.float32 for a in arrays)
+
+    @property
+    def labels(self) -> list[str]:
+        """The differentiated tensors: float inputs, then parameters."""
+        inputs = [lab for lab, d in zip(self.input_labels, self.differentiable) if d]
+        return inputs + [f"parameter {n}" for n in self.params]
+
+    def inputs(self, precise: bool) -> list[np.ndarray]:
+        """Fresh copies of the inputs (float ones in float64 for the referee)."""
+        return [np.array(a, dtype=np.float64 if precise and d else a.dtype, order="C")
+                for a, d in zip(self.pristine, self.differentiable)]
+
+    def _input_grads(self, dxs, shapes, who) -> dict:
+        return {lab: usage.gradient(d, shape, f"{who}'s gradient for {lab}", f"the shape of {lab}")
+                for lab, d, shape, diff in zip(self.input_labels, dxs, shapes, self.differentiable) if diff}
+
+    # ------------------------------------------------------------------ torch
+
+    def torch_dtype(self, precise: bool):
+        import torch
+
+        return torch.float32 if self.float32 and not precise else torch.float64
+
+    def _torch_inputs(self, dtype):
+        """Leaves for the float inputs (requires_grad), plain tensors for the others."""
+        import torch
+
+        return [torch.tensor(a, dtype=dtype).requires_grad_() if d else torch.from_numpy(a.copy())
+                for a, d in zip(self.pristine, self.differentiable)]
+
+    def torch(self, precise: bool, gs: list[np.ndarray]) -> Run:
+        """Autograd on the counterpart, from the pristine values in the witness's dtype, with the
+        upstream gradients `gs` (one per output)."""
+        import torch
+
+        dtype = self.torch_dtype(precise)
+        xs = self._torch_inputs(dtype)
+        leaves = {f"parameter {n}": torch.tensor(p, dtype=dtype).requires_grad_() for n, p in self.params.items()}
+        ys, buffers = self._torch_call(xs, {k.removeprefix("parameter "): v for k, v in leaves.items()}, dtype)
+        self._check_torch_outputs(ys, [g.shape for g in gs])
+        pairs = [(y, torch.from_numpy(np.array(g)).to(y.dtype)) for y, g in zip(ys, gs) if y.requires_grad]
+        if pairs:
+            torch.autograd.backward([y for y, _ in pairs], [g for _, g in pairs])
+        named = {**{lab: x for lab, x, d in zip(self.input_labels, xs, self.differentiable) if d}, **leaves}
+        grads = {lab: (t.grad if t.grad is not None else torch.zeros_like(t)).detach().cpu().numpy().copy()
+                 for lab, t in named.items()}
+        return Run([y.detach().cpu().numpy().copy() for y in ys], grads, buffers)
+
+    def _check_torch_outputs(self, ys, shapes) -> None:
+        if len(ys) != len(shapes):
+            raise ValueError(f"{self.counterpart_name} returned {len(ys)} output{'s' * (len(ys) != 1)}, the "
+                             f"hand-written side {len(shapes)}; expected one torch output per output")
+        for i, (y, shape) in enumerate(zip(ys, shapes)):
+            which = "output" if len(ys) == 1 else f"output {i}"
+            if tuple(y.shape) != tuple(shape):
+                raise ValueError(f"{self.counterpart_name} gives {which} of shape {tuple(y.shape)}; the hand-written "
+                                 f"side {tuple(shape)} (torch_outputs maps torch's layout to the layer's)")
+
+    def torch_outputs(self, out) -> list:
+        """The counterpart's result as a list of tensors (after ``torch_outputs``)."""
+        import torch
+
+        if self.output_map is not None:
+            out = self.output_map(out)
+        ys = list(out) if isinstance(out, (tuple, list)) else [out]
+        for y in ys:
+            if not isinstance(y, torch.Tensor):
+                got = f"{type(out).__name__} holding {type(y).__name__}" if isinstance(out, (tuple, list)) \
+                    else type(out).__name__
+                raise TypeError(f"{self.counterpart_name} returned {got}; expected a torch.Tensor or a tuple of them")
+        return ys
+
+    def torch_referee(self) -> Referee:
+        """The counterpart's forward in float64 on arrays perturbed in place (shared with the tensors)."""
+        import torch
+
+        inputs = self.inputs(True)
+        params = {n: np.array(p, dtype=np.float64, order="C") for n, p in self.params.items()}
+        xs = [torch.from_numpy(a) for a in inputs]
+        ps = {n: torch.from_numpy(a) for n, a in params.items()}
+
+        def evaluate():
+            with torch.no_grad():
+                ys, _ = self._torch_call(xs, ps, torch.float64)
+                return _flat([y.numpy() for y in ys])
+
+        tensors = {lab: a for lab, a, d in zip(self.input_labels, inputs, self.differentiable) if d}
+        tensors.update({f"parameter {n}": a for n, a in params.items()})
+        return Referee(tensors, evaluate)
+
+
+class FunctionSubject(Subject):
+    """check_function's subject: fn(*inputs) -> y (or a tuple), vjp(g, *inputs) -> one gradient per
+    input, torch_fn(*tensors) -> the same as a tensor (or a tuple)."""
+
+    def __init__(self, fn, vjp, torch_fn, inputs, name=None):
+        for f, what in ((fn, "fn"), (vjp, "vjp"), (torch_fn, "torch_fn")):
+            if not callable(f):
+                raise TypeError(f"{what} must be callable; got {type(f).__name__}")
+        if not inputs:
+            raise TypeError("check_function(fn, vjp, torch_fn, *inputs) needs at least one input array")
+        self.fn, self.vjp, self.torch_fn, self.output_map = fn, vjp, torch_fn, None
+        self.params = {}
+        self._init_inputs(usage.positional_names(fn, len(inputs)), inputs)
+        if not any(self.differentiable):
+            raise TypeError("check_function needs at least one float32 or float64 input to differentiate; "
+                            "integer and bool inputs pass unchanged")
+        self.counterpart_name = "torch_fn"
+        self.title = name or (f"check_function({usage.callable_name(fn)}, {usage.callable_name(vjp)}, "
+                              f"{usage.callable_name(torch_fn)})")
+        self.names = [lab.removeprefix("input ") for lab in self.input_labels]
+
+    def forward(self, precise: bool) -> list[np.ndarray]:
+        return usage.outputs(self.fn(*self.inputs(precise)), "fn", precise)
+
+    def forwards_at_base(self) -> tuple[list, list, list]:
+        """Three forwards at the base point, for the determinism probe."""
+        first, again = self.forward(False), self.forward(False)
+        return first, again, again
+
+    def manual(self, precise: bool, gs: list[np.ndarray]) -> Run:
+        xs = self.inputs(precise)
+        before = [a.copy() for a in xs]
+        ys = usage.outputs(self.fn(*xs), "fn", precise, len(gs))
+        notes = _written(before, xs, self.input_labels, "fn")
+        xs, g_in = self.inputs(precise), [g.copy() for g in gs]
+        usage.check_arity(self.vjp, 1 + len(xs), "vjp", f"g, then one per input: {', '.join(self.names)}")
+        result = self.vjp(g_in[0] if len(g_in) == 1 else tuple(g_in), *xs)
+        dxs = usage.per_input(result, len(xs), "vjp", self.names, "gradient")
+        notes += _written(gs, g_in, ["g" if len(gs) == 1 else f"g {i}" for i in range(len(gs))], "vjp")
+        notes += _written(self.inputs(precise), xs, self.input_labels, "vjp")
+        return Run(ys, self._input_grads(dxs, [a.shape for a in xs], "vjp"), {}, notes)
+
+    def _torch_call(self, xs, params, dtype):
+        return self.torch_outputs(self.torch_fn(*xs)), {}
+
+    def referee(self) -> Referee:
+        inputs = self.inputs(True)
+        tensors = {lab: a for lab, a, d in zip(self.input_labels, inputs, self.differentiable) if d}
+        return Referee(tensors, lambda: _flat(usage.outputs(self.fn(*[a.copy() for a in inputs]), "fn", True)))
+
+
+def _layout(spec, name: str):
+    """(torch name, transform or None) from a torch_params entry."""
+    if isinstance(spec, str):
+        return spec, None
+    if callable(spec):
+        return name, spec
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and callable(spec[1]):
+        return spec
+    raise TypeError(f"torch_params[{name!r}] must be a torch name, a transform (a function of the tensor), or "
+                    f"(torch name, transform); got {spec!r}")
+
+
+class LayerSubject(Subject):
+    """check_layer's subject: a layer with the protocol of ``compare.check`` and its counterpart, a
+    ``torch.nn.Module`` (names matched, values copied in) or a function of tensors (the parameters
+    by name as keyword arguments)."""
+
+    def __init__(self, layer, counterpart, x, torch_params=None, torch_inputs=None, torch_outputs=None,
+                 training=None, name=None):
+        import torch
+
+        usage.check_protocol(layer)
+        if not callable(counterpart) or isinstance(counterpart, np.ufunc) or \
+                (getattr(counterpart, "__module__", None) or "").startswith("numpy"):
+            raise TypeError(f"check_layer's counterpart must be a torch.nn.Module or a function of torch tensors; "
+                            f"got {type(counterpart).__name__}")
+        for f, what in ((torch_inputs, "torch_inputs"), (torch_outputs, "torch_outputs")):
+            if f is not None and not callable(f):
+                raise TypeError(f"{what} must be a function of torch tensors; got {type(f).__name__}")
+        self.layer, self.counterpart = layer, counterpart
+        self.is_module = isinstance(counterpart, torch.nn.Module)
+        self.input_map, self.output_map, self.training = torch_inputs, torch_outputs, training
+        if training is not None and not hasattr(layer, "training"):
+            raise TypeError(f"training={training} given, but {type(layer).__name__} has no .training attribute to set")
+        self.name = type(layer).__name__
+        xs = list(x) if isinstance(x, (tuple, list)) else [x]
+        usage.check_arity(layer.forward, len(xs), f"{self.name}.forward",
+                          f"one per input; x is {'a tuple of ' + str(len(xs)) if len(xs) > 1 else 'one array'}")
+        self._init_inputs(usage.positional_names(layer.forward, len(xs)), xs)
+        self.params = {n: np.array(usage.input_array(p, f"parameter {n}"), order="C")
+                       for n, p in layer.params.items()}
+        for n, p in self.params.items():
+            if not usage.is_float(p):
+                raise TypeError(f"parameter {n} has dtype {p.dtype}; expected float32 or float64")
+        self.buffers = {n: np.array(b, order="C") for n, b in (getattr(layer, "buffers", None) or {}).items()}
+        self.names = [lab.removeprefix("input ") for lab in self.input_labels]
+        self.counterpart_name = f"the module {type(counterpart).__name__}" if self.is_module else \
+            f"the function {usage.callable_name(counterpart)}"
+        mapping = {**(getattr(layer, "torch_names", None) or {}), **(torch_params or {})}
+        self.layouts = {n: _layout(spec, n) for n, spec in mapping.items()}
+        self.torch_names, self.buffer_names, self.unmatched_buffers = self._match()
+        self.title = name or f"check_layer({self.name}, {counterpart if self.is_module else self.counterpart_name})"
+
+    # ------------------------------------------------------------------ names and layouts
+
+    def to_torch_layout(self, name: str, value):
+        """A manual array or tensor in torch's layout (its transform applied), as a tensor."""
+        import torch
+
+        t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
+        transform = self.layouts.get(name, (name, None))[1]
+        return t if transform is None else transform(t)
+
+    def _shapes(self, arrays: Mapping) -> dict:
+        shapes = {}
+        for n, a in arrays.items():
+            try:
+                shapes[n] = tuple(self.to_torch_layout(n, a).shape)
+            except Exception as e:
+                raise ValueError(f"the transform of {n} in torch_params failed on its value of shape {a.shape}: "
+                                 f"{type(e).__name__}: {e}") from None
+        return shapes
+
+    def _match(self):
+        """{manual parameter: torch name}, {manual buffer: torch name}, torch's integer buffers the
+        layer does not hold (counters such as num_batches_tracked: not compared)."""
+        unknown = [n for n in self.layouts if n not in self.params and n not in self.buffers]
+        if unknown:
+            raise ValueError(f"torch_names / torch_params map {unknown}, which the layer's params "
+                             f"({list(self.params)}) and buffers ({list(self.buffers)}) do not hold")
+        names = {n: spec[0] for n, spec in self.layouts.items()}
+        self.transformed = {n for n, spec in self.layouts.items() if spec[1] is not None}
+        if not self.is_module:
+            if self.buffers:
+                raise ValueError(f"the layer has buffers {list(self.buffers)} but its counterpart is a function, which "
+                                 "has none to compare them with; give a torch.nn.Module")
+            return {n: names.get(n, n) for n in self.params}, {}, []
+        params = match_names(self._shapes(self.params), {n: tuple(p.shape) for n, p in
+                                                         self.counterpart.named_parameters()},
+                             {n: t for n, t in names.items() if n in self.params}, transformed=self.transformed)
+        theirs = dict(self.counterpart.named_buffers())
+        counters = [n for n, b in theirs.items() if not b.is_floating_point() and n not in names.values()
+                    and n not in self.buffers]
+        buffers = match_names(self._shapes(self.buffers), {n: tuple(b.shape) for n, b in theirs.items()
+                                                           if n not in counters},
+                              {n: t for n, t in names.items() if n in self.buffers}, kind="buffer",
+                              transformed=self.transformed)
+        return params, buffers, counters
+
+    # ------------------------------------------------------------------ the hand-written side
+
+    def copy_layer(self, precise: bool):
+        """The witness's own copy of the layer (float64 for the referee), in the mode asked for."""
+        if precise:
+            layer = float64_copy(self.layer)
+        else:
+            try:
+                layer = copy.deepcopy(self.layer)
+            except Exception as e:
+                raise TypeError(f"{self.name} cannot be copied (copy.deepcopy: {type(e).__name__}: {e}); the check "
+                                "runs every witness on a copy of it") from None
+        if self.training is not None:
+            layer.training = self.training
+        return layer
+
+    def forward(self, precise: bool, layer=None) -> list[np.ndarray]:
+        layer = self.copy_layer(precise) if layer is None else layer
+        return usage.outputs(layer.forward(*self.inputs(precise)), f"{self.name}.forward", precise)
+
+    def forwards_at_base(self) -> tuple[list, list, list]:
+        """Two forwards on one copy of the layer and one on another, at the base point: a layer
+        that draws random numbers, or its weights at the first call, shows here."""
+        layer = self.copy_layer(False)
+        return self.forward(False, layer), self.forward(False, layer), self.forward(False)
+
+    def manual(self, precise: bool, gs: list[np.ndarray]) -> Run:
+        layer = self.copy_layer(precise)
+        xs = self.inputs(precise)
+        before, params = [a.copy() for a in xs], {n: np.array(p) for n, p in layer.params.items()}
+        ys = usage.outputs(layer.forward(*xs), f"{self.name}.forward", precise, len(gs))
+        notes = _written(before, xs, self.input_labels, "forward")
+        notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "forward")
+        buffers = {n: self.to_torch_layout(n, b).detach().numpy().copy()
+                   for n, b in (getattr(layer, "buffers", None) or {}).items()}
+        g_in, before, params = [g.copy() for g in gs], [a.copy() for a in xs], \
+            {n: np.array(p) for n, p in layer.params.items()}
+        usage.check_arity(layer.backward, len(g_in), f"{self.name}.backward",
+                          f"one dy per output of forward, which returned {len(g_in)}")
+        dxs = usage.per_input(layer.backward(*g_in), len(xs), f"{self.name}.backward", self.names, "dx")
+        notes += _written(gs, g_in, ["dy" if len(gs) == 1 else f"dy {i}" for i in range(len(gs))], "backward")
+        notes += _written(before, xs, self.input_labels, "backward")
+        notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "backward")
+        grads = self._input_grads(dxs, [a.shape for a in xs], f"{self.name}.backward")
+        grads.update(self._param_grads(layer))
+        return Run(ys, grads, buffers, notes)
+
+    def _param_grads(self, layer) -> dict:
+        grads = getattr(layer, "grads", None)
+        if not isinstance(grads, Mapping):
+            raise TypeError(f"{self.name}.grads must be a dict of the parameters' gradients, filled by backward; "
+                            f"got {type(grads).__name__}")
+        if set(grads) != set(layer.params):
+            raise ValueError(f"{self.name}.grads holds {sorted(grads)} after backward; expected the names of params, "
+                             f"{sorted(layer.params)}")
+        return {f"parameter {n}": usage.gradient(grads[n], p.shape, f"{self.name}.grads[{n!r}]",
+                                                 f"the shape of params[{n!r}]") for n, p in self.params.items()}
+
+    def referee(self) -> Referee:
+        layer = self.copy_layer(True)
+        inputs = self.inputs(True)
+        tensors = {lab: a for lab, a, d in zip(self.input_labels, inputs, self.differentiable) if d}
+        tensors.update({f"parameter {n}": layer.params[n] for n in self.params})
+        name = f"{self.name}.forward"
+        return Referee(tensors, lambda: _flat(usage.outputs(layer.forward(*[a.copy() for a in inputs]), name, True)))
+
+    # ------------------------------------------------------------------ torch
+
+    def _torch_call(self, xs, params, dtype):
+        """The counterpart on input tensors `xs` and parameter tensors `params` (manual names and
+        layouts); returns (outputs, buffers after the call in torch's layout, as NumPy)."""
+        import torch
+
+        values = {self.torch_names[n]: self.to_torch_layout(n, p) for n, p in params.items()}
+        args = xs if self.input_map is None else self.input_map(*xs)
+        args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+        if not self.is_module:
+            return self.torch_outputs(self.counterpart(*args, **values)), {}
+        module = copy.deepcopy(self.counterpart).to(dtype)
+        if self.training is not None:
+            module.train(self.training)
+        buffers = {self.buffer_names[n]: self.to_torch_layout(n, torch.tensor(b, dtype=dtype) if usage.is_float(b)
+                                                              else torch.from_numpy(b.copy()))
+                   for n, b in self.buffers.items()}
+        out = torch.func.functional_call(module, {**values, **buffers}, args)
+        after = {n: buffers[t].detach().cpu().numpy().copy() for n, t in self.buffer_names.items()}
+        return self.torch_outputs(out), after

@@ -1,0 +1,84 @@
+"""Finite differences, the one engine every check uses: central differences coordinate by
+coordinate, and along a direction, each with the bound on its own rounding error.
+
+For a function whose outputs f(θ) (one flat float64 vector, from ``evaluate()``) depend on a
+float64 tensor θ that is perturbed in place, and upstream weights g of f's shape:
+
+    coordinate k:   (⟨g, f(θ + h·eₖ)⟩ − ⟨g, f(θ − h·eₖ)⟩) / 2h   ≈ (Jᵀg)ₖ
+    direction u:    (⟨g, f(θ + h·u)⟩ − ⟨g, f(θ − h·u)⟩) / 2h     ≈ ⟨Jᵀg, u⟩
+
+A loss is the case of one output and g = 1. Each difference is taken as ⟨g, f₊ − f₋⟩/2h, so that
+outputs the step does not reach cancel exactly, and comes with its rounding bound
+eps·Σ|g|(|f₊| + |f₋|)/2h over the outputs it reaches. The truncation error h²·f‴/6 is not bounded
+here (FINITE_DIFF_REL in ``compare.tolerances`` allows for it); ``truncation`` estimates it by a
+second step 2h (Richardson: the error grows as h²).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def _difference(g: np.ndarray, up: np.ndarray, down: np.ndarray, h: float) -> tuple[float, float]:
+    """⟨g, up − down⟩/2h and its rounding bound eps·Σ|g|(|up| + |down|)/2h over the outputs reached."""
+    with np.errstate(all="ignore"):
+        d = up - down
+        reached = (np.abs(up) + np.abs(down)) * (d != 0)
+        return float(np.dot(g, d)) / (2 * h), EPS64 * float(np.dot(np.abs(g), reached)) / (2 * h)
+
+
+def coordinates(t: np.ndarray, coords: np.ndarray, evaluate, g: np.ndarray, h: float):
+    """Central differences at each flat (row-major) index of `coords` of the float64 array `t`,
+    which `evaluate` reads and which is perturbed in place (any memory layout) and restored.
+
+    Args:
+        t: the tensor θ; coords: flat indices into it; evaluate: () -> f(θ), a flat float64 array;
+        g: the weights of the outputs, f's shape; h: the step.
+    Returns:
+        (values, rounding): 1-D float64 arrays of len(coords).
+    """
+    values, rounding = np.empty(len(coords)), np.empty(len(coords))
+    for n, k in enumerate(coords):
+        at = np.unravel_index(int(k), t.shape)
+        saved = t[at]
+        try:
+            t[at] = saved + h
+            up = evaluate()
+            t[at] = saved - h
+            down = evaluate()
+        finally:
+            t[at] = saved
+        values[n], rounding[n] = _difference(g, up, down, h)
+    return values, rounding
+
+
+def direction(t: np.ndarray, u: np.ndarray, evaluate, g: np.ndarray, h: float) -> tuple[float, float]:
+    """The central difference along u (t's shape) of ⟨g, f⟩: (value, rounding bound); two
+    evaluations whatever the size of t, which is restored afterwards."""
+    saved = t.copy()
+    try:
+        np.add(saved, h * u, out=t)
+        up = evaluate()
+        np.subtract(saved, h * u, out=t)
+        down = evaluate()
+    finally:
+        t[...] = saved
+    return _difference(g, up, down, h)
+
+
+def truncation(value: np.ndarray, value_2h: np.ndarray) -> np.ndarray:
+    """An estimate of the truncation error of the differences `value` (step h) from the same taken
+    with step 2h: c·h² − c·4h² = −3c·h², so |value − value_2h|/3."""
+    return np.abs(np.asarray(value) - np.asarray(value_2h)) / 3
+
+
+def choose(size: int, affordable: float, samples: int, least: int, rng: np.random.Generator):
+    """Flat indices to difference: all of them when `size` ≤ `affordable`, else a sorted sample
+    without replacement of min(samples, affordable) drawn from `rng`; None when fewer than `least`
+    are affordable (the directional difference then stands in)."""
+    if size <= affordable:
+        return np.arange(size)
+    n = int(min(samples, affordable))
+    return np.sort(rng.choice(size, size=n, replace=False)) if n >= least else None
