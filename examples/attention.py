@@ -89,7 +89,7 @@ def main() -> None:
 
     from compare import check_layer
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(1)
     q, k, v = rng.standard_normal((2, 4, 8)), rng.standard_normal((2, 5, 8)), rng.standard_normal((2, 5, 3))
     print(check_layer(Attention(), scaled_dot_product_attention, (q, k, v)))
     print()
