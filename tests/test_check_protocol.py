@@ -110,7 +110,7 @@ def test_every_witness_receives_the_same_upstream_gradient(monkeypatch):
     ScalesDyInPlace.seen = []
     report = check_layer(layer, counterpart, rng.standard_normal((3, 5)), seed=7)
     assert report.ok, str(report)
-    g = np.random.default_rng(7).standard_normal((3, 5))  # the check's first draw from its seed
+    g = engine.draws(7).standard_normal((3, 5))  # the check's first draw from its seed
     assert len(ScalesDyInPlace.seen) == 1 and np.array_equal(ScalesDyInPlace.seen[0], g)
     nonzero = [d for d in torch_seen if d.any()]  # the determinism probe backpropagates zeros
     assert len(nonzero) == 1 and np.array_equal(nonzero[0], g)
@@ -162,6 +162,22 @@ def test_outputs_that_differ_say_which_forward_each_gradient_belongs_to():
     assert line and "support your backward for every gradient" in line[0]
     assert ("output", "manual", "torch") in failing(report)
     assert "support torch's gradient for every gradient" in line[0]
+
+
+def test_inputs_drawn_from_the_checks_seed_are_not_its_upstream_gradient():
+    """x = default_rng(0).standard_normal(shape) is what users write; were g the same draw, layer
+    normalisation's dx would cancel to rounding noise (g ∝ x is in its null space) and no relative
+    bound could hold: a right derivation would fail."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "layernorm.py"
+    spec = importlib.util.spec_from_file_location("layernorm_for_the_seed_test", path)
+    layernorm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layernorm)
+    x = np.random.default_rng(0).standard_normal((4, 8))
+    report = check_layer(layernorm.LayerNorm(8), torch.nn.LayerNorm(8), x, seed=0)
+    assert report.ok, str(report)
 
 
 def test_a_right_derivation_gets_no_findings():

@@ -164,6 +164,14 @@ class Numeric:
 # ------------------------------------------------------------------------------ the check
 
 
+def draws(seed: int) -> np.random.Generator:
+    """The generator of g, the directions and the fd coordinates: a child of ``seed``'s
+    SeedSequence, not ``default_rng(seed)`` itself, whose first draws users take for their inputs
+    (``x = default_rng(0).standard_normal(shape)``). A g equal to x is a point where a normalising
+    layer's VJP cancels to rounding noise, and no relative bound holds there."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+
+
 def _notes(subject, runs) -> list[str]:
     """What the hand-written side wrote into its arguments (each witness had its own copy, so every
     witness saw the same values), and what was not compared."""
@@ -180,7 +188,7 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int) -> Repo
     """Every witness of every tensor of `subject`, compared pair by pair, with the findings."""
     from compare.check import blame
 
-    rng = np.random.default_rng(seed)
+    rng = draws(seed)
     first, refusal = probe(subject)
     if refusal:
         return Report(subject.title, [], [], refusal=refusal)
