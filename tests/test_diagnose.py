@@ -163,7 +163,8 @@ def test_the_transpose_of_a_square_gradient():
 
 
 @pytest.mark.parametrize("layout, value, words", [
-    (lambda dT: dT.transpose(2, 1, 0).reshape(2, 3, 4), (2, 1, 0), "axes in the order (2, 1, 0) read as shape (2, 3, 4)"),
+    (lambda dT: dT.transpose(2, 1, 0).reshape(2, 3, 4), (2, 1, 0),
+     "axes in the order (2, 1, 0) read as shape (2, 3, 4)"),
     (lambda dT: np.flip(dT, 1), 1, "reversed along axis 1"),
 ])
 def test_the_right_values_in_another_layout(layout, value, words):
@@ -243,7 +244,8 @@ def test_zero_where_it_should_not_be():
     x = 1.5 * np.random.default_rng(6).standard_normal((4, 4))
     d = the_diagnosis(tanh(lambda layer, dy: dy * layer.local() * (np.abs(layer.x) <= 1), x), "input x")
     far = int(np.sum(np.abs(x) > 1))
-    assert d.kind == "zero" and d.value == far and f"zero at {far} of 16 elements where torch's gradient is not" in d.text
+    assert d.kind == "zero" and d.value == far
+    assert f"zero at {far} of 16 elements where torch's gradient is not" in d.text
 
 
 def test_non_zero_where_the_reference_is_zero():
@@ -294,7 +296,8 @@ def sigmoid(x):
 def test_a_wrong_derivative_that_fits_no_pattern_gets_no_simple_pattern(wrong):
     d = the_diagnosis(tanh(wrong), "input x")
     assert d.kind == "no simple pattern" and d.value is None
-    assert d.text.startswith("no simple pattern: manual differs from torch at 16 of 16 elements; the best constant factor")
+    assert d.text.startswith("no simple pattern: manual differs from torch at 16 of 16 elements; the best constant "
+                             "factor")
 
 
 def test_sigmoid_squared_for_softplus_fits_no_pattern():

@@ -72,7 +72,8 @@ from compare.check.selftest import SelfTest
 from compare.check.subjects import FunctionSubject, LayerSubject
 
 __all__ = ["check_function", "check_layer", "Comparison", "DerivationError", "Diagnosis", "Report", "SelfTest"]
-for _public in (Comparison, DerivationError, Diagnosis, Report, SelfTest):  # tracebacks name them where users import them
+# tracebacks name them where users import them
+for _public in (Comparison, DerivationError, Diagnosis, Report, SelfTest):
     _public.__module__ = __name__
 del _public
 

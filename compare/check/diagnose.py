@@ -190,9 +190,9 @@ def _linearity(ev):
     same = ev.fit(m2, m)
     if same is not None and ev.fit(ev.cases[1][1], ev.r) is None:
         moved = measure(ev.cases[1][1], ev.r, 0, ev.label, np.inf).rel_err
-        return Diagnosis(ev.label, "g ignored", f"the upstream gradient is ignored: {mn} is the same for another random "
-                         f"g (relative difference {same.rel_err:.1g}) while {rn}'s changes (relative difference "
-                         f"{moved:.2g})", same.rel_err)
+        return Diagnosis(ev.label, "g ignored", f"the upstream gradient is ignored: {mn} is the same for another "
+                         f"random g (relative difference {same.rel_err:.1g}) while {rn}'s changes (relative "
+                         f"difference {moved:.2g})", same.rel_err)
     if ev.fit(m2g, 2 * m) is None:
         if ev.fit(m2g, m) is not None:
             return Diagnosis(ev.label, "g ignored", f"the upstream gradient is ignored: {mn} stays the same when g is "
@@ -250,7 +250,8 @@ def _layouts(shape, target) -> list:
                 continue
             moved = tuple(shape[i] for i in p)
             if moved == tuple(target):
-                kind, text = ("transpose", "the transpose of") if n == 2 else ("layout", f"with its axes permuted to {p}")
+                kind, text = ("transpose", "the transpose of") if n == 2 else \
+                    ("layout", f"with its axes permuted to {p}")
                 out.append((kind, text, p, lambda r, p=p: r.transpose(p)))
             else:
                 out.append(("layout", f"with its axes in the order {p} read as shape {tuple(target)}", p,
@@ -328,7 +329,8 @@ def _g_changes(g_shape) -> list:
     if 2 <= n <= MAX_AXES:
         for p in itertools.permutations(range(n)):
             if p != tuple(range(n)) and tuple(g_shape[i] for i in p) == tuple(g_shape):
-                out.append(("transposed" if n == 2 else f"with its axes permuted to {p}", lambda g, p=p: g.transpose(p)))
+                name = "transposed" if n == 2 else f"with its axes permuted to {p}"
+                out.append((name, lambda g, p=p: g.transpose(p)))
     for words, axes, f in _reductions(g_shape, g_shape):
         if len(axes) == 1:
             out.append((words, f))
@@ -342,8 +344,9 @@ def _misbroadcast(ev):
             fit = ev.holds(lambda i, r, gs: np.asarray(
                 ev.reruns.torch(("g", "g2")[i], ev.precise, change).grads[ev.label], np.float64))
             if fit is not None:
-                return Diagnosis(ev.label, "g mis-broadcast", f"the upstream gradient is mis-broadcast: {ev.names[0]} = "
-                                 f"{ev.names[1]}'s gradient for {ev.g_name(j)} {name} ({_res(fit)})", name)
+                return Diagnosis(ev.label, "g mis-broadcast", f"the upstream gradient is mis-broadcast: "
+                                 f"{ev.names[0]} = {ev.names[1]}'s gradient for {ev.g_name(j)} {name} ({_res(fit)})",
+                                 name)
 
 
 def _structures(ev) -> list[tuple[str, np.ndarray]]:
@@ -405,11 +408,13 @@ def _nothing(ev):
     text = f"no simple pattern: {mn} differs from {rn} at {int(D.sum())} of {D.size} elements"
     if rr > 0:
         c = float(np.dot(ev.m.ravel(), ev.r.ravel())) / rr
-        text += f"; the best constant factor {c:.3g} leaves a residual {measure(ev.m, c * ev.r, 0, '', np.inf).rel_err:.2g}"
+        residual = measure(ev.m, c * ev.r, 0, ev.label, np.inf).rel_err
+        text += f"; the best constant factor {c:.3g} leaves a residual {residual:.2g}"
     return Diagnosis(ev.label, "no simple pattern", text)
 
 
-PATTERNS = (_non_finite, _zero, _linearity, _local_derivative, _factor, _layout, _g_reduction, _r_reduction, _misbroadcast, _mask)
+PATTERNS = (_non_finite, _zero, _linearity, _local_derivative, _factor, _layout, _g_reduction, _r_reduction,
+            _misbroadcast, _mask)
 
 
 # ------------------------------------------------------------------------------ the diagnoses

@@ -40,6 +40,7 @@ import numpy as np
 
 from compare import tolerances
 from compare.check.subjects import Run
+from compare.tolerances import TINY
 
 MANUAL = ("manual", "manual64")
 
@@ -142,8 +143,8 @@ def smallest(label: str, comparisons, runs, numeric) -> tuple[float, str]:
         if c.b == "fd":
             a = a[numeric.coords[label]]
         top = abs(g.a_value) if c.b == "dir" else float(np.abs(a).max(initial=0))
-        eps = min(_threshold(g.allowed, g.rel_err, g.norm_a / max(g.norm_a, g.norm_b, tolerances.TINY)),
-                  _threshold(g.elem_allowed, g.elem_rel, top / max(g.peak, tolerances.TINY)))
+        eps = min(_threshold(g.allowed, g.rel_err, g.norm_a / max(g.norm_a, g.norm_b, TINY)),
+                  _threshold(g.elem_allowed, g.elem_rel, top / max(g.peak, TINY)))
         if eps < best[0]:
             best = (eps, f"{c.a}~{c.b}")
     return best
@@ -175,7 +176,8 @@ def variants(label: str, m: np.ndarray, eps: float, reruns) -> list[tuple[str, o
     out = [(scale, lambda w, v: (np.asarray(v, np.float64) * factor).astype(v.dtype), not np.any(m * factor != m)),
            ("sign flipped", lambda w, v: -v, not m.any())]
     if m.ndim >= 2 and m.shape[-1] == m.shape[-2]:
-        out.append(("transposed", lambda w, v: np.swapaxes(v, -1, -2).copy(), np.array_equal(np.swapaxes(m, -1, -2), m)))
+        symmetric = np.array_equal(np.swapaxes(m, -1, -2), m)
+        out.append(("transposed", lambda w, v: np.swapaxes(v, -1, -2).copy(), symmetric))
     if m.ndim >= 2:
         for axis in sorted({0, m.ndim - 1}):
             still = bool(np.all(np.abs(_averaged(m, axis) - m) <= _unchanged_mean(m, axis)))
@@ -217,7 +219,7 @@ def run(subject, runs, numeric, comparisons, exact, reruns) -> SelfTest:
             if seen:
                 out.append(Variant(label, name, "caught", f"by {', '.join(seen)}"))
             else:
-                moved = np.linalg.norm(np.asarray(new[exact[0]], np.float64) - m) / max(np.linalg.norm(m), tolerances.TINY)
-                out.append(Variant(label, name, "missed", f"it moves the gradient by {moved:.2g} relative, within every "
-                                   "bound of the check"))
+                moved = np.linalg.norm(np.asarray(new[exact[0]], np.float64) - m) / max(np.linalg.norm(m), TINY)
+                out.append(Variant(label, name, "missed", f"it moves the gradient by {moved:.2g} relative, within "
+                                   "every bound of the check"))
     return SelfTest(out, least, shapes)
