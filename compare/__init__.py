@@ -21,11 +21,11 @@ if not os.environ.get("CROSSCHECK_BENCH_WORKER"):
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-__all__ = ["check_function", "check_layer"]
+__all__ = ["check_function", "check_layer", "check_model"]
 
 
 def __getattr__(name: str):
-    """``from compare import check_function, check_layer`` (``compare/check.py``), loaded on first
+    """``from compare import check_function, check_layer, check_model`` (``compare/check/``), loaded on first
     use: it brings NumPy and the compiled agreement kernel, which ``import compare`` alone (the
     CLI's start, the bench's workers) should not pay for."""
     if name in __all__:

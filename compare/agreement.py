@@ -77,7 +77,10 @@ class Agreement:
 # (AVX2/AVX-512 where the CPU has them), single-threaded: the arrays were just written by the two
 # sides and sit in cache, and a second thread waiting for a busy core costs more than it saves.
 # Sums are taken in float64 whatever the inputs. Float maxima do not vectorise (LLVM may reorder
-# them only if it may assume there is no NaN), so maxima are taken over the magnitudes' bits.
+# them only if it may assume there is no NaN), so maxima are taken over the magnitudes' bits: 45 µs
+# against 219 µs with float maxima for a 200,704-element gradient (docs/performance.md, "Checks"),
+# the difference between a check within 10 % of the step and one above it. The one trick, written
+# out below; tests/test_agreement_kernel.py holds the kernel to its plain NumPy twin.
 
 _SIGN = (1 << 63) - 1  # every bit but the sign bit of a float64
 
@@ -304,7 +307,8 @@ def message(g: Agreement, label: str, names=("manual", "torch"), count: tuple[in
     """
     a, b = names
     index = g.worst_index if index is None else index
-    where = f"{label} {tuple(g.shape if shape is None else shape)}: {a} vs {b}"
+    shape = tuple(g.shape if shape is None else shape)
+    where = f"{label}{f' {shape}' if shape else ''}: {a} vs {b}"
     if g.note:
         return f"{where}: {g.note}"
     if not (math.isfinite(g.a_value) and math.isfinite(g.b_value)):

@@ -81,7 +81,7 @@ def cmd_gradcheck(args, parser) -> int:
     if report["ok"]:
         print(f"PASS: all {len(report['pairs'])} pairs of witnesses agree on every layer and parameter")
         return 0
-    print(f"FAIL: {len(report['failures'])} comparisons out of tolerance:")
+    print(f"FAIL: {len(report['failures'])} comparisons out of tolerance; {report['culprit']}")
     for line in report["failures"]:
         print(f"  {line}")
     return 1

@@ -14,13 +14,14 @@ float64 loss L(θ) (the function the finite differences difference, computed thr
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
+import math
 
 import numpy as np
 
-from compare import options, tolerances
+from compare import fd, options, tolerances
 from compare.agreement import Agreement, compare_grads, measure
+from compare.copies import float64_copy
 from manual import jacobians
 from manual.mlp import MLP
 
@@ -40,51 +41,28 @@ def copy_grads(grads):
 
 def choose_coordinates(mlp: MLP, samples: int, rng: np.random.Generator):
     """Flat indices to difference, per layer and parameter: all of them for nets with fewer than
-    FD_ALL_BELOW parameters, else up to `samples` drawn without replacement from each array."""
+    FD_ALL_BELOW parameters, else up to `samples` drawn without replacement from each array
+    (``compare.fd.choose``)."""
     total = sum(W.size + b.size for W, b in mlp.parameters())
-    coords = []
-    for W, b in mlp.parameters():
-        pair = []
-        for theta in (W, b):
-            if total < FD_ALL_BELOW or theta.size <= samples:
-                pair.append(np.arange(theta.size))
-            else:
-                pair.append(np.sort(rng.choice(theta.size, size=samples, replace=False)))
-        coords.append(tuple(pair))
-    return coords
-
-
-def float64_copy(mlp: MLP) -> MLP:
-    """A float64 MLP holding `mlp`'s weights (the fd witness's net)."""
-    net = MLP(mlp.sizes, mlp.activation.name, np.float64)
-    net.set_parameters(mlp.weights, mlp.biases)
-    return net
+    affordable = math.inf if total < FD_ALL_BELOW else samples
+    return [tuple(fd.choose(theta.size, affordable, samples, 1, rng) for theta in pair) for pair in mlp.parameters()]
 
 
 def finite_differences(mlp: MLP, x: np.ndarray, y: np.ndarray, coords, h: float = tolerances.FD_STEP):
-    """(L(θ + h) − L(θ − h)) / 2h for each chosen coordinate, on a float64 copy of `mlp`.
+    """(L(θ + h) − L(θ − h)) / 2h for each chosen coordinate, on a float64 copy of `mlp`
+    (``compare.fd.coordinates`` with the loss as the one output, g = 1).
 
     Returns:
         [(dW_values, db_values), ...]: 1-D float64 arrays matching `coords`.
     """
     net, x = float64_copy(mlp), x.astype(np.float64)
-    out = []
-    for (W, b), pair in zip(net.parameters(), coords):
-        values = []
-        for theta, idx in zip((W, b), pair):
-            v = np.empty(len(idx))
-            for n, k in enumerate(idx):
-                at = np.unravel_index(k, theta.shape)  # k counts in row-major order, as ravel() does
-                saved = theta[at]
-                theta[at] = saved + h  # in place: perturbing it perturbs the net
-                up = net.loss(x, y)
-                theta[at] = saved - h
-                down = net.loss(x, y)
-                theta[at] = saved
-                v[n] = (up - down) / (2 * h)
-            values.append(v)
-        out.append(tuple(values))
-    return out
+    one = np.ones(1)
+
+    def loss():
+        return np.array([net.loss(x, y)])
+
+    return [tuple(fd.coordinates(theta, idx, loss, one, h)[0] for theta, idx in zip(pair, cpair))
+            for pair, cpair in zip(net.parameters(), coords)]
 
 
 def witness_grads(mlp: MLP, x: np.ndarray, y: np.ndarray, fd_samples: int = 500, seed: int = 0):
@@ -118,42 +96,18 @@ def witness_losses(mlp: MLP, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
             "fd": float64_copy(mlp).loss(x.astype(np.float64), y)}
 
 
-@dataclasses.dataclass(frozen=True)
-class LossAgreement:
-    """Two witnesses' batch-mean losses a and b: relative difference |a − b| / max(|a|, |b|, tiny)."""
-
-    a_value: float
-    b_value: float
-    rel_err: float
-    allowed: float
-
-    @property
-    def ok(self) -> bool:
-        return self.rel_err <= self.allowed  # False for NaN
-
-
-def bounds(dtype, loss=None) -> dict[str, float]:
-    """The bounds of every comparison, widened for very confident batches by `loss` (tolerances):
-    relative and elementwise error between analytic witnesses and against fd, and for the loss.
-    The loss bound is the analytic one: fd's loss is a float64 forward pass, not a difference."""
-    rel, elem = tolerances.gradient_rel(dtype, loss), tolerances.elementwise_rel(dtype, loss)
-    return {"between analytic witnesses": rel, "against fd": max(tolerances.FINITE_DIFF_REL, rel),
-            "elementwise between analytic witnesses": elem,
-            "elementwise against fd": max(tolerances.FINITE_DIFF_ELEM, elem), "loss": rel}
-
-
-def compare_losses(losses: dict[str, float], dtype) -> dict[tuple[str, str], LossAgreement]:
-    """Every pair of the witnesses in `losses` (see `witness_losses`), in the order of WITNESSES."""
-    allowed = bounds(dtype, min(losses.values()))["loss"]
-    return {(a, b): LossAgreement(losses[a], losses[b], abs(losses[a] - losses[b]) /
-                                  max(abs(losses[a]), abs(losses[b]), tolerances.TINY), allowed)
+def compare_losses(losses: dict[str, float], dtype) -> dict[tuple[str, str], Agreement]:
+    """Every pair of the witnesses in `losses` (see `witness_losses`), in the order of WITNESSES,
+    measured as one-element arrays (the relative error is then |a − b| / max(|a|, |b|))."""
+    allowed = tolerances.witness_bounds(dtype, min(losses.values()))["loss"]
+    return {(a, b): measure(np.array([losses[a]]), np.array([losses[b]]), 0, "loss", allowed)
             for a, b in itertools.combinations([w for w in WITNESSES if w in losses], 2)}
 
 
 def compare_witnesses(grads: dict, coords, dtype, loss=None) -> dict[tuple[str, str], list[Agreement]]:
     """Every pair of witnesses, layer by layer. Pairs with "fd" compare at the sampled coordinates.
     `loss` (the batch loss) widens the bounds for very confident batches (see tolerances)."""
-    results, bound = {}, bounds(dtype, loss)
+    results, bound = {}, tolerances.witness_bounds(dtype, loss)
     for a, b in itertools.combinations([w for w in WITNESSES if w in grads], 2):
         if "fd" in (a, b):
             analytic = grads[a]  # "fd" comes last in WITNESSES
@@ -193,7 +147,8 @@ def format_table(results: dict[tuple[str, str], list[Agreement]], losses: dict |
 def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch: int, dtype, seed: int,
         fd_samples: int) -> dict:
     """The whole check on a batch drawn from (mnist_x, mnist_y). Returns a JSON-ready report."""
-    from compare.agreement import param_message
+    from compare.agreement import message, param_message
+    from compare.check import check_model
 
     rng = np.random.default_rng(seed)
     mlp = MLP(sizes, activation, dtype, seed=rng)
@@ -206,8 +161,8 @@ def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch:
     n_fd = sum(len(i) for pair in coords for i in pair)
     n_params = sum(W.size + b.size for W, b in mlp.parameters())
     failures = [param_message(g, pair) for pair, gs in results.items() for g in gs if not g.ok]
-    failures += [f"loss: {a} {q.a_value!r} vs {b} {q.b_value!r}, relative difference {q.rel_err:.3g} > "
-                 f"allowed {q.allowed:.0e}" for (a, b), q in losses.items() if not q.ok]
+    failures += [message(q, "loss", pair, shape=()) for pair, q in losses.items() if not q.ok]
+    culprit = check_model(mlp, x, y, seed=seed).headline() if failures else None
     return {
         "config": {"sizes": list(mlp.sizes), "activation": activation, "batch": batch,
                    "dtype": np.dtype(dtype).name, "seed": seed, "image_indices": idx.tolist()},
@@ -216,10 +171,12 @@ def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch:
         "fd_coordinates": {"checked": n_fd, "of": n_params, "step": tolerances.FD_STEP},
         "loss": loss,
         "losses": loss_values,
-        "allowed": bounds(dtype, loss),
+        "allowed": tolerances.witness_bounds(dtype, loss),
         "pairs": [{"a": a, "b": b, "agreements": [g.to_dict() for g in gs]} for (a, b), gs in results.items()],
-        "loss_pairs": [{"a": a, "b": b, **dataclasses.asdict(q), "ok": q.ok} for (a, b), q in losses.items()],
+        "loss_pairs": [{"a": a, "b": b, "a_value": q.a_value, "b_value": q.b_value, "rel_err": q.rel_err,
+                        "allowed": q.allowed, "ok": q.ok} for (a, b), q in losses.items()],
         "table": format_table(results, losses),
         "failures": failures,
+        "culprit": culprit,
         "ok": not failures,
     }

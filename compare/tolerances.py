@@ -100,6 +100,25 @@ UPDATE_ROUNDINGS = 4
 TINY = np.finfo(np.float64).tiny  # keeps 0/0 out of the relative error of two zero gradients
 
 
+def weight_bound(dtype) -> float:
+    """`--step fast`, free mode: the bound on the weights after each step (FREE_WEIGHT_REL in
+    float64, FREE32_WEIGHT_REL in float32)."""
+    return FREE_WEIGHT_REL if np.dtype(dtype) == np.float64 else FREE32_WEIGHT_REL
+
+
+def update_bounds(dtype, grad_allowed: float, elem_allowed: float, norms: tuple[float, float],
+                  peaks: tuple[float, float]) -> tuple[float, float]:
+    """Bounds on an update read back from the weights (`--step fast`, lockstep), with θ' the
+    weights after the step and lr·g the update wanted: relative error
+    grad_allowed + UPDATE_ROUNDINGS·u·‖θ'‖/‖lr·g‖ and elementwise error (each element's rounding is
+    at most u·|θ'ᵢ|) elem_allowed + UPDATE_ROUNDINGS·u·max|θ'|/max|lr·g|.
+
+    Args: norms = (‖θ'‖, ‖lr·g‖), peaks = (max|θ'|, max|lr·g|).
+    """
+    k = UPDATE_ROUNDINGS * unit_roundoff(dtype)
+    return (grad_allowed + k * norms[0] / max(norms[1], TINY), elem_allowed + k * peaks[0] / max(peaks[1], TINY))
+
+
 # Confident batches: when p_y = 1 − r for every example, the loss and the output delta
 # (p − onehot(y))/B are of size r, but they are computed from quantities of size 1 (p) and of the
 # size of the logits (ẑ − c, logsumexp − ẑ_y), so their absolute rounding error is ~eps·(1 + max|ẑ|)
@@ -130,6 +149,37 @@ def gradient_rel(dtype, loss: float | None = None, base: float | None = None, lo
     if base is None:
         base = FLOAT32_REL if np.dtype(dtype) == np.float32 else FLOAT64_REL
     return base if loss is None else max(base, noise_floor(dtype, loss, logit_scale))
+
+
+def witness_bounds(dtype, loss: float | None = None) -> dict[str, float]:
+    """The bounds of ``crosscheck gradcheck``'s comparisons, widened for very confident batches by
+    `loss` (see `gradient_rel`): relative and elementwise error between analytic witnesses and
+    against fd, and for the loss (a float64 forward pass for fd's, not a difference: the analytic
+    bound)."""
+    rel, elem = gradient_rel(dtype, loss), elementwise_rel(dtype, loss)
+    return {"between analytic witnesses": rel, "against fd": max(FINITE_DIFF_REL, rel),
+            "elementwise between analytic witnesses": elem,
+            "elementwise against fd": max(FINITE_DIFF_ELEM, elem), "loss": rel}
+
+
+def run_bounds(dtype, lockstep: bool) -> dict[str, float]:
+    """{"grad", "loss", "elem"}: a training run's bounds before widening for confident batches, on
+    the relative error of gradients and loss and on the gradients' elementwise error. Lockstep
+    compares at identical weights (the dtype's bound); free mode allows the measured drift of two
+    trajectories (FREE_* above)."""
+    if lockstep:
+        rel = gradient_rel(dtype)
+        return {"grad": rel, "loss": rel, "elem": elementwise_rel(dtype)}
+    if np.dtype(dtype) == np.float64:
+        return {"grad": FREE_GRAD_REL, "loss": FREE_LOSS_REL, "elem": FREE_ELEM_REL}
+    return {"grad": FREE32_GRAD_REL, "loss": FREE32_LOSS_REL, "elem": FREE32_ELEM_REL}
+
+
+def step_bounds(base: dict, dtype, loss: float, logit_scale: float) -> tuple[float, float, float]:
+    """(relative error of the gradients, of the loss, elementwise error of the gradients) allowed at
+    one checked step: `base` (``run_bounds``) widened for a confident batch of batch-mean `loss`
+    and max |logit| `logit_scale` (``gradient_rel``)."""
+    return tuple(gradient_rel(dtype, loss, base=base[k], logit_scale=logit_scale) for k in ("grad", "loss", "elem"))
 
 
 def elementwise_rel(dtype, loss: float | None = None, base: float | None = None, logit_scale: float = 0.0) -> float:

@@ -235,7 +235,9 @@ def test_gradcheck_fails_a_manual_loss_that_dropped_the_shift_from_the_label_ter
         assert not ok and 0.2 < rel < 0.3, (pair, rel)  # 24 % off, as found in the audit
     loss_row = result["table"].splitlines()[-1].split()
     assert loss_row[0] == "loss" and loss_row.count("FAIL") == 2
-    assert [line for line in result["failures"] if line.startswith("loss: manual")]
+    assert [line for line in result["failures"] if line.startswith("loss: manual vs torch: relative error")]
+    assert result["culprit"].startswith("the first wrong layer from the loss is the loss (SoftmaxCrossEntropy): its "
+                                        "output")
 
 
 # ------------------------------------------------------------------ (d) one wrong element

@@ -115,7 +115,9 @@ def test_wrong_derivative_stops_the_run_and_keeps_the_report(tmp_path, mnist_dir
     err = capsys.readouterr().err
     assert code == 1
     first = [ln for ln in err.splitlines() if "error" in ln][0]
-    assert "epoch 1, step 1 (batch 1 of 10)" in first and "layer 2 b" in first
+    assert "epoch 1, step 1 (batch 1 of 10): the first wrong layer from the loss is entry 3 of 3 (Linear): its " \
+           "parameter b disagrees with autograd" in first
+    assert "  parameters affected: layer 2 b" in err.splitlines()
     summary = json.loads((out / report.SUMMARY).read_text())
     assert summary["status"] == "failed" and "layer 2 b" in summary["failure"]
     assert len((out / report.METRICS).read_text().splitlines()) == 1  # the failing step is recorded
@@ -197,10 +199,12 @@ def test_doubled_bias_step_in_the_fast_path_fails_at_the_first_step(tmp_path, mn
     capsys.readouterr()
     out = tmp_path / "fast"
     assert cli.main([*base, "--out", str(out), "--step", "fast"]) == 1
-    first = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln][0]
+    err_lines = capsys.readouterr().err.splitlines()
+    first = [ln for ln in err_lines if "error" in ln][0]
     what = "weights after the step" if mode == "free" else "updates"
-    assert f"{what} disagree (manual vs torch) at epoch 1, step 1 (batch 1 of 6): layer 2 b" in first
-    assert "and " not in first.split("layer 2 b")[1]  # layer 2 b alone
+    assert first.endswith(f"{what} disagree (manual vs torch) at epoch 1, step 1 (batch 1 of 6): layer 2 b")
+    verdict = err_lines[err_lines.index(first) + 1]  # the layer-by-layer check clears the layers
+    assert "every layer's backward agrees with autograd" in verdict and "is in the fast step itself" in verdict
     summary = json.loads((out / report.SUMMARY).read_text())
     assert summary["status"] == "failed" and summary["step"] == "fast" and "layer 2 b" in summary["failure"]
 
@@ -312,17 +316,23 @@ def test_a_user_stack_resumes_to_the_same_metrics(tmp_path, mnist_dir, monkeypat
 
 
 @pytest.mark.slow
-def test_a_wrong_user_layer_stops_the_run_at_the_first_step(tmp_path, mnist_dir, capsys):
+def test_a_wrong_user_layer_stops_the_run_at_the_first_step_naming_it_as_the_culprit(tmp_path, mnist_dir, capsys):
+    """Four layers, the second a softplus whose backward drops the local derivative: the gradients
+    of layer 1 are the ones that disagree, but the message names entry 2 and what is wrong with it."""
     spec = model_file(tmp_path, "[Linear.init(784, 32, rng, dtype), (SoftplusMissingFactor(), torch.nn.Softplus()), "
-                                "Linear.init(32, 10, rng, dtype)]")
+                                "Linear.init(32, 16, rng, dtype), Linear.init(16, 10, rng, dtype)]")
     out = tmp_path / "bad"
     code = cli.main(["train", "--data-dir", str(mnist_dir), "--offline", "--model", spec, "--out", str(out),
                      *QUICK_MODEL])
-    first = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln][0]
+    err = capsys.readouterr().err.splitlines()
+    first = [ln for ln in err if "error" in ln][0]
     assert code == 1
-    assert "gradients disagree (manual vs torch) at epoch 1, step 1 (batch 1 of 4): layer 1 W and 1 more" in first
+    assert "gradients disagree (manual vs torch) at epoch 1, step 1 (batch 1 of 4): the first wrong layer from the " \
+           "loss is entry 2 of 4 (SoftplusMissingFactor): its input x disagrees with autograd" in first
+    assert "suspect: your backward, for input x" in first
+    assert "  parameters affected: layer 1 W, layer 1 b" in err
     summary = json.loads((out / report.SUMMARY).read_text())
-    assert summary["status"] == "failed" and "layer 1 b" in summary["failure"] and "layer 2" not in summary["failure"]
+    assert summary["status"] == "failed" and "entry 2 of 4" in summary["failure"]
 
 
 @pytest.mark.slow
@@ -345,8 +355,10 @@ def test_a_user_stack_in_float32_gets_the_float64_referee(tmp_path, mnist_dir):
     ("[Linear.init(784, 32, rng, dtype), Linear.init(32, 11, rng, dtype)]", "expected (2, 10)"),
     ("[Linear.init(784, 32, rng, dtype), Linear.init(31, 10, rng, dtype)]", "forward failed"),
     ("[Linear.init(784, 10, rng, np.float32)]", "W is float32; the run is float64"),
-    ("[(Linear.init(784, 10, rng, dtype), torch.nn.Linear(784, 11))]", "shape (10, 784), its torch weight: (11, 784)"),
-    ("[(Linear.init(784, 10, rng, dtype), torch.nn.Softplus())]", "its torch module Softplus has []"),
+    ("[(Linear.init(784, 10, rng, dtype), torch.nn.Linear(784, 11))]",
+     "parameter W has shape (10, 784) in the layer but (11, 784) in the module (weight)"),
+    ("[(Linear.init(784, 10, rng, dtype), torch.nn.Softplus())]",
+     "its torch module Softplus: the module has no parameter W (torch name weight), b (torch name bias)"),
     ("1/0", "raised ZeroDivisionError"),
 ], ids=["missing", "empty", "not-a-list", "not-a-layer", "not-a-module", "classes", "shapes", "dtype",
         "torch-shape", "torch-names", "raises"])

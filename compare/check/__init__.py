@@ -2,6 +2,7 @@
 
     report = check_function(fn, vjp, torch_fn, *inputs)      # a NumPy function and its VJP
     report = check_layer(layer, counterpart, x)              # a layer, x one array or a tuple
+    report = check_model(layers, x, y)                       # the first wrong layer of a model
     report.ok;  print(report);  report.assert_ok()
 
 The layer protocol:
@@ -67,13 +68,15 @@ from __future__ import annotations
 from compare import tolerances
 from compare.check.diagnose import Diagnosis
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
+from compare.check.model import ModelReport, check_model
 from compare.check.report import Comparison, DerivationError, Report
 from compare.check.selftest import SelfTest
 from compare.check.subjects import FunctionSubject, LayerSubject
 
-__all__ = ["check_function", "check_layer", "Comparison", "DerivationError", "Diagnosis", "Report", "SelfTest"]
+__all__ = ["check_function", "check_layer", "check_model", "Comparison", "DerivationError", "Diagnosis", "ModelReport",
+           "Report", "SelfTest"]
 # tracebacks name them where users import them
-for _public in (Comparison, DerivationError, Diagnosis, Report, SelfTest):
+for _public in (Comparison, DerivationError, Diagnosis, ModelReport, Report, SelfTest):
     _public.__module__ = __name__
 del _public
 

@@ -91,10 +91,9 @@ def forwards(subject, numeric, runs, exact) -> str:
 def findings(subject, numeric, runs, comparisons, exact) -> list[str]:
     """The lines that follow a failed check's comparisons."""
     failing = {c.tensor for c in comparisons if not c.ok}
+    lines = [suspect(numeric, runs, exact, label) for label in numeric.u if label in failing]
     if any(not c.ok and c.tensor.startswith("output") and (c.a, c.b) == exact for c in comparisons):
-        lines = [forwards(subject, numeric, runs, exact)]
-    else:
-        lines = [suspect(numeric, runs, exact, label) for label in numeric.u if label in failing]
+        lines.append(forwards(subject, numeric, runs, exact))
     buffers = sorted(t.removeprefix("buffer ") for t in failing if t.startswith("buffer "))
     if buffers:
         lines.append(f"the buffers {', '.join(buffers)} differ after one forward from the same values: the forward "

@@ -75,8 +75,8 @@ class Subject:
 
     def inputs(self, precise: bool) -> list[np.ndarray]:
         """Fresh copies of the inputs (float ones in float64 for the referee)."""
-        return [np.array(a, dtype=np.float64 if precise and d else a.dtype, order="C")
-                for a, d in zip(self.pristine, self.differentiable)]
+        return [np.array(a, dtype=np.float64 if precise and usage.is_float(a) else a.dtype, order="C")
+                for a in self.pristine]
 
     def _input_grads(self, dxs, shapes, who) -> dict:
         return {lab: usage.gradient(d, shape, f"{who}'s gradient for {lab}", f"the shape of {lab}")
@@ -93,7 +93,7 @@ class Subject:
         """Leaves for the float inputs (requires_grad), plain tensors for the others."""
         import torch
 
-        return [torch.tensor(a, dtype=dtype).requires_grad_() if d else torch.from_numpy(a.copy())
+        return [torch.tensor(a, dtype=dtype).requires_grad_(d) if usage.is_float(a) else torch.from_numpy(a.copy())
                 for a, d in zip(self.pristine, self.differentiable)]
 
     def torch(self, precise: bool, gs: list[np.ndarray]) -> Run:
@@ -226,7 +226,7 @@ class LayerSubject(Subject):
     by name as keyword arguments)."""
 
     def __init__(self, layer, counterpart, x, torch_params=None, torch_inputs=None, torch_outputs=None,
-                 training=None, name=None):
+                 training=None, name=None, input_grads: bool = True):
         import torch
 
         usage.check_protocol(layer)
@@ -247,6 +247,8 @@ class LayerSubject(Subject):
         usage.check_arity(layer.forward, len(xs), f"{self.name}.forward",
                           f"one per input; x is {'a tuple of ' + str(len(xs)) if len(xs) > 1 else 'one array'}")
         self._init_inputs(usage.positional_names(layer.forward, len(xs)), xs)
+        if not input_grads:  # the data at the bottom of a model: its gradient is nobody's business
+            self.differentiable = [False] * len(xs)
         self.params = {n: np.array(usage.input_array(p, f"parameter {n}"), order="C")
                        for n, p in layer.params.items()}
         for n, p in self.params.items():

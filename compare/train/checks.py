@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from compare import tolerances
-from compare.agreement import measure, param_message, rel_distance, sum_of_squares
+from compare.agreement import greatest_magnitude, measure, param_message, rel_distance, sum_of_squares
 from compare.errors import CrosscheckError
 from compare.train.config import REFEREE_EVERY, TrainConfig, base_bounds
 
@@ -40,8 +40,9 @@ class TrainingFailure(CrosscheckError):
 
 
 def rel(a: float, b: float) -> float:
-    """|a − b| / max(|a|, |b|, tiny): the relative difference of two losses."""
-    return abs(a - b) / max(abs(a), abs(b), tolerances.TINY)
+    """|a − b| / max(|a|, |b|, tiny): the relative difference of two losses (``agreement.measure``
+    of the two as one-element arrays)."""
+    return measure(np.array([a]), np.array([b]), 0, "loss", math.inf).rel_err
 
 
 def drift(manual_params, torch_params) -> float:
@@ -70,25 +71,39 @@ def norms(keys, arrays) -> dict:
 
 
 def update_bounds(dtype, grad_allowed: float, elem_allowed: float, theta: np.ndarray, step: np.ndarray):
-    """Bounds on an update read back from the weights (lockstep, fast step), θ' = `theta` after the
-    step, lr·g = `step` (see compare/tolerances.py, UPDATE_ROUNDINGS): relative error
-    grad_allowed + UPDATE_ROUNDINGS·u·‖θ'‖/‖lr·g‖; elementwise error (each element's rounding is
-    at most u·|θ'ᵢ|) elem_allowed + UPDATE_ROUNDINGS·u·max|θ'|/max|lr·g|."""
-    k = tolerances.UPDATE_ROUNDINGS * tolerances.unit_roundoff(dtype)
-    norm_ratio = math.sqrt(sum_of_squares(theta)) / max(math.sqrt(sum_of_squares(step)), tolerances.TINY)
-    peak_ratio = float(np.abs(theta).max()) / max(float(np.abs(step).max()), tolerances.TINY)
-    return grad_allowed + k * norm_ratio, elem_allowed + k * peak_ratio
+    """``tolerances.update_bounds`` of the weights after the step `theta` and the update `step`."""
+    norms = (math.sqrt(sum_of_squares(theta)), math.sqrt(sum_of_squares(step)))
+    return tolerances.update_bounds(dtype, grad_allowed, elem_allowed, norms,
+                                    (greatest_magnitude(theta), greatest_magnitude(step)))
 
 
-def disagreement(failures, arrays: dict, where, kind: str = "grads") -> str:
-    """The failure message: head line naming the first failing parameter, then one line per
-    failure (``agreement.param_message``: greatest difference, index, both values, count, cosine).
+def disagreement(failures, arrays: dict, where, kind: str = "grads", culprit: str = "") -> str:
+    """The failure message: what the model check found (`culprit`: the first wrong layer and what
+    is wrong with it), the parameters affected, then one line per failing parameter
+    (``agreement.param_message``: greatest difference, index, both values, count, cosine).
     `arrays` maps (layer, param) to the two compared arrays."""
     lines = [param_message(g, ("manual", "torch"), arrays.get((g.layer, g.param))) for g in failures]
+    head = f"{NOUNS[kind][0]} disagree (manual vs torch) at {where}: "
+    if culprit.startswith("the first"):  # a wrong layer: it first, then what it corrupted
+        affected = f"parameters affected: {', '.join(f'layer {g.layer} {g.param}' for g in failures)}"
+        return "\n  ".join([head + culprit, affected, *lines])
     first, others = failures[0], len(failures) - 1
-    head = f"{NOUNS[kind][0]} disagree (manual vs torch) at {where}: layer {first.layer} {first.param}"
-    head += f" and {others} more parameter{'s' * (others > 1)}" if others else ""
-    return head + "\n  " + "\n  ".join(lines)
+    head += f"layer {first.layer} {first.param}" + (f" and {others} more parameter{'s' * (others > 1)}" if others else "")
+    return "\n  ".join([head, *([culprit] if culprit else []), *lines])
+
+
+def localise(model, x: np.ndarray, y: np.ndarray, kind: str) -> str:
+    """The model check's verdict on a step that disagreed (``compare.check.check_model``): the
+    first wrong layer from the loss and what is wrong with it, in one line."""
+    from compare.check import check_model
+
+    try:
+        found = check_model(model, x, y)
+    except Exception as e:  # the disagreement stands whatever the model check makes of it
+        return f"the layer-by-layer check could not run ({type(e).__name__}: {e})"
+    if found.ok and kind != "grads":
+        return found.headline() + ": the disagreement is in the fast step itself (manual.fast.FastStep)"
+    return found.headline()
 
 
 class Checks:
@@ -121,9 +136,7 @@ class Checks:
 
         A confident batch (tiny loss) computes its loss and gradients as small differences of
         large numbers; the bounds widen to that rounding noise (see compare/tolerances.py)."""
-        loss, scale = min(loss_m, loss_t), self.scale_side.logit_scale()
-        return tuple(tolerances.gradient_rel(self.dtype, loss, base=self.base[k], logit_scale=scale)
-                     for k in ("grad", "loss", "elem"))
+        return tolerances.step_bounds(self.base, self.dtype, min(loss_m, loss_t), self.scale_side.logit_scale())
 
     def compare(self, arrays_m, arrays_t, allowed, elem_allowed=None) -> list:
         """Agreement per parameter (``compare.agreement.measure``), in the order of ``keys``.
@@ -160,16 +173,18 @@ class Checks:
         failures = [g for g in agreements if not g.ok]
         if failures:
             pairs = {(k.layer, k.name): (np.asarray(a), np.asarray(b)) for k, a, b in zip(self.keys, arrays_m, arrays_t)}
-            raise TrainingFailure(disagreement(failures, pairs, pos, self.kind))
+            culprit = localise(self.manual.model, xb, yb, self.kind)
+            raise TrainingFailure(disagreement(failures, pairs, pos, self.kind, culprit))
         if loss_rel > allowed_loss:
             raise TrainingFailure(f"losses disagree at {pos}: manual {loss_m!r}, torch {loss_t!r}, "
-                                  f"relative difference {loss_rel:.3g} > allowed {allowed_loss:.1e}")
+                                  f"relative difference {loss_rel:.3g} > allowed {allowed_loss:.1e}; "
+                                  f"{localise(self.manual.model, xb, yb, self.kind)}")
 
     def check_fast(self, pos, loss_m: float, loss_t: float, grads_t, xb, yb) -> None:
         """Check a fast step after it: free mode, the weights after each side's step; lockstep,
         the update the fast step applied against lr·(torch's gradient) (see ``check``)."""
         if self.kind == "weights":
-            bound = tolerances.FREE_WEIGHT_REL if self.dtype == np.float64 else tolerances.FREE32_WEIGHT_REL
+            bound = tolerances.weight_bound(self.dtype)
             return self.check(pos, loss_m, loss_t, self.manual.params, self.torch.views, xb, yb,
                               allowed=[bound] * len(self.keys), headline=bound)
         grad_allowed, _, grad_elem = self.bounds(loss_m, loss_t)
@@ -204,11 +219,20 @@ class Checks:
 
         In lockstep both sides hold exactly those weights; in free mode torch's differ by the
         recorded drift, which then counts in torch's distance.
+
+        A float64 gradient holds 29 more bits per element than a float32 one: a float32 side equal
+        to it in every element of every parameter (not all zero) means the referee's gradient was
+        computed in float32, and the referee could not tell the sides apart: TrainingFailure.
         """
         g64 = self.manual.float64_grads(xb, yb)
+        to_m, to_t = self.compare(grads_m, g64, 1.0), self.compare(grads_t, g64, 1.0)
         layers = [{"layer": a.layer, "param": a.param, "manual_rel": a.rel_err, "torch_rel": b.rel_err}
-                  for a, b in zip(self.compare(grads_m, g64, 1.0), self.compare(grads_t, g64, 1.0))]
+                  for a, b in zip(to_m, to_t)]
         m_max = max(q["manual_rel"] for q in layers)
         t_max = max(q["torch_rel"] for q in layers)
+        for side, worst in (("manual", m_max), ("torch", t_max)):
+            if worst == 0 and any(a.norm_b > 0 for a in to_m):
+                raise TrainingFailure(f"the float64 referee's gradient equals the {side} side's float32 gradient "
+                                      f"exactly in every parameter: the referee did not compute in float64")
         closer = self.records.referee.add(m_max, t_max)
         return {"manual_max_rel": m_max, "torch_max_rel": t_max, "closer": closer, "layers": layers}

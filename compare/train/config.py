@@ -66,13 +66,5 @@ class TrainConfig:
 
 
 def base_bounds(cfg: TrainConfig) -> dict:
-    """{"grad": ..., "loss": ..., "elem": ...}: bounds before widening for confident batches, on the
-    relative error of gradients and loss, and on the gradients' elementwise error. Lockstep
-    compares at identical weights (the dtype's bound); free mode allows the measured drift of two
-    trajectories (compare/tolerances.py)."""
-    if cfg.lockstep:
-        rel = tolerances.gradient_rel(cfg.dtype)
-        return {"grad": rel, "loss": rel, "elem": tolerances.elementwise_rel(cfg.dtype)}
-    if cfg.dtype == "float64":
-        return {"grad": tolerances.FREE_GRAD_REL, "loss": tolerances.FREE_LOSS_REL, "elem": tolerances.FREE_ELEM_REL}
-    return {"grad": tolerances.FREE32_GRAD_REL, "loss": tolerances.FREE32_LOSS_REL, "elem": tolerances.FREE32_ELEM_REL}
+    """The run's bounds before widening (``compare.tolerances.run_bounds``)."""
+    return tolerances.run_bounds(cfg.dtype, cfg.lockstep)

@@ -74,17 +74,13 @@ def _is_layer(obj) -> bool:
 
 def _counterpart(i: int, layer, torch_dtype):
     """The torch module a project layer names (``torch_module``), or ModelError."""
-    import torch
+    from compare.check.model import counterpart
 
-    name = getattr(layer, "torch_module", "")
-    if name == "torch.nn.Linear":
-        W = layer.params["W"]
-        return torch.nn.Linear(W.shape[1], W.shape[0], dtype=torch_dtype)
-    cls = getattr(torch.nn, name.removeprefix("torch.nn."), None) if name.startswith("torch.nn.") else None
-    if cls is None or layer.params:
+    module = counterpart(layer, torch_dtype)
+    if module is None:
         raise ModelError(f"argument --model: entry {i} ({type(layer).__name__}) names no torch module it can be "
                          f"paired with; give it as a pair (layer, torch_module)")
-    return cls()
+    return module
 
 
 def split(entries: list, torch_dtype) -> tuple[list, list]:
@@ -110,22 +106,20 @@ def split(entries: list, torch_dtype) -> tuple[list, list]:
 
 def torch_params(layers, modules) -> list:
     """The torch parameters matching each manual layer's params (by ``torch_names``, else the same
-    name), in the manual order; ModelError where names or shapes differ."""
+    name, through ``compare.names.match_names``), in the manual order; ModelError where names or
+    shapes differ."""
+    from compare.names import match_names
+
     out = []
     for i, (layer, module) in enumerate(zip(layers, modules), start=1):
-        names = getattr(layer, "torch_names", {}) or {}
         theirs = dict(module.named_parameters())
-        wanted = {names.get(k, k): k for k in layer.params}
-        if set(wanted) != set(theirs):
-            raise ModelError(f"argument --model: entry {i} ({type(layer).__name__}) has parameters "
-                             f"{sorted(wanted)} (torch names), its torch module {type(module).__name__} has "
-                             f"{sorted(theirs)}; they must match (layer.torch_names maps manual to torch names)")
-        for torch_name, manual_name in wanted.items():
-            a, p = layer.params[manual_name], theirs[torch_name]
-            if tuple(a.shape) != tuple(p.shape):
-                raise ModelError(f"argument --model: entry {i} ({type(layer).__name__}) {manual_name}: shape "
-                                 f"{tuple(a.shape)}, its torch {torch_name}: {tuple(p.shape)}")
-            out.append(p)
+        try:
+            pairs = match_names({k: np.shape(a) for k, a in layer.params.items()},
+                                {k: tuple(p.shape) for k, p in theirs.items()}, getattr(layer, "torch_names", {}) or {})
+        except ValueError as e:
+            raise ModelError(f"argument --model: entry {i} ({type(layer).__name__}) and its torch module "
+                             f"{type(module).__name__}: {e}") from None
+        out += [theirs[pairs[k]] for k in layer.params]
     return out
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from compare.agreement import greatest_magnitude
+from compare.copies import float64_copy
 from manual.optim import SGD
 
 
@@ -46,6 +47,7 @@ class ManualMLP:
         from manual.mlp import MLP
 
         self.mlp = MLP(sizes, activation, np.dtype(dtype), seed=rng)
+        self.model = self.mlp  # what the layer-by-layer check walks (compare.check.check_model)
         self.dtype, self.lr = self.mlp.dtype, lr
         self.keys = [ParamKey(i, p) for i in range(1, len(self.mlp.sizes)) for p in "Wb"]
         self.opt = SGD(lr)
@@ -89,12 +91,9 @@ class ManualMLP:
         self.mlp.set_parameters(arrays[0::2], arrays[1::2])
 
     def float64_grads(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
-        """The gradients of the same net and batch recomputed in float64 (the referee)."""
-        from manual.mlp import MLP
-
-        ref = MLP(self.mlp.sizes, self.mlp.activation.name, np.float64)
-        ref.set_parameters(self.mlp.weights, self.mlp.biases)
-        _, grads = ref.loss_and_grads(x.astype(np.float64), y)
+        """The gradients of the same net and batch recomputed in float64 (the referee,
+        ``compare.copies.float64_copy``)."""
+        _, grads = float64_copy(self.mlp).loss_and_grads(x.astype(np.float64), y)
         return [g for pair in grads for g in pair]
 
     def torch_module(self):
@@ -164,6 +163,7 @@ class ManualStack:
         self.keys = [ParamKey(i, name) for i, p in enumerate(self.net.layer_params(), start=1) for name in p]
         self.opt = SGD(lr)
         self._logits = None
+        self.model = self.net  # build_user_model pairs each layer with its torch module here
 
     @property
     def params(self) -> list[np.ndarray]:
@@ -194,18 +194,9 @@ class ManualStack:
         self.net.set_layer_params([{k: next(it) for k in p} for p in self.net.layer_params()])
 
     def float64_grads(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
-        """The referee: a float64 copy of every layer (parameters cast once) on the same batch."""
-        import copy
-
-        from manual.mlp import Stack
-
-        layers = [copy.deepcopy(layer) for layer in self.net.layers]
-        for layer in layers:
-            layer.params = {k: v.astype(np.float64) for k, v in layer.params.items()}
-            layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
-        ref = Stack(layers, np.float64)
-        _, grads = ref.loss_and_layer_grads(x.astype(np.float64), y)
-        return [g[k] for p, g in zip(ref.layer_params(), grads) for k in p]
+        """The referee: the stack's float64 copy (``compare.copies.float64_copy``) on the same batch."""
+        _, grads = float64_copy(self.net).loss_and_layer_grads(x.astype(np.float64), y)
+        return [g[k] for p, g in zip(self.net.layer_params(), grads) for k in p]
 
 
 def build(cfg, rng: np.random.Generator):
@@ -230,6 +221,7 @@ def build_user_model(cfg, rng: np.random.Generator):
     model.check_params_dtype(layers, dtype)
     params = model.torch_params(layers, modules)
     manual = ManualStack(layers, dtype, cfg.lr)
+    manual.model = list(zip(layers, modules))  # each layer with its counterpart, for check_model
     torch_side = TorchSide(torch.nn.Sequential(*modules), cfg.lr, params)
     torch_side.load(manual.params)
     manual.classes = model.check_shapes(manual.net.forward, torch_side.module, dtype)

@@ -21,7 +21,7 @@ def tolerances(run) -> dict:
 
     bounds = dict(run.checks.base)
     if run.checks.kind == "weights":
-        bounds["weights"] = tol.FREE_WEIGHT_REL if run.cfg.dtype == "float64" else tol.FREE32_WEIGHT_REL
+        bounds["weights"] = tol.weight_bound(run.cfg.dtype)
     elif run.checks.kind == "updates":
         k = tol.UPDATE_ROUNDINGS
         bounds["updates"] = (f"per parameter: relative grad + {k}·u·‖θ'‖/‖lr·g‖, elementwise elem + "
