@@ -56,10 +56,18 @@ def softplus_input(dtype=np.float64):
     return x.astype(dtype)
 
 
+def assert_every_injected_mistake_caught(report):
+    """The self-test: every standard wrong variant of the layer's backward fails the check."""
+    st = report.self_test
+    assert st.ok and st.caught and st.missed == [] and st.skipped == [], str(st)
+    assert f"self-test: the check caught {len(st.caught)} of {len(st.caught)} injected mistakes" in str(report)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_softplus_passes_against_torch_softplus(dtype):
-    report = check_layer(softplus.Softplus(), torch.nn.Softplus(), softplus_input(dtype))
+    report = check_layer(softplus.Softplus(), torch.nn.Softplus(), softplus_input(dtype), self_test=True)
     assert report.ok, str(report)
+    assert_every_injected_mistake_caught(report)
 
 
 def test_softplus_beyond_the_threshold_is_the_identity_as_in_torch():
@@ -75,15 +83,17 @@ def test_softplus_beyond_the_threshold_is_the_identity_as_in_torch():
 def test_softplus_with_the_factor_dy_missing_fails_naming_input_x():
     report = check_layer(softplus.SoftplusMissingFactor(), torch.nn.Softplus(), softplus_input())
     assert_names_the_error(report, "input x")
+    assert report.diagnoses["input x"].kind == "g ignored"  # σ(x) alone: the same for every dy
 
 
 @pytest.mark.parametrize("dtype, shape", [(np.float64, (5, 12)), (np.float32, (5, 12)), (np.float64, (2, 3, 12))])
 def test_layernorm_passes_against_torch_layernorm(dtype, shape):
     x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
     layer = layernorm.LayerNorm(12, rng=np.random.default_rng(2), dtype=dtype)
-    report = check_layer(layer, torch.nn.LayerNorm(12), x)
+    report = check_layer(layer, torch.nn.LayerNorm(12), x, self_test=True)
     assert report.ok, str(report)
     assert {c.tensor for c in report.comparisons} == {"output", "input x", "parameter weight", "parameter bias"}
+    assert_every_injected_mistake_caught(report)
 
 
 def test_layernorm_with_the_factor_xhat_missing_fails_naming_input_x_while_weight_and_bias_pass():

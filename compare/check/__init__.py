@@ -48,25 +48,42 @@ each tensor compared pair by pair by ``compare.agreement.measure``, the relative
 
 Before any of them, two forwards at the same point must agree on each side; a forward that is not
 deterministic gets that said instead of a gradient verdict. After a failure, the report names the
-suspect (``compare.check.blame``): the side that finite differences of your forward do not support.
+suspect (``compare.check.blame``): the side that finite differences of your forward do not support;
+and for each failing gradient of yours (unless torch is the suspect), the kind of mistake
+(``compare.check.diagnose``, ``report.diagnoses``): a constant factor (×2, ×½, ×B, ×1/B, a sign),
+a transpose or another layout, a sum over the wrong axis, the upstream gradient g ignored or
+mis-broadcast (your VJP rerun with a second g and with 2g), a mask (a kink, a row), zeros, or
+"no simple pattern"; each held to the check's own bounds for two random g, never guessed.
+
+``self_test=True`` (``compare.check.selftest``, ``report.self_test``) proves the check can see a
+mistake in your backward: it injects the standard wrong variants into your gradients (scaled by
+1 + 2ε for the smallest ε the bounds are sure to see, sign flipped, transposed, averaged over an
+axis, g ignored), runs them through the check's comparisons (reusing torch's runs and the finite
+differences) and reports each caught or missed, and per tensor the smallest relative error it
+detects.
 """
 
 from __future__ import annotations
 
 from compare import tolerances
+from compare.check.diagnose import Diagnosis
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
 from compare.check.model import ModelReport, check_model
 from compare.check.report import Comparison, DerivationError, Report
+from compare.check.selftest import SelfTest
 from compare.check.subjects import FunctionSubject, LayerSubject
 
-__all__ = ["check_function", "check_layer", "check_model", "Comparison", "DerivationError", "ModelReport", "Report"]
-for _public in (Comparison, DerivationError, ModelReport, Report):  # tracebacks name them where users import them
+__all__ = ["check_function", "check_layer", "check_model", "Comparison", "DerivationError", "Diagnosis", "ModelReport",
+           "Report", "SelfTest"]
+# tracebacks name them where users import them
+for _public in (Comparison, DerivationError, Diagnosis, ModelReport, Report, SelfTest):
     _public.__module__ = __name__
 del _public
 
 
 def check_function(fn, vjp, torch_fn, *inputs, seed: int = 0, h: float = tolerances.FD_STEP,
-                   fd_samples: int = FD_SAMPLES, fd_budget: int = FD_BUDGET, name: str | None = None) -> Report:
+                   fd_samples: int = FD_SAMPLES, fd_budget: int = FD_BUDGET, name: str | None = None,
+                   self_test: bool = False) -> Report:
     """Check a hand-derived vector–Jacobian product against autograd and finite differences.
 
     Args:
@@ -81,15 +98,17 @@ def check_function(fn, vjp, torch_fn, *inputs, seed: int = 0, h: float = toleran
         h: the finite-difference step.
         fd_samples, fd_budget: how many coordinates fd may take (``compare.check.engine``).
         name: the report's title (default: the functions' qualified names).
+        self_test: also inject the standard wrong variants into the VJP's results and report
+            which the check catches (``report.self_test``).
     Returns:
         a Report. Bad use (a wrong type, count or shape) raises TypeError or ValueError instead.
     """
-    return check(FunctionSubject(fn, vjp, torch_fn, inputs, name), seed, h, fd_samples, fd_budget)
+    return check(FunctionSubject(fn, vjp, torch_fn, inputs, name), seed, h, fd_samples, fd_budget, self_test)
 
 
 def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, fd_samples: int = FD_SAMPLES,
                 fd_budget: int = FD_BUDGET, *, torch_params=None, torch_inputs=None, torch_outputs=None,
-                training: bool | None = None, name: str | None = None) -> Report:
+                training: bool | None = None, name: str | None = None, self_test: bool = False) -> Report:
     """Check a layer's hand-written backward (every dx and parameter gradient), its outputs and its
     buffers against a torch counterpart and finite differences.
 
@@ -107,10 +126,11 @@ def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, 
         torch_outputs: f(the module's result) -> the output(s) in the layer's layout.
         training: set ``layer.training`` and ``module.train(training)`` (default: as they are).
         name: the report's title (default: the layer's class and the counterpart).
+        self_test: as for ``check_function``: the wrong variants injected into backward's results.
     Returns:
         a Report. Bad use (a parameter or buffer missing on either side, shapes that differ, a
         transform that fails, the wrong number of outputs or of dx, a wrong type) raises TypeError or
         ValueError instead.
     """
     subject = LayerSubject(layer, module, x, torch_params, torch_inputs, torch_outputs, training, name)
-    return check(subject, seed, h, fd_samples, fd_budget)
+    return check(subject, seed, h, fd_samples, fd_budget, self_test)

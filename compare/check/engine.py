@@ -8,7 +8,10 @@
 4. Numeric witnesses, of the hand-written forward in float64 (``compare.fd``): fd, coordinate by
    coordinate within a budget, and dir, along a random direction, against each exact analytic
    witness.
-5. Findings for what failed: which side the finite differences support (``blame``).
+5. Findings for what failed: which side the finite differences support (``blame``), and what
+   kind of mistake each failing hand-written gradient is (``diagnose``).
+6. On request, the self-test: the standard wrong variants of the hand-written gradients through
+   the same comparisons, reusing every run that does not read them (``selftest``).
 """
 
 from __future__ import annotations
@@ -133,10 +136,12 @@ class Numeric:
                 self.fd[label] = fd.coordinates(t, self.coords[label], self.referee.evaluate, self.g, h)
             self.dir[label] = fd.direction(t, self.u[label], self.referee.evaluate, self.g, h)
 
-    def compare(self, runs, exact) -> tuple[list[Comparison], list[str]]:
-        """Each exact witness against fd and dir; notes on coverage and on tensors the forward ignores."""
+    def compare(self, runs, exact, labels=None) -> tuple[list[Comparison], list[str]]:
+        """Each exact witness against fd and dir (of `labels`, default every tensor); notes on
+        coverage and on tensors the forward ignores."""
         out, coverage, notes = [], [], []
-        for label, t in self.referee.tensors.items():
+        for label in self.referee.tensors if labels is None else labels:
+            t = self.referee.tensors[label]
             grads = {w: np.asarray(runs[w].grads[label], np.float64) for w in exact}
             coords = self.coords[label]
             if coords is not None:
@@ -184,14 +189,18 @@ def _notes(subject, runs) -> list[str]:
     return notes
 
 
-def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int) -> Report:
-    """Every witness of every tensor of `subject`, compared pair by pair, with the findings."""
-    from compare.check import blame
+def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_test: bool = False) -> Report:
+    """Every witness of every tensor of `subject`, compared pair by pair, with the findings: which
+    side is the suspect (``blame``) and what kind of mistake it is (``diagnose``); with
+    `self_test`, the standard wrong variants of the hand-written gradients through the same
+    comparisons (``selftest``)."""
+    from compare.check import blame, diagnose, selftest
 
     rng = draws(seed)
     first, refusal = probe(subject)
     if refusal:
-        return Report(subject.title, [], [], refusal=refusal)
+        tested = selftest.not_run("the check gave no verdict") if self_test else None
+        return Report(subject.title, [], [], refusal=refusal, self_test=tested)
     gs = [np.asarray(rng.standard_normal(y.shape)).astype(y.dtype) for y in first]
     runs = analytic(subject, gs)
     comparisons = compare_analytic(subject, runs)
@@ -206,7 +215,11 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int) -> Repo
                      "the derivation is judged in float64 (manual64, torch64, fd, dir)")
     failed = any(not c.ok for c in comparisons)
     findings = blame.findings(subject, numeric, runs, comparisons, exact) if failed else []
+    reruns = diagnose.Reruns(subject, gs, seed, runs)
+    diagnoses = diagnose.diagnose(subject, comparisons, exact, findings, reruns) if failed else {}
+    findings += [d.line() for d in diagnoses.values()]
+    tested = selftest.run(subject, runs, numeric, comparisons, exact, reruns) if self_test else None
     shapes = ", ".join(str(g.shape) for g in gs)
     title = (f"{subject.title}: {'float32' if subject.float32 else 'float64'}, seed {seed}, "
              f"g of shape{'s' * (len(gs) > 1)} {shapes}")
-    return Report(title, comparisons, notes, findings)
+    return Report(title, comparisons, notes, findings, self_test=tested, diagnoses=diagnoses)

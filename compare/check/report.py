@@ -65,15 +65,19 @@ class Report:
             arguments, float32 bounds).
         findings: lines about the failures: which side is the suspect, what kind of mistake.
         refusal: why no gradient verdict could be given (a forward that is not deterministic), or "".
-        self_test: the injected mistakes and whether the check caught them (``self_test=True``), or None.
-    ``ok``, ``str()`` (title, table of relative errors, notes, verdict, failures and findings) and
-    ``assert_ok()``.
+        self_test: the injected mistakes and whether the check caught them (``self_test=True``:
+            a ``compare.check.selftest.SelfTest``), or None.
+        diagnoses: {tensor: ``compare.check.diagnose.Diagnosis``}, the kind of mistake of each
+            failing hand-written gradient (also a "diagnosis:" line of the findings).
+    ``ok``, ``str()`` (title, table of relative errors, notes, verdict, failures and findings, the
+    self-test) and ``assert_ok()``.
     """
 
     def __init__(self, title: str, comparisons: list[Comparison], notes: list[str], findings=(),
-                 refusal: str = "", self_test=None):
+                 refusal: str = "", self_test=None, diagnoses=None):
         self.title, self.comparisons, self.notes = title, comparisons, notes
         self.findings, self.refusal, self.self_test = list(findings), refusal, self_test
+        self.diagnoses = dict(diagnoses or {})
 
     @property
     def failures(self) -> list[Comparison]:
@@ -99,7 +103,8 @@ class Report:
 
     def __str__(self) -> str:
         if self.refusal:
-            return "\n".join([self.title, *self.notes, f"NO VERDICT: {self.refusal}"])
+            tested = [] if self.self_test is None else [str(self.self_test)]
+            return "\n".join([self.title, *self.notes, f"NO VERDICT: {self.refusal}", *tested])
         n = len(self.comparisons)
         verdict = (f"PASS: all {n} comparisons agree" if self.ok
                    else f"FAIL: {len(self.failures)} of {n} comparisons disagree")
