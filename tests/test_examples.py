@@ -116,8 +116,9 @@ def nhwc(shape=(2, 6, 5, 3), dtype=np.float64):
 def test_conv2d_channels_last_passes_against_stock_conv2d(dtype, kernel, padding):
     layer = conv2d.Conv2D(3, 4, *kernel, padding=padding, rng=np.random.default_rng(5), dtype=dtype)
     module = torch.nn.Conv2d(3, 4, kernel, padding=padding)
-    report = check_layer(layer, module, nhwc(dtype=dtype), **conv2d.torch_layouts())
+    report = check_layer(layer, module, nhwc(dtype=dtype), **conv2d.torch_layouts(), self_test=True)
     assert report.ok, str(report)
+    assert_every_injected_mistake_caught(report)
     assert {c.tensor for c in report.comparisons} == {"output", "input x", "parameter K", "parameter b"}
 
 
@@ -150,8 +151,9 @@ def qkv(batch=(2,), dtype=np.float64):
 
 @pytest.mark.parametrize("dtype, batch", [(np.float64, (2,)), (np.float32, (2,)), (np.float64, (2, 3))])
 def test_attention_of_q_k_v_passes_against_scaled_dot_product_attention(dtype, batch):
-    report = check_layer(attention.Attention(), F.scaled_dot_product_attention, qkv(batch, dtype))
+    report = check_layer(attention.Attention(), F.scaled_dot_product_attention, qkv(batch, dtype), self_test=True)
     assert report.ok, str(report)
+    assert_every_injected_mistake_caught(report)
     assert {c.tensor for c in report.comparisons} == {"output", "input q", "input k", "input v"}
 
 
@@ -168,8 +170,9 @@ def bags():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_embedding_bag_with_repeated_ids_passes_against_stock_embedding_bag(dtype):
     layer = embedding_bag.EmbeddingBag(12, 5, rng=np.random.default_rng(9), dtype=dtype)
-    report = check_layer(layer, torch.nn.EmbeddingBag(12, 5, mode="sum"), bags())
+    report = check_layer(layer, torch.nn.EmbeddingBag(12, 5, mode="sum"), bags(), self_test=True)
     assert report.ok, str(report)
+    assert_every_injected_mistake_caught(report)
     assert {c.tensor for c in report.comparisons} == {"output", "parameter W"}  # the ids: never differentiated
 
 
@@ -190,8 +193,9 @@ def test_dropout_with_a_fixed_mask_passes_against_the_same_mask_in_torch(dtype):
     x = np.random.default_rng(10).standard_normal((6, 9)).astype(dtype)
     layer = dropout.Dropout(0.3, x.shape, np.random.default_rng(11))
     assert 0 < layer.mask.mean() < 1
-    report = check_layer(layer, masked(layer), x)
+    report = check_layer(layer, masked(layer), x, self_test=True)
     assert report.ok, str(report)
+    assert_every_injected_mistake_caught(report)
 
 
 def test_dropout_with_the_mask_missing_from_dx_fails_naming_input_x():
@@ -220,8 +224,9 @@ def batch(dtype=np.float64):
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_passes_against_stock_batchnorm1d(dtype, training):
     layer = batchnorm.BatchNorm(5, rng=np.random.default_rng(13), dtype=dtype)
-    report = check_layer(layer, torch.nn.BatchNorm1d(5), batch(dtype), training=training)
+    report = check_layer(layer, torch.nn.BatchNorm1d(5), batch(dtype), training=training, self_test=True)
     assert report.ok, str(report)
+    assert_every_injected_mistake_caught(report)
     tensors = {c.tensor for c in report.comparisons}
     assert {"output", "input x", "parameter weight", "parameter bias"} <= tensors
     assert {"buffer running_mean", "buffer running_var"} <= tensors  # evaluation mode: unchanged on both sides
