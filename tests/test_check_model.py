@@ -62,6 +62,16 @@ def test_a_wrong_activation_in_entry_2_is_the_culprit_though_layer_1_gets_the_wr
     assert "input x" in str(e.value)
 
 
+def test_the_culprit_comes_with_the_kind_of_mistake_and_the_self_test_covers_every_layer():
+    rng = np.random.default_rng(7)
+    x, y = batch(rng)
+    found = check_model(four_layers(rng, softplus.SoftplusMissingFactor), x, y, self_test=True)
+    assert "diagnosis: input x: " in found.headline() and "ignored" in found.headline()
+    right = check_model(four_layers(rng), x, y, self_test=True)
+    assert right.ok and all(v.report.self_test.ok for v in right.verdicts if v.report.self_test.variants)
+    assert "self-test: " in str(right) and " injected mistakes caught over 5 layers" in str(right)
+
+
 def test_the_first_wrong_layer_from_the_loss_is_named_when_two_are_wrong():
     class DoubledBias(Linear):
         def backward(self, delta):

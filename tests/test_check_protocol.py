@@ -180,6 +180,27 @@ def test_inputs_drawn_from_the_checks_seed_are_not_its_upstream_gradient():
     assert report.ok, str(report)
 
 
+def test_a_vjp_that_cancels_to_almost_nothing_is_judged_with_the_truncation_of_the_differences(monkeypatch):
+    """Forced: g = x (the check drawing from default_rng(seed) itself). Layer norm's dx then
+    cancels to ~1e-12 of its terms while the finite differences keep their truncation error
+    h²·f‴/6 of the terms' size: FINITE_DIFF_REL relative to the result cannot hold, the estimate
+    from a second step 2h can. A wrong derivation at the same point still fails."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "layernorm.py"
+    spec = importlib.util.spec_from_file_location("layernorm_for_the_cancel_test", path)
+    layernorm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layernorm)
+    monkeypatch.setattr(engine, "draws", np.random.default_rng)
+    x = np.random.default_rng(0).standard_normal((4, 8))
+    right = check_layer(layernorm.LayerNorm(8), torch.nn.LayerNorm(8), x, seed=0)
+    assert right.ok, str(right)
+    assert any("truncation error, estimated from a second step 2h" in n for n in right.notes)
+    wrong = check_layer(layernorm.LayerNormMissingFactor(8), torch.nn.LayerNorm(8), x, seed=0)
+    assert {c.tensor for c in wrong.failures} == {"input x"}
+
+
 def test_a_right_derivation_gets_no_findings():
     x = np.random.default_rng(6).standard_normal((3, 4))
     report = check_function(softplus, softplus_vjp, F.softplus, x)

@@ -329,7 +329,7 @@ def test_a_wrong_user_layer_stops_the_run_at_the_first_step_naming_it_as_the_cul
     assert code == 1
     assert "gradients disagree (manual vs torch) at epoch 1, step 1 (batch 1 of 4): the first wrong layer from the " \
            "loss is entry 2 of 4 (SoftplusMissingFactor): its input x disagrees with autograd" in first
-    assert "suspect: your backward, for input x" in first
+    assert "suspect: your backward, for input x" in first and "diagnosis: input x: the upstream gradient" in first
     assert "  parameters affected: layer 1 W, layer 1 b" in err
     summary = json.loads((out / report.SUMMARY).read_text())
     assert summary["status"] == "failed" and "entry 2 of 4" in summary["failure"]

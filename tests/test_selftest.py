@@ -169,12 +169,15 @@ class Counted(Affine):
 @pytest.mark.parametrize("dtype, more", [(np.float64, 1), (np.float32, 2)])
 def test_the_self_test_reuses_the_checks_runs_and_leaves_its_verdict_alone(monkeypatch, dtype, more):
     """Same finite differences, same torch runs, the same comparisons; one hand-written run more
-    (with g₂; float32: also its float64 referee)."""
+    (with g₂; float32: also its float64 referee). (A variant that fails a comparison with the
+    finite differences may have them taken once more with the step 2h, the check's second look
+    at their truncation: those are not counted.)"""
     counts = {}
 
     def counting(name, original):
         def wrapped(*args, **kwargs):
-            counts[name] = counts.get(name, 0) + 1
+            if args[-1] == tolerances.FD_STEP or name == "torch":
+                counts[name] = counts.get(name, 0) + 1
             return original(*args, **kwargs)
         return wrapped
 

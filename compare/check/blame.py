@@ -24,18 +24,17 @@ def _norm(v) -> float:
 def _evidence(numeric, label: str, grads: list[np.ndarray]) -> list[tuple[list[float], float]]:
     """[(each witness's relative distance from the differences, their own relative error)], from
     the coordinates (when taken) and from the direction."""
-    t, evaluate, g, h = numeric.referee.tensors[label], numeric.referee.evaluate, numeric.g, numeric.h
     out = []
     coords = numeric.coords[label]
     if coords is not None:
         values, rounding = numeric.fd[label]
-        values_2h, _ = fd.coordinates(t, coords, evaluate, g, 2 * h)
+        values_2h = numeric.at_2h(label)[0]
         scale = max(_norm(values), *(_norm(w.reshape(-1)[coords]) for w in grads), tolerances.TINY)
         error = (_norm(rounding) + 3 * _norm(fd.truncation(values, values_2h))) / scale
         out.append(([_norm(w.reshape(-1)[coords] - values) / scale for w in grads], error))
     u = numeric.u[label]
     value, rounding = numeric.dir[label]
-    value_2h, _ = fd.direction(t, u, evaluate, g, 2 * h)
+    value_2h = numeric.at_2h(label)[1]
     along = [float(np.dot(w.reshape(-1), u.reshape(-1))) for w in grads]
     scale = max(abs(value), *map(abs, along), tolerances.TINY)
     error = (rounding + 3 * float(fd.truncation(value, value_2h))) / scale

@@ -124,6 +124,11 @@ class ModelReport:
     def __str__(self) -> str:
         marks = ", ".join(f"{self.where(v)} {v.name} {'ok' if v.ok else 'WRONG'}" for v in self.verdicts)
         lines = [f"check_model: from the loss backwards: {marks}", self.headline()]
+        tested = [v for v in self.verdicts if v.report.self_test is not None]
+        if tested:
+            caught = sum(len(v.report.self_test.caught) for v in tested)
+            total = caught + sum(len(v.report.self_test.missed) for v in tested)
+            lines.append(f"self-test: {caught} of {total} injected mistakes caught over {len(tested)} layers")
         if self.culprit is not None:
             lines += ["", str(self.culprit.report)]
         return "\n".join(lines)
@@ -137,7 +142,7 @@ class ModelReport:
 
 
 def check_model(model, x, y=None, seed: int = 0, h: float = tolerances.FD_STEP, fd_samples: int = FD_SAMPLES,
-                fd_budget: int = FD_BUDGET) -> ModelReport:
+                fd_budget: int = FD_BUDGET, self_test: bool = False) -> ModelReport:
     """Check every layer of `model` at the input it receives, from the loss backwards.
 
     Args:
@@ -146,6 +151,7 @@ def check_model(model, x, y=None, seed: int = 0, h: float = tolerances.FD_STEP, 
         x: the model's input batch, a NumPy array (the first layer's input: not differentiated).
         y: integer labels (B,): the softmax cross-entropy on top is checked too (None: not).
         seed, h, fd_samples, fd_budget: as for ``check_layer`` (each layer gets seed + position).
+        self_test: each layer's check also injects the standard mistakes (``check_layer``'s option).
     Returns:
         a ModelReport; its ``culprit`` names the first wrong layer from the loss with its report.
         The model's layers are never changed (each check runs on copies).
@@ -166,9 +172,10 @@ def check_model(model, x, y=None, seed: int = 0, h: float = tolerances.FD_STEP, 
         subject = LayerSubject(_LossLayer(copy.deepcopy(loss)), _cross_entropy, (current, np.asarray(y)),
                                name=f"check_model: the loss ({type(loss).__name__})")
         verdicts.append(LayerVerdict(len(items) + 1, type(loss).__name__,
-                                     check(subject, seed + len(items) + 1, h, fd_samples, fd_budget)))
+                                     check(subject, seed + len(items) + 1, h, fd_samples, fd_budget, self_test)))
     for i, layer, other, options, inp in reversed(checks):
         name = options.pop("name", None) or f"check_model: entry {i} of {len(items)} ({type(layer).__name__})"
         subject = LayerSubject(layer, other, inp, **options, input_grads=i > 1, name=name)
-        verdicts.append(LayerVerdict(i, type(layer).__name__, check(subject, seed + i, h, fd_samples, fd_budget)))
+        report = check(subject, seed + i, h, fd_samples, fd_budget, self_test)
+        verdicts.append(LayerVerdict(i, type(layer).__name__, report))
     return ModelReport(len(items), verdicts)
