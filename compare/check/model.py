@@ -137,7 +137,8 @@ class ModelReport:
         """Raise DerivationError with the culprit's report (pytest hides this frame)."""
         __tracebackhide__ = True
         if not self.ok:
-            raise DerivationError(self.culprit.report)
+            v = self.culprit
+            raise DerivationError(v.report, f"the first wrong layer from the loss is {self.where(v)} ({v.name})")
         return self
 
 

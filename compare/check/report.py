@@ -41,18 +41,18 @@ class Comparison:
 
 class DerivationError(AssertionError):
     """A hand-written derivative disagrees with a witness (or could not be judged); ``report``
-    holds everything the check found."""
+    holds everything the check found; `where` (a model's culprit) leads the message."""
 
-    def __init__(self, report: Report):
+    def __init__(self, report: Report, where: str = ""):
         self.report = report
         if report.refusal:
-            super().__init__(report.refusal)
+            super().__init__(f"{where}: {report.refusal}" if where else report.refusal)
             return
         first, more = report.failures[0], len(report.failures) - 1
         head = f"derivative disagrees: {first.tensor} ({first.a} vs {first.b})"
         head += f" and {more} more comparison{'s' * (more > 1)}" if more else ""
         lines = [head, *("  " + c.message() for c in report.failures), *report.findings, "", report.table()]
-        super().__init__("\n".join(lines))
+        super().__init__("\n".join([where] * bool(where) + lines))
 
 
 class Report:
