@@ -9,7 +9,23 @@ does, up to rounding, for an ``MLP`` whose parameters are torch tensors (``mlp.t
 device)``), and returns the same loss. No autograd: the tensors' own methods, in place, so this
 module never imports torch (like the rest of ``manual``).
 
-What makes it fast (measurements: docs/performance.md, "The hand-derived step on torch tensors"):
+Use (the bench's "hand-derived step on torch tensors")::
+
+    import numpy as np, torch
+    from manual import MLP
+    from manual.fast_torch import FastTorchStep
+
+    mlp = MLP((784, 256, 10), dtype=np.float32, seed=0).to(torch, device="cuda")  # or "cpu"
+    step = FastTorchStep(mlp)
+    loss = step(x, y, 0.7)  # x (B, 784) float32, y (B,) int64: tensors on the net's device
+
+Each call returns the loss as a Python float, which waits for the device: a timer around the call
+measures the whole step (on a GPU, synchronise before starting the timer too). The input checks
+of the reference (``MLP.check_input``, finite ẑ₁, labels in range) run inside the call, as in
+``FastStep``. This path keeps its own base points: after a step, ``mlp.zs``, ``mlp.zhats`` and the
+layers' stored inputs are those of the last reference forward, not of this step.
+
+What makes it fast (measurements: docs/performance.md, "Manual step on torch tensors"):
 
 - buffers per batch size, so a step allocates (almost) no tensors;
 - the bias folded into the forward product: ẑ ← b, then ẑ ← ẑ + z·Wᵀ (``addmm_`` with β = 1);

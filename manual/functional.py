@@ -219,5 +219,5 @@ def cross_entropy_backward(logits: Array, y: Array) -> tuple[float, Array]:
     e = xp.exp(shifted)
     total = row_sum(e)  # Σ e^(ẑ−c) >= 1
     loss = (float(xp.sum(xp.log(total))) - float(xp.sum(pick(shifted, y)))) / B
-    # softmax − onehot(y): p − 1 is exact for p in [1/2, 1], where it matters; the mean's 1/B once, here
-    return loss, (e / total - one_hot(y, logits)) / B
+    delta = e / total - one_hot(y, logits)  # SM − onehot(y): p − 1 is exact for p in [1/2, 1], where it matters
+    return loss, delta / B  # the mean's 1/B, once, here
