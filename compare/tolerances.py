@@ -12,89 +12,63 @@ import math
 
 import numpy as np
 
-# Manual vs torch in float64: the same formulas summed in a different order (BLAS blocking,
-# fused kernels). Each rounding is ~1e-16; sums of a few thousand terms give ~1e-15 (seen:
-# 1e-16 .. 5e-15). 1e-10 leaves five orders of magnitude for unlucky cancellation and is still
-# eight orders below a real bug.
+# Manual vs torch in float64: the same formulas summed in another order (BLAS blocking, fused
+# kernels). Sums of a few thousand terms round to ~1e-15 (largest seen: 5e-15); 1e-10 leaves five
+# orders of magnitude for unlucky cancellation and is eight below a real bug.
 FLOAT64_REL = 1e-10
 
-# Manual vs torch in float32: eps = 6e-8; sums over 784 inputs and a batch give ~1e-6 (seen:
-# 1e-7 .. 3e-6). 1e-4 is a hundredfold margin.
+# Manual vs torch in float32 (eps 1.2e-7): sums over 784 inputs and a batch round to ~1e-6
+# (largest seen: 3e-6); 1e-4 is a hundredfold margin.
 FLOAT32_REL = 1e-4
 
-# Central finite differences in float64 with step h: truncation error ~h²·f'''/6 and rounding
-# error ~eps·|L|/h per coordinate. The rounding part is absolute, while the gradients of the
-# first layers of deep sigmoid nets are tiny (~1e-6), so too small an h hurts. On MNIST:
-# h = 1e-6 gave relative errors up to 1.1e-6 for 784-64-32-16-10; h = 1e-4 at most 1.2e-8
-# (784-64-10: 4.5e-9); h = 1e-3 lets truncation in (5e-7). 1e-6 is the usual bound
-# (torch.autograd.gradcheck: atol 1e-5); with h = 1e-4 it leaves a margin of ~80.
+# Central finite differences in float64, step FD_STEP: truncation h²·f‴/6 plus rounding eps·|L|/h
+# per coordinate. h = 1e-4 balances the two for MNIST nets (largest seen: 1.2e-8, 784-64-32-16-10;
+# h = 1e-6 gave 1.1e-6, h = 1e-3 5e-7). 1e-6, torch.autograd.gradcheck's usual bound, leaves ~80.
 FINITE_DIFF_REL = 1e-6
 FD_STEP = 1e-4
 
-# Free-mode training in float64: two trajectories from the same start, each rounding
-# differently, drift apart slowly. Measured by `crosscheck train` on MNIST (784-256-10 sigmoid):
-# after 14,070 steps (batch 64, 15 epochs) the gradients differed by at most 1.8e-13 relative, and
-# after 7,050 steps (batch 256, 30 epochs) the losses by at most 3.3e-14 and the weights by
-# 4.3e-15; after 9,440 steps (batch 512, lr 0.7, 80 epochs, seeds 0 and 1) the gradients by 4.8e-14,
-# the losses by 7.8e-15 and the weights by 4.2e-15. The bounds leave three orders of magnitude
-# for longer runs and are still far below anything a wrong derivative produces.
+# Free-mode training in float64: two trajectories from one start round differently and drift
+# apart slowly (largest seen over 14,070 steps of 784-256-10: gradients 1.8e-13, losses 3.3e-14).
+# Three orders of magnitude for longer runs, still far below a wrong derivative.
 FREE_LOSS_REL = 1e-10
 FREE_GRAD_REL = 1e-9
 
-# Free-mode training in float32 (allowed, not the default): float32 rounding (eps 6e-8) makes the
-# trajectories part much faster. Measured (784-256-10, batch 128, 5 epochs): gradients 5.3e-6,
-# losses 3.1e-6, weights 1.5e-6 apart, growing slowly with the epochs. The bounds leave a factor of
-# ~200 (gradients) and ~300 (loss); lockstep mode, the float32 default, is the strict float32 check.
+# Free-mode training in float32 (not the default): float32 trajectories part much faster (5 epochs
+# of 784-256-10: gradients 5.3e-6, losses 3.1e-6 apart). A factor ~200; lockstep, the float32
+# default, is the strict float32 check.
 FREE32_GRAD_REL = 1e-3
 FREE32_LOSS_REL = 1e-3
 
 # The elementwise measure max|a − b| / max(max|a|, max|b|) (``compare.agreement``), which one wrong
-# element cannot hide in, has bounds of its own. Each gradient element is a sum of k terms (the
-# batch for dW and db, on top of the fan-in sums of the forward pass and of δ), and each side's
-# rounding of it is at most γ_k·Σ|terms| (γ_k ≈ k·u, u = eps/2), so the two sides differ by at
-# most 2γ_k·Σ|terms|, and relative to the greatest magnitude by 2γ_k·ρ with
-# ρ = max Σ|terms| / max|g|. On MNIST (784-256-10 sigmoid, at the initial weights and after 60
-# epochs, batches 64 and 512, 20 batches each) ρ stayed below 8: 2γ_B·ρ (the batch sum alone) was
-# at most 8.5e-13 in float64 and 3.6e-4 in float32 at batch 512. With the fan-in sums upstream,
-# k ≈ B + 1,050, and the worst case (every rounding the same way) at batch 512 is ~2.6e-12 in
-# float64 and ~1.1e-3 in float32; typical roundings are ~√k smaller (~3e-5 in float32). Measured
-# elementwise errors ran 1 to 7 times the relative error of the same step.
+# element cannot hide in. An element summed from k terms rounds by at most γ_k·Σ|terms| on each side,
+# so two sides differ by at most 2γ_k·ρ of the greatest magnitude, ρ = max Σ|terms| / max|g| (below
+# 8 on MNIST, 784-256-10); with the forward's fan-in sums k ≈ B + 1,050: at batch 512 the worst case
+# is ~2.6e-12 in float64 and ~1.1e-3 in float32.
 #
-# float64 at identical weights (lockstep, gradcheck): measured at most 8e-16 (gradcheck). 1e-10
-# leaves a margin of ~40 over the worst case at batch 512, and one element off by 1e-8 of the
+# float64 at identical weights: a margin of ~40 over that worst case; one element off by 1e-8 of the
 # greatest still fails.
 FLOAT64_ELEM = 1e-10
-# float32 at identical weights (lockstep): measured at most 2.8e-6 (batch 512, 3 epochs), 2.1e-5
-# (batch 32, 2 epochs; the typical √k figure above) and 1.9e-5 (784-512-256-10, batch 32, 2 epochs). 1e-3 is the worst case at batch 512,
-# ~50 times the largest seen; a localized float32 bug must be 1e-3 of the greatest entry.
+# float32 at identical weights: the worst case at batch 512 (largest seen: 2.1e-5, batch 32).
 FLOAT32_ELEM = 1e-3
-# Free mode, float64: trajectories drift as for FREE_GRAD_REL. Measured (784-256-10, default
-# batch 512, lr 0.7, 5 epochs) at most 2.0e-14; batch 64, 2 epochs, at most 8.5e-14 (7x that
-# step's relative error); the relative error grows ~3x over 60 epochs. 1e-9, as FREE_GRAD_REL,
-# leaves four orders of magnitude, and one element off by 1e-8 of the greatest entry fails.
+# Free mode, float64: as FREE_GRAD_REL (largest seen: 8.5e-14 at batch 64).
 FREE_ELEM_REL = 1e-9
-# Free mode, float32: measured (784-256-10, batch 128, 3 epochs) at most 2.9e-5, up to 5.4x the
-# step's relative error. 5e-3 is FREE32_GRAD_REL times that factor (no run that drift alone keeps
-# within FREE32_GRAD_REL fails here), ~170 times the measured figure, below a bug's 1e-2.
+# Free mode, float32: FREE32_GRAD_REL times the factor by which the elementwise error exceeded the
+# relative one (up to 5.4; largest seen: 2.9e-5), so no run that drift alone keeps within
+# FREE32_GRAD_REL fails here; below a bug's 1e-2.
 FREE32_ELEM_REL = 5e-3
-# Finite differences against an analytic gradient, at the sampled coordinates: the rounding
-# (~u·|L|/h) and truncation (h²·f'''/6) of FINITE_DIFF_REL's note, relative to the greatest
-# sampled entry. Measured with FD_STEP: 6.0e-9 (784-64-10 and 784-256-10), 1.6e-8 (784-64-32-16-10).
-# 1e-6 leaves a margin of 60 for the deep net, as FINITE_DIFF_REL does.
+# Finite differences against an analytic gradient, relative to the greatest sampled entry: the
+# rounding and truncation of FINITE_DIFF_REL (largest seen: 1.6e-8, 784-64-32-16-10).
 FINITE_DIFF_ELEM = 1e-6
 
-# `crosscheck train --step fast`, free mode: the weights after each step (manual FastStep against
-# torch's SGD step). The two trajectories drift apart as in any free-mode run (weights measured
-# 4.2e-15 relative apart after 9,440 float64 steps, 1.5e-6 after 5 float32 epochs, see above), so the
-# loss bounds of free mode serve for the weights; a wrong step (a doubled bias step) moves a
-# parameter by lr·‖∂L/∂θ‖, ~1e-3 to 1 of ‖θ‖.
+# `crosscheck train --step fast`, free mode: the weights after each step drift as any free-mode run's
+# (largest seen: 4.2e-15 after 9,440 float64 steps), so the free-mode loss bounds serve; a wrong
+# step moves a parameter by lr·‖∂L/∂θ‖, ~1e-3 to 1 of ‖θ‖.
 FREE_WEIGHT_REL = FREE_LOSS_REL
 FREE32_WEIGHT_REL = FREE32_LOSS_REL
 
-# `--step fast`, lockstep: the update applied, θ − θ', read back from the weights, carries the
-# rounding of θ' = fl(θ − lr·g) (one rounding, or the GEMM's final add: ≤ u·|θ'| per element) on
-# top of the gradient's own error, so its relative bound is the gradient's plus
-# UPDATE_ROUNDINGS·u·‖θ'‖/‖lr·g‖: two roundings (subtraction and the read-back), and a factor 2.
+# `--step fast`, lockstep: the update read back from the weights, θ − θ', carries the rounding of
+# θ' = fl(θ − lr·g) (≤ u·|θ'| per element) on top of the gradient's own error: two roundings
+# (subtraction and read-back), and a factor 2.
 UPDATE_ROUNDINGS = 4
 
 TINY = np.finfo(np.float64).tiny  # keeps 0/0 out of the relative error of two zero gradients
