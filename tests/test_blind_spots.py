@@ -1,4 +1,4 @@
-"""The checker's blind spots (issue 13), each shut by a test that fails if it opens again.
+"""The checker's blind spots, each shut by a test that fails if it opens again.
 
 - Every bound of compare/tolerances.py that a run or gradcheck passes or fails on: a manual-side
   error 3x the bound (read from the run's own record) fails, naming the measure, and 1/3 of it
@@ -136,7 +136,8 @@ def test_every_train_bound_fails_an_error_just_above_it_and_keeps_its_promise(tm
 
 
 def test_a_relative_error_of_1e_7_in_one_layer_fails_the_default_run_at_step_1(tmp_path, mnist_dir, monkeypatch):
-    """Issue 13's example, on the default float64 free run: layer 2's dW 1e-7 off (relative)."""
+    """The default float64 free run with layer 2's dW 1e-7 off (relative): a hundred times the
+    free-mode bound, seen at the first step."""
     inject(monkeypatch, "relative error", 1e-7, layer=2)
     code, summary, _ = train(mnist_dir, tmp_path / "run", *ONE_STEP)
     assert code == 1

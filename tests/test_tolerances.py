@@ -24,8 +24,8 @@ def cancelling_terms(k=784, top=7.0, result=0.26, seed=0):
     """float32 a, b of length k with terms aᵢbᵢ up to ~top² = 49 that sum to ~`result`.
 
     Signs are chosen greedily against the running sum so that it stays within one term of zero;
-    the last aₖ brings it to `result`. Mirrors issue 12's element [0, 7]: 784 terms up to ~50
-    summing to 0.26.
+    the last aₖ brings it to `result`. Mirrors an element of the first layer's product on MNIST
+    (784 terms up to ~50 summing to 0.26) that a fixed atol got wrong on another CPU.
     """
     rng = np.random.default_rng(seed)
     a = rng.uniform(0.5, top, k)
