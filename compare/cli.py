@@ -19,6 +19,14 @@ from compare.errors import CrosscheckError, UsageError
 from compare.options import ACTIVATIONS, DTYPES, add_data_options, nonnegative_int, positive_float, positive_int
 
 
+DESCRIPTION = "A hand-derived NumPy backpropagation of an MLP, checked against PyTorch autograd on MNIST."
+
+EPILOG = """\
+Run `crosscheck COMMAND --help` for a command's options. Exit codes: 0 success; 1 a failure the
+tool found (the two sides disagree, training diverged, a damaged file); 2 a bad command-line
+value; 130/143 interrupted (a training run can be resumed)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is a single line (argparse prints the usage block too)."""
 
@@ -237,9 +245,10 @@ def _add_train_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="crosscheck", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="crosscheck", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
     p = sub.add_parser("data", help="prepare and verify MNIST, print its summary",
                        description="Fetch (if needed) and verify the four MNIST files, then print "
@@ -247,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("gradcheck", help="four witnesses of one gradient on a real MNIST batch",
+    p = sub.add_parser("gradcheck", help="four witnesses of one gradient on a batch of MNIST",
                        description="Compute the gradient of the batch-mean loss four ways (fast manual "
                                    "backprop, the notes' literal Jacobian chain, torch autograd, finite "
                                    "differences in float64), compare every pair per layer and parameter; "
