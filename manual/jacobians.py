@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from manual import functional as F
+from manual import functional as mf
 from manual.functional import Array
 
 # D_W of a layer has out × (out·in) entries for every example; above this the literal chain
@@ -36,7 +36,7 @@ def diag(v: Array) -> Array:
     return eye(v.shape[0], v) * v
 
 
-def d_activation(z_next: Array, prime=F.sigmoid_prime) -> Array:
+def d_activation(z_next: Array, prime=mf.sigmoid_prime) -> Array:
     """Dσ = diag(σ'(ẑ)), (n, n), from z_next = σ(ẑ) of one example, shape (n,)."""
     return diag(prime(z_next))
 
@@ -80,7 +80,7 @@ def check_size(sizes) -> None:
             )
 
 
-def example_grads(weights, biases, x: Array, y: int, activation=F.ACTIVATIONS["sigmoid"]):
+def example_grads(weights, biases, x: Array, y: int, activation=mf.ACTIVATIONS["sigmoid"]):
     """∂CE/∂Θ for one example (x of shape (in,), label y) by the literal chain of Jacobians.
 
     Returns:
@@ -90,7 +90,7 @@ def example_grads(weights, biases, x: Array, y: int, activation=F.ACTIVATIONS["s
     zs, z = [x], x
     for i, (W, b) in enumerate(zip(weights, biases)):
         zhat = W @ z + b
-        z = activation.f(zhat) if i < len(weights) - 1 else F.softmax(zhat[None, :])[0, :]
+        z = activation.f(zhat) if i < len(weights) - 1 else mf.softmax(zhat[None, :])[0, :]
         zs.append(z)
     h = zs[-1]
 
@@ -106,7 +106,7 @@ def example_grads(weights, biases, x: Array, y: int, activation=F.ACTIVATIONS["s
     return grads[::-1]
 
 
-def batch_grads(weights, biases, x: Array, y: Array, activation=F.ACTIVATIONS["sigmoid"]):
+def batch_grads(weights, biases, x: Array, y: Array, activation=mf.ACTIVATIONS["sigmoid"]):
     """Gradient of the batch-mean loss: the per-example literal chains, averaged.
 
     Args:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
-from manual import functional as F
+from manual import functional as mf
 from manual.functional import Array
 
 
@@ -76,11 +76,11 @@ class Linear:
     def forward(self, x: Array) -> Array:
         """(B, in) -> (B, out): ẑ = x Wᵀ + b; keeps x."""
         self.x = x
-        return F.linear(x, self.params["W"], self.params["b"])
+        return mf.linear(x, self.params["W"], self.params["b"])
 
     def backward(self, delta: Array) -> Array | None:
         """δ = ∂L/∂ẑ (B, out) -> ∂L/∂x = δW (B, in); grads["W"] = δᵀx, grads["b"] = Σ_rows δ."""
-        dW, db, dx = F.linear_backward(delta, self.x, self.params["W"], need_dx=self.need_dx)
+        dW, db, dx = mf.linear_backward(delta, self.x, self.params["W"], need_dx=self.need_dx)
         self.grads["W"], self.grads["b"] = dW, db
         return dx
 
@@ -97,7 +97,7 @@ class Elementwise:
     torch_module = ""
 
     def __init__(self):
-        self.fn = F.ACTIVATIONS[self.name]  # f beside f'; looked up here, so a test can swap one
+        self.fn = mf.ACTIVATIONS[self.name]  # f beside f'; looked up here, so a test can swap one
         self.params: dict[str, Array] = {}
         self.grads: dict[str, Array] = {}
         self.z: Array | None = None
@@ -150,7 +150,7 @@ class SoftmaxCrossEntropy:
 
     def forward(self, logits: Array, y: Array) -> float:
         """logits (B, C), y (B,) integer labels in 0..C−1 -> the batch-mean loss (a float)."""
-        loss, self.delta = F.cross_entropy_backward(logits, y)
+        loss, self.delta = mf.cross_entropy_backward(logits, y)
         return loss
 
     def backward(self) -> Array:

@@ -38,7 +38,7 @@ import math
 import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj, is_numpy_namespace
 
-from manual import functional as F
+from manual import functional as mf
 from manual.functional import Array
 from manual.layers import ACTIVATION_LAYERS, Linear, SoftmaxCrossEntropy, init_linear
 
@@ -220,7 +220,7 @@ class Stack:
     def loss(self, x: Array, y: Array) -> float:
         """Batch-mean cross-entropy (forward only)."""
         logits = self.forward(x)
-        return F.cross_entropy(logits, self.check_labels(y, logits))
+        return mf.cross_entropy(logits, self.check_labels(y, logits))
 
     def predict(self, x: Array, batch: int = 2000) -> Array:
         """Predicted classes, (B,) int64: argmax of the logits, in chunks of `batch` rows."""
@@ -269,7 +269,7 @@ class MLP(Stack):
     (see the module docstring).
 
     Attributes:
-        layers: the stack.   linears: its ``Linear`` layers.   activation: the ``F.Activation``.
+        layers: the stack.   linears: its ``Linear`` layers.   activation: the ``mf.Activation``.
         weights / biases: lists of the (sizes[i+1], sizes[i]) arrays Wⁱ and (sizes[i+1],) arrays bⁱ.
         grads: [(dW, db), ...] with the shapes of (W, b), filled by ``loss_and_grads``.
         zs: after ``forward``: the layer inputs [z₁ = x, z₂, ...], each (B, sizes[i]).
@@ -278,9 +278,9 @@ class MLP(Stack):
 
     def __init__(self, sizes, activation: str = "sigmoid", dtype=np.float64, seed=0):
         self.sizes = _check_sizes(sizes)
-        if activation not in F.ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(F.ACTIVATIONS)}")
-        self.activation = F.ACTIVATIONS[activation]
+        if activation not in mf.ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(mf.ACTIVATIONS)}")
+        self.activation = mf.ACTIVATIONS[activation]
         dtype = _check_dtype(dtype)
         weights, biases = init_parameters(self.sizes, np.random.default_rng(seed), dtype)
         self.linears = [Linear(W, b, need_dx=i > 0) for i, (W, b) in enumerate(zip(weights, biases))]

@@ -9,7 +9,7 @@ import pytest
 from compare import agreement, tolerances
 from compare.agreement import AgreementError, assert_grads_agree, measure
 from compare.tolerances import gamma, unit_roundoff
-from manual import functional as F
+from manual import functional as mf
 from manual.mlp import MLP
 from torch_ref import convert
 
@@ -171,40 +171,40 @@ def test_correct_code_passes():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dropped_sigma_prime_is_caught_in_the_hidden_layers(monkeypatch, dtype):
     ones = lambda s, out=None: np.ones_like(s)  # noqa: E731  σ' forgotten: δ passes through unchanged
-    monkeypatch.setitem(F.ACTIVATIONS, "sigmoid", F.Activation("sigmoid", F.sigmoid, ones))
+    monkeypatch.setitem(mf.ACTIVATIONS, "sigmoid", mf.Activation("sigmoid", mf.sigmoid, ones))
     names, _ = failing_params((12, 9, 7, 4), dtype=dtype)
     assert names == {(1, "W"), (1, "b"), (2, "W"), (2, "b")}  # layer 3 never uses σ'
 
 
 def test_sign_flip_in_sigma_prime(monkeypatch):
     flipped = lambda s, out=None: s * (s - 1)  # noqa: E731  σ(σ − 1) instead of σ(1 − σ)
-    monkeypatch.setitem(F.ACTIVATIONS, "sigmoid", F.Activation("sigmoid", F.sigmoid, flipped))
+    monkeypatch.setitem(mf.ACTIVATIONS, "sigmoid", mf.Activation("sigmoid", mf.sigmoid, flipped))
     names, err = failing_params((12, 9, 4))
     assert names == {(1, "W"), (1, "b")}
     assert "cosine similarity -1.0" in str(err)
 
 
 def test_sign_flip_in_the_output_delta(monkeypatch):
-    right = F.cross_entropy_backward
+    right = mf.cross_entropy_backward
 
     def onehot_minus_softmax(logits, y):
         loss, delta = right(logits, y)
         delta *= -1
         return loss, delta
 
-    monkeypatch.setattr(F, "cross_entropy_backward", onehot_minus_softmax)
+    monkeypatch.setattr(mf, "cross_entropy_backward", onehot_minus_softmax)
     names, _ = failing_params((12, 9, 4))
     assert names == {(1, "W"), (1, "b"), (2, "W"), (2, "b")}
 
 
 def test_transposed_weight_gradient(monkeypatch):
-    right = F.linear_backward
+    right = mf.linear_backward
 
     def transposed(delta, x, W, need_dx=True):
         _, db, dx = right(delta, x, W, need_dx)
         return np.matmul(x.T, delta), db, dx  # xᵀδ instead of δᵀx
 
-    monkeypatch.setattr(F, "linear_backward", transposed)
+    monkeypatch.setattr(mf, "linear_backward", transposed)
     names, _ = failing_params((6, 6, 6, 6))  # square layers, so the shapes still fit
     assert names == {(1, "W"), (2, "W"), (3, "W")}
 
@@ -213,34 +213,34 @@ def test_transposed_gradient_of_wrong_shape_is_named(monkeypatch):
     def transposed(delta, x, W, need_dx=True):
         return x.T @ delta, delta.sum(0), (delta @ W if need_dx else None)
 
-    monkeypatch.setattr(F, "linear_backward", transposed)
+    monkeypatch.setattr(mf, "linear_backward", transposed)
     names, err = failing_params((12, 9, 4))
     assert names == {(1, "W"), (2, "W")}
     assert "shapes differ: (12, 9) vs (9, 12)" in str(err)
 
 
 def test_bias_gradient_reduced_over_the_wrong_axis(monkeypatch):
-    right = F.linear_backward
+    right = mf.linear_backward
 
     def wrong_axis(delta, x, W, need_dx=True):
         dW, _, dx = right(delta, x, W, need_dx)
         return dW, delta.sum(axis=1), dx  # a sum over the units instead of over the batch
 
-    monkeypatch.setattr(F, "linear_backward", wrong_axis)
+    monkeypatch.setattr(mf, "linear_backward", wrong_axis)
     names, _ = failing_params((12, 5, 5), batch=5)  # batch = units, so the shapes still fit
     assert names == {(1, "b"), (2, "b")}
 
 
 @pytest.mark.parametrize("factor", [4, 1 / 4], ids=["1/B missing", "1/B doubled"])
 def test_batch_mean_factor(monkeypatch, factor):
-    right = F.cross_entropy_backward
+    right = mf.cross_entropy_backward
 
     def scaled(logits, y):
         loss, delta = right(logits, y)
         delta *= factor  # B = 4: ×B undoes the 1/B, ×1/B applies it twice
         return loss, delta
 
-    monkeypatch.setattr(F, "cross_entropy_backward", scaled)
+    monkeypatch.setattr(mf, "cross_entropy_backward", scaled)
     names, err = failing_params((12, 9, 4), batch=4)
     assert names == {(1, "W"), (1, "b"), (2, "W"), (2, "b")}
     assert "cosine similarity 1.0" in str(err)  # right direction, wrong length

@@ -21,7 +21,7 @@ from array_api_compat import array_namespace
 from compare.tolerances import elementwise_rel, gradient_rel
 from helpers import from_library, in_library, net_in, run_in
 from manual import MLP, SGD, Linear, Sigmoid, Stack
-from manual import functional as F
+from manual import functional as mf
 from manual import jacobians as J
 
 RNG = np.random.default_rng(11)
@@ -49,16 +49,16 @@ def functional_cases(dtype) -> dict:
     g = rng.standard_normal((6, 5)).astype(dtype)
     W, b = rng.standard_normal((3, 5)).astype(dtype), rng.standard_normal(3).astype(dtype)
     delta = rng.standard_normal((6, 3)).astype(dtype)
-    s = F.softmax(x)
+    s = mf.softmax(x)
     y = rng.integers(0, 5, 6)
     extremes = np.array([[-1e4, -100, -30, 0], [30, 100, 1e4, -0.5]], dtype=dtype)
-    cases = {"linear": (F.linear, (x, W, b)), "linear_backward": (F.linear_backward, (delta, x, W)),
-             "ones": (F.ones, (x, (2, 3))), "column_sum": (F.column_sum, (x,)), "row_sum": (F.row_sum, (x,)),
-             "logsumexp": (F.logsumexp, (x,)), "log_softmax": (F.log_softmax, (x,)), "softmax": (F.softmax, (x,)),
-             "log_softmax_vjp": (F.log_softmax_vjp, (g, s)), "softmax_vjp": (F.softmax_vjp, (g, s)),
-             "pick": (F.pick, (x, y)), "one_hot": (F.one_hot, (y, x)), "cross_entropy": (F.cross_entropy, (x, y)),
-             "cross_entropy_backward": (F.cross_entropy_backward, (x, y)), "sigmoid at the extremes": (F.sigmoid, (extremes,))}
-    for name, act in F.ACTIVATIONS.items():
+    cases = {"linear": (mf.linear, (x, W, b)), "linear_backward": (mf.linear_backward, (delta, x, W)),
+             "ones": (mf.ones, (x, (2, 3))), "column_sum": (mf.column_sum, (x,)), "row_sum": (mf.row_sum, (x,)),
+             "logsumexp": (mf.logsumexp, (x,)), "log_softmax": (mf.log_softmax, (x,)), "softmax": (mf.softmax, (x,)),
+             "log_softmax_vjp": (mf.log_softmax_vjp, (g, s)), "softmax_vjp": (mf.softmax_vjp, (g, s)),
+             "pick": (mf.pick, (x, y)), "one_hot": (mf.one_hot, (y, x)), "cross_entropy": (mf.cross_entropy, (x, y)),
+             "cross_entropy_backward": (mf.cross_entropy_backward, (x, y)), "sigmoid at the extremes": (mf.sigmoid, (extremes,))}
+    for name, act in mf.ACTIVATIONS.items():
         cases[name], cases[f"{name}'"] = (act.f, (x,)), (act.prime, (act.f(x),))
     return cases
 
@@ -109,7 +109,7 @@ def test_a_numpy_only_call_in_the_reference_fails_on_strict_arrays(monkeypatch):
     def numpy_sigmoid(x):
         return 1 / (1 + np.exp(-x))
 
-    monkeypatch.setitem(F.ACTIVATIONS, "sigmoid", F.Activation("sigmoid", numpy_sigmoid, F.sigmoid_prime))
+    monkeypatch.setitem(mf.ACTIVATIONS, "sigmoid", mf.Activation("sigmoid", numpy_sigmoid, mf.sigmoid_prime))
     twin = net_in(STRICT, MLP((5, 4, 3), seed=0))
     with pytest.raises(TypeError):
         twin.loss_and_grads(in_library(STRICT, np.ones((2, 5))), in_library(STRICT, np.array([0, 1])))

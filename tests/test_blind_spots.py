@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from compare import cli, gradcheck, report, tolerances
-from manual import functional as F
+from manual import functional as mf
 from manual.mlp import MLP
 from manual.optim import SGD
 
@@ -219,13 +219,13 @@ def test_gradcheck_fails_a_manual_loss_that_dropped_the_shift_from_the_label_ter
     """The bug: loss = mean(ln Σ e^(ẑ−c) − ẑ_y) with c = max ẑ dropped from the label term (so off
     by the mean of c), δ right. The gradients all agree; the loss row fails manual~torch and
     manual~fd (fd's L(θ) comes through functional.cross_entropy) and passes torch~fd."""
-    right = F.cross_entropy_backward
+    right = mf.cross_entropy_backward
 
     def label_term_without_the_shift(logits, y):
         loss, delta = right(logits, y)
         return loss - float(logits.max(axis=1).mean()), delta
 
-    monkeypatch.setattr(F, "cross_entropy_backward", label_term_without_the_shift)
+    monkeypatch.setattr(mf, "cross_entropy_backward", label_term_without_the_shift)
     assert cli.main(["gradcheck", "--data-dir", str(mnist_dir), "--offline", "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
     assert all(g["ok"] for pair in result["pairs"] for g in pair["agreements"])

@@ -10,7 +10,7 @@ import torch
 
 from compare import check_model, cli
 from manual import MLP, Linear, Sigmoid
-from manual import functional as F
+from manual import functional as mf
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -152,13 +152,13 @@ def test_a_model_given_as_triples_takes_check_layer_options():
 
 @pytest.mark.slow
 def test_gradcheck_names_a_wrong_linear_of_the_built_in_mlp(mnist_dir, monkeypatch, capsys):
-    right = F.linear_backward
+    right = mf.linear_backward
 
     def bias_doubled_in_the_output_layer(delta, x, W, need_dx=True):
         dW, db, dx = right(delta, x, W, need_dx)
         return (dW, 2 * db, dx) if W.shape[0] == 10 else (dW, db, dx)
 
-    monkeypatch.setattr(F, "linear_backward", bias_doubled_in_the_output_layer)
+    monkeypatch.setattr(mf, "linear_backward", bias_doubled_in_the_output_layer)
     assert cli.main(["gradcheck", "--data-dir", str(mnist_dir), "--offline"]) == 1
     out = capsys.readouterr().out
     verdict = [line for line in out.splitlines() if line.startswith("FAIL:")][0]

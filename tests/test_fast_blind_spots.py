@@ -193,13 +193,13 @@ def torch_float64_grads(run: SideBySide, x: np.ndarray, y: np.ndarray) -> list[n
     (a copy of the module), in the manual side's order: a float64 gradient made without the
     referee's code."""
     import torch
-    import torch.nn.functional as TF
+    import torch.nn.functional as F
 
     module = copy.deepcopy(run.torch.module).double()
     position = {id(p): i for i, p in enumerate(run.torch.module.parameters())}
     params = list(module.parameters())
     params = [params[position[id(p)]] for p in run.torch.params]
-    loss = TF.cross_entropy(module(torch.from_numpy(x.astype(np.float64))), torch.from_numpy(y))
+    loss = F.cross_entropy(module(torch.from_numpy(x.astype(np.float64))), torch.from_numpy(y))
     return [g.numpy() for g in torch.autograd.grad(loss, params)]
 
 

@@ -17,12 +17,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as TF
+import torch.nn.functional as F
 from torch.autograd.functional import jacobian
 
 from compare.tolerances import gamma, linear_bound, matmul_bound, sum_bound, unit_roundoff
 from helpers import ARRAY_LIBRARIES, assert_close_bound, forward_rel, libm_rel, prime_error, run_in
-from manual import functional as F
+from manual import functional as mf
 
 RNG = np.random.default_rng(0)
 H = 1e-6  # finite-difference step (float64)
@@ -81,14 +81,14 @@ def ln_s_error(x: np.ndarray, dtype=np.float64) -> np.ndarray:
     x = np.asarray(x, np.float64)
     n, r, u = x.shape[1], libm_rel(dtype), unit_roundoff(dtype)
     c = x.max(axis=1, keepdims=True)
-    p = F.softmax(x)
+    p = mf.softmax(x)
     return gamma(n, dtype) + r + u * (p * np.abs(x - c)).sum(axis=1) + r * math.log(n)
 
 
 def lse_error(x: np.ndarray, dtype=np.float64) -> np.ndarray:
     """|error| of one computation of logsumexp of each row of x (B, n): c + ln S, ``ln_s_error``
     and the rounding of the sum (torch's the same). Returns (B,)."""
-    return ln_s_error(x, dtype) + unit_roundoff(dtype) * np.abs(F.logsumexp(np.asarray(x, np.float64)))
+    return ln_s_error(x, dtype) + unit_roundoff(dtype) * np.abs(mf.logsumexp(np.asarray(x, np.float64)))
 
 
 def log_softmax_error(x: np.ndarray, dtype=np.float64) -> np.ndarray:
@@ -96,7 +96,7 @@ def log_softmax_error(x: np.ndarray, dtype=np.float64) -> np.ndarray:
     (x − c) − ln S (torch's): logsumexp's error and a rounding of x − c and of the result."""
     x = np.asarray(x, np.float64)
     c = x.max(axis=1, keepdims=True)
-    lse = F.logsumexp(x)[:, None]
+    lse = mf.logsumexp(x)[:, None]
     return lse_error(x, dtype)[:, None] + unit_roundoff(dtype) * (np.abs(x - c) + np.abs(x - lse))
 
 
@@ -114,7 +114,7 @@ def cross_entropy_error(logits: np.ndarray, y: np.ndarray, dtype=np.float64) -> 
     B, n = x.shape
     rows = np.arange(B)
     picked = np.abs(x[rows, y] - x.max(axis=1))
-    ell = F.logsumexp(x) - x[rows, y]
+    ell = mf.logsumexp(x) - x[rows, y]
     terms = log_softmax_error(x, dtype)[rows, y].mean()
     return float(terms + gamma(B + 1, dtype) * (math.log(n) + picked + np.abs(ell)).mean())
 
@@ -128,9 +128,9 @@ def delta_error(logits: np.ndarray, y: np.ndarray, dtype=np.float64) -> np.ndarr
     rounding, each ≤ u·(p + onehot)/B."""
     x = np.asarray(logits, np.float64)
     B, u = len(x), unit_roundoff(dtype)
-    p = F.softmax(x)
+    p = mf.softmax(x)
     shift = np.abs(x - x.max(axis=1, keepdims=True))
-    rho_p = libm_rel(dtype) + ln_s_error(x, dtype)[:, None] + u * (shift + np.abs(F.log_softmax(x)) + 1)
+    rho_p = libm_rel(dtype) + ln_s_error(x, dtype)[:, None] + u * (shift + np.abs(mf.log_softmax(x)) + 1)
     onehot = np.eye(x.shape[1])[y]
     return (rho_p * p + 3 * u * (p + onehot)) / B
 
@@ -147,7 +147,7 @@ ELEMENTWISE = [
 @pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 @pytest.mark.parametrize("name, torch_fn, x", ELEMENTWISE)
 def test_activation_forward_matches_torch(name, torch_fn, x, lib):
-    act = F.ACTIVATIONS[name]
+    act = mf.ACTIVATIONS[name]
     ref = torch_fn(torch.from_numpy(x)).numpy()
     assert_close_bound(run_in(lib, act.f, x), ref, 2 * forward_rel(name) * np.abs(ref))  # relu: exactly
 
@@ -155,7 +155,7 @@ def test_activation_forward_matches_torch(name, torch_fn, x, lib):
 @pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 @pytest.mark.parametrize("name, torch_fn, x", ELEMENTWISE)
 def test_activation_derivative_matches_torch_jacobian(name, torch_fn, x, lib):
-    act = F.ACTIVATIONS[name]
+    act = mf.ACTIVATIONS[name]
     D = np.diag(run_in(lib, lambda v: act.prime(act.f(v)), x))  # Dσ = diag(σ'), σ' from the stored forward value
     # torch's backward also takes f' from its own stored f: two computations of prime_error; the
     # zeros off the diagonal are exact on both sides
@@ -165,7 +165,7 @@ def test_activation_derivative_matches_torch_jacobian(name, torch_fn, x, lib):
 
 @pytest.mark.parametrize("name, torch_fn, x", ELEMENTWISE)
 def test_activation_derivative_matches_finite_differences(name, torch_fn, x):
-    act = F.ACTIVATIONS[name]
+    act = mf.ACTIVATIONS[name]
     f_ref = torch_fn(torch.from_numpy(x)).numpy()
     slope = np.diag(torch_jac(torch_fn, x))
     f_err = np.diag(at_steps(lambda v: forward_rel(name) * np.abs(torch_fn(torch.from_numpy(v)).numpy()), x))
@@ -179,7 +179,7 @@ def test_activation_derivative_matches_finite_differences(name, torch_fn, x):
 def test_activations_return_new_arrays_of_the_inputs_dtype(dtype):
     x = RNG.standard_normal((3, 4)).astype(dtype)
     copy = x.copy()
-    for act in F.ACTIVATIONS.values():
+    for act in mf.ACTIVATIONS.values():
         z = act.f(x)
         p = act.prime(z)
         assert z.dtype == p.dtype == dtype and z.shape == p.shape == x.shape
@@ -190,7 +190,7 @@ def test_activations_return_new_arrays_of_the_inputs_dtype(dtype):
 def test_relu_derivative_at_zero_is_zero_like_torch():
     x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     torch.relu(x).sum().backward()
-    np.testing.assert_array_equal(F.relu_prime(F.relu(np.zeros(3))), x.grad.numpy())
+    np.testing.assert_array_equal(mf.relu_prime(mf.relu(np.zeros(3))), x.grad.numpy())
 
 
 @pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
@@ -199,8 +199,8 @@ def test_sigmoid_is_stable_at_the_extremes(dtype, lib):
     x = np.array([-1e4, -1000, -100, -30, 0, 30, 100, 1000, 1e4], dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        s = run_in(lib, F.sigmoid, x)
-        p = run_in(lib, F.sigmoid_prime, s)
+        s = run_in(lib, mf.sigmoid, x)
+        p = run_in(lib, mf.sigmoid_prime, s)
     tiny = float(np.finfo(dtype).tiny)
     assert s.dtype == dtype and np.isfinite(s).all() and np.isfinite(p).all()
     assert 0 <= s[0] < tiny and 0 <= s[1] < tiny and s[-1] == 1 and s[4] == 0.5  # σ(−1e4) = e^−10000
@@ -222,7 +222,7 @@ def test_logsumexp_is_shift_stable(lib):
     x = np.array([[1e4, 1e4 - 1, -1e4], [-1e4, -1e4, -1e4], [0.0, 1.0, 2.0]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        lse = run_in(lib, F.logsumexp, x)
+        lse = run_in(lib, mf.logsumexp, x)
     assert_close_bound(lse, torch.logsumexp(torch.from_numpy(x), dim=1).numpy(), 2 * lse_error(x))
     # unshifted, as written: the sum of e^x within r + γ_n, its log within that + r·|ln S|
     naive = np.log(np.exp(x[2]).sum())
@@ -235,9 +235,9 @@ def test_softmax_and_log_softmax_match_torch(lib):
     x = RNG.standard_normal((4, 6)) * 5
     tx = torch.from_numpy(x)
     s = torch.softmax(tx, 1).numpy()
-    ours = run_in(lib, F.softmax, x)
+    ours = run_in(lib, mf.softmax, x)
     assert_close_bound(ours, s, 2 * softmax_rel(x) * s)
-    assert_close_bound(run_in(lib, F.log_softmax, x), torch.log_softmax(tx, 1).numpy(), 2 * log_softmax_error(x))
+    assert_close_bound(run_in(lib, mf.log_softmax, x), torch.log_softmax(tx, 1).numpy(), 2 * log_softmax_error(x))
     # one computation against the exact 1: each entry within softmax_rel, the sum within γ_n of it
     total_error = (softmax_rel(x) * s).sum(axis=1) + gamma(x.shape[1], np.float64)
     assert_close_bound(ours.sum(axis=1), np.ones(len(x)), total_error)
@@ -246,18 +246,18 @@ def test_softmax_and_log_softmax_match_torch(lib):
 @pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 def test_d_softmax_vjp_matches_torch_jacobian_and_finite_differences(lib):
     x = RNG.standard_normal(5)
-    s = F.softmax(x[None])[0]
+    s = mf.softmax(x[None])[0]
     J_torch = torch_jac(lambda t: torch.softmax(t, 0), x)
-    J_fd = central_diff(lambda v: F.softmax(v[None])[0], x)
+    J_fd = central_diff(lambda v: mf.softmax(v[None])[0], x)
     # s ⊙ (g − g·s) from s within ρ = softmax_rel: per side within
     # (max ρ + γ_n + 2u)·(|g| @ (diag s + 2 s sᵀ)) (s's error in both factors, the sum, two roundings)
     rho = softmax_rel(x[None])[0]
     per_side = (rho.max() + gamma(5, np.float64) + 2 * U) * (np.diag(s) + 2 * np.outer(s, s))
     # J_fd[i, k] = ∂sᵢ/∂x_k: each evaluation of sᵢ within ρᵢ·sᵢ there
-    f_err = at_steps(lambda v: softmax_rel(v[None])[0] * F.softmax(v[None])[0], x)
+    f_err = at_steps(lambda v: softmax_rel(v[None])[0] * mf.softmax(v[None])[0], x)
     fd = central_diff_error(H, SOFTMAX_THIRD, f_err, x[None, :], J_torch)
     for i, g in enumerate(np.eye(5)):  # each row of the Jacobian is the VJP of a unit vector: g @ J exact
-        vjp = run_in(lib, F.softmax_vjp, g[None], s[None])[0]
+        vjp = run_in(lib, mf.softmax_vjp, g[None], s[None])[0]
         assert_close_bound(vjp, g @ J_torch, 2 * per_side[i])
         assert_close_bound(vjp, g @ J_fd, per_side[i] + fd[i])
 
@@ -265,11 +265,11 @@ def test_d_softmax_vjp_matches_torch_jacobian_and_finite_differences(lib):
 @pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 def test_log_softmax_vjp_matches_torch_jacobian_and_finite_differences(lib):
     x = RNG.standard_normal(5)
-    s = F.softmax(x[None])
+    s = mf.softmax(x[None])
     g = RNG.standard_normal((1, 5))
     J_torch = torch_jac(lambda t: torch.log_softmax(t, 0), x)
-    J_fd = central_diff(lambda v: F.log_softmax(v[None])[0], x)
-    vjp = run_in(lib, F.log_softmax_vjp, g, s)[0]
+    J_fd = central_diff(lambda v: mf.log_softmax(v[None])[0], x)
+    vjp = run_in(lib, mf.log_softmax_vjp, g, s)[0]
     # g − s·Σg from s within ρ = softmax_rel: per side within c·(|g| @ (I + 1sᵀ)), c = max ρ + γ_n + 3u;
     # torch's Jacobian row i is its VJP of a unit vector (within c·(I + 1sᵀ) row i), and the product
     # g @ J adds γ_n·(|g| @ |J|)
@@ -289,15 +289,15 @@ def test_cross_entropy_and_its_gradient_match_torch(B, lib):
     logits = RNG.standard_normal((B, 10)) * 3
     y = RNG.integers(0, 10, B)
     t = torch.from_numpy(logits).requires_grad_()
-    ref = TF.cross_entropy(t, torch.from_numpy(y))
+    ref = F.cross_entropy(t, torch.from_numpy(y))
     ref.backward()
-    loss, delta = run_in(lib, F.cross_entropy_backward, logits, y)
+    loss, delta = run_in(lib, mf.cross_entropy_backward, logits, y)
     e_loss = cross_entropy_error(logits, y)  # each side's
     assert_close_bound(loss, ref.item(), 2 * e_loss)
-    assert_close_bound(run_in(lib, F.cross_entropy, logits, y), ref.item(), 2 * e_loss)
+    assert_close_bound(run_in(lib, mf.cross_entropy, logits, y), ref.item(), 2 * e_loss)
     grad = t.grad.numpy()
     assert_close_bound(delta, grad, 2 * delta_error(logits, y))
-    J_fd = central_diff(lambda v: F.cross_entropy(v.reshape(B, 10), y), logits.ravel())
+    J_fd = central_diff(lambda v: mf.cross_entropy(v.reshape(B, 10), y), logits.ravel())
     # ∂³L/∂ẑ³ of one logit is (1/B)·σ'' of it; each evaluation within cross_entropy_error there
     f_err = at_steps(lambda v: cross_entropy_error(v.reshape(B, 10), y), logits.ravel())[0]
     fd = central_diff_error(H, LSE_THIRD / B, f_err, logits.ravel(), grad.ravel())
@@ -308,14 +308,14 @@ def test_cross_entropy_and_its_gradient_match_torch(B, lib):
 def test_cross_entropy_gradient_has_the_one_over_B_once(lib):
     logits = np.zeros((4, 2))
     y = np.array([0, 0, 1, 1])
-    _, delta = run_in(lib, F.cross_entropy_backward, logits, y)
+    _, delta = run_in(lib, mf.cross_entropy_backward, logits, y)
     np.testing.assert_array_equal(delta, np.array([[-0.5, 0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, -0.5]]) / 4)
 
 
 def test_cross_entropy_backward_does_not_touch_logits():
     logits = RNG.standard_normal((3, 4))
     copy = logits.copy()
-    _, delta = F.cross_entropy_backward(logits, np.array([0, 1, 2]))
+    _, delta = mf.cross_entropy_backward(logits, np.array([0, 1, 2]))
     assert not np.shares_memory(delta, logits)
     np.testing.assert_array_equal(logits, copy)
 
@@ -326,11 +326,11 @@ def test_cross_entropy_at_logits_near_1e4(dtype, lib):
     logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 9999.0], [-1e4, -1e4, -1e4]], dtype=dtype)
     y = np.array([1, 2, 0])
     t = torch.from_numpy(logits).requires_grad_()
-    ref = TF.cross_entropy(t, torch.from_numpy(y))
+    ref = F.cross_entropy(t, torch.from_numpy(y))
     ref.backward()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        loss, delta = run_in(lib, F.cross_entropy_backward, logits, y)
+        loss, delta = run_in(lib, mf.cross_entropy_backward, logits, y)
     assert np.isfinite(loss) and np.isfinite(delta).all()
     # the bounds scale with the logits' 1e4 (the shift ẑ − c, logsumexp's c + ln S)
     assert_close_bound(loss, ref.item(), 2 * cross_entropy_error(logits, y, dtype))
@@ -340,7 +340,7 @@ def test_cross_entropy_at_logits_near_1e4(dtype, lib):
 @pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 def test_labels_must_match_the_batch(lib):
     with pytest.raises(ValueError, match=r"labels must have shape \(3,\), one per row of logits; got \(2,\)"):
-        run_in(lib, F.cross_entropy, np.zeros((3, 4)), np.array([0, 1]))
+        run_in(lib, mf.cross_entropy, np.zeros((3, 4)), np.array([0, 1]))
 
 
 # ------------------------------------------------------------------ the linear map
@@ -349,8 +349,8 @@ def test_labels_must_match_the_batch(lib):
 @pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 def test_linear_matches_nn_linear(lib):
     x, W, b = RNG.standard_normal((5, 4)), RNG.standard_normal((3, 4)), RNG.standard_normal(3)
-    ref = TF.linear(torch.from_numpy(x), torch.from_numpy(W), torch.from_numpy(b)).numpy()
-    assert_close_bound(run_in(lib, F.linear, x, W, b), ref, linear_bound(x, W, b))
+    ref = F.linear(torch.from_numpy(x), torch.from_numpy(W), torch.from_numpy(b)).numpy()
+    assert_close_bound(run_in(lib, mf.linear, x, W, b), ref, linear_bound(x, W, b))
 
 
 @pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
@@ -359,11 +359,11 @@ def test_linear_backward_matches_torch_jacobians(lib):
     B, n_in, n_out = 4, 5, 3
     x, W, b = RNG.standard_normal((B, n_in)), RNG.standard_normal((n_out, n_in)), RNG.standard_normal(n_out)
     delta = RNG.standard_normal((B, n_out))
-    dW, db, dx = run_in(lib, F.linear_backward, delta, x, W)
+    dW, db, dx = run_in(lib, mf.linear_backward, delta, x, W)
     tx, tW, tb, td = map(torch.from_numpy, (x, W, b, delta))
-    JW = jacobian(lambda w: TF.linear(tx, w, tb), tW).numpy()  # (B, out, out, in)
-    Jb = jacobian(lambda v: TF.linear(tx, tW, v), tb).numpy()  # (B, out, out)
-    Jx = jacobian(lambda v: TF.linear(v, tW, tb), tx).numpy()  # (B, out, B, in)
+    JW = jacobian(lambda w: F.linear(tx, w, tb), tW).numpy()  # (B, out, out, in)
+    Jb = jacobian(lambda v: F.linear(tx, tW, v), tb).numpy()  # (B, out, out)
+    Jx = jacobian(lambda v: F.linear(v, tW, tb), tx).numpy()  # (B, out, B, in)
     # the Jacobians' entries are copies of x, W, 1 or exact zeros (adding a zero does not round), so
     # each contraction is the product it stands for, in another order
     dW_t = np.einsum("bo,boij->ij", delta, JW)
@@ -372,12 +372,12 @@ def test_linear_backward_matches_torch_jacobians(lib):
     assert_close_bound(dx, np.einsum("bo,boci->ci", delta, Jx), matmul_bound(delta, W))
     # and against finite differences of the scalar <δ, f(x)>: linear in W (no truncation); each
     # evaluation within γ_(in+2+B·out) of Σ|δ| ⊙ (|x| @ |W|ᵀ + |b|) (the map, the products, the sum)
-    obj = lambda w: float((delta * F.linear(x, w.reshape(n_out, n_in), b)).sum())  # noqa: E731
+    obj = lambda w: float((delta * mf.linear(x, w.reshape(n_out, n_in), b)).sum())  # noqa: E731
     magnitude = float((np.abs(delta) * (np.abs(x) @ np.abs(W.T) + np.abs(b))).sum())
     f_err = gamma(n_in + 2 + B * n_out, np.float64) * magnitude
     fd = central_diff_error(H, 0.0, f_err, W.ravel(), dW_t.ravel())
     assert_close_bound(dW.ravel(), central_diff(obj, W.ravel())[0], fd + matmul_bound(delta.T, x).ravel())
-    assert run_in(lib, F.linear_backward, delta, x, W, need_dx=False)[2] is None
+    assert run_in(lib, mf.linear_backward, delta, x, W, need_dx=False)[2] is None
 
 
 @pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
@@ -386,7 +386,7 @@ def test_column_and_row_sums_written_as_products_are_the_sums(dtype, lib):
     """1ᵀx and x·1 against NumPy's sums, within two computations of a sum of k terms: 2γ_(k−1)·Σ|xᵢ|
     (the products by 1 are exact)."""
     x = RNG.standard_normal((300, 7)).astype(dtype)
-    col, row = run_in(lib, F.column_sum, x), run_in(lib, F.row_sum, x)
+    col, row = run_in(lib, mf.column_sum, x), run_in(lib, mf.row_sum, x)
     assert col.shape == (7,) and row.shape == (300, 1) and col.dtype == row.dtype == dtype
     assert_close_bound(col, x.sum(axis=0), sum_bound(x, axis=0))
     assert_close_bound(row[:, 0], x.sum(axis=1), sum_bound(x, axis=1))

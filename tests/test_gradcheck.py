@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compare import cli, gradcheck, tolerances
-from manual import functional as F
+from manual import functional as mf
 from manual.mlp import MLP
 from helpers import assert_close_bound, assert_one_line_error, run_cli
 
@@ -43,13 +43,13 @@ def test_finite_differences_match_the_analytic_gradient_at_the_chosen_coordinate
 
 def test_the_witnesses_point_at_the_wrong_one(monkeypatch):
     """A bug in the fast path fails exactly the three pairs that contain it."""
-    right = F.linear_backward
+    right = mf.linear_backward
 
     def bad_bias(delta, x, W, need_dx=True):
         dW, db, dx = right(delta, x, W, need_dx)
         return dW, db * 2, dx
 
-    monkeypatch.setattr(F, "linear_backward", bad_bias)
+    monkeypatch.setattr(mf, "linear_backward", bad_bias)
     mlp = MLP((12, 8, 4), seed=0)
     x, y = RNG.standard_normal((5, 12)), RNG.integers(0, 4, 5)
     grads, coords, notes, loss = gradcheck.witness_grads(mlp, x, y)
@@ -103,7 +103,7 @@ def test_cli_gradcheck_three_hidden_layers_json(mnist_dir):
 @pytest.mark.slow
 def test_cli_gradcheck_fails_on_a_wrong_derivative(mnist_dir, monkeypatch, capsys):
     ones = lambda s, out=None: np.ones_like(s)  # noqa: E731  σ' dropped
-    monkeypatch.setitem(F.ACTIVATIONS, "sigmoid", F.Activation("sigmoid", F.sigmoid, ones))
+    monkeypatch.setitem(mf.ACTIVATIONS, "sigmoid", mf.Activation("sigmoid", mf.sigmoid, ones))
     code = cli.main(["gradcheck", "--data-dir", str(mnist_dir), "--offline", "--batch", "4"])
     out = capsys.readouterr().out
     assert code == 1

@@ -11,7 +11,7 @@ import torch
 
 from compare import cli, report, tolerances
 from compare.train import checkpoint
-from manual import functional as F
+from manual import functional as mf
 from helpers import assert_one_line_error, run_cli
 
 ARTEFACTS = {report.METRICS, report.SUMMARY, report.LOSS_PLOT, report.AGREEMENT_PLOT, checkpoint.NAME}
@@ -105,7 +105,7 @@ def test_check_every(tmp_path, mnist_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("arrays", ARRAYS)
 def test_wrong_derivative_stops_the_run_and_keeps_the_report(tmp_path, mnist_dir, monkeypatch, capsys, arrays):
-    right = F.linear_backward
+    right = mf.linear_backward
 
     def bias_doubled_in_layer_2(delta, x, W, need_dx=True):
         dW, db, dx = right(delta, x, W, need_dx)
@@ -113,7 +113,7 @@ def test_wrong_derivative_stops_the_run_and_keeps_the_report(tmp_path, mnist_dir
             db *= 2
         return dW, db, dx
 
-    monkeypatch.setattr(F, "linear_backward", bias_doubled_in_layer_2)
+    monkeypatch.setattr(mf, "linear_backward", bias_doubled_in_layer_2)
     out = tmp_path / "bad"
     code = cli.main(["train", "--data-dir", str(mnist_dir), "--offline", "--out", str(out),
                      "--limit-train", "1000", "--epochs", "1", "--batch-size", "100", "--manual-arrays", arrays])

@@ -8,7 +8,7 @@ from torch.autograd.functional import jacobian
 
 from compare.tolerances import unit_roundoff
 from helpers import assert_close_bound, gradient_bounds
-from manual import functional as F
+from manual import functional as mf
 from manual import jacobians as J
 from manual.mlp import MLP
 
@@ -30,20 +30,20 @@ def test_d_activation_is_diag_of_sigma_prime():
     # σ = 1/(1 + e^(−ẑ)) within 4u (exp ≤ 1 ulp, add, reciprocal); 1 − σ then within 4u·σ/(1 − σ) + u
     # = 4u·e^ẑ + u; the product one u more: (6 + 4e^ẑ)·u on each side (off the diagonal both are 0)
     bound = 2 * (6 + 4 * np.exp(np.abs(zhat))) * U * np.abs(np.diag(ref))
-    assert_close_bound(J.d_activation(F.sigmoid(zhat)), ref, np.diag(bound))
+    assert_close_bound(J.d_activation(mf.sigmoid(zhat)), ref, np.diag(bound))
 
 
 def test_d_softmax_is_diag_minus_outer():
     x = RNG.standard_normal(5)
     ref = jacobian(lambda t: torch.softmax(t, 0), torch.from_numpy(x)).numpy()
-    s = F.softmax(x[None])[0]
+    s = mf.softmax(x[None])[0]
     # sᵢδᵢⱼ − sᵢsⱼ from s within softmax_rel: each side within (2·softmax_rel + 2u) of the terms' sizes
     bound = 2 * (2 * softmax_rel(x) + 2 * U) * (np.diag(s) + np.outer(s, s))
     assert_close_bound(J.d_softmax(s), ref, bound)
 
 
 def test_d_cross_entropy_wrt_h():
-    h = F.softmax(RNG.standard_normal((1, 4)))[0]
+    h = mf.softmax(RNG.standard_normal((1, 4)))[0]
     ref = jacobian(lambda t: -torch.log(t[2]), torch.from_numpy(h)).numpy()
     # −1/h₂ at the same h: one division on each side, ≤ u each (rtol 1e-15 ≈ 9u); zeros elsewhere
     np.testing.assert_allclose(J.d_cross_entropy(h, 2)[0], ref, rtol=2 * U)

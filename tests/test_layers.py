@@ -18,7 +18,7 @@ import torch
 
 from compare.tolerances import FD_STEP, FINITE_DIFF_REL, gamma, linear_bound, matmul_bound, sum_bound
 from helpers import ARRAY_LIBRARIES, forward_rel, from_library, in_library, prime_error
-from manual import functional as F
+from manual import functional as mf
 from manual.layers import ACTIVATION_LAYERS, Linear, ReLU, Sigmoid, SoftmaxCrossEntropy, Tanh
 
 RNG = np.random.default_rng(5)
@@ -101,7 +101,7 @@ def linear_failures(layer: Linear, x: np.ndarray, g: np.ndarray, lib: str = "num
              beyond("b", grads["b"], grads_t["bias"], sum_bound(g, axis=0))}
 
     def objective():
-        return float((g * F.linear(x, W, b)).sum())
+        return float((g * mf.linear(x, W, b)).sum())
 
     found |= {fd_off("dx", dx, central_diff(objective, x)), fd_off("W", grads["W"], central_diff(objective, W)),
               fd_off("b", grads["b"], central_diff(objective, b))}
@@ -130,12 +130,12 @@ def loss_failures(layer: SoftmaxCrossEntropy, logits: np.ndarray, y: np.ndarray,
     loss = twin.forward(in_library(lib, logits), in_library(lib, y))
     delta = from_library(lib, twin.backward())
     B, C = logits.shape
-    scale = (np.abs(F.logsumexp(logits)) + np.abs(logits[np.arange(B), y])).mean()
-    p = F.softmax(logits)
+    scale = (np.abs(mf.logsumexp(logits)) + np.abs(logits[np.arange(B), y])).mean()
+    p = mf.softmax(logits)
     loss_bound = 2 * ((C + 4) * EPS * scale + gamma(B + 1, np.float64) * (scale + 2 * np.log(C)))
     found = {beyond("loss", loss, ref.item(), loss_bound),
              beyond("delta", delta, t.grad.numpy(), 2 * (C + 4) * EPS * (p + 1) / B),
-             fd_off("delta", delta, central_diff(lambda: F.cross_entropy(logits, y), logits))}
+             fd_off("delta", delta, central_diff(lambda: mf.cross_entropy(logits, y), logits))}
     return found - {None}
 
 
@@ -185,24 +185,24 @@ def test_layers_follow_the_protocol():
 
 
 def test_linear_with_a_doubled_bias_gradient_is_caught(monkeypatch):
-    right = F.linear_backward
+    right = mf.linear_backward
 
     def doubled(delta, x, W, need_dx=True):
         dW, db, dx = right(delta, x, W, need_dx)
         return dW, 2 * db, dx
 
-    monkeypatch.setattr(F, "linear_backward", doubled)
+    monkeypatch.setattr(mf, "linear_backward", doubled)
     assert linear_failures(Linear.init(5, 4, RNG), RNG.standard_normal((3, 5)), RNG.standard_normal((3, 4))) == {"b"}
 
 
 def test_linear_with_a_transposed_weight_gradient_is_caught(monkeypatch):
-    right = F.linear_backward
+    right = mf.linear_backward
 
     def transposed(delta, x, W, need_dx=True):
         _, db, dx = right(delta, x, W, need_dx)
         return (x.T @ delta).reshape(W.shape), db, dx  # xᵀδ, read back in W's shape
 
-    monkeypatch.setattr(F, "linear_backward", transposed)
+    monkeypatch.setattr(mf, "linear_backward", transposed)
     assert linear_failures(Linear.init(4, 4, RNG), RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4))) == {"W"}
 
 
@@ -212,20 +212,20 @@ def test_linear_with_a_transposed_weight_gradient_is_caught(monkeypatch):
     ("relu", lambda r: np.ones_like(r)),  # the kink forgotten
 ])
 def test_an_activation_with_a_wrong_derivative_is_caught(monkeypatch, name, wrong):
-    act = F.ACTIVATIONS[name]
-    monkeypatch.setitem(F.ACTIVATIONS, name, F.Activation(name, act.f, wrong))
+    act = mf.ACTIVATIONS[name]
+    monkeypatch.setitem(mf.ACTIVATIONS, name, mf.Activation(name, act.f, wrong))
     x = RNG.standard_normal((6, 5)) * 3
     x[np.abs(x) < 10 * FD_STEP] = 0.5
     assert elementwise_failures(ACTIVATION_LAYERS[name](), x, RNG.standard_normal((6, 5))) == {"dx"}
 
 
 def test_a_loss_without_its_one_over_b_is_caught(monkeypatch):
-    right = F.cross_entropy_backward
+    right = mf.cross_entropy_backward
 
     def summed(logits, y):
         loss, delta = right(logits, y)
         return loss, delta * len(y)
 
-    monkeypatch.setattr(F, "cross_entropy_backward", summed)
+    monkeypatch.setattr(mf, "cross_entropy_backward", summed)
     logits = RNG.standard_normal((4, 10))
     assert loss_failures(SoftmaxCrossEntropy(), logits, RNG.integers(0, 10, 4)) == {"delta"}

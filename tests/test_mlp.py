@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from compare.agreement import assert_grads_agree, compare_grads
 from compare.tolerances import FD_STEP, FINITE_DIFF_REL, elementwise_rel, gradient_rel, linear_bound, unit_roundoff
 from helpers import ARRAY_LIBRARIES, assert_close_bound, forward_rel, from_library, gradient_bounds, in_library, net_in
-from manual import functional as F
+from manual import functional as mf
 from manual.layers import Linear, ReLU, Sigmoid, SoftmaxCrossEntropy, Tanh
 from manual.mlp import MLP, Stack, init_parameters
 from manual.optim import SGD
@@ -225,7 +225,7 @@ def rounding_sensitivity(mlp, x, y) -> tuple[float, float]:
     largest elementwise change over all parameters are returned.
     """
     _, grads = mlp.loss_and_grads(x, y)
-    act, linear = mlp.activation, F.linear
+    act, linear = mlp.activation, mf.linear
     centre = mlp.dtype.type({"sigmoid": 0.5, "tanh": 0.0, "relu": 0.0}[act.name])
 
     def nudged_act(z):
@@ -234,13 +234,13 @@ def rounding_sensitivity(mlp, x, y) -> tuple[float, float]:
     def nudged_linear(*args):
         return np.nextafter(linear(*args), mlp.dtype.type(np.inf))
 
-    F.linear = nudged_linear
+    mf.linear = nudged_linear
     for layer in mlp.hidden:
-        layer.fn = F.Activation(act.name, nudged_act, act.prime)
+        layer.fn = mf.Activation(act.name, nudged_act, act.prime)
     try:
         _, moved = mlp.loss_and_grads(x, y)
     finally:
-        F.linear = linear
+        mf.linear = linear
         for layer in mlp.hidden:
             layer.fn = act
     moves = compare_grads(grads, moved, 1.0)
@@ -426,7 +426,7 @@ def test_the_loss_layer_hands_back_the_output_delta():
     ce = SoftmaxCrossEntropy()
     logits, y = RNG.standard_normal((4, 3)), np.array([0, 2, 1, 1])
     loss = ce.forward(logits, y)
-    expected_loss, expected_delta = F.cross_entropy_backward(logits, y)
+    expected_loss, expected_delta = mf.cross_entropy_backward(logits, y)
     assert loss == expected_loss
     np.testing.assert_array_equal(ce.backward(), expected_delta)
 

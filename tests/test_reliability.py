@@ -14,7 +14,7 @@ import pytest
 
 from compare import cli, report
 from compare.train import checkpoint
-from manual import functional as F
+from manual import functional as mf
 from manual.mlp import MLP
 from torch_ref import convert
 from helpers import assert_one_line_error, run_cli
@@ -79,7 +79,7 @@ def test_divergence_stops_at_the_step_and_names_it(tmp_path, mnist_dir):
 
 @pytest.mark.slow
 def test_nan_gradient_keeps_the_last_good_checkpoint(tmp_path, mnist_dir, monkeypatch, capsys):
-    right, calls = F.linear_backward, []
+    right, calls = mf.linear_backward, []
 
     def nan_after_epoch_one(delta, x, W, need_dx=True):
         dW, db, dx = right(delta, x, W, need_dx)
@@ -88,7 +88,7 @@ def test_nan_gradient_keeps_the_last_good_checkpoint(tmp_path, mnist_dir, monkey
             dW[0, 0] = np.nan
         return dW, db, dx
 
-    monkeypatch.setattr(F, "linear_backward", nan_after_epoch_one)
+    monkeypatch.setattr(mf, "linear_backward", nan_after_epoch_one)
     out = tmp_path / "run"
     code = cli.main(["train", "--data-dir", str(mnist_dir), "--offline", "--out", str(out), *QUICK])
     err = capsys.readouterr().err

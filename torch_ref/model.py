@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as TF
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
@@ -55,7 +55,7 @@ class TorchMLP(nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Batch-mean cross-entropy, ``torch.nn.functional.cross_entropy(self(x), y)``."""
         logits = self(x)
-        return TF.cross_entropy(logits, check_labels(y, len(logits), self.sizes[-1]))
+        return F.cross_entropy(logits, check_labels(y, len(logits), self.sizes[-1]))
 
 
 def check_input(x, n_in: int, dtype: torch.dtype) -> torch.Tensor:

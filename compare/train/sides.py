@@ -157,11 +157,11 @@ class TorchSide:
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
         """Batch-mean cross-entropy of the logits by autograd; grads are views of ``.grad``."""
         import torch
-        import torch.nn.functional as TF
+        import torch.nn.functional as F
 
         self.module.zero_grad(set_to_none=True)
         logits = self.module(torch.as_tensor(x, device=self.device))
-        loss = TF.cross_entropy(logits, torch.as_tensor(y, device=self.device))
+        loss = F.cross_entropy(logits, torch.as_tensor(y, device=self.device))
         self.logits = logits.detach()
         loss.backward()
         return loss.item(), [to_numpy(p.grad) for p in self.params]
