@@ -274,60 +274,60 @@ def compare_grads(grads_a, grads_b, allowed: float, elem_allowed: float | None =
 # ------------------------------------------------------------------ messages
 
 
-def count_differing(a: np.ndarray, b: np.ndarray, g: Agreement) -> int:
+def count_differing(a: np.ndarray, b: np.ndarray, agr: Agreement) -> int:
     """Elements of a and b farther apart than the elementwise bound times the greatest magnitude
     (a NaN difference counts)."""
     with np.errstate(all="ignore"):
         d = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
-        return int(np.count_nonzero(~(d <= g.elem_allowed * max(g.peak, TINY))))
+        return int(np.count_nonzero(~(d <= agr.elem_allowed * max(agr.peak, TINY))))
 
 
-def _verdicts(g: Agreement) -> str:
+def _verdicts(agr: Agreement) -> str:
     """Both measures against their bounds, the failing ones first."""
-    rel = f"relative error {g.rel_err:.3g} {{}} allowed {g.allowed:.2g}"
-    elem = (f"elementwise error (greatest difference / greatest magnitude) {g.elem_rel:.3g} {{}} "
-            f"allowed {g.elem_allowed:.2g}")
+    rel = f"relative error {agr.rel_err:.3g} {{}} allowed {agr.allowed:.2g}"
+    elem = (f"elementwise error (greatest difference / greatest magnitude) {agr.elem_rel:.3g} {{}} "
+            f"allowed {agr.elem_allowed:.2g}")
     parts = [(rel, "relative error"), (elem, "elementwise error")]
-    parts.sort(key=lambda p: p[1] not in g.failed)
-    return ", ".join(text.format(">" if name in g.failed else "<=") for text, name in parts)
+    parts.sort(key=lambda p: p[1] not in agr.failed)
+    return ", ".join(text.format(">" if name in agr.failed else "<=") for text, name in parts)
 
 
-def message(g: Agreement, label: str, names=("manual", "torch"), count: tuple[int, int] | None = None,
+def message(agr: Agreement, label: str, names=("manual", "torch"), count: tuple[int, int] | None = None,
             what: str = "elements", shape: tuple | None = None, index: tuple | None = None) -> str:
     """One comparison in words: the one wording of every verdict (training, gradcheck, the check API).
 
     Args:
-        g: the Agreement (``measure``).   label: what was compared ("layer 2 W", "input x").
+        agr: the Agreement (``measure``).   label: what was compared ("layer 2 W", "input x").
         names: the two witnesses, as g's a and b.
         count: (how many elements differ beyond the elementwise bound, how many were compared);
             ``count_differing`` gives the first.
         what: "elements", "coordinates" (finite differences) or "direction" (one number: the
             derivative along a random direction).
-        shape, index: the tensor's shape and the worst index in it, where g measured a sample.
+        shape, index: the tensor's shape and the worst index in it, where agr measured a sample.
     """
     a, b = names
-    index = g.worst_index if index is None else index
-    shape = tuple(g.shape if shape is None else shape)
+    index = agr.worst_index if index is None else index
+    shape = tuple(agr.shape if shape is None else shape)
     where = f"{label}{f' {shape}' if shape else ''}: {a} vs {b}"
-    if g.note:
-        return f"{where}: {g.note}"
-    if not (math.isfinite(g.a_value) and math.isfinite(g.b_value)):
-        return f"{where}: non-finite value at index {index} ({a} {g.a_value:.6g}, {b} {g.b_value:.6g})"
+    if agr.note:
+        return f"{where}: {agr.note}"
+    if not (math.isfinite(agr.a_value) and math.isfinite(agr.b_value)):
+        return f"{where}: non-finite value at index {index} ({a} {agr.a_value:.6g}, {b} {agr.b_value:.6g})"
     if what == "direction":
-        return (f"{where}: along a random direction u, <{a}, u> = {g.a_value:.6g} but the central difference "
-                f"gives {g.b_value:.6g}; relative error {g.rel_err:.3g} > allowed {g.allowed:.2g}")
-    text = f"{where}: {_verdicts(g)}"
+        return (f"{where}: along a random direction u, <{a}, u> = {agr.a_value:.6g} but the central difference "
+                f"gives {agr.b_value:.6g}; relative error {agr.rel_err:.3g} > allowed {agr.allowed:.2g}")
+    text = f"{where}: {_verdicts(agr)}"
     if count is not None:
-        text += (f"; {count[0]} of {count[1]} {what} differ by more than {g.elem_allowed:.2g} of the greatest "
-                 f"magnitude {g.peak:.3g}")
-    return (f"{text}; greatest absolute difference {g.max_abs:.3g} at index {index} "
-            f"({a} {g.a_value:.6g}, {b} {g.b_value:.6g}); cosine similarity {g.cosine:.6f}")
+        text += (f"; {count[0]} of {count[1]} {what} differ by more than {agr.elem_allowed:.2g} of the greatest "
+                 f"magnitude {agr.peak:.3g}")
+    return (f"{text}; greatest absolute difference {agr.max_abs:.3g} at index {index} "
+            f"({a} {agr.a_value:.6g}, {b} {agr.b_value:.6g}); cosine similarity {agr.cosine:.6f}")
 
 
-def param_message(g: Agreement, names=("manual", "torch"), arrays=None) -> str:
+def param_message(agr: Agreement, names=("manual", "torch"), arrays=None) -> str:
     """``message`` for one parameter of a net ("layer 2 W"); `arrays` = (a, b) adds the count."""
-    count = None if arrays is None or g.note else (count_differing(*arrays, g), int(np.prod(g.shape)))
-    return message(g, f"layer {g.layer} {g.param}", names, count)
+    count = None if arrays is None or agr.note else (count_differing(*arrays, agr), int(np.prod(agr.shape)))
+    return message(agr, f"layer {agr.layer} {agr.param}", names, count)
 
 
 class AgreementError(AssertionError):
@@ -338,12 +338,12 @@ class AgreementError(AssertionError):
         self.names = names
         self.context = context
         lines = []
-        for g in failures:
+        for agr in failures:
             arrays = None
-            if grads is not None and not g.note:
-                j = 0 if g.param == "W" else 1
-                arrays = (np.asarray(grads[0][g.layer - 1][j]), np.asarray(grads[1][g.layer - 1][j]))
-            lines.append(param_message(g, names, arrays))
+            if grads is not None and not agr.note:
+                j = 0 if agr.param == "W" else 1
+                arrays = (np.asarray(grads[0][agr.layer - 1][j]), np.asarray(grads[1][agr.layer - 1][j]))
+            lines.append(param_message(agr, names, arrays))
         first = failures[0]
         head = (f"gradients disagree ({names[0]} vs {names[1]}){' at ' + context if context else ''}: "
                 f"layer {first.layer} {first.param}")
@@ -359,7 +359,7 @@ def assert_grads_agree(grads_a, grads_b, allowed: float, names=("manual", "torch
     Returns the list of Agreements when all pass.
     """
     agreements = compare_grads(grads_a, grads_b, allowed, elem_allowed)
-    failures = [g for g in agreements if not g.ok]
+    failures = [agr for agr in agreements if not agr.ok]
     if failures:
         raise AgreementError(failures, names, context, grads=(grads_a, grads_b))
     return agreements

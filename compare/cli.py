@@ -1,9 +1,9 @@
 """The ``crosscheck`` command (also ``python -m compare``).
 
 Subcommands: ``data`` (prepare and verify MNIST), ``gradcheck`` (four witnesses of one gradient),
-``train`` (side-by-side training on MNIST), ``bench`` (manual against autograd, with the GEMM floor). A bad value gets one line naming the option,
-the value and what is allowed, and exit code 2; a failure the user can fix gets one line and
-exit code 1. ``--debug`` shows the traceback as well.
+``train`` (side-by-side training on MNIST), ``bench`` (manual against autograd, with the GEMM
+floor). A bad value gets one line naming the option, the value and what is allowed, and exit code
+2; a failure the user can fix gets one line and exit code 1. ``--debug`` shows the traceback as well.
 """
 
 from __future__ import annotations
@@ -212,7 +212,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None, help=f"default: {d.batch_size}")
     p.add_argument("--lr", type=positive_float, default=None, help=f"SGD learning rate (default: {d.lr:g})")
     p.add_argument("--mode", choices=("free", "lockstep"), default=None,
-                   help="free: two independent trajectories (default for the built-in net in float64); lockstep: torch takes "
+                   help="free: two independent trajectories (default for the built-in net in float64); "
+                        "lockstep: torch takes "
                         "the manual weights after every step (default with float32 and with --model)")
     p.add_argument("--check-every", type=positive_int, default=None, metavar="N",
                    help="compare the two sides every N steps (default: 1)")

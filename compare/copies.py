@@ -1,14 +1,15 @@
 """The float64 copy of a net or a layer: the referee that tells float32 rounding from a wrong
 derivative, and the function finite differences perturb.
 
-One rule for every object (an ``MLP``, a ``Stack``, a user's layer, a layer wrapping another):
-a deep copy in which every float32 NumPy array the object holds becomes a float64 array, and every
+One rule for every object (an ``MLP``, a ``Stack``, a user's layer, a layer wrapping another): a
+deep copy in which every float32 NumPy array the object holds becomes a float64 array, and every
 ``dtype`` attribute that says float32 says float64. A net computing on torch tensors (``Stack.to``)
-is copied to NumPy the same way: every tensor becomes a float64 NumPy array, every torch float
-dtype NumPy's float64 (the referee computes in NumPy, whatever the net computes on). ``copy.deepcopy`` keeps the sharing of the
-original (a wrapper's ``params`` that are its inner layer's arrays stay one array in the copy), and
-the float64 arrays take the place of the float32 ones wherever those were referenced, so the copy
-reads the arrays that are perturbed. Arrays already float64 are copied as they are.
+is copied to NumPy the same way: every tensor becomes a float64 NumPy array, every torch float dtype
+NumPy's float64 (the referee computes in NumPy, whatever the net computes on). ``copy.deepcopy``
+keeps the sharing of the original (a wrapper's ``params`` that are its inner layer's arrays stay one
+array in the copy), and the float64 arrays take the place of the float32 ones wherever those were
+referenced, so the copy reads the arrays that are perturbed. Arrays already float64 are copied as
+they are.
 """
 
 from __future__ import annotations

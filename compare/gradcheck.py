@@ -131,8 +131,8 @@ def format_table(results: dict[tuple[str, str], list[Agreement]], losses: dict |
     first = results[pairs[0]]
     header = ["layer", "param", "shape"] + [f"{a}~{b}" for a, b in pairs]
     rows = [header]
-    for r, g in enumerate(first):
-        cells = [str(g.layer), g.param, "x".join(map(str, g.shape))]
+    for r, agr in enumerate(first):
+        cells = [str(agr.layer), agr.param, "x".join(map(str, agr.shape))]
         for pair in pairs:
             q = results[pair][r]
             cells.append(f"{q.rel_err:.1e}" + ("" if q.ok else " FAIL"))
@@ -160,7 +160,7 @@ def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch:
     losses = compare_losses(loss_values, dtype)
     n_fd = sum(len(i) for pair in coords for i in pair)
     n_params = sum(W.size + b.size for W, b in mlp.parameters())
-    failures = [param_message(g, pair) for pair, gs in results.items() for g in gs if not g.ok]
+    failures = [param_message(agr, pair) for pair, agrs in results.items() for agr in agrs if not agr.ok]
     failures += [message(q, "loss", pair, shape=()) for pair, q in losses.items() if not q.ok]
     culprit = check_model(mlp, x, y, seed=seed).headline() if failures else None
     return {
@@ -172,7 +172,7 @@ def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch:
         "loss": loss,
         "losses": loss_values,
         "allowed": tolerances.witness_bounds(dtype, loss),
-        "pairs": [{"a": a, "b": b, "agreements": [g.to_dict() for g in gs]} for (a, b), gs in results.items()],
+        "pairs": [{"a": a, "b": b, "agreements": [agr.to_dict() for agr in agrs]} for (a, b), agrs in results.items()],
         "loss_pairs": [{"a": a, "b": b, "a_value": q.a_value, "b_value": q.b_value, "rel_err": q.rel_err,
                         "allowed": q.allowed, "ok": q.ok} for (a, b), q in losses.items()],
         "table": format_table(results, losses),

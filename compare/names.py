@@ -35,7 +35,8 @@ def match_names(ours: Mapping[str, tuple], theirs: Mapping[str, tuple], mapping:
     extra = [t for t in theirs if t not in pairs.values()]
     if extra:
         raise ValueError(f"the module's {_plural(len(extra), kind)} {', '.join(extra)} "
-                         f"{'has' if len(extra) == 1 else 'have'} no counterpart in the layer's {kind}s ({list(ours)}); "
+                         f"{'has' if len(extra) == 1 else 'have'} no counterpart in the layer's {kind}s "
+                         f"({list(ours)}); "
                          f"give the layer the same {kind}s, or map names with torch_names")
     for n, t in pairs.items():
         if tuple(ours[n]) != tuple(theirs[t]):

@@ -129,18 +129,18 @@ class Evidence:
         """The Agreement of a and b when within the bounds, else None."""
         if a is None or b is None or np.shape(a) != np.shape(b):
             return None
-        g = measure(np.asarray(a, np.float64), np.asarray(b, np.float64), 0, self.label, *self.bounds)
-        return g if g.ok else None
+        agr = measure(np.asarray(a, np.float64), np.asarray(b, np.float64), 0, self.label, *self.bounds)
+        return agr if agr.ok else None
 
     def holds(self, predict, of: str = "m"):
         """The Agreement (for g) of m (or r, of="r") with predict(case, r, gs) for both upstream
         gradients, or None."""
         first = None
         for i, (m, r, gs) in enumerate(self.cases):
-            g = self.fit(m if of == "m" else r, predict(i, r, gs))
-            if g is None:
+            agr = self.fit(m if of == "m" else r, predict(i, r, gs))
+            if agr is None:
                 return None
-            first = first or g
+            first = first or agr
         return first
 
     def small(self, a) -> np.ndarray:
@@ -162,8 +162,8 @@ def _axes(t) -> str:
     return f"axis {t[0]}" if len(t) == 1 else f"axes {t}"
 
 
-def _res(g) -> str:
-    return f"residual {g.rel_err:.1g}"
+def _res(agr) -> str:
+    return f"residual {agr.rel_err:.1g}"
 
 
 # ------------------------------------------------------------------------------ the patterns

@@ -40,11 +40,11 @@ def output_labels(n: int) -> list[str]:
 def pair(label: str, shape, a: str, b: str, A, B, bounds, coords=None) -> Comparison:
     """Compare A (witness a) with B (witness b) within bounds (relative, elementwise); `coords`:
     the flat indices of the tensor that A and B were taken at."""
-    g = measure(A, B, 0, label, *bounds)
-    index = g.worst_index
+    agr = measure(A, B, 0, label, *bounds)
+    index = agr.worst_index
     if coords is not None and len(coords):
         index = tuple(int(i) for i in np.unravel_index(coords[index[0]], shape))
-    return Comparison(label, tuple(shape), a, b, g, index, count_differing(A, B, g), int(np.size(A)))
+    return Comparison(label, tuple(shape), a, b, agr, index, count_differing(A, B, agr), int(np.size(A)))
 
 
 # ------------------------------------------------------------------------------ determinism
@@ -54,10 +54,11 @@ def _differs(a: list, b: list, dtype) -> str:
     """Where two forwards' outputs differ beyond rounding, in words ("" when they agree)."""
     bound = tolerances.gradient_rel(dtype)
     for label, ya, yb in zip(output_labels(len(a)), a, b):
-        g = measure(ya, yb, 0, label, bound, tolerances.elementwise_rel(dtype))
-        if not g.ok:
-            return (f"{label}: greatest difference {g.max_abs:.3g} at index {g.worst_index} ({g.a_value:.6g} then "
-                    f"{g.b_value:.6g}), relative error {g.rel_err:.3g}")
+        agr = measure(ya, yb, 0, label, bound, tolerances.elementwise_rel(dtype))
+        if not agr.ok:
+            return (f"{label}: greatest difference {agr.max_abs:.3g} at index {agr.worst_index} "
+                    f"({agr.a_value:.6g} then "
+                    f"{agr.b_value:.6g}), relative error {agr.rel_err:.3g}")
     return ""
 
 
@@ -161,8 +162,9 @@ class Numeric:
         error = rounding + 3 * float(fd.truncation(value, dir_2h)) if widen else rounding
         for w in exact:
             along = np.array([float(np.dot(grads[w].reshape(-1), self.u[label].reshape(-1)))])
-            g = measure(along, np.array([value]), 0, label, *tolerances.finite_difference_bounds(along, [value], [error]))
-            out.append(Comparison(label, tuple(t.shape), w, "dir", g, (), int(not g.ok), 1))
+            bounds = tolerances.finite_difference_bounds(along, [value], [error])
+            agr = measure(along, np.array([value]), 0, label, *bounds)
+            out.append(Comparison(label, tuple(t.shape), w, "dir", agr, (), int(not agr.ok), 1))
         return out
 
     def compare(self, runs, exact, labels=None) -> tuple[list[Comparison], list[str]]:
@@ -184,7 +186,8 @@ class Numeric:
                 again = self._compare(label, grads, exact, widen=True)
                 out += again
                 if sum(c.ok for c in again) > sum(c.ok for c in first):
-                    notes.append(f"note: {label}: the finite differences' truncation error, estimated from a second step "
+                    notes.append(f"note: {label}: the finite differences' truncation error, estimated from a second "
+                                 "step "
                                  f"2h, exceeded FINITE_DIFF_REL's allowance and was allowed for")
             value, rounding = self.dir[label]
             coverage.append(f"{label} {'-' if coords is None else len(coords)}/{t.size}")

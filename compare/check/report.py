@@ -126,8 +126,8 @@ class Report:
         return self
 
 
-def _cell(g: Agreement) -> str:
+def _cell(agr: Agreement) -> str:
     """The relative error, marked when it fails; the elementwise error where only that fails."""
-    if g.failed == ["elementwise error"]:
-        return f"{g.elem_rel:.1e} FAIL (elementwise)"
-    return f"{g.rel_err:.1e}" + (" FAIL" if g.failed else "")
+    if agr.failed == ["elementwise error"]:
+        return f"{agr.elem_rel:.1e} FAIL (elementwise)"
+    return f"{agr.rel_err:.1e}" + (" FAIL" if agr.failed else "")

@@ -138,13 +138,13 @@ def smallest(label: str, comparisons, runs, numeric) -> tuple[float, str]:
     for c in comparisons:
         if c.tensor != label or c.a not in MANUAL or c.b in MANUAL:
             continue
-        g = c.agreement
+        agr = c.agreement
         a = np.asarray(runs[c.a].grads[label], np.float64).ravel()
         if c.b == "fd":
             a = a[numeric.coords[label]]
-        top = abs(g.a_value) if c.b == "dir" else float(np.abs(a).max(initial=0))
-        eps = min(_threshold(g.allowed, g.rel_err, g.norm_a / max(g.norm_a, g.norm_b, TINY)),
-                  _threshold(g.elem_allowed, g.elem_rel, top / max(g.peak, TINY)))
+        top = abs(agr.a_value) if c.b == "dir" else float(np.abs(a).max(initial=0))
+        eps = min(_threshold(agr.allowed, agr.rel_err, agr.norm_a / max(agr.norm_a, agr.norm_b, TINY)),
+                  _threshold(agr.elem_allowed, agr.elem_rel, top / max(agr.peak, TINY)))
         if eps < best[0]:
             best = (eps, f"{c.a}~{c.b}")
     return best

@@ -82,13 +82,14 @@ def disagreement(failures, arrays: dict, where, kind: str = "grads", culprit: st
     is wrong with it), the parameters affected, then one line per failing parameter
     (``agreement.param_message``: greatest difference, index, both values, count, cosine).
     `arrays` maps (layer, param) to the two compared arrays."""
-    lines = [param_message(g, ("manual", "torch"), arrays.get((g.layer, g.param))) for g in failures]
+    lines = [param_message(agr, ("manual", "torch"), arrays.get((agr.layer, agr.param))) for agr in failures]
     head = f"{NOUNS[kind][0]} disagree (manual vs torch) at {where}: "
     if culprit.startswith("the first"):  # a wrong layer: it first, then what it corrupted
-        affected = f"parameters affected: {', '.join(f'layer {g.layer} {g.param}' for g in failures)}"
+        affected = f"parameters affected: {', '.join(f'layer {agr.layer} {agr.param}' for agr in failures)}"
         return "\n  ".join([head + culprit, affected, *lines])
     first, others = failures[0], len(failures) - 1
-    head += f"layer {first.layer} {first.param}" + (f" and {others} more parameter{'s' * (others > 1)}" if others else "")
+    head += f"layer {first.layer} {first.param}"
+    head += f" and {others} more parameter{'s' * (others > 1)}" if others else ""
     return "\n  ".join([head, *([culprit] if culprit else []), *lines])
 
 
@@ -171,10 +172,10 @@ class Checks:
         self.records.add_check(pos, loss_m, loss_t, loss_rel, agreements, headline, allowed_loss, drift_est, referee)
         # Divergence first: once the numbers explode, any disagreement is a consequence.
         calm = loss_m <= DIVERGED_LOSS and loss_t <= DIVERGED_LOSS  # False for a NaN loss
-        if not (calm and all(math.isfinite(x) for g in agreements for x in (g.norm_a, g.norm_b))):
-            self.diverged(pos, "manual", loss_m, {f"layer {g.layer} {g.param}": g.norm_a for g in agreements})
-            self.diverged(pos, "torch", loss_t, {f"layer {g.layer} {g.param}": g.norm_b for g in agreements})
-        failures = [g for g in agreements if not g.ok]
+        if not (calm and all(math.isfinite(x) for agr in agreements for x in (agr.norm_a, agr.norm_b))):
+            self.diverged(pos, "manual", loss_m, {f"layer {agr.layer} {agr.param}": agr.norm_a for agr in agreements})
+            self.diverged(pos, "torch", loss_t, {f"layer {agr.layer} {agr.param}": agr.norm_b for agr in agreements})
+        failures = [agr for agr in agreements if not agr.ok]
         if failures:
             pairs = {(k.layer, k.name): (np.asarray(a), np.asarray(b)) for k, a, b in zip(self.keys, arrays_m, arrays_t)}
             culprit = localise(self.manual.model, xb, yb, self.kind)

@@ -113,10 +113,10 @@ def metrics_line(pos, loss_m: float, loss_t: float, loss_rel: float, agreements,
     "elem_rel"."""
     each = ',"allowed":{},"allowed_elem":{}' if key == "updates" else ""  # updates: bounds per parameter
     arrays = ",".join(
-        f'{{"layer":{g.layer},"param":"{g.param}","rel_err":{js(g.rel_err)},"elem_rel":{js(g.elem_rel)},'
-        f'"max_abs":{js(g.max_abs)},'
-        f'"cosine":{js(g.cosine)},"worst_index":[{",".join(map(str, g.worst_index))}]'
-        f'{each.format(js(g.allowed), js(g.elem_allowed)) if each else ""}}}' for g in agreements)
+        f'{{"layer":{agr.layer},"param":"{agr.param}","rel_err":{js(agr.rel_err)},"elem_rel":{js(agr.elem_rel)},'
+        f'"max_abs":{js(agr.max_abs)},'
+        f'"cosine":{js(agr.cosine)},"worst_index":[{",".join(map(str, agr.worst_index))}]'
+        f'{each.format(js(agr.allowed), js(agr.elem_allowed)) if each else ""}}}' for agr in agreements)
     line = (f'{{"step":{pos.global_step},"epoch":{pos.epoch},"batch":{pos.step + 1},"loss_manual":{js(loss_m)},'
             f'"loss_torch":{js(loss_t)},"loss_rel":{js(loss_rel)},"allowed_grad":{js(allowed_grad)},'
             f'"allowed_loss":{js(allowed_loss)},"allowed_elem":{js(agreements[0].elem_allowed)},"{key}":[{arrays}]')
@@ -145,16 +145,16 @@ class Records:
         """One checked step: its metrics line, the plotted series, the worst agreement so far."""
         self.metrics.append(metrics_line(pos, loss_m, loss_t, loss_rel, agreements, allowed_grad, allowed_loss, drift,
                                          referee, self.key))
-        rels = [(f"layer {g.layer} {g.param}", g.rel_err) for g in agreements]
+        rels = [(f"layer {agr.layer} {agr.param}", agr.rel_err) for agr in agreements]
         self.series.add(pos.global_step, allowed_grad, allowed_loss, loss_m, loss_t, rels)
         worst_here = 0.0
-        for (key, rel), g in zip(rels, agreements):
+        for (key, rel), agr in zip(rels, agreements):
             worst_here = max(worst_here, rel)
             w = self.worst.get(key)
             if w is None or w["rel_err"] is not None and not rel <= w["rel_err"]:  # null: non-finite
                 self.worst[key] = {"rel_err": num(rel), "epoch": pos.epoch, "step": pos.global_step,
-                                   "cosine": num(g.cosine), "max_abs": num(g.max_abs), "allowed": g.allowed,
-                                   "elem_rel": num(g.elem_rel), "allowed_elem": g.elem_allowed}
+                                   "cosine": num(agr.cosine), "max_abs": num(agr.max_abs), "allowed": agr.allowed,
+                                   "elem_rel": num(agr.elem_rel), "allowed_elem": agr.elem_allowed}
         self.totals.worst_grad_rel = max(self.totals.worst_grad_rel, worst_here)
 
     def add_epoch(self, row: dict) -> None:
@@ -180,5 +180,6 @@ class Records:
         self.metrics, self.series = lines, Series()
         for line in lines:
             rec = json.loads(line)
+            rels = ((f"layer {entry['layer']} {entry['param']}", entry["rel_err"]) for entry in rec[self.key])
             self.series.add(rec["step"], rec["allowed_grad"], rec["allowed_loss"], rec["loss_manual"],
-                            rec["loss_torch"], ((f"layer {g['layer']} {g['param']}", g["rel_err"]) for g in rec[self.key]))
+                            rec["loss_torch"], rels)
