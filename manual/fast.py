@@ -20,7 +20,7 @@ What makes it fast (measurements and their history: docs/performance.md, "Manual
   α = −1 and β = 1 from ``scipy.linalg.blas`` writing into W itself (``overwrite_c`` on W's
   Fortran-ordered memory), so dW is never written and read back. The returned array is checked
   to *be* W; if a copy comes back the update did not happen in place, and that layer falls back
-  to matmul + subtraction from then on (``describe()`` says so). The call costs about as much as
+  to matmul + subtraction from then on (``how_it_ran()`` says so). The call costs about as much as
   a matmul's, so every layer is fused, down to the 10 x 128 output layer;
 - from ``SMALL_STEP_FLOP`` on, every matrix product in ONE BLAS library, SciPy's (``Products``):
   NumPy's and SciPy's wheels each ship an OpenBLAS with its own thread pool, and two pools whose
@@ -252,7 +252,7 @@ def bias_step(b: np.ndarray, delta: np.ndarray, products: "Products", scratch: n
 
 SMALL_ROUTE = ("a step below SMALL_STEP_FLOP: every BLAS on one thread, so no pool to wake, and NumPy's "
                "OpenBLAS ran these small products faster")
-PRODUCTS = {  # kind -> what it computes, as describe() names it
+PRODUCTS = {  # kind -> what it computes, as how_it_ran() names it
     "forward": "forward ẑ = z·Wᵀ (?gemm: ẑᵀ = W·zᵀ into ẑ's buffer)",
     "backward": "backward δ·W (?gemm: (δW)ᵀ = Wᵀ·δᵀ into its buffer)",
     "row sums": "softmax row sums e·1 (?gemv)",
@@ -349,7 +349,7 @@ class FastStep:
         self._updates = [_update(fuse and not why, why or ("W column-major" if fuse else "fuse=False"))
                          for _ in mlp.linears]
         self._routes = {False: Products(mlp.dtype), True: Products(mlp.dtype, SMALL_ROUTE)}  # by "small step"
-        self._small = False  # the last step's regime, for describe()
+        self._small = False  # the last step's regime, for how_it_ran()
         self._threads = BlasThreads()
         self._buffers: dict[int, dict] = {}
 
@@ -433,7 +433,7 @@ class FastStep:
             self._buffers[batch] = _allocate(self.mlp.sizes, batch, self.mlp.dtype)
         return self._buffers[batch]
 
-    def describe(self) -> dict:
+    def how_it_ran(self) -> dict:
         """How the last step ran (before any step: a large one): the update per layer, the library
         of each product, the thread rule."""
         fused = [u["fused"] for u in self._updates]

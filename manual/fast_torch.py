@@ -128,8 +128,8 @@ class FastTorchStep:
         self.mlp = mlp
         self._buffers: dict[int, dict] = {}
 
-    def describe(self) -> dict:
-        """What the step is and how it updates (for reports, like ``FastStep.describe``)."""
+    def how_it_ran(self) -> dict:
+        """What the step is and how it updates (for reports, like ``FastStep.how_it_ran``)."""
         W = self.mlp.weights[0]
         return {
             "step": "manual.fast_torch.FastTorchStep",

@@ -77,7 +77,7 @@ def train(mnist_dir, out, *options) -> tuple[int, dict, list[dict]]:
 ONE_STEP = ("--limit-train", "100", "--batch-size", "100", "--epochs", "1")  # one checked step
 
 # How each measure reads in a failure: the relative and elementwise errors of a parameter
-# (compare.agreement.describe) and the losses (compare.train.checks).
+# (compare.agreement.message) and the losses (compare.train.checks).
 FAILED = {"relative error": r"relative error \S+ > allowed",
           "elementwise error": r"elementwise error \([^)]*\) \S+ > allowed", "loss": r"losses disagree"}
 PASSED = {"relative error": r"relative error \S+ <= allowed",

@@ -186,7 +186,7 @@ def test_the_fused_update_is_taken_in_scipys_blas_on_ws_own_memory(monkeypatch):
     step(*batch((30, 20, 5), 6, np.float32), 0.1)
     assert calls == [((5, 20), True, -1.0, 1.0), ((20, 30), True, -1.0, 1.0)]  # output layer first
     assert all(W is W0 for W, W0 in zip(mlp.weights, Ws))
-    d = step.describe()
+    d = step.how_it_ran()
     assert d["update"] == FUSED and all(layer["update"] == FUSED for layer in d["layers"])
     assert d["products"]["fused weight step W − (lr·δ)ᵀz"] == "scipy"
     assert {"numpy", "scipy"} <= set(d["libraries"]), "the wheels ship two OpenBLAS libraries"
@@ -196,29 +196,29 @@ def test_the_fused_update_is_taken_in_scipys_blas_on_ws_own_memory(monkeypatch):
 
 def test_a_copy_back_from_the_gemm_falls_back_and_says_so(monkeypatch):
     """Where ?gemm hands back a new array, W was not updated: that layer takes matmul + subtraction
-    (this step and after), the result still meets the contract, and describe() names the reason."""
+    (this step and after), the result still meets the contract, and how_it_ran() names the reason."""
     step = FastStep(MLP((12, 9, 4), seed=0))
     real = step._gemm
     monkeypatch.setattr(step, "_gemm", lambda alpha, a, b, beta, c, **kw: real(alpha, a, b, beta=beta, c=c.copy(order="F"), **kw))
     for _ in range(2):
         assert_step_agrees(step, *batch((12, 9, 4), 8, np.float64), lr=0.3)
-    layers = step.describe()["layers"]
+    layers = step.how_it_ran()["layers"]
     assert [layer["update"] for layer in layers] == [UNFUSED, UNFUSED]
     assert all("returned a copy" in layer["why"] for layer in layers)
-    assert step.describe()["update"] == UNFUSED
+    assert step.how_it_ran()["update"] == UNFUSED
 
 
 def test_a_weight_array_replaced_after_construction_is_the_one_updated():
     """``mlp.weights[i] = A`` with a row-major A: the step updates A (by matmul + subtraction, as
-    ?gemm cannot write a row-major W in place) and describe() says why."""
+    ?gemm cannot write a row-major W in place) and how_it_ran() says why."""
     mlp = MLP((6, 4, 3), seed=0)
     step = FastStep(mlp)
     mlp.weights[0] = np.ascontiguousarray(mlp.weights[0])
     replaced = mlp.weights[0]
     assert_step_agrees(step, *batch((6, 4, 3), 5, np.float64), lr=0.5)
     assert mlp.weights[0] is replaced
-    assert "not column-major" in step.describe()["layers"][0]["why"]
-    assert step.describe()["layers"][1]["update"] == FUSED
+    assert "not column-major" in step.how_it_ran()["layers"][0]["why"]
+    assert step.how_it_ran()["layers"][1]["update"] == FUSED
 
 
 def test_construction_moves_w_to_column_major_keeping_values_and_shapes():
@@ -235,7 +235,7 @@ def test_without_scipy_every_layer_takes_matmul_and_says_why(monkeypatch):
     monkeypatch.setattr(fast, "_NO_SCIPY", "scipy.linalg.blas not importable (test)")
     step = FastStep(MLP((12, 9, 4), seed=0))
     assert_step_agrees(step, *batch((12, 9, 4), 8, np.float64), lr=0.3)
-    d = step.describe()
+    d = step.how_it_ran()
     assert d["update"] == UNFUSED and "not importable" in d["layers"][0]["why"]
     assert d["one_library"] == "numpy" and set(d["products"].values()) == {"numpy", "(none fused)"}
     assert all("not importable" in why for why in d["numpy_instead"].values())
@@ -244,7 +244,7 @@ def test_without_scipy_every_layer_takes_matmul_and_says_why(monkeypatch):
 
 def blas_threads_by_owner(step: FastStep) -> dict:
     """{"numpy": n, "scipy": n}: the thread count of each package's BLAS right now."""
-    path = {lib["filepath"]: owner for owner, lib in step.describe()["libraries"].items() if owner != "other"}
+    path = {lib["filepath"]: owner for owner, lib in step.how_it_ran()["libraries"].items() if owner != "other"}
     return {path[lib["filepath"]]: lib["num_threads"] for lib in threadpool_info()
             if lib["user_api"] == "blas" and lib["filepath"] in path}
 
@@ -252,7 +252,7 @@ def blas_threads_by_owner(step: FastStep) -> dict:
 def test_a_large_step_runs_every_product_in_scipys_blas_with_numpys_held_to_one_thread(monkeypatch):
     """Above the one-thread rule, every BLAS call of the step goes to scipy.linalg.blas (SciPy's
     library at the caller's 2 threads), NumPy's matmul is never called, NumPy's BLAS has 1 thread
-    during each call and 2 again after the step; describe() says one library, SciPy's."""
+    during each call and 2 again after the step; how_it_ran() says one library, SciPy's."""
     sizes, n = (784, 256, 10), 64
     assert fast.step_flop(sizes, n) > fast.SMALL_STEP_FLOP
     step = FastStep(MLP(sizes, dtype=np.float32, seed=0))
@@ -275,7 +275,7 @@ def test_a_large_step_runs_every_product_in_scipys_blas_with_numpys_held_to_one_
     assert fast_calls.count("gemv") == 1 + 2  # the row sums, a bias step per layer
     assert all(threads == {"numpy": 1, "scipy": 2} for _, threads in seen), seen
     assert after == {"numpy": 2, "scipy": 2}
-    d = step.describe()
+    d = step.how_it_ran()
     assert d["one_library"] == "scipy" and set(d["products"].values()) == {"scipy"} and not d["numpy_instead"]
     assert "numpy's held to one thread" in d["threads"]
     matmuls.clear()
@@ -286,7 +286,7 @@ def test_a_large_step_runs_every_product_in_scipys_blas_with_numpys_held_to_one_
 @pytest.mark.parametrize("routine", ["gemm", "gemv"])
 def test_a_copy_back_from_a_product_falls_back_to_numpy_and_says_so(monkeypatch, routine):
     """Where SciPy hands back a new array instead of the step's buffer, that product runs in NumPy
-    from then on, the step still meets the contract, and describe() names the product and why."""
+    from then on, the step still meets the contract, and how_it_ran() names the product and why."""
     monkeypatch.setattr(fast, "SMALL_STEP_FLOP", 0)  # every step "large": the SciPy route
     step = FastStep(MLP((12, 9, 4), seed=0), fuse=False)
     real = getattr(step._routes[False], routine)
@@ -294,7 +294,7 @@ def test_a_copy_back_from_a_product_falls_back_to_numpy_and_says_so(monkeypatch,
     monkeypatch.setattr(step._routes[False], routine, lambda *a, **kw: real(*a, **{**kw, key: kw[key].copy(order="F")}))
     for _ in range(2):
         assert_step_agrees(step, *batch((12, 9, 4), 8, np.float64), lr=0.3)
-    d = step.describe()
+    d = step.how_it_ran()
     moved = {k for k, lib in d["products"].items() if lib == "numpy"}
     assert moved == set(d["numpy_instead"]) and all("returned a copy" in w for w in d["numpy_instead"].values())
     expected = {"forward", "backward", "weight gradient"} if routine == "gemm" else {"row sums", "bias step"}
@@ -321,7 +321,7 @@ def test_small_steps_run_on_one_thread_in_both_blas_libraries_and_restore_them(m
         step(*batch(sizes, 16, np.float32), 0.1)
     assert set(inside_small.values()) == {1} and set(inside_large.values()) == {2} == set(after.values())
     assert seen and all(set(s.values()) == {1} for s in seen)
-    d = step.describe()  # no pool awake: the products stay in NumPy, the fused update in SciPy
+    d = step.how_it_ran()  # no pool awake: the products stay in NumPy, the fused update in SciPy
     assert d["regime"].startswith("last step below") and d["products"].pop("fused weight step W − (lr·δ)ᵀz") == "scipy"
     assert set(d["products"].values()) == {"numpy"} and set(d["numpy_instead"].values()) == {fast.SMALL_ROUTE}
 

@@ -76,7 +76,7 @@ def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
         return fast(xb, yb, lr)
 
     info = {"function": "manual.fast.FastStep", "checked_by": "crosscheck train --step fast"}
-    return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train, fast.describe)
+    return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train, fast.how_it_ran)
 
 
 # ------------------------------------------------------------------------------ torch

@@ -114,11 +114,11 @@ def load_arrays(folder: Path, manual_shapes: dict[str, tuple], dtype: str, torch
     return manual, state_dict
 
 
-def _check(path, arrays: dict, shapes: dict, dtype: str, describe) -> None:
+def _check(path, arrays: dict, shapes: dict, dtype: str, shape_and_dtype) -> None:
     if set(arrays) != set(shapes):
         raise CheckpointError(f"{path} holds {sorted(arrays)}, expected {sorted(shapes)} for this configuration")
     for key, shape in shapes.items():
-        got_shape, got_dtype = describe(arrays[key])
+        got_shape, got_dtype = shape_and_dtype(arrays[key])
         if got_shape != tuple(shape) or got_dtype != dtype:
             raise CheckpointError(f"{path}: {key} is {got_dtype} {got_shape}, expected {dtype} {tuple(shape)}")
 
