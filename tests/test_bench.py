@@ -6,6 +6,7 @@ Timings are never asserted: they depend on the machine and on whatever else runs
 """
 
 import argparse
+import importlib.util
 import json
 import os
 
@@ -387,9 +388,29 @@ def test_tail_gives_the_reasons_and_the_closing_line():
 # ------------------------------------------------------------------------------ the steps do the same work
 
 
-def _batch(mnist32, n=64):
-    idx = np.random.default_rng(0).permutation(len(mnist32.x_train))[:n]
-    return np.ascontiguousarray(mnist32.x_train[idx]), np.ascontiguousarray(mnist32.y_train[idx])
+def synthetic_batch(batch=8, dtype=np.float32, seed=0):
+    """(x (B, 784) standard normal, y (B,) int64 labels): MNIST's shapes, normalised pixels' scale."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, 784)).astype(dtype), rng.integers(0, 10, batch).astype(np.int64)
+
+
+def reference_step(sizes, x, y, lr) -> steps.Step:
+    """The step every implementation is held to: the manual reference, ``MLP.loss_and_grads`` and
+    ``SGD(lr).step``, in float64 from the bench's initial weights (``steps.initial`` in x's dtype)."""
+    from manual.mlp import MLP
+    from manual.optim import SGD
+
+    start = steps.initial(sizes, x.dtype).parameters()
+    mlp = MLP(sizes, steps.ACTIVATION, dtype=np.float64)
+    mlp.set_parameters([W.astype(np.float64) for W, _ in start], [b.astype(np.float64) for _, b in start])
+    x64 = x.astype(np.float64)
+
+    def run():
+        loss, grads = mlp.loss_and_grads(x64, y)
+        SGD(lr).step(mlp.parameters(), grads)
+        return loss
+
+    return steps.Step(run, lambda: [(W.copy(), b.copy()) for W, b in mlp.parameters()])
 
 
 def step_differences(reference, other, x, lr, sizes) -> list[str]:
@@ -424,51 +445,76 @@ def step_differences(reference, other, x, lr, sizes) -> list[str]:
     return problems
 
 
-@pytest.mark.slow
-def test_the_jax_step_does_the_manual_steps_work_on_mnist(mnist32):
-    pytest.importorskip("jax", reason="JAX is an optional extra: pip install -e '.[jax]'")
-    x, y = _batch(mnist32)
-    sizes, lr = (784, 128, 10), 0.5  # a large step: the update, not θ's rounding, dominates the allowance
-    manual = steps.manual_step(sizes, x, y, lr)
-    assert step_differences(manual, steps.jax_step(sizes, x, y, lr), x, lr, sizes) == []
-    assert steps.jax_step(sizes, x, y, lr).compile_s > 0
+def build_step(impl, sizes, x, y, lr):
+    """``steps.BUILDERS[impl]``, skipping where the implementation cannot run here (JAX not installed;
+    torch.compile without a C++ compiler: the bench then skips the column the same way)."""
+    if impl == "jax":
+        pytest.importorskip("jax", reason="JAX is an optional extra: pip install -e '.[jax]'")
+    try:
+        return steps.BUILDERS[impl](sizes, x, y, lr)
+    except Exception as e:
+        if impl != "compiled":
+            raise
+        pytest.skip(f"torch.compile unavailable here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
 
-    # the check can fail: a JAX step with a 1 % larger learning rate is caught, in every parameter
-    wrong = step_differences(steps.manual_step(sizes, x, y, lr), steps.jax_step(sizes, x, y, lr * 1.01), x, lr, sizes)
+
+WHOLE_STEP_CASES = [((784, 16, 10), np.float32), ((784, 12, 8, 10), np.float64)]
+
+
+@pytest.mark.parametrize("impl", list(steps.BUILDERS))
+@pytest.mark.parametrize("sizes, dtype", WHOLE_STEP_CASES, ids=["784-16-10-float32", "784-12-8-10-float64"])
+def test_every_timed_step_does_the_whole_steps_work(impl, sizes, dtype):
+    """Loss and updated weights of each implementation's timed step against the manual reference:
+    a step that skips its backward or its update fails here."""
+    x, y = synthetic_batch(dtype=dtype)
+    lr = 0.5  # a large step: the update, not θ's rounding, dominates the allowance
+    step = build_step(impl, sizes, x, y, lr)
+    assert step_differences(reference_step(sizes, x, y, lr), step, x, lr, sizes) == []
+    assert step.compile_s is None or step.compile_s > 0
+    if step.train is not None:  # the epoch's per-batch path does the same step
+        again = build_step(impl, sizes, x, y, lr)
+        per_batch = steps.Step(lambda: again.train(x, y), again.weights)
+        assert step_differences(reference_step(sizes, x, y, lr), per_batch, x, lr, sizes) == []
+
+
+def test_a_step_without_backward_and_update_is_caught():
+    """The check above can fail: a torch step that computes forward and loss only (the update that
+    never happens) is caught in every parameter, its loss being right."""
+    import torch.nn.functional as TF
+
+    sizes, lr = (784, 16, 10), 0.5
+    x, y = synthetic_batch()
+    model, _, tx, ty = steps._torch_setup(sizes, x, y, lr)
+    forward_only = steps.Step(lambda: TF.cross_entropy(model(tx), ty), lambda: steps._torch_weights(model))
+    wrong = step_differences(reference_step(sizes, x, y, lr), forward_only, x, lr, sizes)
+    assert [p.split(":")[0] for p in wrong] == ["layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"]
+    # and a 1 % larger learning rate is caught too
+    wrong = step_differences(reference_step(sizes, x, y, lr), steps.torch_step(sizes, x, y, lr * 1.01), x, lr, sizes)
     assert [p.split(":")[0] for p in wrong] == ["layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"]
 
 
-@pytest.mark.slow
-def test_the_jax_step_of_a_deeper_net_in_float64_does_the_manual_steps_work(mnist64):
-    pytest.importorskip("jax", reason="JAX is an optional extra: pip install -e '.[jax]'")
-    idx = np.arange(32)
-    x, y = np.ascontiguousarray(mnist64.x_train[idx]), mnist64.y_train[idx]
-    sizes = (784, 32, 16, 10)
-    assert step_differences(steps.manual_step(sizes, x, y, 0.5), steps.jax_step(sizes, x, y, 0.5), x, 0.5, sizes) == []
+def test_the_torch_step_is_the_plain_sequential_net_a_torch_user_writes():
+    from torch import nn
+
+    x, y = synthetic_batch()
+    model = steps.torch_sequential((784, 16, 8, 10), np.float32)
+    assert type(model) is nn.Sequential
+    assert [type(m) for m in model] == [nn.Linear, nn.Sigmoid, nn.Linear, nn.Sigmoid, nn.Linear]
+    for (W, b), layer in zip(steps.initial((784, 16, 8, 10), np.float32).parameters(), steps.linears(model)):
+        np.testing.assert_array_equal(layer.weight.detach().numpy(), W)
+        np.testing.assert_array_equal(layer.bias.detach().numpy(), b)
 
 
 @pytest.mark.slow
-def test_the_compiled_torch_step_does_the_manual_steps_work_on_mnist(mnist32):
-    x, y = _batch(mnist32)
+def test_the_steps_do_the_manual_steps_work_on_mnist(mnist32):
+    idx = np.random.default_rng(0).permutation(len(mnist32.x_train))[:64]
+    x, y = np.ascontiguousarray(mnist32.x_train[idx]), np.ascontiguousarray(mnist32.y_train[idx])
     sizes, lr = (784, 128, 10), 0.5
-    try:
-        compiled = steps.compiled_step(sizes, x, y, lr)
-    except Exception as e:  # Inductor needs a C++ compiler; the bench then skips the column the same way
-        pytest.skip(f"torch.compile unavailable here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-    assert compiled.compile_s > 0
-    assert step_differences(steps.manual_step(sizes, x, y, lr), compiled, x, lr, sizes) == []
-
-
-@pytest.mark.slow
-def test_the_torch_steps_do_the_manual_steps_work_on_mnist(mnist32):
-    x, y = _batch(mnist32)
-    sizes, lr = (784, 128, 10), 0.5
-    assert step_differences(steps.manual_step(sizes, x, y, lr), steps.torch_step(sizes, x, y, lr), x, lr, sizes) == []
-    manual = steps.manual_step(sizes, x, y, lr)
-    manual.train(x, y)
-    torch_side = steps.torch_step(sizes, x, y, lr)
-    torch_side.train(x, y)  # the epoch's per-batch path: the same step
-    assert step_differences(manual, torch_side, x, lr, sizes) == []
+    for impl in ("manual", "torch", "jax"):
+        if impl == "jax" and importlib.util.find_spec("jax") is None:
+            continue
+        step = steps.BUILDERS[impl](sizes, x, y, lr)
+        assert step_differences(reference_step(sizes, x, y, lr), step, x, lr, sizes) == [], impl
 
 
 # ------------------------------------------------------------------------------ a quick run

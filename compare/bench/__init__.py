@@ -5,7 +5,8 @@ batch-mean cross-entropy, backward, SGD update) of the same net from the same we
 batch of real MNIST images, by
 - manual: the hand-derived step (``steps.manual_step``; bench.json and the table head name the
   function);
-- torch: eager autograd and ``torch.optim.SGD``;
+- torch: eager autograd as a torch user writes it (``nn.Sequential``, ``cross_entropy``, ``backward``,
+  ``torch.optim.SGD``; nothing validated inside the step);
 - compiled: that step with forward + loss through ``torch.compile`` (compile time apart);
 - jax: the whole step under ``jax.jit`` (compile time apart; skipped with a line saying how to
   install JAX when it is missing);

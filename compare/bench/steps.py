@@ -82,18 +82,40 @@ def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
 # ------------------------------------------------------------------------------ torch
 
 
-def torch_model(sizes, dtype, lr: float):
-    """(TorchMLP with the initial weights, torch.optim.SGD(lr) over its parameters)."""
+def torch_sequential(sizes, dtype):
+    """``nn.Sequential(Linear, Sigmoid, ..., Linear)``, the net a torch user writes, holding copies of
+    the initial weights (``initial``): Linear i has weight (sizes[i+1], sizes[i]) and bias (sizes[i+1],)."""
+    import torch
+    from torch import nn
+
+    params = initial(sizes, dtype).parameters()
+    layers = []
+    for W, _ in params:
+        layers += [nn.Linear(W.shape[1], W.shape[0], dtype=torch.from_numpy(W).dtype), nn.Sigmoid()]
+    model = nn.Sequential(*layers[:-1])
+    load_weights(model, params)
+    return model
+
+
+def linears(model) -> list:
+    """The ``nn.Linear`` layers of `model`, in order."""
+    from torch import nn
+
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def load_weights(model, params) -> None:
+    """Copy NumPy [(W (out, in), b (out,)), ...] into `model`'s Linear layers (no autograd record)."""
     import torch
 
-    from torch_ref.convert import from_manual
-
-    model = from_manual(initial(sizes, dtype))
-    return model, torch.optim.SGD(model.parameters(), lr=lr)
+    with torch.no_grad():
+        for layer, (W, b) in zip(linears(model), params, strict=True):
+            layer.weight.copy_(torch.from_numpy(W))
+            layer.bias.copy_(torch.from_numpy(b))
 
 
 def torch_sgd_step(loss_fn, opt, tx, ty):
-    """The torch SGD step, written once: zero_grad(set_to_none), loss_fn(tx, ty), backward(),
+    """The torch SGD step as a user writes it: zero_grad(set_to_none), loss_fn(tx, ty), backward(),
     opt.step(). Returns the loss tensor (no .item(): no extra synchronisation)."""
     opt.zero_grad(set_to_none=True)
     loss = loss_fn(tx, ty)
@@ -103,17 +125,25 @@ def torch_sgd_step(loss_fn, opt, tx, ty):
 
 
 def _torch_weights(model) -> list:
-    return [(layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()) for layer in model.layers]
+    return [(layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()) for layer in linears(model)]
+
+
+def _torch_setup(sizes, x, y, lr):
+    """(model, torch.optim.SGD(lr) over its parameters, x and y as tensors sharing the batch's memory)."""
+    import torch
+
+    model = torch_sequential(sizes, x.dtype)
+    return model, torch.optim.SGD(model.parameters(), lr=lr), torch.from_numpy(x), torch.from_numpy(y)
 
 
 def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
-    """Eager autograd: ``TorchMLP`` forward (its input check included), ``torch.nn.functional.cross_entropy``,
-    ``backward()``, ``torch.optim.SGD.step()``; torch reads the batch through ``torch.from_numpy``."""
+    """Eager autograd as a torch user writes it: the ``nn.Sequential`` net (``torch_sequential``),
+    ``torch.nn.functional.cross_entropy``, ``backward()``, ``torch.optim.SGD.step()``; nothing
+    validated inside the step. torch reads the batch through ``torch.from_numpy``."""
     import torch
     import torch.nn.functional as TF
 
-    model, opt = torch_model(sizes, x.dtype, lr)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    model, opt, tx, ty = _torch_setup(sizes, x, y, lr)
 
     def loss_fn(inp, target):
         return TF.cross_entropy(model(inp), target)
@@ -121,36 +151,27 @@ def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
     def train(xb, yb):
         return torch_sgd_step(loss_fn, opt, torch.from_numpy(xb), torch.from_numpy(yb))
 
-    info = {"function": "torch eager: TorchMLP, torch.nn.functional.cross_entropy, backward, torch.optim.SGD"}
+    info = {"function": "torch eager: nn.Sequential(Linear, Sigmoid, ...), torch.nn.functional.cross_entropy, "
+                        "backward, torch.optim.SGD"}
     return Step(lambda: torch_sgd_step(loss_fn, opt, tx, ty), lambda: _torch_weights(model), None, info, train)
 
 
 def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
     """The torch step with forward + loss through ``torch.compile(dynamic=False)`` (AOTAutograd
-    compiles the backward too; the optimizer stays eager). It compiles the bare layer loop:
-    TorchMLP's input check branches on data and would split the graph. A first call compiles
-    (``compile_s``, shorter when Inductor's on-disk cache holds the kernels; its update is undone).
-    Raises if it fails."""
+    compiles the backward too; the optimizer stays eager), on the same ``nn.Sequential`` net. A
+    first call compiles (``compile_s``, shorter when Inductor's on-disk cache holds the kernels;
+    its update is undone). Raises if it fails."""
     import torch
     import torch.nn.functional as TF
 
-    from torch_ref.convert import load_manual
-
-    model, opt = torch_model(sizes, x.dtype, lr)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    layers, act = list(model.layers), model.activation
-
-    def loss_fn(inp, target):
-        for layer in layers[:-1]:
-            inp = act(layer(inp))
-        return TF.cross_entropy(layers[-1](inp), target)
-
-    compiled = torch.compile(loss_fn, dynamic=False)
+    model, opt, tx, ty = _torch_setup(sizes, x, y, lr)
+    compiled = torch.compile(lambda inp, target: TF.cross_entropy(model(inp), target), dynamic=False)
     t0 = time.perf_counter()
     torch_sgd_step(compiled, opt, tx, ty)  # compiles forward and backward
     compile_s = time.perf_counter() - t0
-    load_manual(model, *zip(*initial(sizes, x.dtype).parameters()))  # the compiling step does not count
-    info = {"function": "torch.compile(dynamic=False) of forward + loss; eager torch.optim.SGD"}
+    load_weights(model, initial(sizes, x.dtype).parameters())  # the compiling step does not count
+    info = {"function": "torch.compile(dynamic=False) of nn.Sequential forward + cross_entropy; eager "
+                        "torch.optim.SGD"}
     return Step(lambda: torch_sgd_step(compiled, opt, tx, ty), lambda: _torch_weights(model), compile_s, info)
 
 
