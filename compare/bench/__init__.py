@@ -14,12 +14,14 @@ batch of real MNIST images, by
   (``floor``): no implementation with that library can be faster.
 
 Fair because each implementation runs in fresh worker processes of its own (``worker``), with its
-library's default settings and the same thread budget, at least two processes per implementation,
-interleaved; nothing of one library is loaded, let alone spinning, while another is timed.
-Honest because every worker also measures what else the machine did meanwhile, and a point whose
-figures are not stable is marked ``!`` with its reasons (``reliability``), in the table, in
-bench.json and in a closing line. The whole-epoch figure trains 784-256-10 float32, batch 32,
-through the training images in one shuffled order, each side in its own processes.
+library's default settings and the same thread budget, interleaved; nothing of one library is
+loaded, let alone spinning, while another is timed. Honest because each figure is the median over
+enough processes to pin it down (``grid``: more while its interval is wide, within a budget), every
+worker also measures what else the machine did meanwhile, and a point whose figures do not stand
+is marked ``!`` with its reasons (``reliability``: other programs' CPU use seen, or processes that
+vary, and by how much), in the table, in bench.json and in a closing line. The whole-epoch figure
+trains 784-256-10 float32, batch 32, through the training images in one shuffled order, each side
+in its own processes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from compare import options
-from compare.bench import grid, machine, output
+from compare.bench import grid, machine, output, reliability
 from compare.bench.config import (  # noqa: F401  (the names a caller of the bench may need)
     DEFAULT_ARCHS, DEFAULT_BATCHES, IMPLS, JAX_HINT, LR, QUICK_ARCHS, QUICK_BATCHES, QUICK_EPOCH_IMAGES,
     Settings, add_arguments, parse_arch, settings)
@@ -44,7 +46,9 @@ JSON_NAME, PLOT_NAME = "bench.json", "bench.png"
 
 def _config(s: Settings, manual_step: dict) -> dict:
     return {"archs": ["-".join(map(str, a)) for a in s.archs], "batches": s.batches, "dtype": s.dtype,
-            "threads": s.threads, "activation": ACTIVATION, "lr": LR, "processes": s.timing.processes,
+            "threads": s.threads, "activation": ACTIVATION, "lr": LR, "min_processes": reliability.MIN_PROCESSES,
+            "max_processes": s.timing.max_processes, "confidence": reliability.CONFIDENCE,
+            "interval_max": reliability.INTERVAL_MAX,
             "timing": dataclasses.asdict(s.timing),
             "skipped": s.skipped, "manual_step": manual_step}
 
@@ -68,8 +72,8 @@ def main(args) -> int:
     started = time.perf_counter()
     mnist = data.load_mnist(args.data_dir, dtype=np.float32, offline=args.offline, log=log)
     log(f"bench: {', '.join('-'.join(map(str, a)) for a in s.archs)} × batches {' '.join(map(str, s.batches))}, "
-        f"{s.dtype}, {s.threads} thread{'s' * (s.threads > 1)}, each implementation in {s.timing.processes} "
-        f"processes of its own per point; writing to {out}")
+        f"{s.dtype}, {s.threads} thread{'s' * (s.threads > 1)}, each implementation in {reliability.MIN_PROCESSES} "
+        f"to {s.timing.max_processes} processes of its own per point; writing to {out}")
     if "jax" in s.skipped:
         log(f"jax.jit: {s.skipped['jax']}")
     load_start = machine.load_average()
@@ -77,12 +81,13 @@ def main(args) -> int:
     record = {**machine.record(s.threads, workers), "loadavg_start": load_start, "loadavg_end": machine.load_average()}
     bench = {"machine": record, "data": mnist.prepared.description,
              "config": _config(s, workers["manual"].get("info", {})), "points": points, "epoch": epoch,
-             "summary": output.tail(points, epoch)[-1], "elapsed_s": time.perf_counter() - started}
+             "summary": output.tail(points, epoch, s.threads)[-1], "elapsed_s": time.perf_counter() - started}
     from compare.files import atomic_write_json
 
     atomic_write_json(out / JSON_NAME, bench)
     output.plot(points, out / PLOT_NAME, f"one SGD step, {s.dtype}, {s.threads} threads, {record['cpu'] or ''}")
-    for line in ["", *output.head(record, bench["config"]), output.format_table(points), *output.tail(points, epoch)]:
+    table = [output.format_table(points), *output.tail(points, epoch, s.threads)]
+    for line in ["", *output.head(record, bench["config"]), *table]:
         log(line)
     log(f"wrote {out / JSON_NAME} and {out / PLOT_NAME} ({bench['elapsed_s']:.0f} s)")
     if args.json:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from compare import options
-from compare.bench import machine
+from compare.bench import machine, reliability
 
 DEFAULT_ARCHS = ("784-128-10", "784-1024-10", "784-512-256-10")
 DEFAULT_BATCHES = (32, 64, 256, 1024)
@@ -25,17 +25,20 @@ JAX_HINT = "pip install -e '.[jax]'"
 class Timing:
     """How long each worker process times its step, and how many processes per implementation."""
 
-    processes: int  # per implementation and grid point (and per side of the epoch figure)
     warmup_s: float
     blocks: int
     block_s: float  # each block: back-to-back steps for about this long
     layout_s: float  # the floor's layout search: per product and layout
+    max_processes: int  # per implementation and grid point (and per side of the epoch figure)
+    budget: float  # a point adds processes until it has taken `budget` times as long as its first rounds
 
 
 # blocks × block_s is each worker's timed region: at least reliability.MIN_REGION_S, which the
-# machine's CPU accounting needs to tell whether anything else ran.
-FULL = Timing(processes=2, warmup_s=0.2, blocks=10, block_s=0.1, layout_s=0.02)
-QUICK = Timing(processes=2, warmup_s=0.05, blocks=8, block_s=0.05, layout_s=0.003)
+# machine's CPU accounting needs to tell whether anything else ran. Every implementation first
+# runs in reliability.MIN_PROCESSES processes (the fewest that give its figure an interval); more
+# follow for the figures whose interval is still too wide, within max_processes and the budget.
+FULL = Timing(warmup_s=0.2, blocks=10, block_s=0.06, layout_s=0.02, max_processes=15, budget=3.0)
+QUICK = Timing(warmup_s=0.05, blocks=8, block_s=0.05, layout_s=0.003, max_processes=9, budget=2.0)
 
 
 @dataclasses.dataclass
@@ -62,6 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=options.DTYPES, default="float32", help="default: float32")
     p.add_argument("--threads", type=options.int_in(1, cores), default=None, metavar="N",
                    help=f"threads for every implementation, 1..{cores} (default: the physical cores)")
+    p.add_argument("--max-processes", type=options.int_in(reliability.MIN_PROCESSES, 99), default=None, metavar="N",
+                   help=f"at most N processes per implementation and point, {reliability.MIN_PROCESSES}..99: each "
+                        f"starts with {reliability.MIN_PROCESSES}, more are added while its figure's interval is too "
+                        f"wide (default: {FULL.max_processes}, --quick {QUICK.max_processes})")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--no-jax", action="store_true", help="skip jax.jit")
     p.add_argument("--no-epoch", action="store_true", help="skip the whole-epoch figure on MNIST")
@@ -105,5 +112,7 @@ def settings(args) -> Settings:
     batches = sorted(set(args.batches or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)))
     threads = args.threads or machine.default_threads()
     epoch_images = 0 if args.no_epoch else QUICK_EPOCH_IMAGES if args.quick else options.N_TRAIN
-    return Settings(archs, batches, args.dtype, threads, skipped_implementations(args), epoch_images,
-                    QUICK if args.quick else FULL, args.out)
+    timing = QUICK if args.quick else FULL
+    if args.max_processes is not None:
+        timing = dataclasses.replace(timing, max_processes=args.max_processes)
+    return Settings(archs, batches, args.dtype, threads, skipped_implementations(args), epoch_images, timing, args.out)

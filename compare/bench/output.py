@@ -30,7 +30,8 @@ def head(machine: dict, config: dict) -> list[str]:
     versions = machine["versions"]
     lines = [f"machine: {machine['cpu'] or 'unknown CPU'} ({machine['vendor'] or 'unknown vendor'}), "
              f"{machine['cores']} cores; {config['threads']} threads for every implementation, each timed in "
-             f"{config['processes']} fresh processes per point (interleaved)",
+             f"{config['min_processes']} to {config['max_processes']} fresh processes per point (interleaved; "
+             f"more while its figure's interval is wider than {100 * config['interval_max']:.0f} %)",
              "BLAS/OpenMP: " + ("; ".join(_library(lib) for lib in machine["blas"]) or "none found")]
     tb = machine.get("torch_backend")
     if tb:
@@ -55,14 +56,25 @@ def manual_lines(step: dict) -> list[str]:
     return lines
 
 
+def half_width(figure: dict) -> float | None:
+    """The wider side of a figure's interval, relative to its median (None: no interval)."""
+    if not figure.get("interval_s"):
+        return None
+    low, high = figure["interval_s"]
+    return max(high - figure["median_s"], figure["median_s"] - low) / figure["median_s"]
+
+
 def _cell(results: dict, name: str) -> str:
     r = results.get(name)
-    return f"{1e6 * r['median_s']:.0f} ±{1e6 * r['iqr_s']:.0f}" if r else "-"
+    if not r:
+        return "-"
+    half = half_width(r)
+    return f"{1e6 * r['median_s']:.0f} " + (f"±{100 * half:.0f}%" if half is not None else "±?")
 
 
 def format_table(points: list[dict]) -> str:
-    """One row per grid point: medians ± IQR in µs, ratios, manual images/s, and "!" on points whose
-    figures are unreliable. Columns nobody has (e.g. compiled when skipped) are left out."""
+    """One row per grid point: medians over processes in µs ± their intervals, ratios, manual images/s,
+    and "!" on points whose figures do not stand. Columns nobody has (e.g. compiled when skipped) are left out."""
     shown = [name for name in IMPLS if any(name in p["results"] for p in points)]
     ratios = [key for key in RATIOS if any(key in p for p in points)]
     rows = [("config", *(COLUMNS[n] for n in shown), *(RATIOS[k] for k in ratios), "manual img/s", "!")]
@@ -75,16 +87,27 @@ def format_table(points: list[dict]) -> str:
 
 def epoch_line(e: dict) -> str:
     flag = "" if e["reliability"]["reliable"] else "  !"
+
+    def side(name):
+        half = half_width(e[name])
+        return (f"{name} {e[name]['seconds']:.2f} s {f'±{100 * half:.0f}% ' if half is not None else ''}"
+                f"= {e[name]['images_per_s']:,.0f} images/s")
+
     return (f"epoch ({e['arch']} {e['dtype']}, batch {e['batch']}, {e['images']:,} images, each side in its own "
-            f"processes): manual {e['manual']['seconds']:.2f} s = {e['manual']['images_per_s']:,.0f} images/s, "
-            f"torch {e['torch']['seconds']:.2f} s = {e['torch']['images_per_s']:,.0f} images/s{flag}")
+            f"processes): {side('manual')}, {side('torch')}{flag}")
 
 
-def tail(points: list[dict], epoch: dict | None) -> list[str]:
+def reason_lines(where: str, figures: dict) -> list[str]:
+    """One line per figure that does not stand: "! 784-128-10 b32 torch: reason; reason"."""
+    return [f"! {where} {name}: {'; '.join(f['reasons'])}" for name, f in figures.items() if f.get("reasons")]
+
+
+def tail(points: list[dict], epoch: dict | None, threads: int) -> list[str]:
     """The lines below the table: compile times, skipped columns, the reasons for each "!", the
-    epoch figure, and the closing line on the machine."""
-    lines = ["medians ± IQR of per-step times pooled over all blocks of all processes; "
-             "floor = the step's matrix products alone"]
+    epoch figure, and the closing line (``reliability.summary_line``)."""
+    lines = [f"µs: the median over processes of each process's median step; ±: the wider side of its "
+             f"{100 * reliability.CONFIDENCE:.0f} % interval (order statistics of the processes); "
+             f"floor = the step's matrix products alone"]
     for name, what in (("compiled", "torch.compile"), ("jax", "jax.jit")):
         times = [f"{p['arch']} b{p['batch']} {', '.join(f'{t:.1f}' for t in p['results'][name]['compile_s'])} s"
                  for p in points if "compile_s" in p["results"].get(name, {})]
@@ -94,13 +117,12 @@ def tail(points: list[dict], epoch: dict | None) -> list[str]:
             lines.append(f"{what}: {reason}")
     for p in points:
         if not p["reliability"]["reliable"]:
-            lines.append(f"! {p['arch']} b{p['batch']}: {'; '.join(p['reliability']['reasons'])}")
+            lines.extend(reason_lines(f"{p['arch']} b{p['batch']}", p["results"]))
     if epoch:
         lines.append(epoch_line(epoch))
         if not epoch["reliability"]["reliable"]:
-            lines.append(f"! epoch: {'; '.join(epoch['reliability']['reasons'])}")
-    closing = reliability.summary_line(points + ([epoch] if epoch else []))
-    lines.append(closing or "machine quiet: every figure stable across its processes")
+            lines.extend(reason_lines("epoch", {side: epoch[side] for side in ("manual", "torch")}))
+    lines.append(reliability.summary_line(points + ([epoch] if epoch else []), threads))
     return lines
 
 
@@ -109,16 +131,19 @@ STYLES = {"manual": ("C0", "-", "o"), "torch": ("C1", "-", "s"), "compiled": ("C
 
 
 def _panel(ax, pts: list[dict]) -> None:
-    """One architecture: each implementation's median against batch size, quartiles as bars;
-    unreliable points hollow."""
+    """One architecture: each implementation's median against batch size, its interval as bars;
+    points that do not stand hollow."""
     for name in IMPLS:
         have = [p for p in pts if name in p["results"]]
         if not have:
             continue
-        us = {q: 1e6 * np.array([p["results"][name][f"{q}_s"] for p in have]) for q in ("q1", "median", "q3")}
+        us = {"median": 1e6 * np.array([p["results"][name]["median_s"] for p in have])}
+        for side, end in (("low", 0), ("high", 1)):
+            us[side] = np.array([1e6 * (p["results"][name]["interval_s"] or [p["results"][name]["median_s"]] * 2)[end]
+                                 for p in have])
         color, ls, marker = STYLES[name]
         batches = [p["batch"] for p in have]
-        ax.errorbar(batches, us["median"], [us["median"] - us["q1"], us["q3"] - us["median"]], color=color,
+        ax.errorbar(batches, us["median"], [us["median"] - us["low"], us["high"] - us["median"]], color=color,
                     ls=ls, marker=marker, lw=1, ms=4, capsize=2, label=name)
         bad = [i for i, p in enumerate(have) if not p["reliability"]["reliable"]]
         ax.plot([batches[i] for i in bad], us["median"][bad], ls="", marker=marker, ms=7, mfc="white", mec=color)
@@ -145,7 +170,8 @@ def plot(points: list[dict], path: Path, title: str) -> None:
         ax.set_title(arch, fontsize=10)
     axes[0][0].set_ylabel("one SGD step (µs)")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(f"{title}; medians with quartiles, hollow markers: unreliable (!)", fontsize=9)
+    fig.suptitle(f"{title}; medians over processes with their {100 * reliability.CONFIDENCE:.0f} % intervals, "
+                 f"hollow: marked !", fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
     plt.close(fig)

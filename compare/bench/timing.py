@@ -13,8 +13,6 @@ from __future__ import annotations
 import gc
 import time
 
-import numpy as np
-
 from compare.bench import machine
 
 
@@ -84,9 +82,3 @@ def time_blocks(run, warmup_s: float, blocks: int, block_s: float) -> dict:
                 run()
             times.append((time.perf_counter() - t0) / n)
     return {"times_s": times, "steps": n * blocks, "per_block": n, **region.record()}
-
-
-def summarize(times: list[float]) -> dict:
-    """Per-step times (pooled over blocks and processes) -> median, quartiles and IQR in seconds."""
-    q1, median, q3 = (float(v) for v in np.percentile(times, [25, 50, 75]))
-    return {"median_s": median, "iqr_s": q3 - q1, "q1_s": q1, "q3_s": q3}
