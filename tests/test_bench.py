@@ -12,15 +12,17 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 import compare
 from compare import bench
-from compare.bench import config, floor, grid, machine, output, reliability, steps, worker
+from compare.bench import config, floor, grid, machine, output, reliability, steps, timing, worker
 from compare.errors import CrosscheckError, UsageError
 from compare.tolerances import gradient_rel, matmul_bound, unit_roundoff
 from helpers import assert_close_bound, assert_one_line_error, run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HAVE_GPU = torch.cuda.is_available()
 
 
 def parse(*argv):
@@ -167,13 +169,14 @@ def test_the_floor_keeps_the_fastest_layout_of_each_product(monkeypatch):
     fastest = floor.LAYOUTS[5]
     slow[fastest] = 0.5
 
-    def fake_time(call, budget_s):  # the memory order of the call's operands (a, b, out) decides its "time"
+    def fake_time(call, budget_s, sync=None):  # the memory order of the call's operands (a, b, out) decides its "time"
         return slow[tuple(not np.asarray(v).flags.c_contiguous for v in call.__defaults__)]
 
     monkeypatch.setattr(floor, "_quick_time", fake_time)
     best = floor.fastest_layouts(products, x, 0.001)
     assert best == {"numpy": [fastest] * len(products), "torch": [fastest] * len(products)}
-    step, recorded = floor.floor_bench_step((784, 6, 10), x, "numpy", 0.001)
+    step, recorded, sync = floor.floor_bench_step((784, 6, 10), x, "numpy", 0.001)
+    assert sync is None  # nothing to wait for on the CPU
     assert [p["layout"] for p in recorded] == [floor.layout_name(fastest)] * len(products)
     step()
 
@@ -333,7 +336,7 @@ def test_table_marks_unreliable_points_and_shows_the_jax_column():
 def test_tail_gives_the_reasons_and_the_closing_line():
     lines = output.tail([synthetic_point(), synthetic_point(reliable=False)], None, threads=2)
     assert "! 784-128-10 b32 torch: its processes vary: ..." in lines
-    assert any(line.startswith("jax.jit compile time") and "0.5, 0.4 s" in line for line in lines)
+    assert any(line.startswith("jax.jit compile time") and "b32 0.4-0.5 s" in line for line in lines)
     assert "torch.compile: skipped: --quick" in lines
     assert lines[-1].startswith("1 of 2 points marked ! because their processes vary, intervals up to 15 % wide")
     assert output.tail([synthetic_point()], None, threads=2)[-1].startswith("every figure stood")
@@ -399,13 +402,13 @@ def step_differences(reference, other, x, lr, sizes) -> list[str]:
     return problems
 
 
-def build_step(impl, sizes, x, y, lr):
+def build_step(impl, sizes, x, y, lr, device="cpu"):
     """``steps.BUILDERS[impl]``, skipping where the implementation cannot run here (JAX not installed;
     torch.compile without a C++ compiler: the bench then skips the column the same way)."""
     if impl == "jax":
         pytest.importorskip("jax", reason="JAX is an optional extra: pip install -e '.[jax]'")
     try:
-        return steps.BUILDERS[impl](sizes, x, y, lr)
+        return steps.BUILDERS[impl](sizes, x, y, lr, device)
     except Exception as e:
         if impl != "compiled":
             raise
@@ -438,7 +441,7 @@ def test_a_step_without_backward_and_update_is_caught():
 
     sizes, lr = (784, 16, 10), 0.5
     x, y = synthetic_batch()
-    model, _, tx, ty = steps._torch_setup(sizes, x, y, lr)
+    model, _, tx, ty = steps._torch_setup(sizes, x, y, lr, "cpu")
     forward_only = steps.Step(lambda: TF.cross_entropy(model(tx), ty), lambda: steps._torch_weights(model))
     wrong = step_differences(reference_step(sizes, x, y, lr), forward_only, x, lr, sizes)
     assert [p.split(":")[0] for p in wrong] == ["layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"]
@@ -469,6 +472,106 @@ def test_the_steps_do_the_manual_steps_work_on_mnist(mnist32):
             continue
         step = steps.BUILDERS[impl](sizes, x, y, lr)
         assert step_differences(reference_step(sizes, x, y, lr), step, x, lr, sizes) == [], impl
+
+
+# ------------------------------------------------------------------------------ the device
+
+
+def test_cuda_without_a_gpu_is_one_line_naming_the_option(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError) as info:
+        bench.settings(parse("--device", "cuda"))
+    message = str(info.value)
+    assert message.startswith("argument --device: invalid value 'cuda': must be cpu: torch sees no GPU here")
+    assert "torch.cuda.is_available() is False" in message and "\n" not in message
+    assert bench.settings(parse("--device", "cpu")).device == "cpu"
+    with pytest.raises(SystemExit):
+        parse("--device", "tpu")  # argparse's choices
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="this machine has a GPU: --device cuda is accepted here")
+def test_cli_cuda_without_a_gpu_exits_2_with_one_line(tmp_path):
+    proc = run_cli("bench", "--device", "cuda", "--quick", "--out", tmp_path / "never")
+    assert_one_line_error(proc, 2, "--device", "'cuda'", "torch sees no GPU")
+    assert not (tmp_path / "never").exists()
+
+
+def test_on_a_gpu_the_numpy_columns_and_the_epoch_figure_are_skipped(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    s = bench.settings(parse("--device", "cuda", "--quick"))
+    assert s.device == "cuda" and s.epoch_images == 0
+    assert {"manual", "floor_numpy"} <= set(s.skipped) and "NumPy runs on the CPU only" in s.skipped["manual"]
+    assert "torch" not in s.skipped and "floor_torch" not in s.skipped
+    with pytest.raises(ValueError, match="the NumPy step runs on the CPU only"):
+        steps.manual_step((784, 8, 10), *synthetic_batch(), 0.1, device="cuda")
+
+
+def test_every_timed_block_waits_for_the_queued_work_before_and_after_the_clock():
+    events = []
+    record = timing.time_blocks(lambda: events.append("step"), warmup_s=0, blocks=3, block_s=0.001,
+                                sync=lambda: events.append("sync"))
+    n = record["per_block"]
+    assert events[-3 * (n + 2):] == (["sync"] + ["step"] * n + ["sync"]) * 3  # the three timed blocks
+    assert events[3] == "sync"  # after the warm-up's three steps
+
+
+def test_the_head_names_the_device_and_the_tail_the_gpu_memory():
+    gpu = {"name": "NVIDIA H200", "memory_bytes": 141 * 2**30, "capability": "9.0", "cuda": "12.4"}
+    assert output.device_line("cpu", None) == "device: cpu"
+    line = output.device_line("cuda", gpu)
+    assert line.startswith("device: cuda, NVIDIA H200 (141 GiB, compute capability 9.0, CUDA 12.4)")
+    assert "torch.cuda.synchronize" in line
+    point = synthetic_point()
+    point["results"]["torch"]["gpu_peak_bytes"] = 3 * 2**20
+    lines = output.memory_lines([point])
+    assert lines[0].startswith("GPU memory: torch.cuda.max_memory_allocated")
+    assert lines[1] == "peak GPU memory 784-128-10 b32: torch 3.0 MiB"
+    assert output.memory_lines([synthetic_point()]) == []
+
+
+gpu = pytest.mark.skipif(not HAVE_GPU, reason="no GPU: torch.cuda.is_available() is False")
+
+
+@gpu
+@pytest.mark.parametrize("impl", ["torch", "compiled", "jax"])
+def test_on_a_gpu_every_timed_step_does_the_whole_steps_work(impl):
+    x, y = synthetic_batch()
+    sizes, lr = (784, 16, 10), 0.5
+    if impl == "jax":
+        pytest.importorskip("jax", reason="JAX is an optional extra")
+        try:
+            steps.jax_device("cuda")
+        except RuntimeError as e:
+            pytest.skip(str(e))
+    step = build_step(impl, sizes, x, y, lr, device="cuda")
+    assert (step.sync is not None) == (impl != "jax")  # the JAX step blocks on its result itself
+    assert step_differences(reference_step(sizes, x, y, lr), step, x, lr, sizes) == []
+
+
+@gpu
+def test_a_gpu_worker_waits_for_its_steps_and_reports_the_gpu_and_its_memory(tmp_path):
+    spec = {**_tiny_spec(tmp_path, impl="torch"), "device": "cuda"}
+    result = worker.spawn(spec)
+    assert "error" not in result, result
+    assert result["device"] == "cuda" and result["gpu"]["name"] and result["gpu"]["memory_bytes"] > 0
+    assert result["gpu_memory"]["max_memory_allocated"] > 0
+    floor_result = worker.spawn({**spec, "impl": "floor_torch"})
+    assert "error" not in floor_result, floor_result
+    assert floor_result["gpu_memory"]["max_memory_allocated"] > 0
+
+
+@gpu
+def test_the_torch_floor_on_a_gpu_computes_the_products():
+    x = np.random.default_rng(3).standard_normal((5, 784)).astype(np.float32)
+    products = floor.gemm_products((784, 16, 8, 10), 5)
+    for layouts in ([floor.LAYOUTS[0]] * len(products), [floor.LAYOUTS[-1]] * len(products)):
+        ops = floor.floor_operands(products, x, layouts)
+        calls = floor.product_calls(ops, "torch", "cuda")
+        for call, (a, b, _) in zip(calls, ops):
+            out = call()
+            torch.cuda.synchronize()
+            assert out.is_cuda
+            assert_close_bound(out.cpu().numpy(), a.astype(np.float64) @ b.astype(np.float64), matmul_bound(a, b))
 
 
 # ------------------------------------------------------------------------------ a quick run

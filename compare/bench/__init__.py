@@ -50,7 +50,7 @@ def _config(s: Settings, manual_step: dict) -> dict:
             "max_processes": s.timing.max_processes, "confidence": reliability.CONFIDENCE,
             "interval_max": reliability.INTERVAL_MAX,
             "timing": dataclasses.asdict(s.timing),
-            "skipped": s.skipped, "manual_step": manual_step}
+            "skipped": s.skipped, "manual_step": manual_step, "device": s.device}
 
 
 def _measure(s: Settings, mnist, log) -> tuple[list[dict], dict | None, dict]:
@@ -72,7 +72,7 @@ def main(args) -> int:
     started = time.perf_counter()
     mnist = data.load_mnist(args.data_dir, dtype=np.float32, offline=args.offline, log=log)
     log(f"bench: {', '.join('-'.join(map(str, a)) for a in s.archs)} × batches {' '.join(map(str, s.batches))}, "
-        f"{s.dtype}, {s.threads} thread{'s' * (s.threads > 1)}, each implementation in {reliability.MIN_PROCESSES} "
+        f"{s.dtype}, {s.device}, {s.threads} thread{'s' * (s.threads > 1)}, each implementation in {reliability.MIN_PROCESSES} "
         f"to {s.timing.max_processes} processes of its own per point; writing to {out}")
     if "jax" in s.skipped:
         log(f"jax.jit: {s.skipped['jax']}")
@@ -80,12 +80,13 @@ def main(args) -> int:
     points, epoch, workers = _measure(s, mnist, log)
     record = {**machine.record(s.threads, workers), "loadavg_start": load_start, "loadavg_end": machine.load_average()}
     bench = {"machine": record, "data": mnist.prepared.description,
-             "config": _config(s, workers["manual"].get("info", {})), "points": points, "epoch": epoch,
+             "config": _config(s, (workers.get("manual") or {}).get("info", {})), "points": points, "epoch": epoch,
              "summary": output.tail(points, epoch, s.threads)[-1], "elapsed_s": time.perf_counter() - started}
     from compare.files import atomic_write_json
 
     atomic_write_json(out / JSON_NAME, bench)
-    output.plot(points, out / PLOT_NAME, f"one SGD step, {s.dtype}, {s.threads} threads, {record['cpu'] or ''}")
+    where = (record["gpu"] or {}).get("name") if s.device != "cpu" else record["cpu"]
+    output.plot(points, out / PLOT_NAME, f"one SGD step, {s.dtype}, {s.device}, {s.threads} threads, {where or ''}")
     table = [output.format_table(points), *output.tail(points, epoch, s.threads)]
     for line in ["", *output.head(record, bench["config"]), *table]:
         log(line)

@@ -19,6 +19,8 @@ LR = 0.01  # small: an update costs the same whatever its size, and many steps o
 #            from saturated (slow, denormal) numbers
 EPOCH_SIZES, EPOCH_BATCH = (784, 256, 10), 32
 JAX_HINT = "pip install -e '.[jax]'"
+DEVICES = ("cpu", "cuda")
+CPU_ONLY = ("manual", "floor_numpy")  # NumPy runs on the CPU only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Settings:
     epoch_images: int  # 0: no whole-epoch figure
     timing: Timing
     out: Path | None  # None: runs/bench-<timestamp>
+    device: str = "cpu"  # "cuda": the torch (and JAX) steps on the GPU
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"at most N processes per implementation and point, {reliability.MIN_PROCESSES}..99: each "
                         f"starts with {reliability.MIN_PROCESSES}, more are added while its figure's interval is too "
                         f"wide (default: {FULL.max_processes}, --quick {QUICK.max_processes})")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="cpu (default) or cuda: the torch steps, torch.compile, the torch floor and jax.jit (where "
+                        "JAX sees the GPU) on torch's first GPU; the NumPy columns and the epoch figure are skipped")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--no-jax", action="store_true", help="skip jax.jit")
     p.add_argument("--no-epoch", action="store_true", help="skip the whole-epoch figure on MNIST")
@@ -102,17 +108,37 @@ def skipped_implementations(args) -> dict[str, str]:
         skipped["jax"] = "skipped: --no-jax"
     elif _jax_missing():
         skipped["jax"] = f"skipped: JAX is not installed (add it with {JAX_HINT})"
+    if args.device != "cpu":
+        skipped.update(dict.fromkeys(CPU_ONLY, f"skipped: NumPy runs on the CPU only (--device {args.device})"))
     return skipped
+
+
+def gpu_missing() -> str | None:
+    """Why torch cannot run on a GPU here (None: it can)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return (f"torch sees no GPU here (torch.cuda.is_available() is False; torch {torch.__version__}, "
+                f"CUDA build {torch.version.cuda or 'none'})")
+    return None
+
+
+def check_device(device: str) -> None:
+    """UsageError naming --device when it is "cuda" and torch sees no GPU."""
+    if device != "cpu" and (why := gpu_missing()):
+        raise options.usage_error("--device", device, f"cpu: {why}")
 
 
 def settings(args) -> Settings:
     """Check the parsed options (UsageError naming option, value and what is allowed) -> Settings."""
+    check_device(args.device)
     archs = args.archs or (QUICK_ARCHS if args.quick else DEFAULT_ARCHS)
     archs = list(dict.fromkeys(parse_arch(a) for a in archs))  # in the order given, without repeats
     batches = sorted(set(args.batches or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)))
     threads = args.threads or machine.default_threads()
-    epoch_images = 0 if args.no_epoch else QUICK_EPOCH_IMAGES if args.quick else options.N_TRAIN
+    epoch_images = 0 if args.no_epoch or args.device != "cpu" else QUICK_EPOCH_IMAGES if args.quick else options.N_TRAIN
     timing = QUICK if args.quick else FULL
     if args.max_processes is not None:
         timing = dataclasses.replace(timing, max_processes=args.max_processes)
-    return Settings(archs, batches, args.dtype, threads, skipped_implementations(args), epoch_images, timing, args.out)
+    return Settings(archs, batches, args.dtype, threads, skipped_implementations(args), epoch_images, timing, args.out,
+                    args.device)

@@ -30,6 +30,7 @@ def rotated(names: list[str], r: int) -> list[str]:
 def _spec(impl: str, sizes, batch_file: Path, s: Settings) -> dict:
     t = s.timing
     return {"impl": impl, "sizes": list(sizes), "batch_file": str(batch_file), "threads": s.threads, "lr": LR,
+            "device": s.device,
             "warmup_s": t.warmup_s, "blocks": t.blocks, "block_s": t.block_s, "layout_s": t.layout_s}
 
 
@@ -68,30 +69,36 @@ def _spawn_all(impls: list[str], spec_of, s: Settings, where: str, skipped: dict
 
 def _process_record(result: dict) -> dict:
     """What bench.json keeps of one worker process, with the figures ``reliability`` judges it by."""
-    keep = ("pid", "steps", "per_block", "wall_s", "cpu_s", "machine", "compile_s", "budget", "env")
+    keep = ("pid", "steps", "per_block", "wall_s", "cpu_s", "machine", "compile_s", "budget", "env", "gpu_memory")
     return {"median_s": float(np.median(result["times_s"])), **{k: result[k] for k in keep if k in result},
             **reliability.process_figures(result)}
 
 
 def summarize_runs(runs: dict[str, list[dict]], threads: int) -> dict:
     """impl -> its figure (``reliability.judge``: median over processes, interval, whether it stands),
-    steps timed, the processes' records (``set_aside`` where the machine disturbed them) and compile times."""
+    steps timed, the processes' records (``set_aside`` where the machine disturbed them), compile
+    times and, on a GPU, the largest peak of GPU memory a process saw (``worker.gpu_memory``)."""
     results = {}
     for impl, results_of in runs.items():
         records = [_process_record(r) for r in results_of]
         for record in records:
             record["set_aside"] = bool(reliability.disturbances(record, threads))
         compile_s = [r["compile_s"] for r in results_of if r.get("compile_s") is not None]
+        peaks = [v for r in results_of for v in (r.get("gpu_memory") or {}).values() if v is not None]
         results[impl] = {**reliability.judge(records, threads), "steps": sum(r["steps"] for r in results_of),
-                         "processes": records, **({"compile_s": compile_s} if compile_s else {})}
+                         "processes": records, **({"compile_s": compile_s} if compile_s else {}),
+                         **({"gpu_peak_bytes": max(peaks)} if peaks else {})}
     return results
 
 
+RATIOS = {"manual_over_torch": ("manual", "torch"), "manual_over_compiled": ("manual", "compiled"),
+          "manual_over_jax": ("manual", "jax"), "manual_over_floor": ("manual", "floor_numpy")}
+
+
 def _ratios(results: dict) -> dict:
-    m = results["manual"]["median_s"]
-    pairs = {"manual_over_torch": "torch", "manual_over_compiled": "compiled", "manual_over_jax": "jax",
-             "manual_over_floor": "floor_numpy"}
-    return {key: m / results[impl]["median_s"] for key, impl in pairs.items() if impl in results}
+    """Each ratio of ``RATIOS`` whose two figures were timed."""
+    return {key: results[a]["median_s"] / results[b]["median_s"] for key, (a, b) in RATIOS.items()
+            if a in results and b in results}
 
 
 def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tuple[dict, dict]:
@@ -112,7 +119,8 @@ def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tu
                                                        for i, r in runs.items() if i.startswith("floor_")},
                                            "products": [{k: p[k] for k in ("layer", "kind", "shape", "flops")}
                                                         for p in floor]},
-             **_ratios(results), "images_per_s_manual": batch / results["manual"]["median_s"],
+             **_ratios(results),
+             **({"images_per_s_manual": batch / results["manual"]["median_s"]} if "manual" in results else {}),
              "loadavg_before": load_before, "loadavg_after": machine.load_average(),
              "reliability": reliability.classify_point(results)}
     return point, {impl: r[0] for impl, r in runs.items()}

@@ -170,7 +170,7 @@ def torch_backend() -> dict:
 
 def record(threads: int, workers: dict[str, dict]) -> dict:
     """The machine record of bench.json: ``describe`` plus what the workers reported: each BLAS and
-    OpenMP library with the kernel it chose, torch's backend, JAX's backend.
+    OpenMP library with the kernel it chose, torch's backend, JAX's backend, the GPU (None on the CPU).
 
     Args:
         workers: implementation -> one of its worker results (threadpools, torch_backend, info).
@@ -180,5 +180,6 @@ def record(threads: int, workers: dict[str, dict]) -> dict:
     torch_worker = workers.get("torch") or workers.get("epoch_torch") or {}
     found["torch_backend"] = torch_worker.get("torch_backend")
     jax_info = (workers.get("jax") or {}).get("info") or {}
-    found["jax_backend"] = {k: jax_info[k] for k in ("backend", "devices") if k in jax_info} or None
+    found["jax_backend"] = {k: jax_info[k] for k in ("backend", "devices", "device") if k in jax_info} or None
+    found["gpu"] = next((r["gpu"] for r in workers.values() if r.get("gpu")), None)
     return found

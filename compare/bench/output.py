@@ -14,6 +14,7 @@ COLUMNS = {"manual": "manual µs", "torch": "torch µs", "compiled": "compiled �
            "floor_numpy": "floor µs (numpy)", "floor_torch": "floor µs (torch)"}
 RATIOS = {"manual_over_torch": "manual/torch", "manual_over_jax": "manual/jax", "manual_over_floor": "manual/floor"}
 SHOWN_VERSIONS = ("numpy", "scipy", "torch", "jax")
+NAMES = {"compiled": "torch.compile", "jax": "jax.jit"}
 
 
 def _library(lib: dict) -> str:
@@ -38,7 +39,31 @@ def head(machine: dict, config: dict) -> list[str]:
         lines.append(f"torch backend: BLAS {tb['blas_info']}, MKL {'on' if tb['mkl'] else 'off'}, "
                      f"oneDNN {'on' if tb['onednn'] else 'off'}, CPU capability {tb['cpu_capability']}")
     lines.append("versions: " + ", ".join(f"{k} {versions.get(k) or '-'}" for k in SHOWN_VERSIONS))
-    lines.extend(manual_lines(config["manual_step"]))
+    lines.append(device_line(config.get("device", "cpu"), machine.get("gpu")))
+    if config.get("manual_step"):
+        lines.extend(manual_lines(config["manual_step"]))
+    return lines
+
+
+def device_line(device: str, gpu: dict | None) -> str:
+    """'device: cpu', or the GPU the torch workers ran on: name, memory, CUDA version."""
+    if device == "cpu" or not gpu:
+        return f"device: {device}"
+    return (f"device: {device}, {gpu['name']} ({gpu['memory_bytes'] / 2**30:.0f} GiB, compute capability "
+            f"{gpu['capability']}, CUDA {gpu['cuda']}); timed with torch.cuda.synchronize around each block")
+
+
+def memory_lines(points: list[dict]) -> list[str]:
+    """On a GPU: each point's peak GPU memory per implementation (``gpu_peak_bytes``)."""
+    lines = []
+    for p in points:
+        peaks = {name: r["gpu_peak_bytes"] for name, r in p["results"].items() if "gpu_peak_bytes" in r}
+        if peaks:
+            lines.append(f"peak GPU memory {p['arch']} b{p['batch']}: "
+                         + ", ".join(f"{name} {v / 2**20:,.1f} MiB" for name, v in peaks.items()))
+    if lines:
+        lines.insert(0, "GPU memory: torch.cuda.max_memory_allocated over the timed steps (parameters, gradients, "
+                        "one step's activations); jax: its GPU's peak_bytes_in_use, compiling step included")
     return lines
 
 
@@ -80,7 +105,8 @@ def format_table(points: list[dict]) -> str:
     rows = [("config", *(COLUMNS[n] for n in shown), *(RATIOS[k] for k in ratios), "manual img/s", "!")]
     for p in points:
         rows.append((f"{p['arch']} b{p['batch']} {p['dtype']}", *(_cell(p["results"], n) for n in shown),
-                     *(f"{p[k]:.2f}" if k in p else "-" for k in ratios), f"{p['images_per_s_manual']:,.0f}",
+                     *(f"{p[k]:.2f}" if k in p else "-" for k in ratios),
+                     f"{p['images_per_s_manual']:,.0f}" if "images_per_s_manual" in p else "-",
                      "" if p["reliability"]["reliable"] else "!"))
     return options.format_table(rows, "l" + "r" * (len(rows[0]) - 2) + "l")
 
@@ -108,13 +134,16 @@ def tail(points: list[dict], epoch: dict | None, threads: int) -> list[str]:
     lines = [f"µs: the median over processes of each process's median step; ±: the wider side of its "
              f"{100 * reliability.CONFIDENCE:.0f} % interval (order statistics of the processes); "
              f"floor = the step's matrix products alone"]
-    for name, what in (("compiled", "torch.compile"), ("jax", "jax.jit")):
-        times = [f"{p['arch']} b{p['batch']} {', '.join(f'{t:.1f}' for t in p['results'][name]['compile_s'])} s"
+    for name in IMPLS:
+        what = NAMES.get(name, name)
+        times = [(f"{p['arch']} b{p['batch']}", p["results"][name]["compile_s"])
                  for p in points if "compile_s" in p["results"].get(name, {})]
         if times:
-            lines.append(f"{what} compile time (first call, per process): {'; '.join(times)}")
+            lines.append(f"{what} compile time (first call; least to most over the processes): "
+                         + "; ".join(f"{where} {min(t):.1f}-{max(t):.1f} s" for where, t in times))
         for reason in dict.fromkeys(p["skipped"][name] for p in points if name in p["skipped"]):
             lines.append(f"{what}: {reason}")
+    lines.extend(memory_lines(points))
     for p in points:
         if not p["reliability"]["reliable"]:
             lines.extend(reason_lines(f"{p['arch']} b{p['batch']}", p["results"]))

@@ -7,6 +7,10 @@ of ``step.run()`` is one whole SGD step (forward, batch-mean cross-entropy, back
 parameters. ``step.weights()`` reads them back as NumPy [(W (out, in), b (out,)), ...], so tests
 can hold every implementation to the same arithmetic (tests/test_bench.py).
 
+`device` is "cpu" or "cuda": the torch steps move their net and batch there, the JAX step runs on
+JAX's GPU; the NumPy step runs on the CPU only. On a GPU ``step.sync`` waits for the queued work
+(``torch.cuda.synchronize``), so that a timer around steps measures the work, not its launch.
+
 Imports are local: a worker process loads only the library it times (the manual worker never
 imports torch or JAX).
 """
@@ -34,6 +38,8 @@ class Step:
         train: (x, y) -> loss; the same step on another NumPy batch (for the whole-epoch figure;
             None where the step is compiled for one batch's shapes).
         describe: () -> dict, how the step ran (called after timing; None: nothing to add).
+        sync: () -> None, waits until the step's queued work is done (None: ``run`` returns when
+            it is, as on the CPU and in the JAX step, which blocks on its result).
     """
 
     run: Callable[[], object]
@@ -42,6 +48,7 @@ class Step:
     info: dict = dataclasses.field(default_factory=dict)
     train: Callable[[np.ndarray, np.ndarray], object] | None = None
     describe: Callable[[], dict] | None = None
+    sync: Callable[[], None] | None = None
 
     def record(self) -> dict:
         """``info``, with ``describe()`` under "describe" where the step has one."""
@@ -59,7 +66,13 @@ def _manual_weights(mlp) -> list:
     return [(np.array(W), np.array(b)) for W, b in mlp.parameters()]
 
 
-def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
+def cpu_only(device: str, what: str) -> None:
+    """ValueError unless `device` is "cpu": `what` runs on the CPU only."""
+    if device != "cpu":
+        raise ValueError(f"{what} runs on the CPU only, not on {device!r}")
+
+
+def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
     """The hand-derived step: ``manual.fast.FastStep`` on the initial net, the very function that
     ``crosscheck train --step fast`` checks against torch at every step (its contract: the
     arithmetic of ``MLP.loss_and_grads`` + ``SGD(lr).step``, up to rounding).
@@ -69,6 +82,7 @@ def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
     """
     from manual.fast import FastStep
 
+    cpu_only(device, "the NumPy step")
     mlp = initial(sizes, x.dtype)
     fast = FastStep(mlp)
 
@@ -125,38 +139,53 @@ def torch_sgd_step(loss_fn, opt, tx, ty):
 
 
 def _torch_weights(model) -> list:
-    return [(layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()) for layer in linears(model)]
+    return [(layer.weight.detach().cpu().numpy().copy(), layer.bias.detach().cpu().numpy().copy())
+            for layer in linears(model)]
 
 
-def _torch_setup(sizes, x, y, lr):
-    """(model, torch.optim.SGD(lr) over its parameters, x and y as tensors sharing the batch's memory)."""
+def to_device(a: np.ndarray, device: str):
+    """A NumPy array as a torch tensor on `device` (on the CPU: sharing its memory)."""
     import torch
 
-    model = torch_sequential(sizes, x.dtype)
-    return model, torch.optim.SGD(model.parameters(), lr=lr), torch.from_numpy(x), torch.from_numpy(y)
+    return torch.from_numpy(a).to(device)
 
 
-def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
+def torch_sync(device: str):
+    """``torch.cuda.synchronize`` on a GPU, None on the CPU (nothing is queued there)."""
+    import torch
+
+    return torch.cuda.synchronize if device.startswith("cuda") else None
+
+
+def _torch_setup(sizes, x, y, lr, device):
+    """(model on `device`, torch.optim.SGD(lr) over its parameters, x and y as tensors on `device`)."""
+    import torch
+
+    model = torch_sequential(sizes, x.dtype).to(device)
+    return model, torch.optim.SGD(model.parameters(), lr=lr), to_device(x, device), to_device(y, device)
+
+
+def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
     """Eager autograd as a torch user writes it: the ``nn.Sequential`` net (``torch_sequential``),
     ``torch.nn.functional.cross_entropy``, ``backward()``, ``torch.optim.SGD.step()``; nothing
-    validated inside the step. torch reads the batch through ``torch.from_numpy``."""
-    import torch
+    validated inside the step. On the CPU torch reads the batch through ``torch.from_numpy``."""
     import torch.nn.functional as TF
 
-    model, opt, tx, ty = _torch_setup(sizes, x, y, lr)
+    model, opt, tx, ty = _torch_setup(sizes, x, y, lr, device)
 
     def loss_fn(inp, target):
         return TF.cross_entropy(model(inp), target)
 
     def train(xb, yb):
-        return torch_sgd_step(loss_fn, opt, torch.from_numpy(xb), torch.from_numpy(yb))
+        return torch_sgd_step(loss_fn, opt, to_device(xb, device), to_device(yb, device))
 
     info = {"function": "torch eager: nn.Sequential(Linear, Sigmoid, ...), torch.nn.functional.cross_entropy, "
                         "backward, torch.optim.SGD"}
-    return Step(lambda: torch_sgd_step(loss_fn, opt, tx, ty), lambda: _torch_weights(model), None, info, train)
+    return Step(lambda: torch_sgd_step(loss_fn, opt, tx, ty), lambda: _torch_weights(model), None, info, train,
+                sync=torch_sync(device))
 
 
-def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
+def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
     """The torch step with forward + loss through ``torch.compile(dynamic=False)`` (AOTAutograd
     compiles the backward too; the optimizer stays eager), on the same ``nn.Sequential`` net. A
     first call compiles (``compile_s``, shorter when Inductor's on-disk cache holds the kernels;
@@ -164,15 +193,18 @@ def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
     import torch
     import torch.nn.functional as TF
 
-    model, opt, tx, ty = _torch_setup(sizes, x, y, lr)
+    model, opt, tx, ty = _torch_setup(sizes, x, y, lr, device)
     compiled = torch.compile(lambda inp, target: TF.cross_entropy(model(inp), target), dynamic=False)
     t0 = time.perf_counter()
     torch_sgd_step(compiled, opt, tx, ty)  # compiles forward and backward
+    if device != "cpu":
+        torch.cuda.synchronize()
     compile_s = time.perf_counter() - t0
     load_weights(model, initial(sizes, x.dtype).parameters())  # the compiling step does not count
     info = {"function": "torch.compile(dynamic=False) of nn.Sequential forward + cross_entropy; eager "
                         "torch.optim.SGD"}
-    return Step(lambda: torch_sgd_step(compiled, opt, tx, ty), lambda: _torch_weights(model), compile_s, info)
+    return Step(lambda: torch_sgd_step(compiled, opt, tx, ty), lambda: _torch_weights(model), compile_s, info,
+                sync=torch_sync(device))
 
 
 # ------------------------------------------------------------------------------ JAX
@@ -205,20 +237,37 @@ def jax_sgd(params, x, y, lr):
     return loss, jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads)
 
 
-def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
-    """``jax.jit`` of the whole step (``jax_sgd``, lr a constant of the compiled program), compiled by
-    a first call (``compile_s``: trace, compile and one step, whose update is then undone). The parameters are donated, so XLA
-    updates them in place as torch's SGD does. Each ``run`` waits for its result
-    (``block_until_ready``): dispatch is asynchronous, and a step counts when its numbers exist."""
+def jax_device(device: str):
+    """The JAX device for "cpu" or "cuda" (JAX's first GPU); RuntimeError when JAX sees no GPU."""
     import jax
-    import jax.numpy as jnp
+
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError:
+        raise RuntimeError(f"JAX sees no GPU (its devices: {', '.join(map(str, jax.devices()))}); a CUDA build "
+                           f"of jaxlib is needed") from None
+
+
+def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
+    """``jax.jit`` of the whole step (``jax_sgd``, lr a constant of the compiled program), compiled by
+    a first call (``compile_s``: trace, compile and one step, whose update is then undone). The
+    parameters are donated, so XLA updates them in place as torch's SGD does. Each ``run`` waits for
+    its result (``block_until_ready``): dispatch is asynchronous, and a step counts when its numbers
+    exist. `device` "cuda": JAX's first GPU (RuntimeError where JAX sees none)."""
+    import jax
 
     if x.dtype == np.float64:
         jax.config.update("jax_enable_x64", True)  # JAX computes in float32 unless told
+    where = jax_device(device)
     mlp = initial(sizes, x.dtype)
-    start = lambda: [(jnp.asarray(W), jnp.asarray(b)) for W, b in mlp.parameters()]  # noqa: E731  (copies)
+
+    def start():  # fresh copies of the initial weights on the step's device (they are donated)
+        return [(jax.device_put(np.array(W), where), jax.device_put(np.array(b), where)) for W, b in mlp.parameters()]
+
     state = {"params": start()}
-    jx, jy = jnp.asarray(x), jnp.asarray(y.astype(np.int32))
+    jx, jy = jax.device_put(x, where), jax.device_put(y.astype(np.int32), where)
     step = jax.jit(lambda params, xb, yb: jax_sgd(params, xb, yb, lr), donate_argnums=0)
 
     def run():
@@ -233,7 +282,7 @@ def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
     compile_s = time.perf_counter() - t0
     state["params"] = start()  # back to the initial weights: the compiling step does not count
     info = {"function": "jax.jit(value_and_grad + SGD update, donated parameters)",
-            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "device": str(where)}
     return Step(run, weights, compile_s, info)
 
 

@@ -105,19 +105,45 @@ def _load_library(impl: str, threads: int) -> dict:
 
 
 def _build(spec: dict):
-    """-> (run, extra record) for the spec's implementation on its batch."""
+    """-> (run, sync, extra record) for the spec's implementation on its batch and device."""
     import numpy as np
 
     from compare.bench import floor, steps
 
-    impl = spec["impl"]
+    impl, device = spec["impl"], spec.get("device", "cpu")
     with np.load(spec["batch_file"]) as f:
         x, y = f["x"], f["y"]
     if impl.startswith("floor_"):
-        run, products = floor.floor_bench_step(spec["sizes"], x, impl[len("floor_"):], spec["layout_s"])
-        return run, {"products": products}
-    step = steps.BUILDERS[impl](tuple(spec["sizes"]), x, y, spec["lr"])
-    return step.run, {"compile_s": step.compile_s, "step": step}
+        run, products, sync = floor.floor_bench_step(spec["sizes"], x, impl[len("floor_"):], spec["layout_s"], device)
+        return run, sync, {"products": products}
+    step = steps.BUILDERS[impl](tuple(spec["sizes"]), x, y, spec["lr"], device)
+    return step.run, step.sync, {"compile_s": step.compile_s, "step": step}
+
+
+def gpu_memory(impl: str, device: str):
+    """(reset, read) of the peak GPU memory allocated, for a torch implementation on a GPU
+    (``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``: the peak of the steps
+    timed in between: parameters, gradients and one step's activations); JAX's own peak where
+    its GPU reports one (not resettable: it includes the compiling step); else None."""
+    if device == "cpu":
+        return None
+    if impl == "jax":
+        import jax
+
+        gpu = jax.devices("gpu")[0]
+        return (lambda: None), lambda: {"jax_peak_bytes_in_use": (gpu.memory_stats() or {}).get("peak_bytes_in_use")}
+    import torch
+
+    return torch.cuda.reset_peak_memory_stats, lambda: {"max_memory_allocated": torch.cuda.max_memory_allocated()}
+
+
+def gpu_record() -> dict:
+    """The GPU a torch worker ran on: name, memory, CUDA version."""
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return {"name": props.name, "memory_bytes": props.total_memory, "cuda": torch.version.cuda,
+            "capability": f"{props.major}.{props.minor}"}
 
 
 def _epoch(spec: dict) -> dict:
@@ -151,18 +177,26 @@ def _run(spec: dict) -> dict:
 
     from compare.bench import timing
 
-    applied = _load_library(spec["impl"], spec["threads"])
-    if spec["impl"].startswith("epoch_"):
+    impl, device = spec["impl"], spec.get("device", "cpu")
+    applied = _load_library(impl, spec["threads"])
+    if impl.startswith("epoch_"):
         record = _epoch(spec)
     else:
-        run, record = _build(spec)
+        run, sync, record = _build(spec)
         _apply_budget(spec["threads"])  # again: building may have loaded another BLAS (SciPy's)
-        record.update(timing.time_blocks(run, spec["warmup_s"], spec["blocks"], spec["block_s"]))
+        memory = gpu_memory(impl, device)
+        if memory:
+            memory[0]()
+        record.update(timing.time_blocks(run, spec["warmup_s"], spec["blocks"], spec["block_s"], sync))
+        if memory:
+            record["gpu_memory"] = memory[1]()
         if "step" in record:
             record["info"] = record.pop("step").record()  # after timing: how the timed calls ran
-    record.update(impl=spec["impl"], pid=os.getpid(), budget=applied, threadpools=threadpool_info(),
+    record.update(impl=impl, device=device, pid=os.getpid(), budget=applied, threadpools=threadpool_info(),
                   env={k: os.environ.get(k) for k in REPORTED_ENV if k in os.environ})
-    if spec["impl"] in ("torch", "compiled", "epoch_torch"):
+    if device != "cpu" and "torch" in sys.modules:
+        record["gpu"] = gpu_record()
+    if impl in ("torch", "compiled", "epoch_torch"):
         from compare.bench import machine
 
         record["torch_backend"] = machine.torch_backend()
