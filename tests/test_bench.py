@@ -16,7 +16,7 @@ import torch
 
 import compare
 from compare import bench
-from compare.bench import config, floor, grid, machine, output, reliability, steps, timing, worker
+from compare.bench import breakdown, config, floor, grid, machine, output, reliability, steps, timing, worker
 from compare.errors import CrosscheckError, UsageError
 from compare.tolerances import gradient_rel, matmul_bound, unit_roundoff
 from helpers import assert_close_bound, assert_one_line_error, run_cli
@@ -474,6 +474,78 @@ def test_the_steps_do_the_manual_steps_work_on_mnist(mnist32):
         assert step_differences(reference_step(sizes, x, y, lr), step, x, lr, sizes) == [], impl
 
 
+# ------------------------------------------------------------------------------ where the time goes
+
+
+def test_the_part_clock_gives_each_part_the_time_since_the_last_mark():
+    readings = iter([10.0, 10.5, 12.0, 12.25])
+    waits = []
+    clock = breakdown.PartClock(sync=lambda: waits.append(1))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(breakdown.time, "perf_counter", lambda: next(readings))
+        clock.start()
+        clock.mark("forward")
+        clock.mark("backward")
+        clock.mark("forward")
+    assert clock.seconds == {"forward": 0.75, "backward": 1.5} and len(waits) == 4  # waits before every reading
+
+
+@pytest.mark.parametrize("impl, names", [
+    ("manual", ["other", "forward", "loss", "backward + update"]),
+    ("torch", ["update", "forward", "loss", "backward"]),
+    ("compiled", ["update", "forward + loss", "backward"])])
+def test_the_parts_timed_are_the_whole_step(impl, names):
+    """A step run part by part, as the breakdown times it, does the whole step's work; every part is marked."""
+    x, y = synthetic_batch()
+    sizes, lr = (784, 16, 10), 0.5
+    step = build_step(impl, sizes, x, y, lr)
+    clock = breakdown.PartClock()
+    clock.start()
+    part_by_part = steps.Step(lambda: step.parts(clock), step.weights)
+    assert step_differences(reference_step(sizes, x, y, lr), part_by_part, x, lr, sizes) == []
+    assert sorted(clock.seconds) == sorted(names) and all(v >= 0 for v in clock.seconds.values())
+    assert step_differences(reference_step(sizes, x, y, lr), build_step(impl, sizes, x, y, lr), x, lr, sizes) == []
+
+
+def test_the_jax_prefixes_end_with_the_whole_step():
+    pytest.importorskip("jax", reason="JAX is an optional extra: pip install -e '.[jax]'")
+    x, y = synthetic_batch()
+    step = steps.jax_step((784, 16, 10), x, y, 0.5)
+    assert list(step.prefixes) == ["forward", "loss", "backward", "update"] and step.parts is None
+    assert step.prefixes["update"] is step.run
+    logits, loss = step.prefixes["forward"](), step.prefixes["loss"]()
+    value, grads = step.prefixes["backward"]()
+    assert logits.shape == (8, 10) and float(loss) == float(value) and len(grads) == 2
+    record = breakdown.time_parts(step, warmup_s=0.001, blocks=2, block_s=0.004)
+    assert record["method"] == "prefixes" and list(record["parts_s"]) == ["forward", "loss", "backward", "update"]
+    for name, prev in (("loss", "forward"), ("backward", "loss"), ("update", "backward")):
+        assert record["parts_s"][name] == [c - p for c, p in zip(record["prefixes_s"][name], record["prefixes_s"][prev])]
+    assert record["times_s"] == record["prefixes_s"]["update"]
+
+
+def test_a_worker_times_the_parts_beside_whole_steps(tmp_path):
+    result = worker.spawn({**_tiny_spec(tmp_path), "breakdown": True})
+    assert "error" not in result, result
+    assert result["method"] == "parts" and len(result["times_s"]) == 2
+    assert set(result["parts_s"]) == {"other", "forward", "loss", "backward + update"}
+    assert all(len(v) == 2 and min(v) >= 0 for v in result["parts_s"].values())
+
+
+def test_the_breakdown_table_spans_fused_parts_and_gives_the_sum_and_the_whole_step():
+    def figure(parts, method="parts"):
+        whole = {"median_s": 1e-3, "interval_s": [0.98e-3, 1.05e-3], "pinned": True}
+        return {"parts_s": parts, "sum_s": sum(parts.values()), "whole": whole, "method": method, "processes": 5}
+
+    point = {"arch": "784-128-10", "batch": 32, "dtype": "float32", "skipped": {}, "impls": {
+        "manual": figure({"forward": 3e-4, "loss": 1e-4, "backward + update": 5e-4, "other": 2e-5}),
+        "compiled": figure({"forward + loss": 4e-4, "backward": 4e-4, "update": 1e-4}),
+        "jax": figure({"forward": 3e-4, "loss": 0.0, "backward": 4e-4, "update": 2e-4}, "prefixes")}}
+    rows = [line.split() for line in breakdown.format_table([point]).splitlines()]
+    assert rows[1][2:] == ["manual", "300", "100", "500", "(in", "backward)", "20", "920", "1000", "±5%", "in", "the",
+                           "step"]
+    assert rows[2][3:7] == ["400", "(in", "forward)", "400"] and rows[3][-1] == "prefixes"
+
+
 # ------------------------------------------------------------------------------ the device
 
 
@@ -621,3 +693,20 @@ def test_quick_run_writes_a_json_entry_for_every_point_and_implementation(tmp_pa
     assert "epoch (784-256-10 float32, batch 32" in stdout
     assert report["summary"] in stdout.splitlines() and report["summary"].startswith(
         ("every figure stood", "machine busy", f"{1 - p['reliability']['reliable']} of 2 points marked"))
+
+
+@pytest.mark.slow
+def test_quick_breakdown_writes_its_table_json_and_plot(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "b"
+    args = parse("--breakdown", "--quick", "--batches", "32", "--no-jax", "--out", out, "--offline",
+                 "--data-dir", mnist_dir)
+    assert bench.main(args) == 0
+    assert {p.name for p in out.iterdir()} == {breakdown.JSON_NAME, breakdown.PLOT_NAME}
+    assert (out / breakdown.PLOT_NAME).read_bytes()[:8] == PNG_MAGIC
+    report = json.loads((out / breakdown.JSON_NAME).read_text())
+    [p] = report["points"]
+    assert set(p["impls"]) == {"manual", "torch"} and report["date"] and report["machine"]["cpu"]
+    assert set(p["impls"]["torch"]["parts_s"]) == {"forward", "loss", "backward", "update"}
+    assert p["impls"]["manual"]["whole"]["median_s"] > 0 and p["impls"]["manual"]["processes"] >= 5
+    stdout = capsys.readouterr().out
+    assert "784-128-10 b32  manual" in stdout and "(in backward)" in stdout

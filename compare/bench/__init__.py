@@ -27,6 +27,7 @@ in its own processes.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import tempfile
 import time
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from compare import options
-from compare.bench import grid, machine, output, reliability
+from compare.bench import breakdown, grid, machine, output, reliability
 from compare.bench.config import (  # noqa: F401  (the names a caller of the bench may need)
     DEFAULT_ARCHS, DEFAULT_BATCHES, IMPLS, JAX_HINT, LR, QUICK_ARCHS, QUICK_BATCHES, QUICK_EPOCH_IMAGES,
     Settings, add_arguments, parse_arch, settings)
@@ -63,7 +64,8 @@ def _measure(s: Settings, mnist, log) -> tuple[list[dict], dict | None, dict]:
 
 def main(args) -> int:
     """Run ``crosscheck bench`` with the options of `add_arguments`: print the table, write bench.json
-    and bench.png to the output directory. Returns 0; UsageError on a bad option value."""
+    and bench.png to the output directory (with --breakdown: the parts' table, breakdown.json and
+    breakdown.png). Returns 0; UsageError on a bad option value."""
     s = settings(args)
     out = options.new_run_dir(s.out, prefix="bench-")
     log = options.logger(args.json)
@@ -71,26 +73,41 @@ def main(args) -> int:
 
     started = time.perf_counter()
     mnist = data.load_mnist(args.data_dir, dtype=np.float32, offline=args.offline, log=log)
-    log(f"bench: {', '.join('-'.join(map(str, a)) for a in s.archs)} × batches {' '.join(map(str, s.batches))}, "
-        f"{s.dtype}, {s.device}, {s.threads} thread{'s' * (s.threads > 1)}, each implementation in {reliability.MIN_PROCESSES} "
-        f"to {s.timing.max_processes} processes of its own per point; writing to {out}")
-    if "jax" in s.skipped:
-        log(f"jax.jit: {s.skipped['jax']}")
+    log(f"bench{' --breakdown' * s.breakdown}: {', '.join('-'.join(map(str, a)) for a in s.archs)} × batches "
+        f"{' '.join(map(str, s.batches))}, {s.dtype}, {s.device}, {s.threads} thread{'s' * (s.threads > 1)}, each "
+        f"implementation in {reliability.MIN_PROCESSES} to {s.timing.max_processes} processes of its own per point; "
+        f"writing to {out}")
+    for name in ("compiled", "jax"):
+        if name in s.skipped:
+            log(f"{output.NAMES[name]}: {s.skipped[name]}")
     load_start = machine.load_average()
-    points, epoch, workers = _measure(s, mnist, log)
+    if s.breakdown:
+        with tempfile.TemporaryDirectory(prefix="crosscheck-bench-") as tmp:
+            points, workers = breakdown.run(mnist.x_train, mnist.y_train, s, Path(tmp), log)
+        epoch, names = None, (breakdown.JSON_NAME, breakdown.PLOT_NAME)
+    else:
+        points, epoch, workers = _measure(s, mnist, log)
+        names = (JSON_NAME, PLOT_NAME)
     record = {**machine.record(s.threads, workers), "loadavg_start": load_start, "loadavg_end": machine.load_average()}
-    bench = {"machine": record, "data": mnist.prepared.description,
-             "config": _config(s, (workers.get("manual") or {}).get("info", {})), "points": points, "epoch": epoch,
-             "summary": output.tail(points, epoch, s.threads)[-1], "elapsed_s": time.perf_counter() - started}
+    report = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": record,
+              "data": mnist.prepared.description, "config": _config(s, (workers.get("manual") or {}).get("info", {})),
+              "points": points}
+    where = (record["gpu"] or {}).get("name") if s.device != "cpu" else record["cpu"]
+    title = f"one SGD step, {s.dtype}, {s.device}, {s.threads} threads, {where or ''}"
+    if s.breakdown:
+        lines = [breakdown.format_table(points), breakdown.EXPLAINED]
+        breakdown.plot(points, out / names[1], title)
+    else:
+        lines = [output.format_table(points), *output.tail(points, epoch, s.threads)]
+        report.update(epoch=epoch, summary=lines[-1])
+        output.plot(points, out / names[1], title)
+    report["elapsed_s"] = time.perf_counter() - started
     from compare.files import atomic_write_json
 
-    atomic_write_json(out / JSON_NAME, bench)
-    where = (record["gpu"] or {}).get("name") if s.device != "cpu" else record["cpu"]
-    output.plot(points, out / PLOT_NAME, f"one SGD step, {s.dtype}, {s.device}, {s.threads} threads, {where or ''}")
-    table = [output.format_table(points), *output.tail(points, epoch, s.threads)]
-    for line in ["", *output.head(record, bench["config"]), *table]:
+    atomic_write_json(out / names[0], report)
+    for line in ["", *output.head(record, report["config"]), *lines]:
         log(line)
-    log(f"wrote {out / JSON_NAME} and {out / PLOT_NAME} ({bench['elapsed_s']:.0f} s)")
+    log(f"wrote {out / names[0]} and {out / names[1]} ({report['elapsed_s']:.0f} s)")
     if args.json:
-        print(json.dumps(bench, indent=1))
+        print(json.dumps(report, indent=1))
     return 0

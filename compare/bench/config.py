@@ -56,6 +56,7 @@ class Settings:
     timing: Timing
     out: Path | None  # None: runs/bench-<timestamp>
     device: str = "cpu"  # "cuda": the torch (and JAX) steps on the GPU
+    breakdown: bool = False  # where the time goes, instead of the table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="cpu (default) or cuda: the torch steps, torch.compile, the torch floor and jax.jit (where "
                         "JAX sees the GPU) on torch's first GPU; the NumPy columns and the epoch figure are skipped")
+    p.add_argument("--breakdown", action="store_true",
+                   help="instead of the table: where each implementation's step time goes (forward, loss, backward, "
+                        "update) at each point, as a table, breakdown.json and breakdown.png")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--no-jax", action="store_true", help="skip jax.jit")
     p.add_argument("--no-epoch", action="store_true", help="skip the whole-epoch figure on MNIST")
@@ -136,9 +140,10 @@ def settings(args) -> Settings:
     archs = list(dict.fromkeys(parse_arch(a) for a in archs))  # in the order given, without repeats
     batches = sorted(set(args.batches or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)))
     threads = args.threads or machine.default_threads()
-    epoch_images = 0 if args.no_epoch or args.device != "cpu" else QUICK_EPOCH_IMAGES if args.quick else options.N_TRAIN
+    no_epoch = args.no_epoch or args.device != "cpu" or args.breakdown
+    epoch_images = 0 if no_epoch else QUICK_EPOCH_IMAGES if args.quick else options.N_TRAIN
     timing = QUICK if args.quick else FULL
     if args.max_processes is not None:
         timing = dataclasses.replace(timing, max_processes=args.max_processes)
     return Settings(archs, batches, args.dtype, threads, skipped_implementations(args), epoch_images, timing, args.out,
-                    args.device)
+                    args.device, args.breakdown)

@@ -69,7 +69,8 @@ def _spawn_all(impls: list[str], spec_of, s: Settings, where: str, skipped: dict
 
 def _process_record(result: dict) -> dict:
     """What bench.json keeps of one worker process, with the figures ``reliability`` judges it by."""
-    keep = ("pid", "steps", "per_block", "wall_s", "cpu_s", "machine", "compile_s", "budget", "env", "gpu_memory")
+    keep = ("pid", "steps", "per_block", "wall_s", "cpu_s", "machine", "compile_s", "budget", "env", "gpu_memory",
+            "parts_s", "prefixes_s", "method")
     return {"median_s": float(np.median(result["times_s"])), **{k: result[k] for k in keep if k in result},
             **reliability.process_figures(result)}
 

@@ -40,6 +40,12 @@ class Step:
         describe: () -> dict, how the step ran (called after timing; None: nothing to add).
         sync: () -> None, waits until the step's queued work is done (None: ``run`` returns when
             it is, as on the CPU and in the JAX step, which blocks on its result).
+        parts: (clock) -> loss, one step as ``run`` does it, calling ``clock.mark(part)`` as each
+            part ends ("forward", "loss", "backward", "update"; a fused pair under one name, e.g.
+            "backward + update"), for ``breakdown``; None where the parts do not exist apart.
+        prefixes: part -> () -> result, where the parts run as one compiled program: the programs
+            doing the step up to and including each part, in the step's order (the last is ``run``);
+            ``breakdown`` times each and takes the differences.
     """
 
     run: Callable[[], object]
@@ -49,6 +55,8 @@ class Step:
     train: Callable[[np.ndarray, np.ndarray], object] | None = None
     describe: Callable[[], dict] | None = None
     sync: Callable[[], None] | None = None
+    parts: Callable[[object], object] | None = None
+    prefixes: dict[str, Callable[[], object]] | None = None
 
     def record(self) -> dict:
         """``info``, with ``describe()`` under "describe" where the step has one."""
@@ -90,7 +98,44 @@ def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "c
         return fast(xb, yb, lr)
 
     info = {"function": "manual.fast.FastStep", "checked_by": "crosscheck train --step fast"}
-    return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train, fast.describe)
+    return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train, fast.describe,
+                parts=fast_step_parts(fast, x, y, lr))
+
+
+def fast_step_parts(fast, x, y, lr: float):
+    """parts(clock) for a tuned hand-derived step (``manual.fast.FastStep`` and its kind), timed inside
+    its own call: its ``_forward`` (ẑ and z of every layer) is "forward", what runs between it and
+    its ``_descend`` (the labels' check, log-softmax, loss and δ) is "loss", ``_descend`` (each
+    layer's δW, then its weight step fused into the weight-gradient product) is "backward +
+    update", the rest (input checks, thread limits, buffers) "other". The two methods are wrapped on
+    the instance at the first call; the wrappers only pass through while no clock is set."""
+    state = {"clock": None}
+
+    def wrap(method, before: str, after: str):
+        def timed(*args):
+            clock = state["clock"]
+            if clock is None:
+                return method(*args)
+            clock.mark(before)
+            out = method(*args)
+            clock.mark(after)
+            return out
+
+        return timed
+
+    def parts(clock):
+        if "_forward" not in vars(fast):
+            fast._forward = wrap(fast._forward, "other", "forward")
+            fast._descend = wrap(fast._descend, "loss", "backward + update")
+        state["clock"] = clock
+        try:
+            loss = fast(x, y, lr)
+            clock.mark("other")
+        finally:
+            state["clock"] = None
+        return loss
+
+    return parts
 
 
 # ------------------------------------------------------------------------------ torch
@@ -181,8 +226,21 @@ def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cp
 
     info = {"function": "torch eager: nn.Sequential(Linear, Sigmoid, ...), torch.nn.functional.cross_entropy, "
                         "backward, torch.optim.SGD"}
+    def parts(clock):  # torch_sgd_step, part by part (zero_grad is the optimizer's: "update")
+        opt.zero_grad(set_to_none=True)
+        clock.mark("update")
+        logits = model(tx)
+        clock.mark("forward")
+        loss = TF.cross_entropy(logits, ty)
+        clock.mark("loss")
+        loss.backward()
+        clock.mark("backward")
+        opt.step()
+        clock.mark("update")
+        return loss
+
     return Step(lambda: torch_sgd_step(loss_fn, opt, tx, ty), lambda: _torch_weights(model), None, info, train,
-                sync=torch_sync(device))
+                sync=torch_sync(device), parts=parts)
 
 
 def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
@@ -203,28 +261,46 @@ def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = 
     load_weights(model, initial(sizes, x.dtype).parameters())  # the compiling step does not count
     info = {"function": "torch.compile(dynamic=False) of nn.Sequential forward + cross_entropy; eager "
                         "torch.optim.SGD"}
+    def parts(clock):  # forward and loss are one compiled graph; backward runs its compiled backward
+        opt.zero_grad(set_to_none=True)
+        clock.mark("update")
+        loss = compiled(tx, ty)
+        clock.mark("forward + loss")
+        loss.backward()
+        clock.mark("backward")
+        opt.step()
+        clock.mark("update")
+        return loss
+
     return Step(lambda: torch_sgd_step(compiled, opt, tx, ty), lambda: _torch_weights(model), compile_s, info,
-                sync=torch_sync(device))
+                sync=torch_sync(device), parts=parts)
 
 
 # ------------------------------------------------------------------------------ JAX
 
 
-def jax_loss(params, x, y):
-    """Batch-mean cross-entropy of the sigmoid MLP: hidden z ← σ(z Wᵀ + b), logits ẑ = z Wᵀ + b,
-    L = mean_b [logsumexp(ẑ_b) − ẑ_b,y_b] (the max-shifted log-sum-exp of ``jax.nn``).
+def jax_logits(params, x):
+    """The sigmoid MLP's logits ẑ (B, classes): hidden z ← σ(z Wᵀ + b), then ẑ = z Wᵀ + b.
 
     Args:
-        params: [(W (out, in), b (out,)), ...]; x: (B, 784); y: (B,) int32 labels.
+        params: [(W (out, in), b (out,)), ...]; x: (B, 784).
     """
     import jax
-    import jax.numpy as jnp
 
     z = x
     for W, b in params[:-1]:
         z = jax.nn.sigmoid(z @ W.T + b)
     W, b = params[-1]
-    logits = z @ W.T + b
+    return z @ W.T + b
+
+
+def jax_loss(params, x, y):
+    """Batch-mean cross-entropy L = mean_b [logsumexp(ẑ_b) − ẑ_b,y_b] of ``jax_logits`` (the
+    max-shifted log-sum-exp of ``jax.nn``); y: (B,) int32 labels."""
+    import jax
+    import jax.numpy as jnp
+
+    logits = jax_logits(params, x)
     picked = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
     return jnp.mean(jax.nn.logsumexp(logits, axis=1) - picked)
 
@@ -283,7 +359,20 @@ def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu"
     state["params"] = start()  # back to the initial weights: the compiling step does not count
     info = {"function": "jax.jit(value_and_grad + SGD update, donated parameters)",
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "device": str(where)}
-    return Step(run, weights, compile_s, info)
+    return Step(run, weights, compile_s, info, prefixes=jax_prefixes(state, jx, jy, run))
+
+
+def jax_prefixes(state: dict, jx, jy, run) -> dict:
+    """The step's prefixes as programs of their own, each ``jax.jit``-compiled (on first call) and
+    waited for: forward (the logits), + loss, + backward (``value_and_grad``), + update (``run``)."""
+    import jax
+
+    forward, loss, grads = jax.jit(jax_logits), jax.jit(jax_loss), jax.jit(jax.value_and_grad(jax_loss))
+    wait = jax.block_until_ready
+    return {"forward": lambda: wait(forward(state["params"], jx)),
+            "loss": lambda: wait(loss(state["params"], jx, jy)),
+            "backward": lambda: wait(grads(state["params"], jx, jy)),
+            "update": run}
 
 
 BUILDERS = {"manual": manual_step, "torch": torch_step, "compiled": compiled_step, "jax": jax_step}

@@ -187,7 +187,12 @@ def _run(spec: dict) -> dict:
         memory = gpu_memory(impl, device)
         if memory:
             memory[0]()
-        record.update(timing.time_blocks(run, spec["warmup_s"], spec["blocks"], spec["block_s"], sync))
+        if spec.get("breakdown"):
+            from compare.bench import breakdown
+
+            record.update(breakdown.time_parts(record["step"], spec["warmup_s"], spec["blocks"], spec["block_s"]))
+        else:
+            record.update(timing.time_blocks(run, spec["warmup_s"], spec["blocks"], spec["block_s"], sync))
         if memory:
             record["gpu_memory"] = memory[1]()
         if "step" in record:
