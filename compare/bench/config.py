@@ -68,7 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"batch sizes, 1..{options.N_TRAIN} (default: {' '.join(map(str, DEFAULT_BATCHES))})")
     p.add_argument("--dtype", choices=options.DTYPES, default="float32", help="default: float32")
     p.add_argument("--threads", type=options.int_in(1, cores), default=None, metavar="N",
-                   help=f"threads for every implementation, 1..{cores} (default: the physical cores)")
+                   help=f"threads for every implementation, 1..{cores} (default: the physical cores; 1 leaves the "
+                        f"other CPUs to other programs, which keeps figures robust on a busy machine)")
     p.add_argument("--max-processes", type=options.int_in(reliability.MIN_PROCESSES, 99), default=None, metavar="N",
                    help=f"at most N processes per implementation and point, {reliability.MIN_PROCESSES}..99: each "
                         f"starts with {reliability.MIN_PROCESSES}, more are added while its figure's interval is too "
