@@ -197,8 +197,8 @@ def summary_line(points: list[dict], threads: int) -> str:
     varied = [p for p in marked if not p["reliability"]["busy"]]
     parts = []
     if busy:
-        advice = ("on a machine that stays busy, --threads 1 leaves the other CPUs to them, and one-thread "
-                  "figures hold up next to them" if threads > 1 else "rerun when the machine is quieter")
+        advice = ("on a machine that stays busy, --threads 1 leaves the other CPUs to them, and its figures hold up "
+                  "while they need no more" if threads > 1 else "rerun when the machine is quieter")
         parts.append(f"machine busy: other programs' CPU use seen at {len(busy)} of {len(points)} points, marked !; "
                      f"{advice}")
     if varied:
