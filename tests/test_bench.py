@@ -241,12 +241,12 @@ def test_an_optional_implementation_that_fails_is_skipped_others_stop_the_bench(
     monkeypatch.setattr(worker, "spawn", fake_spawn)
     skipped = {}
     s = bench.settings(parse("--quick"))
-    runs = grid._spawn_all(["manual", "compiled", "torch"], lambda impl: {"impl": impl}, s, "here", skipped)
+    runs = grid.spawn_rounds(["manual", "compiled", "torch"], lambda impl: {"impl": impl}, s, "here", skipped)
     assert calls[:5] == ["manual", "compiled", "torch", "torch", "manual"]  # rotated, and compiled tried once
     assert calls.count("compiled") == 1 and len(calls) == 1 + 2 * reliability.MIN_PROCESSES
     assert set(runs) == {"manual", "torch"} and skipped == {"compiled": "failed: RuntimeError: no C++ compiler"}
     with pytest.raises(CrosscheckError, match="floor_torch worker failed at here: RuntimeError"):
-        grid._spawn_all(["manual", "floor_torch"], lambda impl: {"impl": impl}, s, "here", {})
+        grid.spawn_rounds(["manual", "floor_torch"], lambda impl: {"impl": impl}, s, "here", {})
 
 
 # ------------------------------------------------------------------------------ machine and output

@@ -19,7 +19,7 @@ def result(median_s=1e-3, wall_s=0.5, cpu_s=1.0, others_s=0.01, steal_s=0.0, cpu
 
 
 def judge(results, threads=2):
-    return reliability.judge([grid._process_record(r) for r in results], threads)
+    return reliability.judge([grid.process_record(r) for r in results], threads)
 
 
 def point(results_by_impl, threads=2):
@@ -158,7 +158,7 @@ def test_more_processes_are_added_while_the_interval_is_wide_up_to_the_maximum(m
     clock = Clock()
     spawn, calls = spawn_from({"manual": itertools.cycle(QUIET), "torch": itertools.cycle(TWO_MODES)}, clock, 1.0)
     monkeypatch.setattr(worker, "spawn", spawn)
-    runs = grid._spawn_all(["manual", "torch"], lambda impl: {"impl": impl}, settings(max_processes=9), "here", {},
+    runs = grid.spawn_rounds(["manual", "torch"], lambda impl: {"impl": impl}, settings(max_processes=9), "here", {},
                            clock=clock)
     assert len(runs["manual"]) == 5  # pinned after the first rounds
     assert len(runs["torch"]) == 9  # still wide: processes added up to the maximum
@@ -169,7 +169,7 @@ def test_processes_are_added_only_within_the_time_budget(monkeypatch):
     clock = Clock()
     spawn, calls = spawn_from({"manual": itertools.cycle(QUIET), "torch": itertools.cycle(TWO_MODES)}, clock, 1.0)
     monkeypatch.setattr(worker, "spawn", spawn)
-    runs = grid._spawn_all(["manual", "torch"], lambda impl: {"impl": impl}, settings(max_processes=50, budget=1.5),
+    runs = grid.spawn_rounds(["manual", "torch"], lambda impl: {"impl": impl}, settings(max_processes=50, budget=1.5),
                            "here", {}, clock=clock)
     # the first 5 rounds took 10 s; the point may take 15 s: 5 more torch processes, then the budget is spent
     assert len(runs["manual"]) == 5 and len(runs["torch"]) == 10 and clock.now == 15.0
@@ -180,7 +180,7 @@ def test_processes_disturbed_by_other_programs_are_replaced_by_more(monkeypatch)
     clock = Clock()
     spawn, _ = spawn_from({"manual": iter(disturbed + QUIET + QUIET)}, clock, 1.0)
     monkeypatch.setattr(worker, "spawn", spawn)
-    runs = grid._spawn_all(["manual"], lambda impl: {"impl": impl}, settings(), "here", {}, clock=clock)
+    runs = grid.spawn_rounds(["manual"], lambda impl: {"impl": impl}, settings(), "here", {}, clock=clock)
     assert len(runs["manual"]) == 7  # 2 set aside, then 5 quiet ones
     figure = grid.summarize_runs(runs, threads=2)["manual"]
     assert figure["pinned"] and figure["set_aside"] == 2

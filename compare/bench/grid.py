@@ -27,14 +27,14 @@ def rotated(names: list[str], r: int) -> list[str]:
     return names[k:] + names[:k]
 
 
-def _spec(impl: str, sizes, batch_file: Path, s: Settings) -> dict:
+def worker_spec(impl: str, sizes, batch_file: Path, s: Settings) -> dict:
     t = s.timing
     return {"impl": impl, "sizes": list(sizes), "batch_file": str(batch_file), "threads": s.threads, "lr": LR,
             "device": s.device,
             "warmup_s": t.warmup_s, "blocks": t.blocks, "block_s": t.block_s, "layout_s": t.layout_s}
 
 
-def _spawn_all(impls: list[str], spec_of, s: Settings, where: str, skipped: dict, clock=time.monotonic
+def spawn_rounds(impls: list[str], spec_of, s: Settings, where: str, skipped: dict, clock=time.monotonic
                ) -> dict[str, list[dict]]:
     """Every implementation in worker processes, in rounds (module docstring) -> impl -> worker results.
 
@@ -51,7 +51,7 @@ def _spawn_all(impls: list[str], spec_of, s: Settings, where: str, skipped: dict
             if clock() - started >= s.timing.budget * first_rounds_s:
                 break
             due = [impl for impl, results in runs.items() if len(results) < s.timing.max_processes
-                   and not reliability.judge([_process_record(x) for x in results], s.threads)["pinned"]]
+                   and not reliability.judge([process_record(x) for x in results], s.threads)["pinned"]]
             if not due:
                 break
         for impl in rotated(due, r):
@@ -67,7 +67,7 @@ def _spawn_all(impls: list[str], spec_of, s: Settings, where: str, skipped: dict
     return runs
 
 
-def _process_record(result: dict) -> dict:
+def process_record(result: dict) -> dict:
     """What bench.json keeps of one worker process, with the figures ``reliability`` judges it by."""
     keep = ("pid", "steps", "per_block", "wall_s", "cpu_s", "machine", "compile_s", "budget", "env", "gpu_memory",
             "parts_s", "prefixes_s", "method")
@@ -81,7 +81,7 @@ def summarize_runs(runs: dict[str, list[dict]], threads: int) -> dict:
     times and, on a GPU, the largest peak of GPU memory a process saw (``worker.gpu_memory``)."""
     results = {}
     for impl, results_of in runs.items():
-        records = [_process_record(r) for r in results_of]
+        records = [process_record(r) for r in results_of]
         for record in records:
             record["set_aside"] = bool(reliability.disturbances(record, threads))
         compile_s = [r["compile_s"] for r in results_of if r.get("compile_s") is not None]
@@ -110,7 +110,7 @@ def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tu
     np.savez(batch_file, x=x, y=y)
     skipped = dict(s.skipped)
     load_before = machine.load_average()
-    runs = _spawn_all(list(IMPLS), lambda impl: _spec(impl, sizes, batch_file, s), s, f"{arch} batch {batch}",
+    runs = spawn_rounds(list(IMPLS), lambda impl: worker_spec(impl, sizes, batch_file, s), s, f"{arch} batch {batch}",
                       skipped)
     results = summarize_runs(runs, s.threads)
     floor = next((r[0]["products"] for impl, r in runs.items() if impl.startswith("floor_")), [])
@@ -157,7 +157,7 @@ def run_epoch(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path) 
     data_file = tmp / "epoch.npz"
     np.savez(data_file, x=np.ascontiguousarray(x_train, dtype=np.float32), y=y_train, order=order)
     spec = {"sizes": list(EPOCH_SIZES), "batch_file": str(data_file), "threads": s.threads, "lr": LR}
-    runs = _spawn_all(["epoch_manual", "epoch_torch"], lambda impl: {**spec, "impl": impl}, s, "the epoch figure", {})
+    runs = spawn_rounds(["epoch_manual", "epoch_torch"], lambda impl: {**spec, "impl": impl}, s, "the epoch figure", {})
     record = {"arch": "-".join(map(str, EPOCH_SIZES)), "dtype": "float32", "batch": EPOCH_BATCH, "images": n, "lr": LR}
     judged = summarize_runs(runs, s.threads)
     for impl, figure in judged.items():
