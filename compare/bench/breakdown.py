@@ -132,8 +132,8 @@ def run(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path, log=pr
             batch_file = tmp / f"{arch}-b{batch}.npz"
             np.savez(batch_file, x=np.ascontiguousarray(x_train[idx], dtype=s.dtype), y=y_train[idx])
             skipped = dict(s.skipped)
-            runs = grid.spawn_rounds(list(IMPLS), lambda impl: {**grid.worker_spec(impl, sizes, batch_file, s), "breakdown": True},
-                                   s, f"{arch} batch {batch}", skipped)
+            runs = grid.spawn_rounds(list(IMPLS), lambda impl: {**grid.worker_spec(impl, sizes, batch_file, s),
+                                                                "breakdown": True}, s, f"{arch} batch {batch}", skipped)
             point = {"arch": arch, "batch": batch, "dtype": s.dtype, "impls": summarize(runs, s.threads),
                      "skipped": skipped}
             seen.update({impl: results[0] for impl, results in runs.items()})
