@@ -519,7 +519,8 @@ def test_the_jax_prefixes_end_with_the_whole_step():
     record = breakdown.time_parts(step, warmup_s=0.001, blocks=2, block_s=0.004)
     assert record["method"] == "prefixes" and list(record["parts_s"]) == ["forward", "loss", "backward", "update"]
     for name, prev in (("loss", "forward"), ("backward", "loss"), ("update", "backward")):
-        assert record["parts_s"][name] == [c - p for c, p in zip(record["prefixes_s"][name], record["prefixes_s"][prev])]
+        cumulative = record["prefixes_s"]
+        assert record["parts_s"][name] == [c - p for c, p in zip(cumulative[name], cumulative[prev])]
     assert record["times_s"] == record["prefixes_s"]["update"]
 
 
