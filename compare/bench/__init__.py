@@ -22,6 +22,10 @@ is marked ``!`` with its reasons (``reliability``: other programs' CPU use seen,
 vary, and by how much), in the table, in bench.json and in a closing line. The whole-epoch figure
 trains 784-256-10 float32, batch 32, through the training images in one shuffled order, each side
 in its own processes.
+
+``--device cuda`` times the torch steps, the torch floor and jax.jit on the GPU, synchronised
+(``timing``), with their peak GPU memory; ``--breakdown`` shows instead where each step's time
+goes (``breakdown``: forward, loss, backward, update).
 """
 
 from __future__ import annotations
