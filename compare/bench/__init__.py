@@ -97,7 +97,7 @@ def main(args) -> int:
               "data": mnist.prepared.description, "config": _config(s, (workers.get("manual") or {}).get("info", {})),
               "points": points}
     where = (record["gpu"] or {}).get("name") if s.device != "cpu" else record["cpu"]
-    title = f"one SGD step, {s.dtype}, {s.device}, {s.threads} threads, {where or ''}"
+    title = f"one SGD step, {s.dtype}, {s.device}, {s.threads} thread{'s' * (s.threads > 1)}, {where or ''}"
     if s.breakdown:
         lines = [breakdown.format_table(points), breakdown.EXPLAINED]
         breakdown.plot(points, out / names[1], title)
