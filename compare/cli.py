@@ -88,7 +88,7 @@ def cmd_gradcheck(args, parser) -> int:
 
 
 TRAIN_OPTIONS = ("sizes", "activation", "epochs", "batch_size", "lr", "dtype", "seed", "mode", "check_every",
-                 "referee", "limit_train", "step", "model")
+                 "referee", "limit_train", "step", "model", "manual_arrays", "device")
 
 
 def _train_config(args):
@@ -103,11 +103,20 @@ def _train_config(args):
         if differ:
             raise UsageError(f"argument --resume: the run in {args.resume} used other options: {', '.join(differ)}; "
                              f"leave them out to continue it as it was")
-        return TrainConfig(**saved)
+        config = TrainConfig(**saved)
+        try:
+            options.check_device(config.device)
+        except ValueError as e:
+            raise UsageError(f"argument --resume: the run in {args.resume} ran on --device {config.device}, "
+                             f"but {e}") from None
+        return config
     if "model" in given:
         _check_model_options(given)
         given.update(sizes=(), activation="")
     config = TrainConfig(**given)
+    if config.device != "cpu" and config.manual_arrays == "numpy":
+        raise UsageError(f"argument --device: {config.device!r} needs --manual-arrays torch (both sides compute on "
+                         f"the device; the manual side on NumPy arrays runs on the CPU only)")
     n_train = config.limit_train or options.N_TRAIN
     if config.batch_size > n_train:
         raise options.usage_error("--batch-size", config.batch_size,
@@ -116,10 +125,14 @@ def _train_config(args):
 
 
 def _check_model_options(given: dict) -> None:
-    """--model brings its own layers: --sizes, --activation and --step fast do not apply."""
+    """--model brings its own layers (NumPy): --sizes, --activation, --step fast and --manual-arrays
+    torch do not apply."""
     for option in ("sizes", "activation"):
         if option in given:
             raise UsageError(f"argument --{option}: not allowed with --model (the model file defines the layers)")
+    if given.get("manual_arrays") == "torch":
+        raise UsageError("argument --manual-arrays: 'torch' runs the built-in MLP only (its layers are the "
+                         "reference's); use --manual-arrays numpy with --model")
     if given.get("step") == "fast":
         raise UsageError("argument --step: 'fast' trains the built-in MLP only (manual.fast.FastStep); "
                          "use --step reference with --model")
@@ -155,9 +168,10 @@ def cmd_train(args, parser) -> int:
     if args.resume is not None:
         checkpoint.restore_run(run, checkpoint.find(args.resume))
         log(f"resuming {out} at epoch {run.epoch}, step {run.global_step}")
-    log(f"training {config.net} {config.dtype}, {config.mode} mode, "
-        f"{'fast step, ' * (config.step == 'fast')}batch {config.batch_size}, lr {config.lr:g}, {config.epochs} epochs on {len(run.x)} "
-        f"images, checking every {config.check_every} step{'s' * (config.check_every > 1)}; writing to {out}")
+    log(f"training {config.net} {config.dtype}, {config.mode} mode, {'fast step, ' * (config.step == 'fast')}"
+        f"manual side on {config.manual_side}, batch {config.batch_size}, lr {config.lr:g}, {config.epochs} epochs "
+        f"on {len(run.x)} images, checking every {config.check_every} step{'s' * (config.check_every > 1)}; "
+        f"writing to {out}")
     try:
         result = run.run()
     except Interrupted as e:
@@ -176,7 +190,7 @@ def cmd_train(args, parser) -> int:
 def _add_train_parser(sub) -> None:
     """``crosscheck train`` and its options. Their parsed defaults are None, so that ``--resume``
     can tell an option the user gave from one left at its default (TrainConfig has the defaults)."""
-    from compare.train.config import STEPS, TrainConfig
+    from compare.train.config import ARRAY_LIBRARIES, STEPS, TrainConfig
 
     p = sub.add_parser("train", help="train both sides side by side on MNIST, checking every step",
                        description="Train the manual NumPy MLP and the PyTorch reference from identical "
@@ -196,8 +210,15 @@ def _add_train_parser(sub) -> None:
                    help="compare the two sides every N steps (default: 1)")
     p.add_argument("--step", choices=STEPS, default=None,
                    help="how the manual side trains: reference (loss_and_grads, checked against torch's "
-                        "gradients, then SGD; the default) or fast (manual.fast.FastStep, the step the bench "
+                        "gradients, then SGD; the default) or fast (manual.fast.FastStep, on torch tensors "
+                        "manual.fast_torch.FastTorchStep: the tuned steps the bench "
                         "times; checked by the weights after each step, or in lockstep by the update it applied)")
+    p.add_argument("--manual-arrays", choices=ARRAY_LIBRARIES, default=None,
+                   help="the array library the manual side computes on: numpy (the default) or torch (the same "
+                        "hand-derived code on torch tensors, no autograd, on --device); checked the same way")
+    p.add_argument("--device", type=options.device, default=None,
+                   help="where torch computes: cpu (the default), cuda or cuda:N where torch sees a GPU (both sides "
+                        "there; needs --manual-arrays torch)")
     p.add_argument("--model", default=None, metavar="FILE.py:build",
                    help="train your own stack of layers instead of the built-in MLP: build(rng, dtype) in FILE "
                         "returns a list of manual/layers.py layers and (your layer, torch module) pairs "

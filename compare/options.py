@@ -3,8 +3,9 @@
 - value lists: ``ACTIVATIONS`` (from ``manual.functional``, the one place that defines them),
   ``DTYPES``, the MNIST input and class counts;
 - option values: ``int_in`` (an argparse type for integers in a range), ``positive_float``,
-  ``mnist_sizes`` (layer widths of an MNIST net), and ``usage_error``, the one way a bad value is
-  reported outside argparse (same words as argparse's, exit code 2);
+  ``mnist_sizes`` (layer widths of an MNIST net), ``device`` (a torch device this machine has),
+  and ``usage_error``, the one way a bad value is reported outside argparse (same words as
+  argparse's, exit code 2);
 - ``add_data_options`` / ``check_data_dir``: ``--data-dir`` and ``--offline``;
 - ``new_run_dir``: a fresh, writable run directory (an existing run is never overwritten);
 - ``logger``: where progress lines go (stderr when stdout carries ``--json``);
@@ -86,6 +87,35 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a finite number > 0")
     return value
+
+
+def check_device(text: str) -> str:
+    """`text` if it names a torch device this machine has: "cpu", "cuda" or "cuda:N" where torch
+    sees that GPU; ValueError saying what is wrong otherwise."""
+    import re
+
+    found = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if text == "cpu":
+        return text
+    if found is None:
+        raise ValueError("must be cpu, cuda or cuda:N")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("torch sees no CUDA device on this machine")
+    count, index = torch.cuda.device_count(), int(found.group(1) or 0)
+    if index >= count:
+        seen = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise ValueError(f"torch sees {count} CUDA device{'s' * (count > 1)} here ({seen})")
+    return text
+
+
+def device(text: str) -> str:
+    """An argparse type: a torch device this machine has (``check_device``)."""
+    try:
+        return check_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: {e}") from None
 
 
 def mnist_sizes(sizes: Sequence, option: str = "--sizes", shown: str | None = None) -> tuple[int, ...]:

@@ -2,7 +2,8 @@
 
 Slow on purpose: it builds every Jacobian as a matrix and multiplies them in reverse order,
 exactly as written in the notes, to show that the fast backward pass (``manual.mlp``) computes
-the same thing. Parameters are flattened row by row: vec(W)[j·in + k] = W[j, k].
+the same thing. Parameters are flattened row by row: vec(W)[j·in + k] = W[j, k]. Like the rest of
+``manual``, it computes in the library of the arrays it is given.
 
 For one example x with label y and layers ẑᵢ = Wⁱzᵢ + bⁱ, zᵢ₊₁ = σ(ẑᵢ), h = SM(ẑₖ₋₁):
 
@@ -15,45 +16,57 @@ For one example x with label y and layers ẑᵢ = Wⁱzᵢ + bⁱ, zᵢ₊₁ =
 
 from __future__ import annotations
 
-import numpy as np
+from array_api_compat import array_namespace, device
 
 from manual import functional as F
+from manual.functional import Array
 
 # D_W of a layer has out × (out·in) entries for every example; above this the literal chain
 # would need gigabytes and minutes, which is not what it is for.
 MAX_JACOBIAN_ENTRIES = 1 << 24
 
 
-def d_activation(z_next: np.ndarray, prime=F.sigmoid_prime) -> np.ndarray:
+def eye(n: int, like: Array) -> Array:
+    """The (n, n) identity, of `like`'s library, dtype and device."""
+    return array_namespace(like).eye(n, dtype=like.dtype, device=device(like))
+
+
+def diag(v: Array) -> Array:
+    """diag(v), (n, n), for v of shape (n,): I with column j scaled by vⱼ."""
+    return eye(v.shape[0], v) * v
+
+
+def d_activation(z_next: Array, prime=F.sigmoid_prime) -> Array:
     """Dσ = diag(σ'(ẑ)), (n, n), from z_next = σ(ẑ) of one example, shape (n,)."""
-    return np.diag(prime(z_next))
+    return diag(prime(z_next))
 
 
-def d_softmax(s: np.ndarray) -> np.ndarray:
+def d_softmax(s: Array) -> Array:
     """D SM = diag(s) − s sᵀ, (C, C), from s = SM(ẑ) of one example, shape (C,)."""
-    return np.diag(s) - np.outer(s, s)
+    return diag(s) - s[:, None] * s[None, :]
 
 
-def d_cross_entropy(h: np.ndarray, y: int) -> np.ndarray:
+def d_cross_entropy(h: Array, y: int) -> Array:
     """∂CE(h, y)/∂h = −e_yᵀ / h_y, a (1, C) row vector, for CE(h, y) = −ln h_y."""
-    g = np.zeros((1, len(h)), h.dtype)
+    g = array_namespace(h).zeros((1, h.shape[0]), dtype=h.dtype, device=device(h))
     g[0, y] = -1.0 / h[y]
     return g
 
 
-def d_linear_x(W: np.ndarray) -> np.ndarray:
+def d_linear_x(W: Array) -> Array:
     """D_z (Wz + b) = W, (out, in)."""
     return W
 
 
-def d_linear_W(z: np.ndarray, n_out: int) -> np.ndarray:
-    """D_W (Wz + b) = the (out, out·in) block matrix with zᵀ in each diagonal block."""
-    return np.kron(np.eye(n_out, dtype=z.dtype), z[None, :])
+def d_linear_W(z: Array, n_out: int) -> Array:
+    """D_W (Wz + b) = I ⊗ zᵀ: the (out, out·in) block matrix with zᵀ in each diagonal block."""
+    blocks = eye(n_out, z)[:, :, None] * z  # (out, out, in): zᵀ where the two first indices agree
+    return array_namespace(z).reshape(blocks, (n_out, n_out * z.shape[0]))
 
 
-def d_linear_b(n_out: int, dtype=np.float64) -> np.ndarray:
-    """D_b (Wz + b) = I, (out, out)."""
-    return np.eye(n_out, dtype=dtype)
+def d_linear_b(b: Array) -> Array:
+    """D_b (Wz + b) = I, (out, out), for a bias b of shape (out,)."""
+    return eye(b.shape[0], b)
 
 
 def check_size(sizes) -> None:
@@ -67,32 +80,33 @@ def check_size(sizes) -> None:
             )
 
 
-def example_grads(weights, biases, x: np.ndarray, y: int, activation=F.ACTIVATIONS["sigmoid"]):
+def example_grads(weights, biases, x: Array, y: int, activation=F.ACTIVATIONS["sigmoid"]):
     """∂CE/∂Θ for one example (x of shape (in,), label y) by the literal chain of Jacobians.
 
     Returns:
         [(dW, db), ...] with the shapes of (W, b).
     """
+    xp = array_namespace(x)
     zs, z = [x], x
     for i, (W, b) in enumerate(zip(weights, biases)):
         zhat = W @ z + b
-        z = activation.f(zhat) if i < len(weights) - 1 else F.softmax(zhat[None, :])[0]
+        z = activation.f(zhat) if i < len(weights) - 1 else F.softmax(zhat[None, :])[0, :]
         zs.append(z)
     h = zs[-1]
 
     g = d_cross_entropy(h, y) @ d_softmax(h)  # ∂CE/∂ẑₖ₋₁, (1, C)
     grads = []
     for i in reversed(range(len(weights))):
-        n_out = len(biases[i])
-        dW = (g @ d_linear_W(zs[i], n_out)).reshape(weights[i].shape)
-        db = (g @ d_linear_b(n_out, g.dtype))[0]
+        n_out = biases[i].shape[0]
+        dW = xp.reshape(g @ d_linear_W(zs[i], n_out), weights[i].shape)
+        db = (g @ d_linear_b(biases[i]))[0, :]
         grads.append((dW, db))
         if i > 0:
             g = g @ d_linear_x(weights[i]) @ d_activation(zs[i], activation.prime)
     return grads[::-1]
 
 
-def batch_grads(weights, biases, x: np.ndarray, y: np.ndarray, activation=F.ACTIVATIONS["sigmoid"]):
+def batch_grads(weights, biases, x: Array, y: Array, activation=F.ACTIVATIONS["sigmoid"]):
     """Gradient of the batch-mean loss: the per-example literal chains, averaged.
 
     Args:
@@ -102,9 +116,9 @@ def batch_grads(weights, biases, x: np.ndarray, y: np.ndarray, activation=F.ACTI
     Returns:
         [(dW, db), ...]. Raises ValueError for sizes beyond ``MAX_JACOBIAN_ENTRIES``.
     """
-    check_size([weights[0].shape[1]] + [len(b) for b in biases])
-    total = None
-    for xi, yi in zip(x, y):
-        g = example_grads(weights, biases, xi, int(yi), activation)
+    check_size([weights[0].shape[1]] + [b.shape[0] for b in biases])
+    B, total = x.shape[0], None
+    for i in range(B):
+        g = example_grads(weights, biases, x[i, :], int(y[i]), activation)
         total = g if total is None else [(a + c, b + d) for (a, b), (c, d) in zip(total, g)]
-    return [(dW / len(x), db / len(x)) for dW, db in total]
+    return [(dW / B, db / B) for dW, db in total]

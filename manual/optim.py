@@ -1,8 +1,9 @@
-"""Stochastic gradient descent, in place."""
+"""Stochastic gradient descent, in place, on the arrays of any array library (NumPy, torch
+tensors with requires_grad off, ...): the update is the arrays' own in-place subtraction."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
 
 def _arrays(group, grad_group):
@@ -24,13 +25,13 @@ class SGD:
 
     def __init__(self, lr: float):
         lr = float(lr)
-        if not np.isfinite(lr) or lr <= 0:
+        if not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {lr}")
         self.lr = lr
 
     def step(self, params, grads) -> None:
-        """Update `params` with `grads` of the same structure and shapes: lists of per-layer
-        groups, each a (W, b) pair or a dict name -> array."""
+        """Update `params` with `grads` of the same structure, shapes and library: lists of
+        per-layer groups, each a (W, b) pair or a dict name -> array."""
         for group, grad_group in zip(params, grads, strict=True):
             for theta, grad in _arrays(group, grad_group):
                 theta -= grad * self.lr

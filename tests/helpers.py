@@ -151,3 +151,66 @@ def prime_error(name: str, f, dtype="float64"):
     if name == "tanh":
         return (2 * r + u) * f * f + u * np.abs(1 - f * f)
     return np.zeros_like(f)
+
+
+# ------------------------------------------------------------------ the reference on any array library
+
+# manual/ computes in the library of the arrays it is given: NumPy, torch tensors (CPU, no autograd),
+# and array-api-strict's arrays, which hold the standard's API and nothing more, so that a NumPy-only
+# call inside manual/ fails or hands back a NumPy array (which ``from_library`` refuses).
+ARRAY_LIBRARIES = ("numpy", "torch", "array_api_strict")
+
+
+def in_library(lib: str, a):
+    """NumPy array `a` as an array of `lib` (a copy; torch: a CPU tensor, requires_grad off);
+    anything that is not a NumPy array as it is."""
+    import numpy as np
+
+    if not isinstance(a, np.ndarray) or lib == "numpy":
+        return a
+    if lib == "torch":
+        import torch
+
+        return torch.asarray(a.copy())
+    import array_api_strict
+
+    return array_api_strict.asarray(a)
+
+
+def from_library(lib: str, result):
+    """A result of manual/ computed on `lib`'s arrays, as NumPy (tuples and lists element by
+    element, floats and None as they are), after asserting that each array is one of `lib`'s."""
+    import numpy as np
+    from array_api_compat import is_array_api_obj
+
+    if isinstance(result, (tuple, list)):
+        return type(result)(from_library(lib, r) for r in result)
+    if not is_array_api_obj(result):
+        return result
+    got = type(result).__module__.split(".")[0]
+    assert got == lib, f"manual/ handed back a {got} array ({type(result).__name__}) for {lib} inputs"
+    if lib == "torch":
+        assert not result.requires_grad and result.device.type == "cpu"
+        return result.numpy()
+    return np.asarray(result)
+
+
+def run_in(lib: str, fn, *args, **kwargs):
+    """fn(*args, **kwargs) with every NumPy argument given as an array of `lib` (``in_library``),
+    the result back as NumPy (``from_library``)."""
+    return from_library(lib, fn(*(in_library(lib, a) for a in args), **kwargs))
+
+
+def library(lib: str):
+    """The module of array library `lib` (numpy, torch, array_api_strict), for ``Stack.to``."""
+    import importlib
+
+    return importlib.import_module(lib)
+
+
+def net_in(lib: str, net):
+    """A copy of the NumPy net (``manual.mlp.Stack`` or ``MLP``) computing in `lib` (CPU)."""
+    import copy
+
+    twin = copy.deepcopy(net)
+    return twin if lib == "numpy" else twin.to(library(lib))

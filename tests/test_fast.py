@@ -1,6 +1,7 @@
-"""manual/fast.py: the tuned step held to its contract (the arithmetic of MLP.loss_and_grads +
-SGD.step, up to rounding), the fused update really taken, the thread rule, and bugs injected into
-the fast path alone caught by the same check, naming layer and parameter.
+"""manual/fast.py and manual/fast_torch.py: the tuned steps (NumPy; torch tensors) held to their
+contract (the arithmetic of MLP.loss_and_grads + SGD.step, up to rounding), the fused update really
+taken, the thread rule, and bugs injected into the fast paths alone caught by the same check,
+naming layer and parameter.
 
 The check takes one step from identical weights on both paths and bounds their difference
 element by element. The bound is a first-order forward error analysis of the two computations
@@ -12,12 +13,14 @@ through it as |ΔA|@|B| + |A|@|ΔB|. No tolerance is fitted to a CPU.
 
 import numpy as np
 import pytest
+import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from compare.tolerances import linear_bound, matmul_bound, sum_bound
 from helpers import forward_rel
-from manual import fast
+from manual import fast, fast_torch
 from manual.fast import FUSED, UNFUSED, FastStep
+from manual.fast_torch import FastTorchStep
 from manual.mlp import MLP
 from manual.optim import SGD
 
@@ -95,26 +98,28 @@ def step_error_bound(net: MLP, x, y, lr: float):
 
 
 def reference_copy(net: MLP) -> MLP:
-    ref = MLP(net.sizes, net.activation.name, net.dtype)
+    """The reference MLP in NumPy holding the (NumPy or CPU torch) net's parameters."""
+    ref = MLP(net.sizes, net.activation.name, np.asarray(net.biases[0]).dtype)
     ref.set_parameters(net.weights, net.biases)
     return ref
 
 
-def assert_step_agrees(step: FastStep, x, y, lr: float) -> None:
-    """One fast step and one reference step (loss_and_grads + SGD.step) from the same weights; their
-    losses and every parameter after the step agree within SAFETY × the bound. Otherwise
-    AssertionError, one line per quantity beyond its bound ("loss: ..." or "layer 2 b: ...")."""
+def assert_step_agrees(step, x, y, lr: float, own=lambda a: a) -> None:
+    """One fast step (FastStep, or FastTorchStep given its batch as `own`(x), `own`(y)) and one
+    reference step (loss_and_grads + SGD.step, NumPy) from the same weights; their losses and every
+    parameter after the step agree within SAFETY × the bound. Otherwise AssertionError, one line
+    per quantity beyond its bound ("loss: ..." or "layer 2 b: ...")."""
     net = step.mlp
     ref = reference_copy(net)
     bound_loss, bounds = step_error_bound(ref, x, y, lr)
     loss_r, grads = ref.loss_and_grads(x, y)
     SGD(lr).step(ref.parameters(), grads)
-    loss_f = step(x, y, lr)
+    loss_f = step(own(x), own(y), lr)
     failures = []
     if abs(loss_f - loss_r) > SAFETY * bound_loss:
         failures.append(f"loss: fast {loss_f!r}, reference {loss_r!r}, allowed {SAFETY * bound_loss:.3g}")
     for i, ((W, b), (Wr, br), (bW, bb)) in enumerate(zip(net.parameters(), ref.parameters(), bounds), start=1):
-        for name, a, r, bound in (("W", W, Wr, bW), ("b", b, br, bb)):
+        for name, a, r, bound in (("W", np.asarray(W), Wr, bW), ("b", np.asarray(b), br, bb)):
             share = np.abs(a.astype(F64) - r) / bound
             k = np.unravel_index(np.argmax(share), share.shape)
             if share[k] > SAFETY:
@@ -445,3 +450,87 @@ def test_a_transposed_backward_product_is_caught(monkeypatch):
     monkeypatch.setattr(fast, "SMALL_STEP_FLOP", 0)
     message = fast_bug_is_caught(monkeypatch, lambda step: step._routes[False], "gemm", backward_untransposed, (12, 9, 9, 4))
     assert named(message) == {"layer 1 W", "layer 1 b"}
+
+
+# ------------------------------------------------------------------ the tuned step on torch tensors
+
+
+def torch_step(sizes, activation="sigmoid", dtype=np.float64, seed=1) -> FastTorchStep:
+    return FastTorchStep(MLP(sizes, activation, dtype, seed=seed).to(torch))
+
+
+@pytest.mark.parametrize("sizes", ARCHS, ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_fast_torch_step_is_loss_and_grads_then_sgd(sizes, dtype, activation):
+    """As FastStep's contract test: batch sizes with buffers each, a last short batch, each step from
+    the weights the previous left, within the bound of the reference step (run in NumPy)."""
+    step = torch_step(sizes, activation, dtype)
+    for n in (8, 8, 3, 33, 8):
+        assert_step_agrees(step, *batch(sizes, n, dtype), lr=0.3, own=torch.asarray)
+    assert all(isinstance(a, torch.Tensor) for pair in step.mlp.parameters() for a in pair)
+
+
+def test_fast_torch_step_refuses_a_net_it_cannot_run_and_bad_input():
+    with pytest.raises(TypeError, match=r"FastTorchStep takes an MLP of torch tensors \(mlp.to\(torch, device\)\)"):
+        FastTorchStep(MLP((4, 3)))
+    step = torch_step((4, 3, 2))
+    before = [W.clone() for W in step.mlp.weights]
+    with pytest.raises(TypeError, match="x must be a torch.Tensor like the net's parameters, got a numpy.ndarray"):
+        step(np.zeros((2, 4)), np.array([0, 1]), 0.1)
+    with pytest.raises(ValueError, match="labels must lie in 0..1"):
+        step(torch.zeros(2, 4, dtype=torch.float64), torch.tensor([0, 2]), 0.1)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        step(torch.zeros(2, 4, dtype=torch.float64), torch.tensor([0, 1]), float("nan"))
+    assert all(torch.equal(W, w) for W, w in zip(step.mlp.weights, before))  # refused before any update
+
+
+def torch_bug_is_caught(monkeypatch, attr, replacement, sizes=(12, 9, 4), dtype=np.float64):
+    """Inject a bug into the torch fast path only; the contract check must fail. Returns its message."""
+    step = torch_step(sizes, dtype=dtype, seed=0)
+    monkeypatch.setattr(fast_torch, attr, replacement)
+    with pytest.raises(AssertionError) as err:
+        for _ in range(3):
+            assert_step_agrees(step, *batch(sizes, 8, dtype), lr=0.3, own=torch.asarray)
+    return str(err.value)
+
+
+def test_a_doubled_bias_step_on_torch_tensors_is_caught(monkeypatch):
+    """b ← b − 2·δᵀ1."""
+    message = torch_bug_is_caught(monkeypatch, "bias_step", lambda b, delta, ones: b.addmv_(delta.T, ones, alpha=-2))
+    assert named(message) == {"layer 1 b", "layer 2 b"}
+
+
+@pytest.mark.parametrize("dtype, alpha", [(np.float32, -1.01), (np.float64, -1.01), (np.float64, -1 - 1e-6)],
+                         ids=["f32 1e-2", "f64 1e-2", "f64 1e-6"])
+def test_a_wrong_alpha_in_the_fused_torch_update_is_caught(monkeypatch, dtype, alpha):
+    message = torch_bug_is_caught(monkeypatch, "weight_step", lambda W, delta, z: W.addmm_(delta.T, z, alpha=alpha),
+                                  (784, 32, 10), dtype)
+    assert named(message) == {"layer 1 W", "layer 2 W"}
+
+
+def test_a_dropped_sigma_prime_on_torch_tensors_is_caught(monkeypatch):
+    f, _ = fast_torch.ACTIVATIONS["sigmoid"]
+    message = torch_bug_is_caught(monkeypatch, "ACTIVATIONS",
+                                  {**fast_torch.ACTIVATIONS, "sigmoid": (f, lambda s, out: out.fill_(1))})
+    assert named(message) == {"layer 1 W", "layer 1 b"}
+
+
+def test_the_learning_rate_applied_twice_on_torch_tensors_is_caught(monkeypatch):
+    real = fast_torch.output_delta
+    message = torch_bug_is_caught(monkeypatch, "output_delta",
+                                  lambda logits, y, scale, minus_one: real(logits, y, scale * scale, minus_one))
+    assert named(message) == {"layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"}
+
+
+def test_a_wrong_loss_on_torch_tensors_is_caught(monkeypatch):
+    """The max shift dropped from the label term: the weights are right, the returned loss is not."""
+    real = fast_torch.output_delta
+
+    def unshifted(logits, y, scale, minus_one):
+        shift = float(logits.amax(dim=1).mean())
+        loss, delta = real(logits, y, scale, minus_one)
+        return loss + shift, delta
+
+    message = torch_bug_is_caught(monkeypatch, "output_delta", unshifted)
+    assert named(message) == {"loss"}

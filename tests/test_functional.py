@@ -5,6 +5,10 @@ Bounds: every comparison allows what the two computations' rounding can give, fr
 of the numbers compared (the bounds section below), never a fixed tolerance: products and sums
 through compare.tolerances (``matmul_bound``, ``sum_bound``, ``linear_bound``), exp/log/tanh within
 tests/helpers.py's LIBM_ULPS, finite differences within their truncation and rounding error (``central_diff_error``).
+
+The comparisons with torch run the functions on each array library (``lib``: NumPy, torch tensors,
+array-api-strict; tests/helpers.py's ``run_in``): the bounds are each computation's rounding,
+whichever library's kernels round.
 """
 
 import math
@@ -17,7 +21,7 @@ import torch.nn.functional as TF
 from torch.autograd.functional import jacobian
 
 from compare.tolerances import gamma, linear_bound, matmul_bound, sum_bound, unit_roundoff
-from helpers import assert_close_bound, forward_rel, libm_rel, prime_error
+from helpers import ARRAY_LIBRARIES, assert_close_bound, forward_rel, libm_rel, prime_error, run_in
 from manual import functional as F
 
 RNG = np.random.default_rng(0)
@@ -140,17 +144,19 @@ ELEMENTWISE = [
 ]
 
 
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 @pytest.mark.parametrize("name, torch_fn, x", ELEMENTWISE)
-def test_activation_forward_matches_torch(name, torch_fn, x):
+def test_activation_forward_matches_torch(name, torch_fn, x, lib):
     act = F.ACTIVATIONS[name]
     ref = torch_fn(torch.from_numpy(x)).numpy()
-    assert_close_bound(act.f(x), ref, 2 * forward_rel(name) * np.abs(ref))  # relu: exactly
+    assert_close_bound(run_in(lib, act.f, x), ref, 2 * forward_rel(name) * np.abs(ref))  # relu: exactly
 
 
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 @pytest.mark.parametrize("name, torch_fn, x", ELEMENTWISE)
-def test_activation_derivative_matches_torch_jacobian(name, torch_fn, x):
+def test_activation_derivative_matches_torch_jacobian(name, torch_fn, x, lib):
     act = F.ACTIVATIONS[name]
-    D = np.diag(act.prime(act.f(x)))  # Dσ = diag(σ'), σ' from the stored forward value
+    D = np.diag(run_in(lib, lambda v: act.prime(act.f(v)), x))  # Dσ = diag(σ'), σ' from the stored forward value
     # torch's backward also takes f' from its own stored f: two computations of prime_error; the
     # zeros off the diagonal are exact on both sides
     f_ref = torch_fn(torch.from_numpy(x)).numpy()
@@ -187,19 +193,20 @@ def test_relu_derivative_at_zero_is_zero_like_torch():
     np.testing.assert_array_equal(F.relu_prime(F.relu(np.zeros(3))), x.grad.numpy())
 
 
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sigmoid_is_stable_at_the_extremes(dtype):
+def test_sigmoid_is_stable_at_the_extremes(dtype, lib):
     x = np.array([-1e4, -1000, -100, -30, 0, 30, 100, 1000, 1e4], dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        s = F.sigmoid(x)
-        p = F.sigmoid_prime(s)
-    assert s.dtype == dtype and np.isfinite(s).all() and np.isfinite(p).all()
-    assert s[0] == 0 and s[-1] == 1 and s[4] == 0.5
-    ref = torch.sigmoid(torch.from_numpy(x)).numpy()
-    # each side within forward_rel, or (σ below the smallest normal number: e^(−x) overflowed, or
-    # was flushed) off by less than tiny
+        s = run_in(lib, F.sigmoid, x)
+        p = run_in(lib, F.sigmoid_prime, s)
     tiny = float(np.finfo(dtype).tiny)
+    assert s.dtype == dtype and np.isfinite(s).all() and np.isfinite(p).all()
+    assert 0 <= s[0] < tiny and 0 <= s[1] < tiny and s[-1] == 1 and s[4] == 0.5  # σ(−1e4) = e^−10000
+    ref = torch.sigmoid(torch.from_numpy(x)).numpy()
+    # each side within forward_rel, or (σ below the smallest normal number: x clipped, or e^(−x)
+    # overflowed or was flushed) off by less than tiny
     assert_close_bound(s, ref, 2 * forward_rel("sigmoid", dtype) * np.abs(ref) + 2 * tiny)
     # relative accuracy is kept for very negative inputs (no 1 − σ cancellation, which would lose
     # every digit): σ(−30) = e^−30/(1+e^−30), here in float64, to the rounding of both sides
@@ -210,11 +217,12 @@ def test_sigmoid_is_stable_at_the_extremes(dtype):
 # ------------------------------------------------------------------ softmax, log-softmax, CE
 
 
-def test_logsumexp_is_shift_stable():
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
+def test_logsumexp_is_shift_stable(lib):
     x = np.array([[1e4, 1e4 - 1, -1e4], [-1e4, -1e4, -1e4], [0.0, 1.0, 2.0]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        lse = F.logsumexp(x)
+        lse = run_in(lib, F.logsumexp, x)
     assert_close_bound(lse, torch.logsumexp(torch.from_numpy(x), dim=1).numpy(), 2 * lse_error(x))
     # unshifted, as written: the sum of e^x within r + γ_n, its log within that + r·|ln S|
     naive = np.log(np.exp(x[2]).sum())
@@ -222,18 +230,21 @@ def test_logsumexp_is_shift_stable():
     assert_close_bound(lse[2], naive, lse_error(x[2:])[0] + gamma(3, np.float64) + r + r * abs(naive))
 
 
-def test_softmax_and_log_softmax_match_torch():
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
+def test_softmax_and_log_softmax_match_torch(lib):
     x = RNG.standard_normal((4, 6)) * 5
     tx = torch.from_numpy(x)
     s = torch.softmax(tx, 1).numpy()
-    assert_close_bound(F.softmax(x), s, 2 * softmax_rel(x) * s)
-    assert_close_bound(F.log_softmax(x), torch.log_softmax(tx, 1).numpy(), 2 * log_softmax_error(x))
+    ours = run_in(lib, F.softmax, x)
+    assert_close_bound(ours, s, 2 * softmax_rel(x) * s)
+    assert_close_bound(run_in(lib, F.log_softmax, x), torch.log_softmax(tx, 1).numpy(), 2 * log_softmax_error(x))
     # one computation against the exact 1: each entry within softmax_rel, the sum within γ_n of it
     total_error = (softmax_rel(x) * s).sum(axis=1) + gamma(x.shape[1], np.float64)
-    assert_close_bound(F.softmax(x).sum(axis=1), np.ones(len(x)), total_error)
+    assert_close_bound(ours.sum(axis=1), np.ones(len(x)), total_error)
 
 
-def test_d_softmax_vjp_matches_torch_jacobian_and_finite_differences():
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
+def test_d_softmax_vjp_matches_torch_jacobian_and_finite_differences(lib):
     x = RNG.standard_normal(5)
     s = F.softmax(x[None])[0]
     J_torch = torch_jac(lambda t: torch.softmax(t, 0), x)
@@ -246,18 +257,19 @@ def test_d_softmax_vjp_matches_torch_jacobian_and_finite_differences():
     f_err = at_steps(lambda v: softmax_rel(v[None])[0] * F.softmax(v[None])[0], x)
     fd = central_diff_error(H, SOFTMAX_THIRD, f_err, x[None, :], J_torch)
     for i, g in enumerate(np.eye(5)):  # each row of the Jacobian is the VJP of a unit vector: g @ J exact
-        vjp = F.softmax_vjp(g[None], s[None])[0]
+        vjp = run_in(lib, F.softmax_vjp, g[None], s[None])[0]
         assert_close_bound(vjp, g @ J_torch, 2 * per_side[i])
         assert_close_bound(vjp, g @ J_fd, per_side[i] + fd[i])
 
 
-def test_log_softmax_vjp_matches_torch_jacobian_and_finite_differences():
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
+def test_log_softmax_vjp_matches_torch_jacobian_and_finite_differences(lib):
     x = RNG.standard_normal(5)
     s = F.softmax(x[None])
     g = RNG.standard_normal((1, 5))
     J_torch = torch_jac(lambda t: torch.log_softmax(t, 0), x)
     J_fd = central_diff(lambda v: F.log_softmax(v[None])[0], x)
-    vjp = F.log_softmax_vjp(g, s)[0]
+    vjp = run_in(lib, F.log_softmax_vjp, g, s)[0]
     # g − s·Σg from s within ρ = softmax_rel: per side within c·(|g| @ (I + 1sᵀ)), c = max ρ + γ_n + 3u;
     # torch's Jacobian row i is its VJP of a unit vector (within c·(I + 1sᵀ) row i), and the product
     # g @ J adds γ_n·(|g| @ |J|)
@@ -271,17 +283,18 @@ def test_log_softmax_vjp_matches_torch_jacobian_and_finite_differences():
     assert_close_bound(vjp, g[0] @ J_fd, per_side + G @ fd + gamma(n, np.float64) * (G @ J_abs))
 
 
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 @pytest.mark.parametrize("B", [1, 3, 8])
-def test_cross_entropy_and_its_gradient_match_torch(B):
+def test_cross_entropy_and_its_gradient_match_torch(B, lib):
     logits = RNG.standard_normal((B, 10)) * 3
     y = RNG.integers(0, 10, B)
     t = torch.from_numpy(logits).requires_grad_()
     ref = TF.cross_entropy(t, torch.from_numpy(y))
     ref.backward()
-    loss, delta = F.cross_entropy_backward(logits, y)
+    loss, delta = run_in(lib, F.cross_entropy_backward, logits, y)
     e_loss = cross_entropy_error(logits, y)  # each side's
     assert_close_bound(loss, ref.item(), 2 * e_loss)
-    assert_close_bound(F.cross_entropy(logits, y), ref.item(), 2 * e_loss)
+    assert_close_bound(run_in(lib, F.cross_entropy, logits, y), ref.item(), 2 * e_loss)
     grad = t.grad.numpy()
     assert_close_bound(delta, grad, 2 * delta_error(logits, y))
     J_fd = central_diff(lambda v: F.cross_entropy(v.reshape(B, 10), y), logits.ravel())
@@ -291,10 +304,11 @@ def test_cross_entropy_and_its_gradient_match_torch(B):
     assert_close_bound(delta.ravel(), J_fd[0], delta_error(logits, y).ravel() + fd)
 
 
-def test_cross_entropy_gradient_has_the_one_over_B_once():
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
+def test_cross_entropy_gradient_has_the_one_over_B_once(lib):
     logits = np.zeros((4, 2))
     y = np.array([0, 0, 1, 1])
-    _, delta = F.cross_entropy_backward(logits, y)
+    _, delta = run_in(lib, F.cross_entropy_backward, logits, y)
     np.testing.assert_array_equal(delta, np.array([[-0.5, 0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, -0.5]]) / 4)
 
 
@@ -306,8 +320,9 @@ def test_cross_entropy_backward_does_not_touch_logits():
     np.testing.assert_array_equal(logits, copy)
 
 
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cross_entropy_at_logits_near_1e4(dtype):
+def test_cross_entropy_at_logits_near_1e4(dtype, lib):
     logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 9999.0], [-1e4, -1e4, -1e4]], dtype=dtype)
     y = np.array([1, 2, 0])
     t = torch.from_numpy(logits).requires_grad_()
@@ -315,33 +330,36 @@ def test_cross_entropy_at_logits_near_1e4(dtype):
     ref.backward()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        loss, delta = F.cross_entropy_backward(logits, y)
+        loss, delta = run_in(lib, F.cross_entropy_backward, logits, y)
     assert np.isfinite(loss) and np.isfinite(delta).all()
     # the bounds scale with the logits' 1e4 (the shift ẑ − c, logsumexp's c + ln S)
     assert_close_bound(loss, ref.item(), 2 * cross_entropy_error(logits, y, dtype))
     assert_close_bound(delta, t.grad.numpy(), 2 * delta_error(logits, y, dtype))
 
 
-def test_labels_must_match_the_batch():
-    with pytest.raises(ValueError, match="labels must have shape"):
-        F.cross_entropy(np.zeros((3, 4)), np.array([0, 1]))
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
+def test_labels_must_match_the_batch(lib):
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\), one per row of logits; got \(2,\)"):
+        run_in(lib, F.cross_entropy, np.zeros((3, 4)), np.array([0, 1]))
 
 
 # ------------------------------------------------------------------ the linear map
 
 
-def test_linear_matches_nn_linear():
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
+def test_linear_matches_nn_linear(lib):
     x, W, b = RNG.standard_normal((5, 4)), RNG.standard_normal((3, 4)), RNG.standard_normal(3)
     ref = TF.linear(torch.from_numpy(x), torch.from_numpy(W), torch.from_numpy(b)).numpy()
-    assert_close_bound(F.linear(x, W, b), ref, linear_bound(x, W, b))
+    assert_close_bound(run_in(lib, F.linear, x, W, b), ref, linear_bound(x, W, b))
 
 
-def test_linear_backward_matches_torch_jacobians():
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
+def test_linear_backward_matches_torch_jacobians(lib):
     """D_z f = W, D_W f = blocks of zᵀ, D_b f = I, applied to δ and summed over the batch."""
     B, n_in, n_out = 4, 5, 3
     x, W, b = RNG.standard_normal((B, n_in)), RNG.standard_normal((n_out, n_in)), RNG.standard_normal(n_out)
     delta = RNG.standard_normal((B, n_out))
-    dW, db, dx = F.linear_backward(delta, x, W)
+    dW, db, dx = run_in(lib, F.linear_backward, delta, x, W)
     tx, tW, tb, td = map(torch.from_numpy, (x, W, b, delta))
     JW = jacobian(lambda w: TF.linear(tx, w, tb), tW).numpy()  # (B, out, out, in)
     Jb = jacobian(lambda v: TF.linear(tx, tW, v), tb).numpy()  # (B, out, out)
@@ -359,15 +377,16 @@ def test_linear_backward_matches_torch_jacobians():
     f_err = gamma(n_in + 2 + B * n_out, np.float64) * magnitude
     fd = central_diff_error(H, 0.0, f_err, W.ravel(), dW_t.ravel())
     assert_close_bound(dW.ravel(), central_diff(obj, W.ravel())[0], fd + matmul_bound(delta.T, x).ravel())
-    assert F.linear_backward(delta, x, W, need_dx=False)[2] is None
+    assert run_in(lib, F.linear_backward, delta, x, W, need_dx=False)[2] is None
 
 
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_column_and_row_sums_written_as_products_are_the_sums(dtype):
+def test_column_and_row_sums_written_as_products_are_the_sums(dtype, lib):
     """1ᵀx and x·1 against NumPy's sums, within two computations of a sum of k terms: 2γ_(k−1)·Σ|xᵢ|
     (the products by 1 are exact)."""
     x = RNG.standard_normal((300, 7)).astype(dtype)
-    col, row = F.column_sum(x), F.row_sum(x)
+    col, row = run_in(lib, F.column_sum, x), run_in(lib, F.row_sum, x)
     assert col.shape == (7,) and row.shape == (300, 1) and col.dtype == row.dtype == dtype
     assert_close_bound(col, x.sum(axis=0), sum_bound(x, axis=0))
     assert_close_bound(row[:, 0], x.sum(axis=1), sum_bound(x, axis=1))

@@ -1,4 +1,5 @@
-"""compare/train/ and `crosscheck train`: side-by-side training on real MNIST subsets."""
+"""compare/train/ and `crosscheck train`: side-by-side training on real MNIST subsets, the manual side on
+NumPy arrays and on torch tensors (--manual-arrays torch; on a GPU with --device cuda where torch sees one)."""
 
 import json
 import math
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from compare import cli, report, tolerances
 from compare.train import checkpoint
@@ -13,6 +15,8 @@ from manual import functional as F
 from helpers import assert_one_line_error, run_cli
 
 ARTEFACTS = {report.METRICS, report.SUMMARY, report.LOSS_PLOT, report.AGREEMENT_PLOT, checkpoint.NAME}
+ARRAYS = ["numpy", "torch"]  # --manual-arrays
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
 
 
 def train(tmp_path, mnist_dir, *args, name="run"):
@@ -99,7 +103,8 @@ def test_check_every(tmp_path, mnist_dir):
 
 
 @pytest.mark.slow
-def test_wrong_derivative_stops_the_run_and_keeps_the_report(tmp_path, mnist_dir, monkeypatch, capsys):
+@pytest.mark.parametrize("arrays", ARRAYS)
+def test_wrong_derivative_stops_the_run_and_keeps_the_report(tmp_path, mnist_dir, monkeypatch, capsys, arrays):
     right = F.linear_backward
 
     def bias_doubled_in_layer_2(delta, x, W, need_dx=True):
@@ -111,7 +116,7 @@ def test_wrong_derivative_stops_the_run_and_keeps_the_report(tmp_path, mnist_dir
     monkeypatch.setattr(F, "linear_backward", bias_doubled_in_layer_2)
     out = tmp_path / "bad"
     code = cli.main(["train", "--data-dir", str(mnist_dir), "--offline", "--out", str(out),
-                     "--limit-train", "1000", "--epochs", "1", "--batch-size", "100"])
+                     "--limit-train", "1000", "--epochs", "1", "--batch-size", "100", "--manual-arrays", arrays])
     err = capsys.readouterr().err
     assert code == 1
     first = [ln for ln in err.splitlines() if "error" in ln][0]
@@ -142,6 +147,39 @@ def test_bad_options_get_one_line(args, code, needle, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_one_line(tmp_path):
+    proc = run_cli("train", "--out", tmp_path / "never", "--manual-arrays", "torch", "--device", "cuda")
+    assert_one_line_error(proc, 2, "argument --device: invalid value 'cuda': torch sees no CUDA device on this machine")
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--device", "tpu"], "argument --device: invalid value 'tpu': must be cpu, cuda or cuda:N"),
+    (["--manual-arrays", "jax"], "argument --manual-arrays: invalid choice: 'jax'"),
+    (["--model", "examples/softplus.py:build", "--manual-arrays", "torch"],
+     "argument --manual-arrays: 'torch' runs the built-in MLP only"),
+])
+def test_bad_array_and_device_options_get_one_line(args, needle, tmp_path):
+    proc = run_cli("train", "--out", tmp_path / "never", *args, cwd=Path(__file__).resolve().parent.parent)
+    assert_one_line_error(proc, 2, needle)
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_gpu_with_the_manual_side_on_numpy_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    """Where torch sees a GPU (here made to say it does), --device cuda needs --manual-arrays torch."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert cli.main(["train", "--out", str(tmp_path / "never"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "argument --device: 'cuda' needs --manual-arrays torch" in err
+    with pytest.raises(SystemExit) as stop:  # argparse's own type check
+        cli.main(["train", "--out", str(tmp_path / "never"), "--device", "cuda:1", "--manual-arrays", "torch"])
+    assert stop.value.code == 2
+    assert "argument --device: invalid value 'cuda:1': torch sees 1 CUDA device here (cuda:0)" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
 def test_out_dir_holding_files_is_refused(tmp_path):
     (tmp_path / "mine.txt").write_text("precious")
     proc = run_cli("train", "--out", tmp_path)
@@ -152,29 +190,41 @@ def test_out_dir_holding_files_is_refused(tmp_path):
 # ------------------------------------------------------------------ --step fast: what is timed is what is checked
 
 
-def double_the_bias_step_of_the_output_layer(monkeypatch):
-    """A bug in the fast path only: FastStep takes the last layer's bias step twice."""
-    from manual import fast
+def fast_step_class(arrays: str):
+    """The tuned step that --step fast runs on `arrays`."""
+    from manual import fast, fast_torch
 
-    right = fast.FastStep.__call__
+    return fast.FastStep if arrays == "numpy" else fast_torch.FastTorchStep
+
+
+def copy_of(a):
+    return a.copy() if isinstance(a, np.ndarray) else a.clone()
+
+
+def double_the_bias_step_of_the_output_layer(monkeypatch, arrays: str = "numpy"):
+    """A bug in the fast path only: the tuned step takes the last layer's bias step twice."""
+    cls = fast_step_class(arrays)
+    right = cls.__call__
 
     def call(self, x, y, lr):
         b = self.mlp.parameters()[-1][1]
-        before = b.copy()
+        before = copy_of(b)
         loss = right(self, x, y, lr)
         b += b - before  # b − 2·lr·db instead of b − lr·db
         return loss
 
-    monkeypatch.setattr(fast.FastStep, "__call__", call)
+    monkeypatch.setattr(cls, "__call__", call)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("arrays", ARRAYS)
 @pytest.mark.parametrize("dtype, key", [("float64", "weights"), ("float32", "updates")])
-def test_fast_step_is_checked_at_every_step_and_passes(tmp_path, mnist_dir, dtype, key):
+def test_fast_step_is_checked_at_every_step_and_passes(tmp_path, mnist_dir, dtype, key, arrays):
     proc, out = train(tmp_path, mnist_dir, "--step", "fast", "--dtype", dtype, "--limit-train", 1000,
-                      "--epochs", 2, "--batch-size", 300)
+                      "--epochs", 2, "--batch-size", 300, "--manual-arrays", arrays)
     assert proc.returncode == 0, proc.stderr
-    assert "PASS: 8 checked steps of the fast step" in proc.stdout  # 4 per epoch, the last one partial
+    side = "NumPy arrays" if arrays == "numpy" else "torch tensors on cpu"
+    assert f"PASS: 8 checked steps of the fast step on {side}" in proc.stdout  # 4 per epoch, the last one partial
     summary = json.loads((out / report.SUMMARY).read_text())
     assert summary["step"] == summary["config"]["step"] == "fast" and key in summary["tolerances"]
     assert summary["checked"].startswith("the weights after" if key == "weights" else "the update the fast step")
@@ -188,11 +238,13 @@ def test_fast_step_is_checked_at_every_step_and_passes(tmp_path, mnist_dir, dtyp
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("arrays", ARRAYS)
 @pytest.mark.parametrize("mode", ["free", "lockstep"])
-def test_doubled_bias_step_in_the_fast_path_fails_at_the_first_step(tmp_path, mnist_dir, monkeypatch, capsys, mode):
-    double_the_bias_step_of_the_output_layer(monkeypatch)
+def test_doubled_bias_step_in_the_fast_path_fails_at_the_first_step(tmp_path, mnist_dir, monkeypatch, capsys, mode,
+                                                                    arrays):
+    double_the_bias_step_of_the_output_layer(monkeypatch, arrays)
     base = ["train", "--data-dir", str(mnist_dir), "--offline", "--limit-train", "600", "--epochs", "1",
-            "--batch-size", "100", "--mode", mode]
+            "--batch-size", "100", "--mode", mode, "--manual-arrays", arrays]
     assert cli.main([*base, "--out", str(tmp_path / "reference")]) == 0  # the reference step has no such bug
     capsys.readouterr()
     out = tmp_path / "fast"
@@ -205,16 +257,15 @@ def test_doubled_bias_step_in_the_fast_path_fails_at_the_first_step(tmp_path, mn
     assert summary["status"] == "failed" and summary["step"] == "fast" and "layer 2 b" in summary["failure"]
 
 
-def scale_the_fast_step(monkeypatch, factor: list, what: str):
+def scale_the_fast_step(monkeypatch, factor: list, what: str, arrays: str = "numpy"):
     """After each fast step, layer 1 W off by a relative `factor[0]` − 1: in its value ("weights")
     or in the update just applied ("updates")."""
-    from manual import fast
-
-    right = fast.FastStep.__call__
+    cls = fast_step_class(arrays)
+    right = cls.__call__
 
     def call(self, x, y, lr):
         W = self.mlp.parameters()[0][0]
-        before = W.copy()
+        before = copy_of(W)
         loss = right(self, x, y, lr)
         if what == "weights":
             W *= factor[0]
@@ -222,22 +273,23 @@ def scale_the_fast_step(monkeypatch, factor: list, what: str):
             W[...] = before - factor[0] * (before - W)
         return loss
 
-    monkeypatch.setattr(fast.FastStep, "__call__", call)
+    monkeypatch.setattr(cls, "__call__", call)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("arrays", ARRAYS)
 @pytest.mark.parametrize("dtype, mode", [("float64", "free"), ("float32", "free"), ("float64", "lockstep"),
                                          ("float32", "lockstep")])
 def test_an_error_just_above_the_fast_bound_fails_and_just_below_passes(tmp_path, mnist_dir, monkeypatch,
-                                                                        capsys, dtype, mode):
+                                                                        capsys, dtype, mode, arrays):
     """The bound a --step fast run passes or fails on (tolerances.FREE_WEIGHT_REL / FREE32_WEIGHT_REL
     in free mode, the update bound of lockstep with its UPDATE_ROUNDINGS term, each read from the
     run's own metrics) is the one that decides: layer 1 W off by 3x the bound fails the first step,
     by 1/3 of it passes."""
     key, factor = ("weights" if mode == "free" else "updates"), [1.0]
-    scale_the_fast_step(monkeypatch, factor, key)
+    scale_the_fast_step(monkeypatch, factor, key, arrays)
     args = ["train", "--data-dir", str(mnist_dir), "--offline", "--limit-train", "100", "--batch-size", "100",
-            "--epochs", "1", "--step", "fast", "--dtype", dtype, "--mode", mode]
+            "--epochs", "1", "--step", "fast", "--dtype", dtype, "--mode", mode, "--manual-arrays", arrays]
     assert cli.main([*args, "--out", str(tmp_path / "exact")]) == 0
     (line,) = (tmp_path / "exact" / report.METRICS).read_text().splitlines()
     rec = json.loads(line)  # an error proportional to the update shows alike in both measures
@@ -386,3 +438,77 @@ def test_a_wrong_loss_from_the_fast_step_fails_at_the_first_step(tmp_path, mnist
                      "--epochs", "1", "--step", "fast", "--out", str(tmp_path / "run")])
     assert code == 1
     assert "losses disagree at epoch 1, step 1 (batch 1 of 1)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ --manual-arrays torch: the derivation on torch tensors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype, mode", [("float64", "free"), ("float64", "lockstep"), ("float32", "lockstep"),
+                                         ("float32", "free")])
+def test_the_reference_step_on_torch_tensors_is_checked_at_every_step_and_says_so(tmp_path, mnist_dir, dtype, mode):
+    proc, out = train(tmp_path, mnist_dir, "--manual-arrays", "torch", "--dtype", dtype, "--mode", mode,
+                      "--limit-train", 1000, "--epochs", 2, "--batch-size", 300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{mode} mode, manual side on torch tensors on cpu, batch 300" in proc.stdout  # the start line
+    assert "PASS: 8 checked steps of the reference step on torch tensors on cpu within tolerance" in proc.stdout
+    summary = json.loads((out / report.SUMMARY).read_text())
+    assert summary["manual_side"] == "torch tensors on cpu"
+    assert summary["config"]["manual_arrays"] == "torch" and summary["config"]["device"] == "cpu"
+    lines = [json.loads(line) for line in (out / report.METRICS).read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 9))
+    assert all(g["rel_err"] <= r["allowed_grad"] and g["elem_rel"] <= r["allowed_elem"] for r in lines for g in r["grads"])
+    if dtype == "float32":
+        assert "referee" in lines[0]  # the float64 referee (NumPy) at the first check
+
+
+@pytest.mark.slow
+def test_the_same_weights_and_batches_on_numpy_and_on_torch_tensors(tmp_path, mnist_dir):
+    """The two runs differ only in the manual side's kernels: the torch side's numbers are the same
+    bit for bit, and the manual side's losses within the run's bounds of them."""
+    args = ("--limit-train", 600, "--epochs", 1, "--batch-size", 200, "--mode", "lockstep")
+    a = train(tmp_path, mnist_dir, *args, name="numpy")
+    b = train(tmp_path, mnist_dir, *args, "--manual-arrays", "torch", name="torch")
+    assert a[0].returncode == b[0].returncode == 0
+    la, lb = ([json.loads(line) for line in (out / report.METRICS).read_text().splitlines()] for _, out in (a, b))
+    assert [r["loss_torch"] for r in la] == [r["loss_torch"] for r in lb]
+    assert all(abs(p["loss_manual"] - q["loss_manual"]) <= q["allowed_loss"] * q["loss_torch"] for p, q in zip(la, lb))
+
+
+@pytest.mark.slow
+def test_a_run_on_torch_tensors_resumes_to_the_same_metrics_and_refuses_other_arrays(tmp_path, mnist_dir, monkeypatch,
+                                                                                     capsys):
+    from compare.train import loop
+
+    args = ["train", "--data-dir", str(mnist_dir), "--offline", "--limit-train", "900", "--epochs", "2",
+            "--batch-size", "100", "--manual-arrays", "torch", "--dtype", "float32"]
+    assert cli.main([*args, "--out", str(tmp_path / "straight")]) == 0
+    right = loop.SideBySide._step
+
+    def interrupted_at_step_12(self, epoch, step, idx):  # as if Ctrl-C came in epoch 2
+        right(self, epoch, step, idx)
+        if self.global_step == 12:
+            self._signal = 2
+
+    monkeypatch.setattr(loop.SideBySide, "_step", interrupted_at_step_12)
+    out = tmp_path / "interrupted"
+    assert cli.main([*args, "--out", str(out)]) == 130
+    monkeypatch.setattr(loop.SideBySide, "_step", right)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out), "--manual-arrays", "numpy"]) == 2
+    assert "--manual-arrays 'numpy' (checkpoint: 'torch')" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(out), "--data-dir", str(mnist_dir), "--offline"]) == 0
+    assert (out / report.METRICS).read_text() == (tmp_path / "straight" / report.METRICS).read_text()
+
+
+@pytest.mark.slow
+@needs_cuda
+@pytest.mark.parametrize("step", ["reference", "fast"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_on_a_gpu_both_sides_train_there_and_every_step_is_checked(tmp_path, mnist_dir, step, dtype):
+    proc, out = train(tmp_path, mnist_dir, "--manual-arrays", "torch", "--device", "cuda", "--step", step,
+                      "--dtype", dtype, "--limit-train", 2000, "--epochs", 2, "--batch-size", 250)
+    assert proc.returncode == 0, proc.stderr
+    assert f"PASS: 16 checked steps of the {step} step on torch tensors on cuda" in proc.stdout
+    summary = json.loads((out / report.SUMMARY).read_text())
+    assert summary["config"]["device"] == "cuda" and summary["epochs"][-1]["test_acc_manual"] > 0.8

@@ -60,7 +60,7 @@ def test_d_linear_wrt_x_W_b():
     assert DW.shape == (n_out, n_out * n_in)
     np.testing.assert_array_equal(DW, JW)
     np.testing.assert_array_equal(DW[1, n_in:2 * n_in], x)  # xᵀ in the second diagonal block
-    np.testing.assert_array_equal(J.d_linear_b(n_out), jacobian(lambda v: tW @ tx + v, tb).numpy())
+    np.testing.assert_array_equal(J.d_linear_b(b), jacobian(lambda v: tW @ tx + v, tb).numpy())
 
 
 @pytest.mark.parametrize("sizes", [(12, 4), (12, 6, 4), (12, 7, 5, 4)])

@@ -6,7 +6,8 @@ The tuned step (manual/fast.py) is held to this reference in tests/test_fast.py.
 Bounds: against torch, compare/tolerances.py's gradient bounds (``gradient_rel``, ``elementwise_rel``,
 widened for confident batches as the harness does); elementwise comparisons from the magnitudes
 (``linear_bound``, tests/helpers.py's ``gradient_bounds``, ``logit_error``); the initialisation's
-sample statistics within 5 standard errors of their n draws."""
+sample statistics within 5 standard errors of their n draws. The gradients against torch and the
+stack's equality with the MLP also run on torch tensors and array-api-strict arrays (``lib``)."""
 
 import math
 import warnings
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from compare.agreement import assert_grads_agree, compare_grads
 from compare.tolerances import FD_STEP, FINITE_DIFF_REL, elementwise_rel, gradient_rel, linear_bound, unit_roundoff
-from helpers import assert_close_bound, forward_rel, gradient_bounds
+from helpers import ARRAY_LIBRARIES, assert_close_bound, forward_rel, from_library, gradient_bounds, in_library, net_in
 from manual import functional as F
 from manual.layers import Linear, ReLU, Sigmoid, SoftmaxCrossEntropy, Tanh
 from manual.mlp import MLP, Stack, init_parameters
@@ -29,13 +30,15 @@ from torch_ref import convert
 RNG = np.random.default_rng(2)
 
 
-def agree_with_torch(mlp, x, y, slack: tuple[float, float] = (0.0, 0.0)):
+def agree_with_torch(mlp, x, y, slack: tuple[float, float] = (0.0, 0.0), lib: str = "numpy"):
     """Manual and torch loss and gradients agree within compare/tolerances.py's bounds for this
     batch (widened for a confident batch by its loss and max |logit|, as in ``crosscheck train``);
     the gradients' relative and elementwise errors at least within 10 × `slack` (the rounding
-    sensitivity of each measure, see ``rounding_sensitivity``)."""
-    loss, grads = mlp.loss_and_grads(x, y)
-    scale = float(np.abs(mlp.zhats[-1]).max())
+    sensitivity of each measure, see ``rounding_sensitivity``). The manual side computes on
+    `lib`'s arrays (a copy of the net there)."""
+    twin = mlp if lib == "numpy" else net_in(lib, mlp)
+    loss, grads = from_library(lib, twin.loss_and_grads(in_library(lib, x), in_library(lib, y)))
+    scale = float(np.abs(from_library(lib, twin.zhats[-1])).max())
     t_loss, t_grads = convert.loss_and_grads(convert.from_manual(mlp), x, y)
     assert loss == pytest.approx(t_loss, rel=gradient_rel(mlp.dtype, min(loss, t_loss), logit_scale=scale))
     return assert_grads_agree(grads, t_grads, max(gradient_rel(mlp.dtype, loss, logit_scale=scale), 10 * slack[0]),
@@ -123,14 +126,15 @@ ARCHS = [(12, 4), (12, 9, 4), (12, 16, 7, 4), (12, 5, 8, 6, 4), (784, 32, 10)]
 @pytest.mark.parametrize("batch", [1, 7, 32])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
-def test_whole_network_gradients_match_torch(sizes, batch, dtype, activation):
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
+def test_whole_network_gradients_match_torch(sizes, batch, dtype, activation, lib):
     mlp = MLP(sizes, activation, dtype, seed=batch)
     x = RNG.standard_normal((batch, sizes[0])).astype(dtype)
     y = RNG.integers(0, sizes[-1], batch)
-    agreements = agree_with_torch(mlp, x, y)
+    agreements = agree_with_torch(mlp, x, y, lib=lib)
     assert len(agreements) == 2 * (len(sizes) - 1)
     # a second call gives the same answer
-    again = agree_with_torch(mlp, x, y)
+    again = agree_with_torch(mlp, x, y, lib=lib)
     assert [g.rel_err for g in again] == [g.rel_err for g in agreements]
 
 
@@ -269,7 +273,7 @@ def test_input_validation():
         mlp.forward(np.zeros(784))
     with pytest.raises(TypeError, match="float32 but the weights are float64"):
         mlp.forward(np.zeros((2, 784), np.float32))
-    with pytest.raises(TypeError, match="numpy array"):
+    with pytest.raises(TypeError, match="must be a numpy.ndarray like the net.s parameters, got list"):
         mlp.forward([[0.0] * 784])
     bad = np.zeros((3, 784))
     bad[1, 5] = np.inf
@@ -339,20 +343,22 @@ def test_assigning_one_layers_array_puts_it_in_that_layer():
         mlp.weights[0:2] = [W, W]
 
 
+@pytest.mark.parametrize("lib", ARRAY_LIBRARIES)
 @pytest.mark.parametrize("activation, layer", [("sigmoid", Sigmoid), ("tanh", Tanh), ("relu", ReLU)])
-def test_a_stack_of_the_same_layers_gives_the_mlps_loss_and_gradients_bit_for_bit(activation, layer):
+def test_a_stack_of_the_same_layers_gives_the_mlps_loss_and_gradients_bit_for_bit(activation, layer, lib):
     mlp = MLP((10, 7, 5, 4), activation, seed=3)
     stack = Stack([Linear(mlp.weights[0].copy(), mlp.biases[0].copy(), need_dx=False), layer(),
                    Linear(mlp.weights[1].copy(), mlp.biases[1].copy()), layer(),
                    Linear(mlp.weights[2].copy(), mlp.biases[2].copy())])
-    x, y = RNG.standard_normal((6, 10)), RNG.integers(0, 4, 6)
-    loss, grads = mlp.loss_and_grads(x, y)
+    mlp, stack = net_in(lib, mlp), net_in(lib, stack)
+    x, y = in_library(lib, RNG.standard_normal((6, 10))), in_library(lib, RNG.integers(0, 4, 6))
+    loss, grads = from_library(lib, mlp.loss_and_grads(x, y))
     loss_s, grads_s = stack.loss_and_layer_grads(x, y)
     assert loss_s == loss and [sorted(g) for g in grads_s] == [["W", "b"]] * 3
     for (dW, db), g in zip(grads, grads_s):
-        np.testing.assert_array_equal(g["W"], dW)
-        np.testing.assert_array_equal(g["b"], db)
-    np.testing.assert_array_equal(stack.predict(x), mlp.predict(x))
+        np.testing.assert_array_equal(from_library(lib, g["W"]), dW)
+        np.testing.assert_array_equal(from_library(lib, g["b"]), db)
+    np.testing.assert_array_equal(from_library(lib, stack.predict(x)), from_library(lib, mlp.predict(x)))
     assert stack.loss(x, y) == mlp.loss(x, y)
 
 
@@ -400,7 +406,7 @@ def test_stack_validation_says_what_is_wrong():
     stack = Stack([Linear.init(4, 3, rng)])
     with pytest.raises(ValueError, match="at least one layer"):
         Stack([])
-    with pytest.raises(TypeError, match="numpy array"):
+    with pytest.raises(TypeError, match="must be a numpy.ndarray like the net.s parameters, got list"):
         stack.forward([[0.0] * 4])
     with pytest.raises(TypeError, match="float32 but the weights are float64"):
         stack.forward(np.zeros((2, 4), np.float32))

@@ -105,10 +105,14 @@ class Checks:
         self.keys, self.dtype = manual.keys, np.dtype(cfg.dtype)
         self.kind = self.kind_for(cfg)
         self.base = base_bounds(cfg)
-        self.drift_views = drift_sample(manual.params, torch_side.views)
         # max |logit| for the bounds: the manual side's own, unless its step keeps no logits (fast)
         self.scale_side = manual if self.kind == "grads" else torch_side
         self.n_checks = 0
+
+    @property
+    def drift_views(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``drift_sample`` of the two sides' parameters, taken at each check (a GPU's come as copies)."""
+        return drift_sample(self.manual.params, self.torch.views)
 
     @staticmethod
     def kind_for(cfg: TrainConfig) -> str:

@@ -8,6 +8,7 @@ from compare import tolerances
 
 STEPS = ("reference", "fast")  # how the manual side trains (see compare/train/sides.py)
 MODES = ("free", "lockstep")
+ARRAY_LIBRARIES = ("numpy", "torch")  # what the manual side computes on
 REFEREE_EVERY = 200  # float32: the float64 referee runs at every 200th checked step unless --referee
 
 
@@ -17,7 +18,10 @@ class TrainConfig:
 
     ``model`` is "" for the built-in MLP (``sizes``, ``activation``), else "path/to/file.py:build",
     a user stack of layers (``sizes`` and ``activation`` then unused). ``step`` is how the manual
-    side trains: "reference" (``loss_and_grads`` + ``SGD``) or "fast" (``manual.fast.FastStep``).
+    side trains: "reference" (``loss_and_grads`` + ``SGD``) or "fast" (``manual.fast.FastStep``;
+    on torch tensors ``manual.fast_torch.FastTorchStep``). ``manual_arrays`` is the array library
+    the manual side computes on: "numpy", or "torch" (tensors, no autograd, on ``device``).
+    ``device`` is where torch computes: "cpu", "cuda" or "cuda:N" (a GPU needs manual_arrays "torch").
     """
 
     sizes: tuple = (784, 256, 10)
@@ -38,6 +42,8 @@ class TrainConfig:
     limit_train: int = 0  # 0 = all 60,000
     step: str = "reference"
     model: str = ""
+    manual_arrays: str = "numpy"
+    device: str = "cpu"
 
     def __post_init__(self):
         self.sizes = tuple(int(s) for s in self.sizes)
@@ -59,10 +65,17 @@ class TrainConfig:
         """The net in words: "784-256-10 sigmoid", or the --model spec."""
         return self.model or f"{'-'.join(map(str, self.sizes))} {self.activation}"
 
+    @property
+    def manual_side(self) -> str:
+        """What the manual side computes on, in words: "NumPy arrays" or "torch tensors on cpu"."""
+        return "NumPy arrays" if self.manual_arrays == "numpy" else f"torch tensors on {self.device}"
+
     def title(self) -> str:
-        """One line for plot titles: net, dtype, mode, step, batch, lr, seed."""
+        """One line for plot titles: net, dtype, mode, step, manual side, batch, lr, seed."""
         step = "" if self.step == "reference" else f" {self.step} step,"
-        return f"{self.net} {self.dtype} {self.mode},{step} batch {self.batch_size}, lr {self.lr:g}, seed {self.seed}"
+        side = "" if self.manual_arrays == "numpy" else f" manual on {self.manual_side},"
+        return (f"{self.net} {self.dtype} {self.mode},{step}{side} batch {self.batch_size}, lr {self.lr:g}, "
+                f"seed {self.seed}")
 
 
 def base_bounds(cfg: TrainConfig) -> dict:

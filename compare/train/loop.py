@@ -47,7 +47,8 @@ class SideBySide:
         self.cfg, self.out, self.log, self.progress = config, Path(out), log, progress
         n = config.limit_train or len(mnist.x_train)
         self.x, self.y = mnist.x_train[:n], mnist.y_train[:n]
-        self.x_test, self.y_test, self.tx_test = mnist.x_test, mnist.y_test, torch.from_numpy(mnist.x_test)
+        self.x_test, self.y_test = mnist.x_test, mnist.y_test
+        self.tx_test = torch.from_numpy(mnist.x_test).to(config.device)  # on the CPU: the same memory
         self.data_source = mnist.prepared.description
         self.rng = np.random.default_rng(config.seed)
         self.manual, self.torch = sides.build(config, self.rng)

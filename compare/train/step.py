@@ -36,7 +36,7 @@ class BothSides:
             self.checks.diverged(pos, "manual", loss_m, norms(self.manual.keys, grads_m))
             self.checks.diverged(pos, "torch", loss_t, norms(self.manual.keys, grads_t))
         t4 = clock()
-        self.manual.sgd_step(grads_m)
+        self.manual.sgd_step()
         t5 = clock()
         if not self.cfg.lockstep:
             self.torch.sgd_step()

@@ -30,8 +30,8 @@ def tolerances(run) -> dict:
 
 
 def summary(run) -> dict:
-    """summary.json: status, configuration, versions, data, bounds, epochs, best and final accuracy,
-    worst agreement, drift, referee, checks' share of the step time."""
+    """summary.json: status, configuration, versions, data, bounds, what the manual side computed on,
+    epochs, best and final accuracy, worst agreement, drift, referee, checks' share of the step time."""
     history, lockstep = run.history, run.cfg.lockstep
     last = history[-1] if history else {}
     total = {k: sum(h[k] * h["steps"] for h in history) for k in
@@ -40,7 +40,8 @@ def summary(run) -> dict:
     return {
         "status": run.status, "failure": run.failure,
         "config": run.cfg.to_dict(), "versions": report.versions(), "data": run.data_source,
-        "tolerances": tolerances(run), "step": run.cfg.step, "checked": CHECKED[run.checks.kind],
+        "tolerances": tolerances(run), "step": run.cfg.step, "manual_side": run.cfg.manual_side,
+        "checked": CHECKED[run.checks.kind],
         "epochs": history,
         "final": {"test_acc_manual": last.get("test_acc_manual"), "test_acc_torch": last.get("test_acc_torch"),
                   "test_pred_diff": last.get("test_pred_diff")},
@@ -71,7 +72,8 @@ def pass_line(s: dict, out) -> str:
     elif "updates" in tol:
         bounds = (f"updates: gradients {tol['grad']:.0e}, elementwise {tol['elem']:.0e}, each + rounding of the "
                   f"weights; loss {tol['loss']:.0e}")
-    return (f"PASS: {s['checked_steps']} checked steps of the {s['step']} step within tolerance ({bounds}); "
+    return (f"PASS: {s['checked_steps']} checked steps of the {s['step']} step on {s['manual_side']} within "
+            f"tolerance ({bounds}); "
             f"final test accuracy manual {final['test_acc_manual']:.2%}, torch {final['test_acc_torch']:.2%} "
             f"(best {best['manual'][0]:.2%} / {best['torch'][0]:.2%} at epochs {best['manual'][1]} / "
             f"{best['torch'][1]}), {final['test_pred_diff']} test predictions differ; checks cost "
