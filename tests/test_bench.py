@@ -333,6 +333,18 @@ def test_table_marks_unreliable_points_and_shows_the_jax_column():
     assert "jax" not in without_jax[0] and "manual/jax" not in without_jax[0]
 
 
+def test_the_autograd_cost_is_torch_over_the_same_derivation_on_torch_tensors():
+    point = synthetic_point()
+    point["results"]["manual_torch"] = {"median_s": 1.6e-4, "interval_s": [1.55e-4, 1.7e-4]}
+    point["autograd_cost"] = grid._ratios(point["results"])["autograd_cost"]
+    assert point["autograd_cost"] == pytest.approx(2e-4 / 1.6e-4)
+    table = output.format_table([point]).splitlines()
+    assert "manual on torch µs" in table[0] and "autograd ×" in table[0] and "1.25" in table[1].split()
+    lines = output.tail([point], None, threads=2)
+    assert output.AUTOGRAD_LINE in lines and "what autograd itself costs" in output.AUTOGRAD_LINE
+    assert output.AUTOGRAD_LINE not in output.tail([synthetic_point()], None, threads=2)
+
+
 def test_tail_gives_the_reasons_and_the_closing_line():
     lines = output.tail([synthetic_point(), synthetic_point(reliable=False)], None, threads=2)
     assert "! 784-128-10 b32 torch: its processes vary: ..." in lines
@@ -492,6 +504,7 @@ def test_the_part_clock_gives_each_part_the_time_since_the_last_mark():
 
 @pytest.mark.parametrize("impl, names", [
     ("manual", ["other", "forward", "loss", "backward + update"]),
+    ("manual_torch", ["other", "forward", "loss", "backward + update"]),
     ("torch", ["update", "forward", "loss", "backward"]),
     ("compiled", ["update", "forward + loss", "backward"])])
 def test_the_parts_timed_are_the_whole_step(impl, names):
@@ -550,31 +563,34 @@ def test_the_breakdown_table_spans_fused_parts_and_gives_the_sum_and_the_whole_s
 # ------------------------------------------------------------------------------ the device
 
 
-def test_cuda_without_a_gpu_is_one_line_naming_the_option(monkeypatch):
+def test_cuda_without_a_gpu_is_one_line_naming_the_option(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(UsageError) as info:
-        bench.settings(parse("--device", "cuda"))
-    message = str(info.value)
-    assert message.startswith("argument --device: invalid value 'cuda': must be cpu: torch sees no GPU here")
-    assert "torch.cuda.is_available() is False" in message and "\n" not in message
-    assert bench.settings(parse("--device", "cpu")).device == "cpu"
+    for device in ("cuda", "cuda:1", "tpu"):
+        with pytest.raises(SystemExit) as info:
+            parse("--device", device)
+        assert info.value.code == 2
+        [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert f"argument --device: invalid value '{device}': " in line
     with pytest.raises(SystemExit):
-        parse("--device", "tpu")  # argparse's choices
+        parse("--device", "cuda")
+    assert "torch sees no CUDA device on this machine" in capsys.readouterr().err
+    assert bench.settings(parse("--device", "cpu")).device == "cpu"
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="this machine has a GPU: --device cuda is accepted here")
 def test_cli_cuda_without_a_gpu_exits_2_with_one_line(tmp_path):
     proc = run_cli("bench", "--device", "cuda", "--quick", "--out", tmp_path / "never")
-    assert_one_line_error(proc, 2, "--device", "'cuda'", "torch sees no GPU")
+    assert_one_line_error(proc, 2, "--device", "'cuda'", "torch sees no CUDA device")
     assert not (tmp_path / "never").exists()
 
 
 def test_on_a_gpu_the_numpy_columns_and_the_epoch_figure_are_skipped(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     s = bench.settings(parse("--device", "cuda", "--quick"))
     assert s.device == "cuda" and s.epoch_images == 0
     assert {"manual", "floor_numpy"} <= set(s.skipped) and "NumPy runs on the CPU only" in s.skipped["manual"]
-    assert "torch" not in s.skipped and "floor_torch" not in s.skipped
+    assert not {"manual_torch", "torch", "floor_torch"} & set(s.skipped)
     with pytest.raises(ValueError, match="the NumPy step runs on the CPU only"):
         steps.manual_step((784, 8, 10), *synthetic_batch(), 0.1, device="cuda")
 
@@ -606,7 +622,7 @@ gpu = pytest.mark.skipif(not HAVE_GPU, reason="no GPU: torch.cuda.is_available()
 
 
 @gpu
-@pytest.mark.parametrize("impl", ["torch", "compiled", "jax"])
+@pytest.mark.parametrize("impl", ["manual_torch", "torch", "compiled", "jax"])
 def test_on_a_gpu_every_timed_step_does_the_whole_steps_work(impl):
     x, y = synthetic_batch()
     sizes, lr = (784, 16, 10), 0.5

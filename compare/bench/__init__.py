@@ -49,13 +49,16 @@ from compare.bench.steps import ACTIVATION
 JSON_NAME, PLOT_NAME = "bench.json", "bench.png"
 
 
-def _config(s: Settings, manual_step: dict) -> dict:
+def _config(s: Settings, workers: dict) -> dict:
+    """bench.json's config: the grid, the settings, the rule for figures, what the hand-derived columns time."""
+    info = {impl: (workers.get(impl) or {}).get("info", {}) for impl in ("manual", "manual_torch")}
     return {"archs": ["-".join(map(str, a)) for a in s.archs], "batches": s.batches, "dtype": s.dtype,
             "threads": s.threads, "activation": ACTIVATION, "lr": LR, "min_processes": reliability.MIN_PROCESSES,
             "max_processes": s.timing.max_processes, "confidence": reliability.CONFIDENCE,
             "interval_max": reliability.INTERVAL_MAX,
             "timing": dataclasses.asdict(s.timing),
-            "skipped": s.skipped, "manual_step": manual_step, "device": s.device}
+            "skipped": s.skipped, "manual_step": info["manual"], "manual_torch_step": info["manual_torch"],
+            "device": s.device}
 
 
 def _measure(s: Settings, mnist, log) -> tuple[list[dict], dict | None, dict]:
@@ -94,7 +97,7 @@ def main(args) -> int:
         names = (JSON_NAME, PLOT_NAME)
     record = {**machine.record(s.threads, workers), "loadavg_start": load_start, "loadavg_end": machine.load_average()}
     report = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": record,
-              "data": mnist.prepared.description, "config": _config(s, (workers.get("manual") or {}).get("info", {})),
+              "data": mnist.prepared.description, "config": _config(s, workers),
               "points": points}
     where = (record["gpu"] or {}).get("name") if s.device != "cpu" else record["cpu"]
     title = f"one SGD step, {s.dtype}, {s.device}, {s.threads} thread{'s' * (s.threads > 1)}, {where or ''}"

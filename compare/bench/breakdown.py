@@ -31,7 +31,7 @@ from compare import options
 from compare.bench import grid, output, reliability, timing
 from compare.bench.config import Settings
 
-IMPLS = ("manual", "torch", "compiled", "jax")
+IMPLS = ("manual", "manual_torch", "torch", "compiled", "jax")
 PARTS = ("forward", "loss", "backward", "update", "other")
 # a part of one implementation -> the columns it spans in the table (fused parts span two)
 SPANS = {"forward + loss": ("forward", "loss"), "backward + update": ("backward", "update")}

@@ -128,7 +128,7 @@ def _sync(library: str, device: str):
     if library == "torch" and device != "cpu":
         import torch
 
-        return torch.cuda.synchronize
+        return lambda: torch.cuda.synchronize(device)
     return None
 
 

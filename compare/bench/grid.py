@@ -93,7 +93,8 @@ def summarize_runs(runs: dict[str, list[dict]], threads: int) -> dict:
 
 
 RATIOS = {"manual_over_torch": ("manual", "torch"), "manual_over_compiled": ("manual", "compiled"),
-          "manual_over_jax": ("manual", "jax"), "manual_over_floor": ("manual", "floor_numpy")}
+          "manual_over_jax": ("manual", "jax"), "manual_over_floor": ("manual", "floor_numpy"),
+          "autograd_cost": ("torch", "manual_torch")}  # torch eager / the same derivation on torch tensors
 
 
 def _ratios(results: dict) -> dict:

@@ -10,9 +10,12 @@ from compare import options
 from compare.bench import reliability
 from compare.bench.config import IMPLS
 
-COLUMNS = {"manual": "manual µs", "torch": "torch µs", "compiled": "compiled µs", "jax": "jax.jit µs",
+COLUMNS = {"manual": "manual µs", "manual_torch": "manual on torch µs", "torch": "torch µs", "compiled": "compiled µs", "jax": "jax.jit µs",
            "floor_numpy": "floor µs (numpy)", "floor_torch": "floor µs (torch)"}
-RATIOS = {"manual_over_torch": "manual/torch", "manual_over_jax": "manual/jax", "manual_over_floor": "manual/floor"}
+RATIOS = {"manual_over_torch": "manual/torch", "manual_over_jax": "manual/jax", "manual_over_floor": "manual/floor",
+          "autograd_cost": "autograd ×"}
+AUTOGRAD_LINE = ("autograd × = torch / manual on torch: torch eager autograd over the same hand-derived step on torch "
+                 "tensors without autograd, the same library's kernels: what autograd itself costs")
 SHOWN_VERSIONS = ("numpy", "scipy", "torch", "jax")
 NAMES = {"compiled": "torch.compile", "jax": "jax.jit"}
 
@@ -42,6 +45,8 @@ def head(machine: dict, config: dict) -> list[str]:
     lines.append(device_line(config.get("device", "cpu"), machine.get("gpu")))
     if config.get("manual_step"):
         lines.extend(manual_lines(config["manual_step"]))
+    if config.get("manual_torch_step"):
+        lines.extend(manual_lines(config["manual_torch_step"], "manual on torch"))
     return lines
 
 
@@ -67,11 +72,11 @@ def memory_lines(points: list[dict]) -> list[str]:
     return lines
 
 
-def manual_lines(step: dict) -> list[str]:
-    """What the manual column times: the function, who checks it, and from its ``describe()`` how
+def manual_lines(step: dict, column: str = "manual") -> list[str]:
+    """What a hand-derived column times: the function, who checks it, and from its ``describe()`` how
     the update ran, which library ran each product, and the thread rule."""
     checked = f", the step `{step['checked_by']}` checks" if step.get("checked_by") else ""
-    lines = [f"manual column: {step['function']}{checked}"]
+    lines = [f"{column} column: {step['function']}{checked}"]
     d = step.get("describe") or {}
     if d.get("update"):
         lines.append(f"  update: {d['update']}")
@@ -134,6 +139,8 @@ def tail(points: list[dict], epoch: dict | None, threads: int) -> list[str]:
     lines = [f"µs: the median over processes of each process's median step; ±: the wider side of its "
              f"{100 * reliability.CONFIDENCE:.0f} % interval (order statistics of the processes); "
              f"floor = the step's matrix products alone"]
+    if any("autograd_cost" in p for p in points):
+        lines.append(AUTOGRAD_LINE)
     for name in IMPLS:
         what = NAMES.get(name, name)
         times = [(f"{p['arch']} b{p['batch']}", p["results"][name]["compile_s"])
@@ -155,7 +162,7 @@ def tail(points: list[dict], epoch: dict | None, threads: int) -> list[str]:
     return lines
 
 
-STYLES = {"manual": ("C0", "-", "o"), "torch": ("C1", "-", "s"), "compiled": ("C2", "-", "^"),
+STYLES = {"manual": ("C0", "-", "o"), "manual_torch": ("C4", "-", "v"), "torch": ("C1", "-", "s"), "compiled": ("C2", "-", "^"),
           "jax": ("C3", "-", "D"), "floor_numpy": ("k", "--", "."), "floor_torch": ("0.5", ":", ".")}
 
 

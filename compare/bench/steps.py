@@ -7,9 +7,10 @@ of ``step.run()`` is one whole SGD step (forward, batch-mean cross-entropy, back
 parameters. ``step.weights()`` reads them back as NumPy [(W (out, in), b (out,)), ...], so tests
 can hold every implementation to the same arithmetic (tests/test_bench.py).
 
-`device` is "cpu" or "cuda": the torch steps move their net and batch there, the JAX step runs on
-JAX's GPU; the NumPy step runs on the CPU only. On a GPU ``step.sync`` waits for the queued work
-(``torch.cuda.synchronize``), so that a timer around steps measures the work, not its launch.
+`device` is "cpu", "cuda" or "cuda:N": the torch steps (the hand-derived one on torch tensors
+too) move their net and batch there, the JAX step runs on JAX's GPU; the NumPy step runs on the
+CPU only. On a GPU ``step.sync`` waits for the queued work (``torch.cuda.synchronize``), so that a
+timer around steps measures the work, not its launch.
 
 Imports are local: a worker process loads only the library it times (the manual worker never
 imports torch or JAX).
@@ -100,6 +101,34 @@ def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "c
     info = {"function": "manual.fast.FastStep", "checked_by": "crosscheck train --step fast"}
     return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train, fast.describe,
                 parts=fast_step_parts(fast, x, y, lr))
+
+
+def manual_torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
+    """The hand-derived step on torch tensors, without autograd: ``manual.fast_torch.FastTorchStep``
+    on the initial net moved to torch (``MLP.to(torch, device)``), the function that ``crosscheck
+    train --step fast --manual-arrays torch`` checks against autograd at every step (its contract:
+    the arithmetic of ``MLP.loss_and_grads`` + ``SGD(lr).step``, up to rounding). Its kernels are
+    torch's, as the torch column's are; no tensor requires grad, so no graph is recorded: torch
+    eager over this step is autograd's own cost. Each call returns the loss as a float, which waits
+    for a GPU (``.item()``)."""
+    import torch
+
+    from manual.fast_torch import FastTorchStep
+
+    mlp = initial(sizes, x.dtype).to(torch, device)
+    fast = FastTorchStep(mlp)
+    tx, ty = to_device(x, device), to_device(y, device)
+
+    def train(xb, yb):
+        return fast(to_device(xb, device), to_device(yb, device), lr)
+
+    def weights():
+        return [(W.cpu().numpy().copy(), b.cpu().numpy().copy()) for W, b in mlp.parameters()]
+
+    info = {"function": "manual.fast_torch.FastTorchStep (torch tensors, no autograd)",
+            "checked_by": "crosscheck train --step fast --manual-arrays torch"}
+    return Step(lambda: fast(tx, ty, lr), weights, None, info, train, sync=torch_sync(device),
+                parts=fast_step_parts(fast, tx, ty, lr))
 
 
 def fast_step_parts(fast, x, y, lr: float):
@@ -196,10 +225,11 @@ def to_device(a: np.ndarray, device: str):
 
 
 def torch_sync(device: str):
-    """``torch.cuda.synchronize`` on a GPU, None on the CPU (nothing is queued there)."""
+    """() -> None waiting for `device`'s queue (``torch.cuda.synchronize``) on a GPU, None on the CPU
+    (nothing is queued there)."""
     import torch
 
-    return torch.cuda.synchronize if device.startswith("cuda") else None
+    return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else None
 
 
 def _torch_setup(sizes, x, y, lr, device):
@@ -256,7 +286,7 @@ def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = 
     t0 = time.perf_counter()
     torch_sgd_step(compiled, opt, tx, ty)  # compiles forward and backward
     if device != "cpu":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     compile_s = time.perf_counter() - t0
     load_weights(model, initial(sizes, x.dtype).parameters())  # the compiling step does not count
     info = {"function": "torch.compile(dynamic=False) of nn.Sequential forward + cross_entropy; eager "
@@ -314,16 +344,18 @@ def jax_sgd(params, x, y, lr):
 
 
 def jax_device(device: str):
-    """The JAX device for "cpu" or "cuda" (JAX's first GPU); RuntimeError when JAX sees no GPU."""
+    """The JAX device for "cpu", "cuda" (JAX's first GPU) or "cuda:N"; RuntimeError when JAX sees no
+    such GPU."""
     import jax
 
     if device == "cpu":
         return jax.devices("cpu")[0]
+    index = int(device.partition(":")[2] or 0)
     try:
-        return jax.devices("gpu")[0]
-    except RuntimeError:
-        raise RuntimeError(f"JAX sees no GPU (its devices: {', '.join(map(str, jax.devices()))}); a CUDA build "
-                           f"of jaxlib is needed") from None
+        return jax.devices("gpu")[index]
+    except (RuntimeError, IndexError):
+        raise RuntimeError(f"JAX sees no GPU {device} (its devices: {', '.join(map(str, jax.devices()))}); a CUDA "
+                           f"build of jaxlib is needed") from None
 
 
 def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
@@ -375,4 +407,5 @@ def jax_prefixes(state: dict, jx, jy, run) -> dict:
             "update": run}
 
 
-BUILDERS = {"manual": manual_step, "torch": torch_step, "compiled": compiled_step, "jax": jax_step}
+BUILDERS = {"manual": manual_step, "manual_torch": manual_torch_step, "torch": torch_step, "compiled": compiled_step,
+            "jax": jax_step}

@@ -30,6 +30,7 @@ import compare
 WORKER_MARK = "CROSSCHECK_BENCH_WORKER"
 REPORTED_ENV = ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS")
+TORCH_IMPLS = ("manual_torch", "torch", "compiled", "floor_torch", "epoch_torch")  # the workers that load torch
 TIMEOUT_S = 1800  # a cold torch.compile of the largest net takes ~1 min; anything past this is hung
 
 
@@ -99,7 +100,7 @@ def _load_library(impl: str, threads: int) -> dict:
         if pinned is not None:
             applied["affinity"] = pinned
         import jax  # noqa: F401
-    elif impl in ("torch", "compiled", "floor_torch", "epoch_torch"):
+    elif impl in TORCH_IMPLS:
         import torch  # noqa: F401
     return {**applied, **_apply_budget(threads)}
 
@@ -134,14 +135,15 @@ def gpu_memory(impl: str, device: str):
         return (lambda: None), lambda: {"jax_peak_bytes_in_use": (gpu.memory_stats() or {}).get("peak_bytes_in_use")}
     import torch
 
-    return torch.cuda.reset_peak_memory_stats, lambda: {"max_memory_allocated": torch.cuda.max_memory_allocated()}
+    return (lambda: torch.cuda.reset_peak_memory_stats(device),
+            lambda: {"max_memory_allocated": torch.cuda.max_memory_allocated(device)})
 
 
-def gpu_record() -> dict:
+def gpu_record(device: str) -> dict:
     """The GPU a torch worker ran on: name, memory, CUDA version."""
     import torch
 
-    props = torch.cuda.get_device_properties(0)
+    props = torch.cuda.get_device_properties(torch.device(device))
     return {"name": props.name, "memory_bytes": props.total_memory, "cuda": torch.version.cuda,
             "capability": f"{props.major}.{props.minor}"}
 
@@ -200,8 +202,8 @@ def _run(spec: dict) -> dict:
     record.update(impl=impl, device=device, pid=os.getpid(), budget=applied, threadpools=threadpool_info(),
                   env={k: os.environ.get(k) for k in REPORTED_ENV if k in os.environ})
     if device != "cpu" and "torch" in sys.modules:
-        record["gpu"] = gpu_record()
-    if impl in ("torch", "compiled", "epoch_torch"):
+        record["gpu"] = gpu_record(device)
+    if impl in TORCH_IMPLS and impl != "floor_torch":
         from compare.bench import machine
 
         record["torch_backend"] = machine.torch_backend()
