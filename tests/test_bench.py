@@ -675,11 +675,14 @@ def test_quick_run_writes_a_json_entry_for_every_point_and_implementation(tmp_pa
     assert (out / bench.PLOT_NAME).read_bytes()[:8] == PNG_MAGIC
 
     report = json.loads((out / bench.JSON_NAME).read_text())
-    timed = {"manual", "torch", "floor_numpy", "floor_torch"} | ({"jax"} if "jax" not in report["config"]["skipped"]
+    timed = {"manual", "manual_torch", "torch", "floor_numpy", "floor_torch"} | ({"jax"} if "jax" not in report["config"]["skipped"]
                                                                 else set())
     [p] = report["points"]
     assert (p["arch"], p["batch"], p["dtype"]) == ("784-128-10", 32, "float32")
     assert set(p["results"]) == timed and "--no-compile" in p["skipped"]["compiled"]
+    r = p["results"]
+    assert p["autograd_cost"] == pytest.approx(r["torch"]["median_s"] / r["manual_torch"]["median_s"])
+    assert report["config"]["manual_torch_step"]["function"].startswith("manual.fast_torch.FastTorchStep")
     for name, m in p["results"].items():
         assert m["median_s"] > 0 and m["interval_s"][0] <= m["median_s"] <= m["interval_s"][1], name
         assert report["config"]["min_processes"] <= len(m["processes"]) <= report["config"]["max_processes"], name
@@ -722,7 +725,7 @@ def test_quick_breakdown_writes_its_table_json_and_plot(tmp_path, mnist_dir, cap
     assert (out / breakdown.PLOT_NAME).read_bytes()[:8] == PNG_MAGIC
     report = json.loads((out / breakdown.JSON_NAME).read_text())
     [p] = report["points"]
-    assert set(p["impls"]) == {"manual", "torch"} and report["date"] and report["machine"]["cpu"]
+    assert set(p["impls"]) == {"manual", "manual_torch", "torch"} and report["date"] and report["machine"]["cpu"]
     assert set(p["impls"]["torch"]["parts_s"]) == {"forward", "loss", "backward", "update"}
     assert p["impls"]["manual"]["whole"]["median_s"] > 0 and p["impls"]["manual"]["processes"] >= 5
     stdout = capsys.readouterr().out

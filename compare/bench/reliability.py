@@ -2,10 +2,10 @@
 
 Each implementation at each grid point runs in several fresh processes (``grid``); each process
 gives one figure, the median of its timed blocks. Processes of the same step differ far more than
-blocks within a process do (a torch eager step at 784-128-10 batch 32 took 444 to 958 µs in nine
-identical processes on a quiet 2-core AMD EPYC VM: where the allocator, the thread pools and the
-hypervisor place a process stays with it), so the process is the unit of repetition and the
-published figure is the median of the per-process figures, with its confidence interval.
+blocks within a process do (where the allocator, the thread pools and the hypervisor place a
+process stays with it; figures in docs/performance.md, "Enough processes to pin each figure
+down"), so the process is the unit of repetition and the published figure is the median of the
+per-process figures, with its confidence interval.
 
 The interval is distribution-free (order statistics of the per-process medians): for n values
 sorted x₁ ≤ ... ≤ xₙ, [x_k, x_{n+1−k}] holds the median of the distribution they are drawn from
