@@ -33,7 +33,10 @@ What makes it fast (measurements and their history: docs/performance.md, "Manual
   waking and joining threads around small products costs more than the second core gives. With
   no pool awake, these steps keep their products in NumPy's OpenBLAS, which ran them faster;
 - short-row reductions: the row max as an elementwise max of columns, row and column sums as
-  products with cached vectors of ones (the bias step b − 1ᵀ(lr·δ) one ?gemv with β = 1 on b).
+  products with cached vectors of ones (the bias step b − 1ᵀ(lr·δ) one ?gemv with β = 1 on b);
+- the input checks accept the common case (a (B, in) ndarray of the net's dtype, int64 labels in
+  range) with a few attribute reads; anything else goes through the reference's own checks
+  (``MLP.check_input``, ``check_labels``), which say what is wrong.
 
 This path keeps its own base points: after a step, ``mlp.zs``, ``mlp.zhats`` and the layers'
 stored inputs are those of the last reference forward, not of this step.
@@ -144,6 +147,20 @@ def _owner(path: str) -> str:
         if os.path.realpath(path).startswith((package + os.sep, package + ".libs" + os.sep)):
             return name
     return ""
+
+
+# ------------------------------------------------------------------ the input checks' common case
+
+
+def plain_batch(x, dtype, n_in: int) -> bool:
+    """x is what ``MLP.check_input`` passes unchanged: a (B, n_in) ndarray of `dtype`, B >= 1."""
+    return type(x) is np.ndarray and x.dtype == dtype and x.ndim == 2 and x.shape[1] == n_in and len(x) > 0
+
+
+def plain_labels(y, batch: int, classes: int) -> bool:
+    """y is what ``check_labels`` passes unchanged: `batch` integer labels in 0..classes−1, an ndarray."""
+    return (type(y) is np.ndarray and y.shape == (batch,) and y.dtype.kind in "iu"
+            and y.min() >= 0 and y.max() < classes)
 
 
 # ------------------------------------------------------------------ elementwise work, in place
@@ -338,7 +355,8 @@ class FastStep:
 
     def __call__(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         mlp = self.mlp
-        x = mlp.check_input(x)
+        if not plain_batch(x, mlp.dtype, mlp.sizes[0]):
+            x = mlp.check_input(x)
         lr = float(lr)
         if not np.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {lr}")
@@ -347,7 +365,8 @@ class FastStep:
         with self._threads.limit(*self._thread_rule(self._small)):
             buf = self._buffers_for(len(x))
             zs, logits = self._forward(x, buf, products)
-            y = check_labels(y, len(x), mlp.sizes[-1])
+            if not plain_labels(y, len(x), mlp.sizes[-1]):
+                y = check_labels(y, len(x), mlp.sizes[-1])
             row_sums = partial(products.row_sums, out=buf["total"])
             loss, delta = output_delta(logits, y, buf["rows"], lr, buf["delta"], row_sums)
             self._descend(zs, delta, buf, products)

@@ -33,7 +33,10 @@ What makes it fast (measurements: docs/performance.md, "Manual step on torch ten
 - the learning rate folded into δ: the backward pass is linear in δ, so lr·δ yields lr·∂L/∂θ;
 - each layer's step taken as soon as its gradient is known, fused: W ← W − (lr·δ)ᵀz is one
   ``W.addmm_(δᵀ, z, alpha=-1)`` with β = 1 (dW is never written), b ← b − (lr·δ)ᵀ1 one
-  ``b.addmv_(δᵀ, 1, alpha=-1)``; δW is taken from W before its step.
+  ``b.addmv_(δᵀ, 1, alpha=-1)``; δW is taken from W before its step;
+- the input checks accept the common case (a (B, in) tensor of the net's dtype and device, int64
+  labels in range: one device sync) with a few attribute reads; anything else goes through the
+  reference's own checks (``MLP.check_input``, ``MLP.check_labels``), which say what is wrong.
 """
 
 from __future__ import annotations
@@ -68,6 +71,20 @@ ACTIVATIONS = {  # name -> (f in place, f'(f(x), out)): the arithmetic of manual
     "tanh": (lambda x: x.tanh_(), _tanh_prime),
     "relu": (lambda x: x.relu_(), _relu_prime),
 }
+
+
+def plain_batch(x, W) -> bool:
+    """x is what ``MLP.check_input`` passes unchanged for a net whose first weight is W: a
+    (B, in) tensor of W's type, dtype and device, B >= 1."""
+    return (type(x) is type(W) and x.dtype == W.dtype and x.device == W.device and x.ndim == 2
+            and x.shape[1] == W.shape[1] and x.shape[0] > 0)
+
+
+def plain_labels(y, batch: int, classes: int, like) -> bool:
+    """y is what ``check_labels`` passes unchanged and the gathers take: `batch` int64 labels in
+    0..classes−1, a tensor of `like`'s (an int64 tensor's) type and device."""
+    return (type(y) is type(like) and y.dtype == like.dtype and y.device == like.device
+            and tuple(y.shape) == (batch,) and bool(((y >= 0) & (y < classes)).all()))
 
 
 def output_delta(logits, y, scale: float, minus_one):
@@ -125,14 +142,16 @@ class FastTorchStep:
 
     def __call__(self, x, y, lr: float) -> float:
         mlp = self.mlp
-        x = mlp.check_input(x)
+        if not plain_batch(x, mlp.weights[0]):
+            x = mlp.check_input(x)
         lr = float(lr)
         if not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {lr}")
         B = x.shape[0]
         buf = self._buffers_for(B)
         zs, logits = self._forward(x, buf)
-        y = mlp.check_labels(y, logits).long()  # gather and scatter index with int64
+        if not plain_labels(y, B, mlp.sizes[-1], buf["int64"]):
+            y = mlp.check_labels(y, logits).long()  # gather and scatter index with int64
         loss, delta = output_delta(logits, y, lr, buf["minus_one"])
         self._descend(zs, delta, buf)
         return loss
@@ -178,5 +197,6 @@ class FastTorchStep:
                 "prime": [empty(batch, n) for n in outs[:-1]],
                 "ones": W.new_ones(batch),
                 "minus_one": W.new_full((batch, 1), -1.0),
+                "int64": W.new_zeros(0).long(),  # what labels are: an int64 tensor on W's device
             }
         return self._buffers[batch]
