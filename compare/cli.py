@@ -275,12 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from compare import bench
 
-    p = sub.add_parser("bench", help="time one training step: manual NumPy, torch eager, torch.compile, GEMM floor",
+    p = sub.add_parser("bench", help="time one training step: manual NumPy, torch eager, torch.compile, jax.jit, "
+                                     "GEMM floor",
                        description="Time one full training step (forward, loss, backward, SGD update) of the "
-                                   "manual NumPy MLP, torch eager autograd and torch.compile, next to the "
+                                   "manual NumPy MLP, torch eager autograd, torch.compile and jax.jit, next to the "
                                    "floor of the step's matrix products alone, over a grid of architectures "
-                                   "and batch sizes, with the same threads, data and dtype for both libraries. "
-                                   "Writes bench.json and bench.png.")
+                                   "and batch sizes, with the same threads, data and dtype for every library, each "
+                                   "in fresh processes until its figure is pinned down. Writes bench.json and "
+                                   "bench.png; with --breakdown, where each step's time goes (breakdown.json, "
+                                   "breakdown.png).")
     bench.add_arguments(p)
     p.set_defaults(func=lambda args, parser: bench.main(args))
     return parser

@@ -6,20 +6,24 @@ Timings are never asserted: they depend on the machine and on whatever else runs
 """
 
 import argparse
+import importlib.util
 import json
 import os
+import re
 
 import numpy as np
 import pytest
+import torch
 
 import compare
 from compare import bench
-from compare.bench import config, floor, grid, machine, output, reliability, steps, worker
+from compare.bench import breakdown, config, floor, grid, machine, output, reliability, steps, timing, worker
 from compare.errors import CrosscheckError, UsageError
 from compare.tolerances import gradient_rel, matmul_bound, unit_roundoff
 from helpers import assert_close_bound, assert_one_line_error, run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HAVE_GPU = torch.cuda.is_available()
 
 
 def parse(*argv):
@@ -79,10 +83,12 @@ def test_defaults_and_quick_grid():
     assert full.archs == [(784, 128, 10), (784, 1024, 10), (784, 512, 256, 10)]
     assert full.batches == [32, 64, 256, 1024] and full.dtype == "float32"
     assert full.threads == machine.default_threads() and "compiled" not in full.skipped and full.epoch_images == 60000
-    assert full.timing.processes >= 2 and full.out is None
+    assert full.timing.max_processes >= reliability.MIN_PROCESSES and full.out is None
 
     quick = bench.settings(parse("--quick"))
-    assert quick.archs == [(784, 128, 10)] and quick.batches == [32, 256] and quick.timing.processes >= 2
+    assert quick.archs == [(784, 128, 10)] and quick.batches == [32, 256]
+    assert reliability.MIN_PROCESSES <= quick.timing.max_processes <= full.timing.max_processes
+    assert bench.settings(parse("--quick", "--max-processes", "20")).timing.max_processes == 20
     assert "--quick" in quick.skipped["compiled"] and 0 < quick.epoch_images < 60000
     assert bench.settings(parse("--quick", "--batches", "64", "--no-epoch")).batches == [64]
     assert bench.settings(parse("--quick", "--no-epoch")).epoch_images == 0
@@ -164,73 +170,19 @@ def test_the_floor_keeps_the_fastest_layout_of_each_product(monkeypatch):
     fastest = floor.LAYOUTS[5]
     slow[fastest] = 0.5
 
-    def fake_time(call, budget_s):  # the memory order of the call's operands (a, b, out) decides its "time"
+    def fake_time(call, budget_s, sync=None):  # the memory order of the call's operands (a, b, out) decides its "time"
         return slow[tuple(not np.asarray(v).flags.c_contiguous for v in call.__defaults__)]
 
     monkeypatch.setattr(floor, "_quick_time", fake_time)
     best = floor.fastest_layouts(products, x, 0.001)
     assert best == {"numpy": [fastest] * len(products), "torch": [fastest] * len(products)}
-    step, recorded = floor.floor_bench_step((784, 6, 10), x, "numpy", 0.001)
+    step, recorded, sync = floor.floor_bench_step((784, 6, 10), x, "numpy", 0.001)
+    assert sync is None  # nothing to wait for on the CPU
     assert [p["layout"] for p in recorded] == [floor.layout_name(fastest)] * len(products)
     step()
 
 
-# ------------------------------------------------------------------------------ reliability
-
-
-def process(median_s=1e-3, wall_s=0.5, cpu_s=1.0, busy_s=None, steal_s=0.0, cpus=2, throttled_s=0.0):
-    """A synthetic worker process: by default 2 threads busy for 0.5 s and nobody else on 2 CPUs."""
-    busy = cpu_s + 0.01 if busy_s is None else busy_s  # a daemon's tick or so
-    return {"median_s": median_s, "wall_s": wall_s, "cpu_s": cpu_s,
-            "machine": {"busy_s": busy, "steal_s": steal_s, "cpus": cpus, "throttled_s": throttled_s}}
-
-
-def test_stable_figures_pass_the_classifier():
-    assert reliability.classify([process(), process(median_s=1.04e-3, cpu_s=0.97)], threads=2) == []
-    point = reliability.classify_point({"manual": [process(), process()], "torch": [process(), process()]}, 2)
-    assert point == {"reliable": True, "reasons": []}
-    assert reliability.summary_line([{"reliability": point}] * 3) is None
-
-
-def test_processes_further_apart_than_the_promise_are_unreliable():
-    reasons = reliability.classify([process(median_s=1e-3), process(median_s=1.15e-3)], threads=2)
-    assert reasons == ["its processes 15 % apart"]
-    assert reliability.classify([process(median_s=1e-3), process(median_s=1.09e-3)], threads=2) == []
-
-
-def test_another_program_on_a_needed_core_is_named():
-    busy = process(busy_s=1.0 + 0.5)  # others: 0.5 s of CPU over 0.5 s of wall time = one core
-    assert reliability.classify([process(), busy], threads=2) == ["other programs used 1.0 of 2 CPUs (0 left free)"]
-    # with one thread out of two CPUs, one core is left free for others: the same load is no reason
-    assert reliability.classify([process(cpu_s=0.5), process(cpu_s=0.5, busy_s=1.0)], threads=1) == []
-    assert reliability.classify([process(cpu_s=0.5), process(cpu_s=0.5, busy_s=1.2)], threads=1) != []
-
-
-def test_cpu_time_against_wall_time_steal_and_throttling_are_checked():
-    # one process kept two threads busy, the other only one: a thread lost its core part of the time
-    reasons = reliability.classify([process(cpu_s=1.0), process(cpu_s=0.5, busy_s=0.51)], threads=2)
-    assert reasons == ["its processes kept 1.00 to 2.00 CPUs busy"]
-    reasons = reliability.classify([process(), process(steal_s=0.05)], threads=2)  # 5 % of 2 × 0.5 CPU s
-    assert reasons == ["5 % of the CPU time stolen by the hypervisor"]
-    reasons = reliability.classify([process(), process(throttled_s=0.05)], threads=2)
-    assert reasons == ["CPU quota throttled 10 % of the time"]
-    assert reliability.classify([process()], threads=2) == ["timed in one process only"]
-
-
-def test_an_unreadable_machine_still_gets_the_spread_checks():
-    unread = [{**process(), "machine": {}}, {**process(median_s=2e-3), "machine": {}}]
-    assert reliability.classify(unread, threads=2) == ["its processes 100 % apart"]
-
-
-def test_a_point_with_one_unstable_implementation_is_unreliable_with_its_name():
-    point = reliability.classify_point({"manual": [process(), process()],
-                                        "torch": [process(), process(median_s=3e-3, busy_s=1.5)]}, threads=2)
-    assert not point["reliable"]
-    assert point["reasons"] == ["torch: other programs used 1.0 of 2 CPUs (0 left free)",
-                                "torch: its processes 200 % apart"]
-    stable = reliability.classify_point({"manual": [process(), process()]}, 2)
-    assert (reliability.summary_line([{"reliability": point}, {"reliability": stable}, {"reliability": point}])
-            == "machine busy: 2 of 3 points unreliable; rerun on an idle machine")
+# ------------------------------------------------------------------------------ the machine's accounting
 
 
 def test_proc_stat_is_read_per_allowed_cpu_in_seconds():
@@ -289,11 +241,13 @@ def test_an_optional_implementation_that_fails_is_skipped_others_stop_the_bench(
 
     monkeypatch.setattr(worker, "spawn", fake_spawn)
     skipped = {}
-    runs = grid._spawn_all(["manual", "compiled", "torch"], lambda impl: {"impl": impl}, 2, "here", skipped)
-    assert calls == ["manual", "compiled", "torch", "torch", "manual"]  # rotated, and compiled tried once
+    s = bench.settings(parse("--quick"))
+    runs = grid.spawn_rounds(["manual", "compiled", "torch"], lambda impl: {"impl": impl}, s, "here", skipped)
+    assert calls[:5] == ["manual", "compiled", "torch", "torch", "manual"]  # rotated, and compiled tried once
+    assert calls.count("compiled") == 1 and len(calls) == 1 + 2 * reliability.MIN_PROCESSES
     assert set(runs) == {"manual", "torch"} and skipped == {"compiled": "failed: RuntimeError: no C++ compiler"}
     with pytest.raises(CrosscheckError, match="floor_torch worker failed at here: RuntimeError"):
-        grid._spawn_all(["manual", "floor_torch"], lambda impl: {"impl": impl}, 2, "here", {})
+        grid.spawn_rounds(["manual", "floor_torch"], lambda impl: {"impl": impl}, s, "here", {})
 
 
 # ------------------------------------------------------------------------------ machine and output
@@ -319,8 +273,10 @@ def test_the_machine_record_names_cpu_blas_kernels_backends_and_versions():
     assert {"mkl", "onednn", "blas_info", "cpu_capability", "threads", "version"} <= set(tb)
     assert record["jax_backend"] == {"backend": "cpu", "devices": ["cpu:0"]}
 
-    lines = output.head(record, {"threads": 2, "processes": 2, "manual_step": {"function": "f"}})
+    lines = output.head(record, {"threads": 2, "min_processes": 5, "max_processes": 15, "interval_max": 0.1,
+                                 "manual_step": {"function": "f"}})
     assert lines[0].startswith("machine: ") and "2 threads for every implementation" in lines[0]
+    assert "5 to 15 fresh processes per point" in lines[0] and "wider than 10 %" in lines[0]
     assert "openblas 0.3.30 SkylakeX (manual, torch, jax)" in lines[1] and "libgomp (torch)" in lines[1]
     assert lines[-1] == "manual column: f" and any(line.startswith("versions: numpy ") for line in lines)
 
@@ -345,20 +301,23 @@ def test_physical_cores_count_smt_siblings_once_and_only_usable_cpus():
     assert 1 <= machine.default_threads() <= os.cpu_count()
 
 
-def test_this_machines_cpu_is_described():
-    described = machine.describe(1)
+def test_this_machines_cpu_is_recorded():
+    described = machine.host(1)
     if os.path.exists("/proc/cpuinfo"):
         assert described["cpu"] and described["vendor"]
     assert machine.counters() is None or machine.counters()["cpus"] >= 1
 
 
 def synthetic_point(reliable=True, jax=True):
-    r = lambda med: {"median_s": med, "iqr_s": med / 10, "q1_s": med * 0.95, "q3_s": med * 1.05}  # noqa: E731
+    r = lambda med: {"median_s": med, "interval_s": [med * 0.96, med * 1.03]}  # noqa: E731
     results = {"manual": r(4e-4), "torch": r(2e-4), "floor_numpy": r(1e-4), "floor_torch": r(1e-4)}
     point = {"arch": "784-128-10", "batch": 32, "dtype": "float32", "manual_over_torch": 2.0,
              "manual_over_floor": 4.0, "images_per_s_manual": 32 / 4e-4, "results": results,
              "skipped": {"compiled": "skipped: --quick"},
-             "reliability": {"reliable": reliable, "reasons": [] if reliable else ["torch: its processes 15 % apart"]}}
+             "reliability": {"reliable": reliable, "busy": False, "widest": 0.07 if reliable else 0.15,
+                             "reasons": [] if reliable else ["torch: its processes vary: ..."]}}
+    if not reliable:
+        results["torch"]["reasons"] = ["its processes vary: ..."]
     if jax:
         results["jax"] = {**r(8e-4), "compile_s": [0.5, 0.4]}
         point["manual_over_jax"] = 0.5
@@ -369,27 +328,59 @@ def test_table_marks_unreliable_points_and_shows_the_jax_column():
     table = output.format_table([synthetic_point(), synthetic_point(reliable=False)]).splitlines()
     assert len(table) == 3 and "jax.jit µs" in table[0] and "compiled µs" not in table[0]
     assert table[0].split()[-1] == "!" and table[1].split()[-1] == "80,000" and table[2].split()[-1] == "!"
-    assert table[1].split()[:4] == ["784-128-10", "b32", "float32", "400"]
+    assert table[1].split()[:5] == ["784-128-10", "b32", "float32", "400", "±4%"]
     assert "0.50" in table[1].split() and "2.00" in table[1].split()
     without_jax = output.format_table([synthetic_point(jax=False)]).splitlines()
     assert "jax" not in without_jax[0] and "manual/jax" not in without_jax[0]
 
 
+def test_the_autograd_cost_is_torch_over_the_same_derivation_on_torch_tensors():
+    point = synthetic_point()
+    point["results"]["manual_torch"] = {"median_s": 1.6e-4, "interval_s": [1.55e-4, 1.7e-4]}
+    point["autograd_cost"] = grid._ratios(point["results"])["autograd_cost"]
+    assert point["autograd_cost"] == pytest.approx(2e-4 / 1.6e-4)
+    table = output.format_table([point]).splitlines()
+    assert "manual on torch µs" in table[0] and "autograd ×" in table[0] and "1.25" in table[1].split()
+    lines = output.tail([point], None, threads=2)
+    assert output.AUTOGRAD_LINE in lines and "what autograd itself costs" in output.AUTOGRAD_LINE
+    assert output.AUTOGRAD_LINE not in output.tail([synthetic_point()], None, threads=2)
+
+
 def test_tail_gives_the_reasons_and_the_closing_line():
-    lines = output.tail([synthetic_point(), synthetic_point(reliable=False)], None)
-    assert "! 784-128-10 b32: torch: its processes 15 % apart" in lines
-    assert any(line.startswith("jax.jit compile time") and "0.5, 0.4 s" in line for line in lines)
+    lines = output.tail([synthetic_point(), synthetic_point(reliable=False)], None, threads=2)
+    assert "! 784-128-10 b32 torch: its processes vary: ..." in lines
+    assert any(line.startswith("jax.jit compile time") and "b32 0.4-0.5 s" in line for line in lines)
     assert "torch.compile: skipped: --quick" in lines
-    assert lines[-1] == "machine busy: 1 of 2 points unreliable; rerun on an idle machine"
-    assert output.tail([synthetic_point()], None)[-1].startswith("machine quiet")
+    assert lines[-1].startswith("1 of 2 points marked ! because their processes vary, intervals up to 15 % wide")
+    assert output.tail([synthetic_point()], None, threads=2)[-1].startswith("every figure stood")
 
 
 # ------------------------------------------------------------------------------ the steps do the same work
 
 
-def _batch(mnist32, n=64):
-    idx = np.random.default_rng(0).permutation(len(mnist32.x_train))[:n]
-    return np.ascontiguousarray(mnist32.x_train[idx]), np.ascontiguousarray(mnist32.y_train[idx])
+def synthetic_batch(batch=8, dtype=np.float32, seed=0):
+    """(x (B, 784) standard normal, y (B,) int64 labels): MNIST's shapes, normalised pixels' scale."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, 784)).astype(dtype), rng.integers(0, 10, batch).astype(np.int64)
+
+
+def reference_step(sizes, x, y, lr) -> steps.Step:
+    """The step every implementation is held to: the manual reference, ``MLP.loss_and_grads`` and
+    ``SGD(lr).step``, in float64 from the bench's initial weights (``steps.initial`` in x's dtype)."""
+    from manual.mlp import MLP
+    from manual.optim import SGD
+
+    start = steps.initial(sizes, x.dtype).parameters()
+    mlp = MLP(sizes, steps.ACTIVATION, dtype=np.float64)
+    mlp.set_parameters([W.astype(np.float64) for W, _ in start], [b.astype(np.float64) for _, b in start])
+    x64 = x.astype(np.float64)
+
+    def run():
+        loss, grads = mlp.loss_and_grads(x64, y)
+        SGD(lr).step(mlp.parameters(), grads)
+        return loss
+
+    return steps.Step(run, lambda: [(W.copy(), b.copy()) for W, b in mlp.parameters()])
 
 
 def step_differences(reference, other, x, lr, sizes) -> list[str]:
@@ -424,51 +415,253 @@ def step_differences(reference, other, x, lr, sizes) -> list[str]:
     return problems
 
 
-@pytest.mark.slow
-def test_the_jax_step_does_the_manual_steps_work_on_mnist(mnist32):
-    pytest.importorskip("jax", reason="JAX is an optional extra: pip install -e '.[jax]'")
-    x, y = _batch(mnist32)
-    sizes, lr = (784, 128, 10), 0.5  # a large step: the update, not θ's rounding, dominates the allowance
-    manual = steps.manual_step(sizes, x, y, lr)
-    assert step_differences(manual, steps.jax_step(sizes, x, y, lr), x, lr, sizes) == []
-    assert steps.jax_step(sizes, x, y, lr).compile_s > 0
+def build_step(impl, sizes, x, y, lr, device="cpu"):
+    """``steps.BUILDERS[impl]``, skipping where the implementation cannot run here (JAX not installed;
+    torch.compile without a C++ compiler: the bench then skips the column the same way)."""
+    if impl == "jax":
+        pytest.importorskip("jax", reason="JAX is an optional extra: pip install -e '.[jax]'")
+    try:
+        return steps.BUILDERS[impl](sizes, x, y, lr, device)
+    except Exception as e:
+        if impl != "compiled":
+            raise
+        pytest.skip(f"torch.compile unavailable here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
 
-    # the check can fail: a JAX step with a 1 % larger learning rate is caught, in every parameter
-    wrong = step_differences(steps.manual_step(sizes, x, y, lr), steps.jax_step(sizes, x, y, lr * 1.01), x, lr, sizes)
+
+WHOLE_STEP_CASES = [((784, 16, 10), np.float32), ((784, 12, 8, 10), np.float64)]
+
+
+@pytest.mark.parametrize("impl", list(steps.BUILDERS))
+@pytest.mark.parametrize("sizes, dtype", WHOLE_STEP_CASES, ids=["784-16-10-float32", "784-12-8-10-float64"])
+def test_every_timed_step_does_the_whole_steps_work(impl, sizes, dtype):
+    """Loss and updated weights of each implementation's timed step against the manual reference:
+    a step that skips its backward or its update fails here."""
+    x, y = synthetic_batch(dtype=dtype)
+    lr = 0.5  # a large step: the update, not θ's rounding, dominates the allowance
+    step = build_step(impl, sizes, x, y, lr)
+    assert step_differences(reference_step(sizes, x, y, lr), step, x, lr, sizes) == []
+    assert step.compile_s is None or step.compile_s > 0
+    if step.train is not None:  # the epoch's per-batch path does the same step
+        again = build_step(impl, sizes, x, y, lr)
+        per_batch = steps.Step(lambda: again.train(x, y), again.weights)
+        assert step_differences(reference_step(sizes, x, y, lr), per_batch, x, lr, sizes) == []
+
+
+def test_a_step_without_backward_and_update_is_caught():
+    """The check above can fail: a torch step that computes forward and loss only (the update that
+    never happens) is caught in every parameter, its loss being right."""
+    import torch.nn.functional as TF
+
+    sizes, lr = (784, 16, 10), 0.5
+    x, y = synthetic_batch()
+    model, _, tx, ty = steps._torch_setup(sizes, x, y, lr, "cpu")
+    forward_only = steps.Step(lambda: TF.cross_entropy(model(tx), ty), lambda: steps._torch_weights(model))
+    wrong = step_differences(reference_step(sizes, x, y, lr), forward_only, x, lr, sizes)
+    assert [p.split(":")[0] for p in wrong] == ["layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"]
+    # and a 1 % larger learning rate is caught too
+    wrong = step_differences(reference_step(sizes, x, y, lr), steps.torch_step(sizes, x, y, lr * 1.01), x, lr, sizes)
     assert [p.split(":")[0] for p in wrong] == ["layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"]
 
 
+def test_the_torch_step_is_the_plain_sequential_net_a_torch_user_writes():
+    from torch import nn
+
+    x, y = synthetic_batch()
+    model = steps.torch_sequential((784, 16, 8, 10), np.float32)
+    assert type(model) is nn.Sequential
+    assert [type(m) for m in model] == [nn.Linear, nn.Sigmoid, nn.Linear, nn.Sigmoid, nn.Linear]
+    for (W, b), layer in zip(steps.initial((784, 16, 8, 10), np.float32).parameters(), steps.linears(model)):
+        np.testing.assert_array_equal(layer.weight.detach().numpy(), W)
+        np.testing.assert_array_equal(layer.bias.detach().numpy(), b)
+
+
 @pytest.mark.slow
-def test_the_jax_step_of_a_deeper_net_in_float64_does_the_manual_steps_work(mnist64):
+def test_the_steps_do_the_manual_steps_work_on_mnist(mnist32):
+    idx = np.random.default_rng(0).permutation(len(mnist32.x_train))[:64]
+    x, y = np.ascontiguousarray(mnist32.x_train[idx]), np.ascontiguousarray(mnist32.y_train[idx])
+    sizes, lr = (784, 128, 10), 0.5
+    for impl in ("manual", "torch", "jax"):
+        if impl == "jax" and importlib.util.find_spec("jax") is None:
+            continue
+        step = steps.BUILDERS[impl](sizes, x, y, lr)
+        assert step_differences(reference_step(sizes, x, y, lr), step, x, lr, sizes) == [], impl
+
+
+# ------------------------------------------------------------------------------ where the time goes
+
+
+def test_the_part_clock_gives_each_part_the_time_since_the_last_mark():
+    readings = iter([10.0, 10.5, 12.0, 12.25])
+    waits = []
+    clock = breakdown.PartClock(sync=lambda: waits.append(1))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(breakdown.time, "perf_counter", lambda: next(readings))
+        clock.start()
+        clock.mark("forward")
+        clock.mark("backward")
+        clock.mark("forward")
+    assert clock.seconds == {"forward": 0.75, "backward": 1.5} and len(waits) == 4  # waits before every reading
+
+
+@pytest.mark.parametrize("impl, names", [
+    ("manual", ["other", "forward", "loss", "backward + update"]),
+    ("manual_torch", ["other", "forward", "loss", "backward + update"]),
+    ("torch", ["update", "forward", "loss", "backward"]),
+    ("compiled", ["update", "forward + loss", "backward"])])
+def test_the_parts_timed_are_the_whole_step(impl, names):
+    """A step run part by part, as the breakdown times it, does the whole step's work; every part is marked."""
+    x, y = synthetic_batch()
+    sizes, lr = (784, 16, 10), 0.5
+    step = build_step(impl, sizes, x, y, lr)
+    clock = breakdown.PartClock()
+    clock.start()
+    part_by_part = steps.Step(lambda: step.parts(clock), step.weights)
+    assert step_differences(reference_step(sizes, x, y, lr), part_by_part, x, lr, sizes) == []
+    assert sorted(clock.seconds) == sorted(names) and all(v >= 0 for v in clock.seconds.values())
+    assert step_differences(reference_step(sizes, x, y, lr), build_step(impl, sizes, x, y, lr), x, lr, sizes) == []
+
+
+def test_the_jax_prefixes_end_with_the_whole_step():
     pytest.importorskip("jax", reason="JAX is an optional extra: pip install -e '.[jax]'")
-    idx = np.arange(32)
-    x, y = np.ascontiguousarray(mnist64.x_train[idx]), mnist64.y_train[idx]
-    sizes = (784, 32, 16, 10)
-    assert step_differences(steps.manual_step(sizes, x, y, 0.5), steps.jax_step(sizes, x, y, 0.5), x, 0.5, sizes) == []
+    x, y = synthetic_batch()
+    step = steps.jax_step((784, 16, 10), x, y, 0.5)
+    assert list(step.prefixes) == ["forward", "loss", "backward", "update"] and step.parts is None
+    assert step.prefixes["update"] is step.run
+    logits, loss = step.prefixes["forward"](), step.prefixes["loss"]()
+    value, grads = step.prefixes["backward"]()
+    assert logits.shape == (8, 10) and float(loss) == float(value) and len(grads) == 2
+    record = breakdown.time_parts(step, warmup_s=0.001, blocks=2, block_s=0.004)
+    assert record["method"] == "prefixes" and list(record["parts_s"]) == ["forward", "loss", "backward", "update"]
+    for name, prev in (("loss", "forward"), ("backward", "loss"), ("update", "backward")):
+        cumulative = record["prefixes_s"]
+        assert record["parts_s"][name] == [c - p for c, p in zip(cumulative[name], cumulative[prev])]
+    assert record["times_s"] == record["prefixes_s"]["update"]
 
 
-@pytest.mark.slow
-def test_the_compiled_torch_step_does_the_manual_steps_work_on_mnist(mnist32):
-    x, y = _batch(mnist32)
-    sizes, lr = (784, 128, 10), 0.5
-    try:
-        compiled = steps.compiled_step(sizes, x, y, lr)
-    except Exception as e:  # Inductor needs a C++ compiler; the bench then skips the column the same way
-        pytest.skip(f"torch.compile unavailable here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-    assert compiled.compile_s > 0
-    assert step_differences(steps.manual_step(sizes, x, y, lr), compiled, x, lr, sizes) == []
+def test_a_worker_times_the_parts_beside_whole_steps(tmp_path):
+    result = worker.spawn({**_tiny_spec(tmp_path), "breakdown": True})
+    assert "error" not in result, result
+    assert result["method"] == "parts" and len(result["times_s"]) == 2
+    assert set(result["parts_s"]) == {"other", "forward", "loss", "backward + update"}
+    assert all(len(v) == 2 and min(v) >= 0 for v in result["parts_s"].values())
 
 
-@pytest.mark.slow
-def test_the_torch_steps_do_the_manual_steps_work_on_mnist(mnist32):
-    x, y = _batch(mnist32)
-    sizes, lr = (784, 128, 10), 0.5
-    assert step_differences(steps.manual_step(sizes, x, y, lr), steps.torch_step(sizes, x, y, lr), x, lr, sizes) == []
-    manual = steps.manual_step(sizes, x, y, lr)
-    manual.train(x, y)
-    torch_side = steps.torch_step(sizes, x, y, lr)
-    torch_side.train(x, y)  # the epoch's per-batch path: the same step
-    assert step_differences(manual, torch_side, x, lr, sizes) == []
+def test_the_breakdown_table_spans_fused_parts_and_gives_the_sum_and_the_whole_step():
+    def figure(parts, method="parts"):
+        whole = {"median_s": 1e-3, "interval_s": [0.98e-3, 1.05e-3], "pinned": True}
+        return {"parts_s": parts, "sum_s": sum(parts.values()), "whole": whole, "method": method, "processes": 5}
+
+    point = {"arch": "784-128-10", "batch": 32, "dtype": "float32", "skipped": {}, "impls": {
+        "manual": figure({"forward": 3e-4, "loss": 1e-4, "backward + update": 5e-4, "other": 2e-5}),
+        "compiled": figure({"forward + loss": 4e-4, "backward": 4e-4, "update": 1e-4}),
+        "jax": figure({"forward": 3e-4, "loss": 0.0, "backward": 4e-4, "update": 2e-4}, "prefixes")}}
+    rows = [line.split() for line in breakdown.format_table([point]).splitlines()]
+    assert rows[1][2:] == ["manual", "300", "100", "500", "(in", "backward)", "20", "920", "1000", "±5%", "in", "the",
+                           "step"]
+    assert rows[2][3:7] == ["400", "(in", "forward)", "400"] and rows[3][-1] == "prefixes"
+
+
+# ------------------------------------------------------------------------------ the device
+
+
+def test_cuda_without_a_gpu_is_one_line_naming_the_option(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:1", "tpu"):
+        with pytest.raises(SystemExit) as info:
+            parse("--device", device)
+        assert info.value.code == 2
+        [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert f"argument --device: invalid value '{device}': " in line
+    with pytest.raises(SystemExit):
+        parse("--device", "cuda")
+    assert "torch sees no CUDA device on this machine" in capsys.readouterr().err
+    assert bench.settings(parse("--device", "cpu")).device == "cpu"
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="this machine has a GPU: --device cuda is accepted here")
+def test_cli_cuda_without_a_gpu_exits_2_with_one_line(tmp_path):
+    proc = run_cli("bench", "--device", "cuda", "--quick", "--out", tmp_path / "never")
+    assert_one_line_error(proc, 2, "--device", "'cuda'", "torch sees no CUDA device")
+    assert not (tmp_path / "never").exists()
+
+
+def test_on_a_gpu_the_numpy_columns_and_the_epoch_figure_are_skipped(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    s = bench.settings(parse("--device", "cuda", "--quick"))
+    assert s.device == "cuda" and s.epoch_images == 0
+    assert {"manual", "floor_numpy"} <= set(s.skipped) and "NumPy runs on the CPU only" in s.skipped["manual"]
+    assert not {"manual_torch", "torch", "floor_torch"} & set(s.skipped)
+    with pytest.raises(ValueError, match="the NumPy step runs on the CPU only"):
+        steps.manual_step((784, 8, 10), *synthetic_batch(), 0.1, device="cuda")
+
+
+def test_every_timed_block_waits_for_the_queued_work_before_and_after_the_clock():
+    events = []
+    record = timing.time_blocks(lambda: events.append("step"), warmup_s=0, blocks=3, block_s=0.001,
+                                sync=lambda: events.append("sync"))
+    n = record["per_block"]
+    assert events[-3 * (n + 2):] == (["sync"] + ["step"] * n + ["sync"]) * 3  # the three timed blocks
+    assert events[3] == "sync"  # after the warm-up's three steps
+
+
+def test_the_head_names_the_device_and_the_tail_the_gpu_memory():
+    gpu = {"name": "NVIDIA H200", "memory_bytes": 141 * 2**30, "capability": "9.0", "cuda": "12.4"}
+    assert output.device_line("cpu", None) == "device: cpu"
+    line = output.device_line("cuda", gpu)
+    assert line.startswith("device: cuda, NVIDIA H200 (141 GiB, compute capability 9.0, CUDA 12.4)")
+    assert "torch.cuda.synchronize" in line
+    point = synthetic_point()
+    point["results"]["torch"]["gpu_peak_bytes"] = 3 * 2**20
+    lines = output.memory_lines([point])
+    assert lines[0].startswith("GPU memory: torch.cuda.max_memory_allocated")
+    assert lines[1] == "peak GPU memory 784-128-10 b32: torch 3.0 MiB"
+    assert output.memory_lines([synthetic_point()]) == []
+
+
+gpu = pytest.mark.skipif(not HAVE_GPU, reason="no GPU: torch.cuda.is_available() is False")
+
+
+@gpu
+@pytest.mark.parametrize("impl", ["manual_torch", "torch", "compiled", "jax"])
+def test_on_a_gpu_every_timed_step_does_the_whole_steps_work(impl):
+    x, y = synthetic_batch()
+    sizes, lr = (784, 16, 10), 0.5
+    if impl == "jax":
+        pytest.importorskip("jax", reason="JAX is an optional extra")
+        try:
+            steps.jax_device("cuda")
+        except RuntimeError as e:
+            pytest.skip(str(e))
+    step = build_step(impl, sizes, x, y, lr, device="cuda")
+    assert (step.sync is not None) == (impl != "jax")  # the JAX step blocks on its result itself
+    assert step_differences(reference_step(sizes, x, y, lr), step, x, lr, sizes) == []
+
+
+@gpu
+def test_a_gpu_worker_waits_for_its_steps_and_reports_the_gpu_and_its_memory(tmp_path):
+    spec = {**_tiny_spec(tmp_path, impl="torch"), "device": "cuda"}
+    result = worker.spawn(spec)
+    assert "error" not in result, result
+    assert result["device"] == "cuda" and result["gpu"]["name"] and result["gpu"]["memory_bytes"] > 0
+    assert result["gpu_memory"]["max_memory_allocated"] > 0
+    floor_result = worker.spawn({**spec, "impl": "floor_torch"})
+    assert "error" not in floor_result, floor_result
+    assert floor_result["gpu_memory"]["max_memory_allocated"] > 0
+
+
+@gpu
+def test_the_torch_floor_on_a_gpu_computes_the_products():
+    x = np.random.default_rng(3).standard_normal((5, 784)).astype(np.float32)
+    products = floor.gemm_products((784, 16, 8, 10), 5)
+    for layouts in ([floor.LAYOUTS[0]] * len(products), [floor.LAYOUTS[-1]] * len(products)):
+        ops = floor.floor_operands(products, x, layouts)
+        calls = floor.product_calls(ops, "torch", "cuda")
+        for call, (a, b, _) in zip(calls, ops):
+            out = call()
+            torch.cuda.synchronize()
+            assert out.is_cuda
+            assert_close_bound(out.cpu().numpy(), a.astype(np.float64) @ b.astype(np.float64), matmul_bound(a, b))
 
 
 # ------------------------------------------------------------------------------ a quick run
@@ -483,15 +676,19 @@ def test_quick_run_writes_a_json_entry_for_every_point_and_implementation(tmp_pa
     assert (out / bench.PLOT_NAME).read_bytes()[:8] == PNG_MAGIC
 
     report = json.loads((out / bench.JSON_NAME).read_text())
-    timed = {"manual", "torch", "floor_numpy", "floor_torch"} | ({"jax"} if "jax" not in report["config"]["skipped"]
+    timed = {"manual", "manual_torch", "torch", "floor_numpy", "floor_torch"} | ({"jax"} if "jax" not in report["config"]["skipped"]
                                                                 else set())
     [p] = report["points"]
     assert (p["arch"], p["batch"], p["dtype"]) == ("784-128-10", 32, "float32")
     assert set(p["results"]) == timed and "--no-compile" in p["skipped"]["compiled"]
+    r = p["results"]
+    assert p["autograd_cost"] == pytest.approx(r["torch"]["median_s"] / r["manual_torch"]["median_s"])
+    assert report["config"]["manual_torch_step"]["function"].startswith("manual.fast_torch.FastTorchStep")
     for name, m in p["results"].items():
-        assert m["median_s"] > 0 and m["iqr_s"] >= 0 and m["q1_s"] <= m["median_s"] <= m["q3_s"], name
-        assert len(m["processes"]) == report["config"]["processes"] >= 2, name
+        assert m["median_s"] > 0 and m["interval_s"][0] <= m["median_s"] <= m["interval_s"][1], name
+        assert report["config"]["min_processes"] <= len(m["processes"]) <= report["config"]["max_processes"], name
         assert len({q["pid"] for q in m["processes"]}) == len(m["processes"])  # fresh processes
+        assert m["used"] + m["set_aside"] == len(m["processes"]) and m["pinned"] == (not m["reasons"]), name
         for q in m["processes"]:
             assert q["wall_s"] > 0 and q["cpu_s"] > 0 and q["steps"] > 0 and "others_cores" in q, name
     assert isinstance(p["reliability"]["reliable"], bool) and isinstance(p["reliability"]["reasons"], list)
@@ -509,11 +706,28 @@ def test_quick_run_writes_a_json_entry_for_every_point_and_implementation(tmp_pa
     epoch = report["epoch"]
     assert epoch["arch"] == "784-256-10" and epoch["batch"] == 32 and epoch["images"] == bench.QUICK_EPOCH_IMAGES
     for side in ("manual", "torch"):
-        assert epoch[side]["seconds"] > 0 and len(epoch[side]["pass_seconds"]) >= 2
+        assert epoch[side]["seconds"] > 0 and len(epoch[side]["pass_seconds"]) >= reliability.MIN_PROCESSES
     assert "reliable" in epoch["reliability"]
 
     stdout = capsys.readouterr().out
     assert "784-128-10 b32 float32" in stdout and stdout.count("machine: ") == 1
     assert "epoch (784-256-10 float32, batch 32" in stdout
-    last = [line for line in stdout.splitlines() if line.startswith(("machine busy", "machine quiet"))]
-    assert last == [report["summary"]]
+    assert report["summary"] in stdout.splitlines()  # the point and the epoch figure
+    assert re.match(r"every figure stood|machine busy|[12] of 2 points marked", report["summary"])
+
+
+@pytest.mark.slow
+def test_quick_breakdown_writes_its_table_json_and_plot(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "b"
+    args = parse("--breakdown", "--quick", "--batches", "32", "--no-jax", "--out", out, "--offline",
+                 "--data-dir", mnist_dir)
+    assert bench.main(args) == 0
+    assert {p.name for p in out.iterdir()} == {breakdown.JSON_NAME, breakdown.PLOT_NAME}
+    assert (out / breakdown.PLOT_NAME).read_bytes()[:8] == PNG_MAGIC
+    report = json.loads((out / breakdown.JSON_NAME).read_text())
+    [p] = report["points"]
+    assert set(p["impls"]) == {"manual", "manual_torch", "torch"} and report["date"] and report["machine"]["cpu"]
+    assert set(p["impls"]["torch"]["parts_s"]) == {"forward", "loss", "backward", "update"}
+    assert p["impls"]["manual"]["whole"]["median_s"] > 0 and p["impls"]["manual"]["processes"] >= 5
+    stdout = capsys.readouterr().out
+    assert "784-128-10 b32  manual" in stdout and "(in backward)" in stdout

@@ -5,7 +5,8 @@ batch-mean cross-entropy, backward, SGD update) of the same net from the same we
 batch of real MNIST images, by
 - manual: the hand-derived step (``steps.manual_step``; bench.json and the table head name the
   function);
-- torch: eager autograd and ``torch.optim.SGD``;
+- torch: eager autograd as a torch user writes it (``nn.Sequential``, ``cross_entropy``, ``backward``,
+  ``torch.optim.SGD``; nothing validated inside the step);
 - compiled: that step with forward + loss through ``torch.compile`` (compile time apart);
 - jax: the whole step under ``jax.jit`` (compile time apart; skipped with a line saying how to
   install JAX when it is missing);
@@ -13,17 +14,24 @@ batch of real MNIST images, by
   (``floor``): no implementation with that library can be faster.
 
 Fair because each implementation runs in fresh worker processes of its own (``worker``), with its
-library's default settings and the same thread budget, at least two processes per implementation,
-interleaved; nothing of one library is loaded, let alone spinning, while another is timed.
-Honest because every worker also measures what else the machine did meanwhile, and a point whose
-figures are not stable is marked ``!`` with its reasons (``reliability``), in the table, in
-bench.json and in a closing line. The whole-epoch figure trains 784-256-10 float32, batch 32,
-through the training images in one shuffled order, each side in its own processes.
+library's default settings and the same thread budget, interleaved; nothing of one library is
+loaded, let alone spinning, while another is timed. Honest because each figure is the median over
+enough processes to pin it down (``grid``: more while its interval is wide, within a budget), every
+worker also measures what else the machine did meanwhile, and a point whose figures do not stand
+is marked ``!`` with its reasons (``reliability``: other programs' CPU use seen, or processes that
+vary, and by how much), in the table, in bench.json and in a closing line. The whole-epoch figure
+trains 784-256-10 float32, batch 32, through the training images in one shuffled order, each side
+in its own processes.
+
+``--device cuda`` times the torch steps, the torch floor and jax.jit on the GPU, synchronised
+(``timing``), with their peak GPU memory; ``--breakdown`` shows instead where each step's time
+goes (``breakdown``: forward, loss, backward, update).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import tempfile
 import time
@@ -32,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from compare import options
-from compare.bench import grid, machine, output
+from compare.bench import breakdown, grid, machine, output, reliability
 from compare.bench.config import (  # noqa: F401  (the names a caller of the bench may need)
     DEFAULT_ARCHS, DEFAULT_BATCHES, IMPLS, JAX_HINT, LR, QUICK_ARCHS, QUICK_BATCHES, QUICK_EPOCH_IMAGES,
     Settings, add_arguments, parse_arch, settings)
@@ -41,11 +49,16 @@ from compare.bench.steps import ACTIVATION
 JSON_NAME, PLOT_NAME = "bench.json", "bench.png"
 
 
-def _config(s: Settings, manual_step: dict) -> dict:
+def _config(s: Settings, workers: dict) -> dict:
+    """bench.json's config: the grid, the settings, the rule for figures, what the hand-derived columns time."""
+    info = {impl: (workers.get(impl) or {}).get("info", {}) for impl in ("manual", "manual_torch")}
     return {"archs": ["-".join(map(str, a)) for a in s.archs], "batches": s.batches, "dtype": s.dtype,
-            "threads": s.threads, "activation": ACTIVATION, "lr": LR, "processes": s.timing.processes,
+            "threads": s.threads, "activation": ACTIVATION, "lr": LR, "min_processes": reliability.MIN_PROCESSES,
+            "max_processes": s.timing.max_processes, "confidence": reliability.CONFIDENCE,
+            "interval_max": reliability.INTERVAL_MAX,
             "timing": dataclasses.asdict(s.timing),
-            "skipped": s.skipped, "manual_step": manual_step}
+            "skipped": s.skipped, "manual_step": info["manual"], "manual_torch_step": info["manual_torch"],
+            "device": s.device}
 
 
 def _measure(s: Settings, mnist, log) -> tuple[list[dict], dict | None, dict]:
@@ -58,7 +71,8 @@ def _measure(s: Settings, mnist, log) -> tuple[list[dict], dict | None, dict]:
 
 def main(args) -> int:
     """Run ``crosscheck bench`` with the options of `add_arguments`: print the table, write bench.json
-    and bench.png to the output directory. Returns 0; UsageError on a bad option value."""
+    and bench.png to the output directory (with --breakdown: the parts' table, breakdown.json and
+    breakdown.png). Returns 0; UsageError on a bad option value."""
     s = settings(args)
     out = options.new_run_dir(s.out, prefix="bench-")
     log = options.logger(args.json)
@@ -66,24 +80,41 @@ def main(args) -> int:
 
     started = time.perf_counter()
     mnist = data.load_mnist(args.data_dir, dtype=np.float32, offline=args.offline, log=log)
-    log(f"bench: {', '.join('-'.join(map(str, a)) for a in s.archs)} × batches {' '.join(map(str, s.batches))}, "
-        f"{s.dtype}, {s.threads} thread{'s' * (s.threads > 1)}, each implementation in {s.timing.processes} "
-        f"processes of its own per point; writing to {out}")
-    if "jax" in s.skipped:
-        log(f"jax.jit: {s.skipped['jax']}")
+    log(f"bench{' --breakdown' * s.breakdown}: {', '.join('-'.join(map(str, a)) for a in s.archs)} × batches "
+        f"{' '.join(map(str, s.batches))}, {s.dtype}, {s.device}, {s.threads} thread{'s' * (s.threads > 1)}, each "
+        f"implementation in {reliability.MIN_PROCESSES} to {s.timing.max_processes} processes of its own per point; "
+        f"writing to {out}")
+    for name in ("compiled", "jax"):
+        if name in s.skipped:
+            log(f"{output.NAMES[name]}: {s.skipped[name]}")
     load_start = machine.load_average()
-    points, epoch, workers = _measure(s, mnist, log)
+    if s.breakdown:
+        with tempfile.TemporaryDirectory(prefix="crosscheck-bench-") as tmp:
+            points, workers = breakdown.run(mnist.x_train, mnist.y_train, s, Path(tmp), log)
+        epoch, names = None, (breakdown.JSON_NAME, breakdown.PLOT_NAME)
+    else:
+        points, epoch, workers = _measure(s, mnist, log)
+        names = (JSON_NAME, PLOT_NAME)
     record = {**machine.record(s.threads, workers), "loadavg_start": load_start, "loadavg_end": machine.load_average()}
-    bench = {"machine": record, "data": mnist.prepared.description,
-             "config": _config(s, workers["manual"].get("info", {})), "points": points, "epoch": epoch,
-             "summary": output.tail(points, epoch)[-1], "elapsed_s": time.perf_counter() - started}
+    report = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": record,
+              "data": mnist.prepared.description, "config": _config(s, workers),
+              "points": points}
+    where = (record["gpu"] or {}).get("name") if s.device != "cpu" else record["cpu"]
+    title = f"one SGD step, {s.dtype}, {s.device}, {s.threads} thread{'s' * (s.threads > 1)}, {where or ''}"
+    if s.breakdown:
+        lines = [breakdown.format_table(points), breakdown.EXPLAINED]
+        breakdown.plot(points, out / names[1], title)
+    else:
+        lines = [output.format_table(points), *output.tail(points, epoch, s.threads)]
+        report.update(epoch=epoch, summary=lines[-1])
+        output.plot(points, out / names[1], title)
+    report["elapsed_s"] = time.perf_counter() - started
     from compare.files import atomic_write_json
 
-    atomic_write_json(out / JSON_NAME, bench)
-    output.plot(points, out / PLOT_NAME, f"one SGD step, {s.dtype}, {s.threads} threads, {record['cpu'] or ''}")
-    for line in ["", *output.head(record, bench["config"]), output.format_table(points), *output.tail(points, epoch)]:
+    atomic_write_json(out / names[0], report)
+    for line in ["", *output.head(record, report["config"]), *lines]:
         log(line)
-    log(f"wrote {out / JSON_NAME} and {out / PLOT_NAME} ({bench['elapsed_s']:.0f} s)")
+    log(f"wrote {out / names[0]} and {out / names[1]} ({report['elapsed_s']:.0f} s)")
     if args.json:
-        print(json.dumps(bench, indent=1))
+        print(json.dumps(report, indent=1))
     return 0

@@ -5,12 +5,12 @@ into preallocated outputs (``np.matmul`` / ``torch.mm`` with out=). Bias, activa
 update and Python come on top, and no layout beats the fastest, so no implementation of the step
 with that library can beat its floor. The floor runs at the full thread budget, where these
 products in isolation are fastest. Each floor worker finds its own layouts (``fastest_layouts``)
-and records them.
+and records them. The torch floor runs on the bench's device (on a GPU, timed with
+``torch.cuda.synchronize`` around each timed loop); NumPy's on the CPU.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -70,20 +70,21 @@ def floor_operands(products: list[dict], x: np.ndarray, layouts, seed: int = 0) 
     return ops
 
 
-def product_calls(ops: list[tuple], library: str) -> list:
+def product_calls(ops: list[tuple], library: str, device: str = "cpu") -> list:
     """One callable per product of `ops`, each writing its `out` in place: ``np.matmul(a, b, out=c)``
-    or ``torch.mm(a, b, out=c)`` on the same memory (``torch.from_numpy``)."""
+    or ``torch.mm(a, b, out=c)``, on the CPU on the same memory (``torch.from_numpy``), on a GPU on
+    copies there with the same strides (``Tensor.to`` keeps a dense layout's strides)."""
     if library == "numpy":
         return [lambda a=a, b=b, c=c: np.matmul(a, b, out=c) for a, b, c in ops]
     import torch
 
-    tops = [tuple(torch.from_numpy(v) for v in op) for op in ops]
+    tops = [tuple(torch.from_numpy(v).to(device) for v in op) for op in ops]
     return [lambda a=a, b=b, c=c: torch.mm(a, b, out=c) for a, b, c in tops]
 
 
-def floor_step(ops: list[tuple], library: str):
+def floor_step(ops: list[tuple], library: str, device: str = "cpu"):
     """-> a callable doing all the products `ops` (from `floor_operands`) with `library`, in order."""
-    calls = product_calls(ops, library)
+    calls = product_calls(ops, library, device)
 
     def floor():
         for call in calls:
@@ -92,41 +93,55 @@ def floor_step(ops: list[tuple], library: str):
     return floor
 
 
-def _quick_time(call, budget_s: float) -> float:
-    """Seconds per call: the least of 3 timed loops, each about budget_s / 3 long."""
-    call()
-    t0 = time.perf_counter()
-    call()
-    n = max(1, int(budget_s / 3 / max(time.perf_counter() - t0, 1e-7)))
-    best = math.inf
-    for _ in range(3):
+def _quick_time(call, budget_s: float, sync=None) -> float:
+    """Seconds per call: the least of 3 timed loops, each about budget_s / 3 long (`sync`: waits for
+    queued GPU work, before and after each loop)."""
+    sync = sync or (lambda: None)
+
+    def loop(n):
+        sync()
         t0 = time.perf_counter()
         for _ in range(n):
             call()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
+        sync()
+        return time.perf_counter() - t0
+
+    loop(1)
+    n = max(1, int(budget_s / 3 / max(loop(1), 1e-7)))
+    return min(loop(n) / n for _ in range(3))
 
 
-def fastest_layouts(products: list[dict], x: np.ndarray, budget_s: float, libraries=LIBRARIES) -> dict[str, list]:
+def fastest_layouts(products: list[dict], x: np.ndarray, budget_s: float, libraries=LIBRARIES, device: str = "cpu"
+                    ) -> dict[str, list]:
     """Per library, per product: the fastest of the 8 layouts (each timed for about `budget_s`)."""
     seconds = {lib: [[] for _ in products] for lib in libraries}  # [product][layout]
     for layout in LAYOUTS:
         ops = floor_operands(products, x, [layout] * len(products))
         for lib in libraries:
-            for per_layout, call in zip(seconds[lib], product_calls(ops, lib)):
-                per_layout.append(_quick_time(call, budget_s))
+            sync = _sync(lib, device)
+            for per_layout, call in zip(seconds[lib], product_calls(ops, lib, device)):
+                per_layout.append(_quick_time(call, budget_s, sync))
     return {lib: [LAYOUTS[int(np.argmin(per))] for per in per_product] for lib, per_product in seconds.items()}
 
 
-def floor_bench_step(sizes, x: np.ndarray, library: str, layout_s: float):
+def _sync(library: str, device: str):
+    if library == "torch" and device != "cpu":
+        import torch
+
+        return lambda: torch.cuda.synchronize(device)
+    return None
+
+
+def floor_bench_step(sizes, x: np.ndarray, library: str, layout_s: float, device: str = "cpu"):
     """The floor of one grid point for one library: search the layouts, then build the step.
 
-    Returns (callable, products): `products` from ``gemm_products`` with each product's chosen
-    layout (``layout``, see ``layout_name``) added, shapes as lists.
+    Returns (callable, products, sync): `products` from ``gemm_products`` with each product's chosen
+    layout (``layout``, see ``layout_name``) added, shapes as lists; `sync` waits for the GPU (None
+    on the CPU).
     """
     products = gemm_products(sizes, len(x))
-    best = fastest_layouts(products, x, layout_s, (library,))[library]
-    step = floor_step(floor_operands(products, x, best), library)
+    best = fastest_layouts(products, x, layout_s, (library,), device)[library]
+    step = floor_step(floor_operands(products, x, best), library, device)
     for p, layout in zip(products, best):
         p.update(shape=list(p["shape"]), layout=layout_name(layout))
-    return step, products
+    return step, products, _sync(library, device)

@@ -1,14 +1,17 @@
 """The bench's run: every grid point's implementations in worker processes, interleaved.
 
-Per grid point each implementation is timed in ``timing.processes`` fresh processes; the
-processes run one at a time, the implementations in a rotated order per repetition (manual,
-torch, ..., then torch, ..., manual), so that slow drifts of the machine hit all alike. Per
-implementation the per-step times of all blocks of all its processes are pooled into a median and
-quartiles; ``reliability`` judges each point from the workers' own figures.
+Per grid point each implementation is timed in fresh processes, one at a time, in rounds: every
+implementation once per round, in a rotated order (manual, torch, ..., then torch, ..., manual),
+so that slow drifts of the machine hit all alike. The first ``reliability.MIN_PROCESSES`` rounds
+time every implementation; later rounds only those whose figure is not yet pinned down
+(``reliability.judge``: too few undisturbed processes, or an interval too wide), until each is
+pinned, has ``timing.max_processes`` processes, or the point has taken ``timing.budget`` times as
+long as its first rounds. Each figure is the median of its processes' medians, with its interval.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +27,34 @@ def rotated(names: list[str], r: int) -> list[str]:
     return names[k:] + names[:k]
 
 
-def _spec(impl: str, sizes, batch_file: Path, s: Settings) -> dict:
+def worker_spec(impl: str, sizes, batch_file: Path, s: Settings) -> dict:
     t = s.timing
     return {"impl": impl, "sizes": list(sizes), "batch_file": str(batch_file), "threads": s.threads, "lr": LR,
+            "device": s.device,
             "warmup_s": t.warmup_s, "blocks": t.blocks, "block_s": t.block_s, "layout_s": t.layout_s}
 
 
-def _spawn_all(impls: list[str], spec_of, processes: int, where: str, skipped: dict) -> dict[str, list[dict]]:
-    """Every implementation in `processes` workers, interleaved -> impl -> worker results.
+def spawn_rounds(impls: list[str], spec_of, s: Settings, where: str, skipped: dict, clock=time.monotonic
+               ) -> dict[str, list[dict]]:
+    """Every implementation in worker processes, in rounds (module docstring) -> impl -> worker results.
 
     A failed optional implementation (torch.compile, JAX) is skipped with its reason in `skipped`;
     any other failure stops the bench (CrosscheckError naming the implementation and the point).
     """
-    runs = {impl: [] for impl in impls}
-    for r in range(processes):
-        for impl in rotated(impls, r):
-            if impl in skipped:
-                continue
+    runs = {impl: [] for impl in impls if impl not in skipped}
+    started, first_rounds_s, r = clock(), None, 0
+    while runs:
+        if r < reliability.MIN_PROCESSES:
+            due = list(runs)
+        else:
+            first_rounds_s = first_rounds_s if first_rounds_s is not None else clock() - started
+            if clock() - started >= s.timing.budget * first_rounds_s:
+                break
+            due = [impl for impl, results in runs.items() if len(results) < s.timing.max_processes
+                   and not reliability.judge([process_record(x) for x in results], s.threads)["pinned"]]
+            if not due:
+                break
+        for impl in rotated(due, r):
             result = worker.spawn(spec_of(impl))
             if "error" not in result:
                 runs[impl].append(result)
@@ -49,33 +63,44 @@ def _spawn_all(impls: list[str], spec_of, processes: int, where: str, skipped: d
                 runs.pop(impl)
             else:
                 raise CrosscheckError(f"the {impl} worker failed at {where}: {result['error']}")
+        r += 1
     return runs
 
 
-def _process_record(result: dict) -> dict:
-    """What bench.json keeps of one worker process."""
-    keep = ("pid", "steps", "per_block", "wall_s", "cpu_s", "machine", "compile_s", "budget", "env")
+def process_record(result: dict) -> dict:
+    """What bench.json keeps of one worker process, with the figures ``reliability`` judges it by."""
+    keep = ("pid", "steps", "per_block", "wall_s", "cpu_s", "machine", "compile_s", "budget", "env", "gpu_memory",
+            "parts_s", "prefixes_s", "method")
     return {"median_s": float(np.median(result["times_s"])), **{k: result[k] for k in keep if k in result},
             **reliability.process_figures(result)}
 
 
-def summarize_runs(runs: dict[str, list[dict]]) -> dict:
-    """impl -> pooled summary (median, quartiles, steps), the processes' records and compile times."""
+def summarize_runs(runs: dict[str, list[dict]], threads: int) -> dict:
+    """impl -> its figure (``reliability.judge``: median over processes, interval, whether it stands),
+    steps timed, the processes' records (``set_aside`` where the machine disturbed them), compile
+    times and, on a GPU, the largest peak of GPU memory a process saw (``worker.gpu_memory``)."""
     results = {}
     for impl, results_of in runs.items():
-        pooled = [t for r in results_of for t in r["times_s"]]
+        records = [process_record(r) for r in results_of]
+        for record in records:
+            record["set_aside"] = bool(reliability.disturbances(record, threads))
         compile_s = [r["compile_s"] for r in results_of if r.get("compile_s") is not None]
-        results[impl] = {**timing.summarize(pooled), "steps": sum(r["steps"] for r in results_of),
-                         "processes": [_process_record(r) for r in results_of],
-                         **({"compile_s": compile_s} if compile_s else {})}
+        peaks = [v for r in results_of for v in (r.get("gpu_memory") or {}).values() if v is not None]
+        results[impl] = {**reliability.judge(records, threads), "steps": sum(r["steps"] for r in results_of),
+                         "processes": records, **({"compile_s": compile_s} if compile_s else {}),
+                         **({"gpu_peak_bytes": max(peaks)} if peaks else {})}
     return results
 
 
+RATIOS = {"manual_over_torch": ("manual", "torch"), "manual_over_compiled": ("manual", "compiled"),
+          "manual_over_jax": ("manual", "jax"), "manual_over_floor": ("manual", "floor_numpy"),
+          "autograd_cost": ("torch", "manual_torch")}  # torch eager / the same derivation on torch tensors
+
+
 def _ratios(results: dict) -> dict:
-    m = results["manual"]["median_s"]
-    pairs = {"manual_over_torch": "torch", "manual_over_compiled": "compiled", "manual_over_jax": "jax",
-             "manual_over_floor": "floor_numpy"}
-    return {key: m / results[impl]["median_s"] for key, impl in pairs.items() if impl in results}
+    """Each ratio of ``RATIOS`` whose two figures were timed."""
+    return {key: results[a]["median_s"] / results[b]["median_s"] for key, (a, b) in RATIOS.items()
+            if a in results and b in results}
 
 
 def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tuple[dict, dict]:
@@ -86,9 +111,9 @@ def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tu
     np.savez(batch_file, x=x, y=y)
     skipped = dict(s.skipped)
     load_before = machine.load_average()
-    runs = _spawn_all([i for i in IMPLS if i not in skipped], lambda impl: _spec(impl, sizes, batch_file, s),
-                      s.timing.processes, f"{arch} batch {batch}", skipped)
-    results = summarize_runs(runs)
+    runs = spawn_rounds(list(IMPLS), lambda impl: worker_spec(impl, sizes, batch_file, s), s, f"{arch} batch {batch}",
+                      skipped)
+    results = summarize_runs(runs, s.threads)
     floor = next((r[0]["products"] for impl, r in runs.items() if impl.startswith("floor_")), [])
     point = {"arch": arch, "sizes": list(sizes), "batch": batch, "dtype": str(x.dtype), "results": results,
              "skipped": skipped, "floor": {"flops": sum(p["flops"] for p in floor),
@@ -96,9 +121,10 @@ def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tu
                                                        for i, r in runs.items() if i.startswith("floor_")},
                                            "products": [{k: p[k] for k in ("layer", "kind", "shape", "flops")}
                                                         for p in floor]},
-             **_ratios(results), "images_per_s_manual": batch / results["manual"]["median_s"],
+             **_ratios(results),
+             **({"images_per_s_manual": batch / results["manual"]["median_s"]} if "manual" in results else {}),
              "loadavg_before": load_before, "loadavg_after": machine.load_average(),
-             "reliability": reliability.classify_point({i: r["processes"] for i, r in results.items()}, s.threads)}
+             "reliability": reliability.classify_point(results)}
     return point, {impl: r[0] for impl, r in runs.items()}
 
 
@@ -116,7 +142,8 @@ def run_grid(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path, l
             r = point["results"]
             flag = "" if point["reliability"]["reliable"] else "  ! unreliable (reasons below the table)"
             log(f"  {point['arch']} batch {batch}: "
-                + ", ".join(f"{name} {1e6 * r[name]['median_s']:.0f} µs" for name in IMPLS if name in r) + flag)
+                + ", ".join(f"{name} {1e6 * r[name]['median_s']:.0f} µs ({len(r[name]['processes'])})"
+                            for name in IMPLS if name in r) + flag)
             points.append(point)
     return points, seen
 
@@ -125,20 +152,18 @@ def run_epoch(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path) 
     """Whole passes of 784-256-10 float32, batch 32, SGD, through the first `s.epoch_images` of one
     shuffled order, for manual and torch, each side in processes of its own (manual, torch, torch,
     manual, ...; each process one pass, or as many as fill ``reliability.MIN_REGION_S``)
-    -> mean seconds per pass and images/s per side, with the reliability of the figures."""
+    -> per side the median over processes of each one's median pass, images/s, and the reliability."""
     n = min(s.epoch_images, len(x_train)) // EPOCH_BATCH * EPOCH_BATCH
     order = np.random.default_rng(1).permutation(len(x_train))[:n].reshape(-1, EPOCH_BATCH)
     data_file = tmp / "epoch.npz"
     np.savez(data_file, x=np.ascontiguousarray(x_train, dtype=np.float32), y=y_train, order=order)
     spec = {"sizes": list(EPOCH_SIZES), "batch_file": str(data_file), "threads": s.threads, "lr": LR}
-    runs = _spawn_all(["epoch_manual", "epoch_torch"], lambda impl: {**spec, "impl": impl},
-                      s.timing.processes, "the epoch figure", {})
+    runs = spawn_rounds(["epoch_manual", "epoch_torch"], lambda impl: {**spec, "impl": impl}, s, "the epoch figure", {})
     record = {"arch": "-".join(map(str, EPOCH_SIZES)), "dtype": "float32", "batch": EPOCH_BATCH, "images": n, "lr": LR}
-    for impl, results_of in runs.items():
-        seconds = [t for r in results_of for t in r["times_s"]]
-        mean = float(np.mean(seconds))
-        record[impl[len("epoch_"):]] = {"seconds": mean, "pass_seconds": seconds, "images_per_s": n / mean,
-                                        "processes": [_process_record(r) for r in results_of]}
-    record["reliability"] = reliability.classify_point(
-        {impl: record[impl[len("epoch_"):]]["processes"] for impl in runs}, s.threads)
+    judged = summarize_runs(runs, s.threads)
+    for impl, figure in judged.items():
+        side = impl[len("epoch_"):]
+        record[side] = {**figure, "seconds": figure["median_s"], "images_per_s": n / figure["median_s"],
+                        "pass_seconds": [t for r in runs[impl] for t in r["times_s"]]}
+    record["reliability"] = reliability.classify_point(judged)
     return record

@@ -2,7 +2,7 @@
 
 ``counters()`` reads the kernel's CPU accounting (Linux ``/proc/stat``, per CPU this process may
 run on; the cgroup's throttling) so that a worker can tell, over its timed region, how much CPU
-time *others* used next to it and how much the hypervisor stole. ``describe()`` names the CPU,
+time *others* used next to it and how much the hypervisor stole. ``host()`` names the CPU,
 cores and library versions; the BLAS libraries come from the workers (``threadpoolctl`` in each),
 the torch and JAX backends from their workers too: the bench records what ran, not what the
 parent process happens to load.
@@ -125,7 +125,7 @@ def versions() -> dict:
     return found
 
 
-def describe(threads: int) -> dict:
+def host(threads: int) -> dict:
     """The machine record's parent-side part: CPU model and vendor, cores, platform, versions."""
     info = _cpuinfo()
     allowed = _allowed_cpus()
@@ -169,16 +169,17 @@ def torch_backend() -> dict:
 
 
 def record(threads: int, workers: dict[str, dict]) -> dict:
-    """The machine record of bench.json: ``describe`` plus what the workers reported: each BLAS and
-    OpenMP library with the kernel it chose, torch's backend, JAX's backend.
+    """The machine record of bench.json: ``host`` plus what the workers reported: each BLAS and
+    OpenMP library with the kernel it chose, torch's backend, JAX's backend, the GPU (None on the CPU).
 
     Args:
         workers: implementation -> one of its worker results (threadpools, torch_backend, info).
     """
-    found = describe(threads)
+    found = host(threads)
     found["blas"] = blas_libraries({impl: r.get("threadpools", []) for impl, r in workers.items()})
     torch_worker = workers.get("torch") or workers.get("epoch_torch") or {}
     found["torch_backend"] = torch_worker.get("torch_backend")
     jax_info = (workers.get("jax") or {}).get("info") or {}
-    found["jax_backend"] = {k: jax_info[k] for k in ("backend", "devices") if k in jax_info} or None
+    found["jax_backend"] = {k: jax_info[k] for k in ("backend", "devices", "device") if k in jax_info} or None
+    found["gpu"] = next((r["gpu"] for r in workers.values() if r.get("gpu")), None)
     return found

@@ -7,6 +7,11 @@ of ``step.run()`` is one whole SGD step (forward, batch-mean cross-entropy, back
 parameters. ``step.weights()`` reads them back as NumPy [(W (out, in), b (out,)), ...], so tests
 can hold every implementation to the same arithmetic (tests/test_bench.py).
 
+`device` is "cpu", "cuda" or "cuda:N": the torch steps (the hand-derived one on torch tensors
+too) move their net and batch there, the JAX step runs on JAX's GPU; the NumPy step runs on the
+CPU only. On a GPU ``step.sync`` waits for the queued work (``torch.cuda.synchronize``), so that a
+timer around steps measures the work, not its launch.
+
 Imports are local: a worker process loads only the library it times (the manual worker never
 imports torch or JAX).
 """
@@ -33,7 +38,15 @@ class Step:
         info: what exactly is timed (function, library details), recorded in bench.json.
         train: (x, y) -> loss; the same step on another NumPy batch (for the whole-epoch figure;
             None where the step is compiled for one batch's shapes).
-        describe: () -> dict, how the step ran (called after timing; None: nothing to add).
+        how_it_ran: () -> dict, how the step ran (called after timing; None: nothing to add).
+        sync: () -> None, waits until the step's queued work is done (None: ``run`` returns when
+            it is, as on the CPU and in the JAX step, which blocks on its result).
+        parts: (clock) -> loss, one step as ``run`` does it, calling ``clock.mark(part)`` as each
+            part ends ("forward", "loss", "backward", "update"; a fused pair under one name, e.g.
+            "backward + update"), for ``breakdown``; None where the parts do not exist apart.
+        prefixes: part -> () -> result, where the parts run as one compiled program: the programs
+            doing the step up to and including each part, in the step's order (the last is ``run``);
+            ``breakdown`` times each and takes the differences.
     """
 
     run: Callable[[], object]
@@ -41,11 +54,14 @@ class Step:
     compile_s: float | None = None
     info: dict = dataclasses.field(default_factory=dict)
     train: Callable[[np.ndarray, np.ndarray], object] | None = None
-    describe: Callable[[], dict] | None = None
+    how_it_ran: Callable[[], dict] | None = None
+    sync: Callable[[], None] | None = None
+    parts: Callable[[object], object] | None = None
+    prefixes: dict[str, Callable[[], object]] | None = None
 
     def record(self) -> dict:
-        """``info``, with ``describe()`` under "describe" where the step has one."""
-        return {**self.info, **({"describe": self.describe()} if self.describe else {})}
+        """``info``, with ``how_it_ran()`` under "how_it_ran" where the step has one."""
+        return {**self.info, **({"how_it_ran": self.how_it_ran()} if self.how_it_ran else {})}
 
 
 def initial(sizes, dtype):
@@ -59,7 +75,13 @@ def _manual_weights(mlp) -> list:
     return [(np.array(W), np.array(b)) for W, b in mlp.parameters()]
 
 
-def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
+def cpu_only(device: str, what: str) -> None:
+    """ValueError unless `device` is "cpu": `what` runs on the CPU only."""
+    if device != "cpu":
+        raise ValueError(f"{what} runs on the CPU only, not on {device!r}")
+
+
+def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
     """The hand-derived step: ``manual.fast.FastStep`` on the initial net, the very function that
     ``crosscheck train --step fast`` checks against torch at every step (its contract: the
     arithmetic of ``MLP.loss_and_grads`` + ``SGD(lr).step``, up to rounding).
@@ -69,6 +91,7 @@ def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
     """
     from manual.fast import FastStep
 
+    cpu_only(device, "the NumPy step")
     mlp = initial(sizes, x.dtype)
     fast = FastStep(mlp)
 
@@ -76,24 +99,111 @@ def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
         return fast(xb, yb, lr)
 
     info = {"function": "manual.fast.FastStep", "checked_by": "crosscheck train --step fast"}
-    return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train, fast.how_it_ran)
+    return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train, fast.how_it_ran,
+                parts=fast_step_parts(fast, x, y, lr))
+
+
+def manual_torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
+    """The hand-derived step on torch tensors, without autograd: ``manual.fast_torch.FastTorchStep``
+    on the initial net moved to torch (``MLP.to(torch, device)``), the function that ``crosscheck
+    train --step fast --manual-arrays torch`` checks against autograd at every step (its contract:
+    the arithmetic of ``MLP.loss_and_grads`` + ``SGD(lr).step``, up to rounding). Its kernels are
+    torch's, as the torch column's are; no tensor requires grad, so no graph is recorded: torch
+    eager over this step is autograd's own cost. Each call returns the loss as a float, which waits
+    for a GPU (``.item()``)."""
+    import torch
+
+    from manual.fast_torch import FastTorchStep
+
+    mlp = initial(sizes, x.dtype).to(torch, device)
+    fast = FastTorchStep(mlp)
+    tx, ty = to_device(x, device), to_device(y, device)
+
+    def train(xb, yb):
+        return fast(to_device(xb, device), to_device(yb, device), lr)
+
+    def weights():
+        return [(W.cpu().numpy().copy(), b.cpu().numpy().copy()) for W, b in mlp.parameters()]
+
+    info = {"function": "manual.fast_torch.FastTorchStep (torch tensors, no autograd)",
+            "checked_by": "crosscheck train --step fast --manual-arrays torch"}
+    return Step(lambda: fast(tx, ty, lr), weights, None, info, train, sync=torch_sync(device),
+                parts=fast_step_parts(fast, tx, ty, lr))
+
+
+def fast_step_parts(fast, x, y, lr: float):
+    """parts(clock) for a tuned hand-derived step (``manual.fast.FastStep`` and its kind), timed inside
+    its own call: its ``_forward`` (ẑ and z of every layer) is "forward", what runs between it and
+    its ``_descend`` (the labels' check, log-softmax, loss and δ) is "loss", ``_descend`` (each
+    layer's δW, then its weight step fused into the weight-gradient product) is "backward +
+    update", the rest (input checks, thread limits, buffers) "other". The two methods are wrapped on
+    the instance at the first call; the wrappers only pass through while no clock is set."""
+    state = {"clock": None}
+
+    def wrap(method, before: str, after: str):
+        def timed(*args):
+            clock = state["clock"]
+            if clock is None:
+                return method(*args)
+            clock.mark(before)
+            out = method(*args)
+            clock.mark(after)
+            return out
+
+        return timed
+
+    def parts(clock):
+        if "_forward" not in vars(fast):
+            fast._forward = wrap(fast._forward, "other", "forward")
+            fast._descend = wrap(fast._descend, "loss", "backward + update")
+        state["clock"] = clock
+        try:
+            loss = fast(x, y, lr)
+            clock.mark("other")
+        finally:
+            state["clock"] = None
+        return loss
+
+    return parts
 
 
 # ------------------------------------------------------------------------------ torch
 
 
-def torch_model(sizes, dtype, lr: float):
-    """(TorchMLP with the initial weights, torch.optim.SGD(lr) over its parameters)."""
+def torch_sequential(sizes, dtype):
+    """``nn.Sequential(Linear, Sigmoid, ..., Linear)``, the net a torch user writes, holding copies of
+    the initial weights (``initial``): Linear i has weight (sizes[i+1], sizes[i]) and bias (sizes[i+1],)."""
+    import torch
+    from torch import nn
+
+    params = initial(sizes, dtype).parameters()
+    layers = []
+    for W, _ in params:
+        layers += [nn.Linear(W.shape[1], W.shape[0], dtype=torch.from_numpy(W).dtype), nn.Sigmoid()]
+    model = nn.Sequential(*layers[:-1])
+    load_weights(model, params)
+    return model
+
+
+def linears(model) -> list:
+    """The ``nn.Linear`` layers of `model`, in order."""
+    from torch import nn
+
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def load_weights(model, params) -> None:
+    """Copy NumPy [(W (out, in), b (out,)), ...] into `model`'s Linear layers (no autograd record)."""
     import torch
 
-    from torch_ref.convert import from_manual
-
-    model = from_manual(initial(sizes, dtype))
-    return model, torch.optim.SGD(model.parameters(), lr=lr)
+    with torch.no_grad():
+        for layer, (W, b) in zip(linears(model), params, strict=True):
+            layer.weight.copy_(torch.from_numpy(W))
+            layer.bias.copy_(torch.from_numpy(b))
 
 
 def torch_sgd_step(loss_fn, opt, tx, ty):
-    """The torch SGD step, written once: zero_grad(set_to_none), loss_fn(tx, ty), backward(),
+    """The torch SGD step as a user writes it: zero_grad(set_to_none), loss_fn(tx, ty), backward(),
     opt.step(). Returns the loss tensor (no .item(): no extra synchronisation)."""
     opt.zero_grad(set_to_none=True)
     loss = loss_fn(tx, ty)
@@ -103,75 +213,124 @@ def torch_sgd_step(loss_fn, opt, tx, ty):
 
 
 def _torch_weights(model) -> list:
-    return [(layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()) for layer in model.layers]
+    return [(layer.weight.detach().cpu().numpy().copy(), layer.bias.detach().cpu().numpy().copy())
+            for layer in linears(model)]
 
 
-def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
-    """Eager autograd: ``TorchMLP`` forward (its input check included), ``torch.nn.functional.cross_entropy``,
-    ``backward()``, ``torch.optim.SGD.step()``; torch reads the batch through ``torch.from_numpy``."""
+def to_device(a: np.ndarray, device: str):
+    """A NumPy array as a torch tensor on `device` (on the CPU: sharing its memory)."""
     import torch
+
+    return torch.from_numpy(a).to(device)
+
+
+def torch_sync(device: str):
+    """() -> None waiting for `device`'s queue (``torch.cuda.synchronize``) on a GPU, None on the CPU
+    (nothing is queued there)."""
+    import torch
+
+    return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else None
+
+
+def _torch_setup(sizes, x, y, lr, device):
+    """(model on `device`, torch.optim.SGD(lr) over its parameters, x and y as tensors on `device`)."""
+    import torch
+
+    model = torch_sequential(sizes, x.dtype).to(device)
+    return model, torch.optim.SGD(model.parameters(), lr=lr), to_device(x, device), to_device(y, device)
+
+
+def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
+    """Eager autograd as a torch user writes it: the ``nn.Sequential`` net (``torch_sequential``),
+    ``torch.nn.functional.cross_entropy``, ``backward()``, ``torch.optim.SGD.step()``; nothing
+    validated inside the step. On the CPU torch reads the batch through ``torch.from_numpy``."""
     import torch.nn.functional as TF
 
-    model, opt = torch_model(sizes, x.dtype, lr)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    model, opt, tx, ty = _torch_setup(sizes, x, y, lr, device)
 
     def loss_fn(inp, target):
         return TF.cross_entropy(model(inp), target)
 
     def train(xb, yb):
-        return torch_sgd_step(loss_fn, opt, torch.from_numpy(xb), torch.from_numpy(yb))
+        return torch_sgd_step(loss_fn, opt, to_device(xb, device), to_device(yb, device))
 
-    info = {"function": "torch eager: TorchMLP, torch.nn.functional.cross_entropy, backward, torch.optim.SGD"}
-    return Step(lambda: torch_sgd_step(loss_fn, opt, tx, ty), lambda: _torch_weights(model), None, info, train)
+    info = {"function": "torch eager: nn.Sequential(Linear, Sigmoid, ...), torch.nn.functional.cross_entropy, "
+                        "backward, torch.optim.SGD"}
+    def parts(clock):  # torch_sgd_step, part by part (zero_grad is the optimizer's: "update")
+        opt.zero_grad(set_to_none=True)
+        clock.mark("update")
+        logits = model(tx)
+        clock.mark("forward")
+        loss = TF.cross_entropy(logits, ty)
+        clock.mark("loss")
+        loss.backward()
+        clock.mark("backward")
+        opt.step()
+        clock.mark("update")
+        return loss
+
+    return Step(lambda: torch_sgd_step(loss_fn, opt, tx, ty), lambda: _torch_weights(model), None, info, train,
+                sync=torch_sync(device), parts=parts)
 
 
-def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
+def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
     """The torch step with forward + loss through ``torch.compile(dynamic=False)`` (AOTAutograd
-    compiles the backward too; the optimizer stays eager). It compiles the bare layer loop:
-    TorchMLP's input check branches on data and would split the graph. A first call compiles
-    (``compile_s``, shorter when Inductor's on-disk cache holds the kernels; its update is undone).
-    Raises if it fails."""
+    compiles the backward too; the optimizer stays eager), on the same ``nn.Sequential`` net. A
+    first call compiles (``compile_s``, shorter when Inductor's on-disk cache holds the kernels;
+    its update is undone). Raises if it fails."""
     import torch
     import torch.nn.functional as TF
 
-    from torch_ref.convert import load_manual
-
-    model, opt = torch_model(sizes, x.dtype, lr)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    layers, act = list(model.layers), model.activation
-
-    def loss_fn(inp, target):
-        for layer in layers[:-1]:
-            inp = act(layer(inp))
-        return TF.cross_entropy(layers[-1](inp), target)
-
-    compiled = torch.compile(loss_fn, dynamic=False)
+    model, opt, tx, ty = _torch_setup(sizes, x, y, lr, device)
+    compiled = torch.compile(lambda inp, target: TF.cross_entropy(model(inp), target), dynamic=False)
     t0 = time.perf_counter()
     torch_sgd_step(compiled, opt, tx, ty)  # compiles forward and backward
+    if device != "cpu":
+        torch.cuda.synchronize(device)
     compile_s = time.perf_counter() - t0
-    load_manual(model, *zip(*initial(sizes, x.dtype).parameters()))  # the compiling step does not count
-    info = {"function": "torch.compile(dynamic=False) of forward + loss; eager torch.optim.SGD"}
-    return Step(lambda: torch_sgd_step(compiled, opt, tx, ty), lambda: _torch_weights(model), compile_s, info)
+    load_weights(model, initial(sizes, x.dtype).parameters())  # the compiling step does not count
+    info = {"function": "torch.compile(dynamic=False) of nn.Sequential forward + cross_entropy; eager "
+                        "torch.optim.SGD"}
+    def parts(clock):  # forward and loss are one compiled graph; backward runs its compiled backward
+        opt.zero_grad(set_to_none=True)
+        clock.mark("update")
+        loss = compiled(tx, ty)
+        clock.mark("forward + loss")
+        loss.backward()
+        clock.mark("backward")
+        opt.step()
+        clock.mark("update")
+        return loss
+
+    return Step(lambda: torch_sgd_step(compiled, opt, tx, ty), lambda: _torch_weights(model), compile_s, info,
+                sync=torch_sync(device), parts=parts)
 
 
 # ------------------------------------------------------------------------------ JAX
 
 
-def jax_loss(params, x, y):
-    """Batch-mean cross-entropy of the sigmoid MLP: hidden z ← σ(z Wᵀ + b), logits ẑ = z Wᵀ + b,
-    L = mean_b [logsumexp(ẑ_b) − ẑ_b,y_b] (the max-shifted log-sum-exp of ``jax.nn``).
+def jax_logits(params, x):
+    """The sigmoid MLP's logits ẑ (B, classes): hidden z ← σ(z Wᵀ + b), then ẑ = z Wᵀ + b.
 
     Args:
-        params: [(W (out, in), b (out,)), ...]; x: (B, 784); y: (B,) int32 labels.
+        params: [(W (out, in), b (out,)), ...]; x: (B, 784).
     """
     import jax
-    import jax.numpy as jnp
 
     z = x
     for W, b in params[:-1]:
         z = jax.nn.sigmoid(z @ W.T + b)
     W, b = params[-1]
-    logits = z @ W.T + b
+    return z @ W.T + b
+
+
+def jax_loss(params, x, y):
+    """Batch-mean cross-entropy L = mean_b [logsumexp(ẑ_b) − ẑ_b,y_b] of ``jax_logits`` (the
+    max-shifted log-sum-exp of ``jax.nn``); y: (B,) int32 labels."""
+    import jax
+    import jax.numpy as jnp
+
+    logits = jax_logits(params, x)
     picked = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
     return jnp.mean(jax.nn.logsumexp(logits, axis=1) - picked)
 
@@ -184,20 +343,39 @@ def jax_sgd(params, x, y, lr):
     return loss, jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads)
 
 
-def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
-    """``jax.jit`` of the whole step (``jax_sgd``, lr a constant of the compiled program), compiled by
-    a first call (``compile_s``: trace, compile and one step, whose update is then undone). The parameters are donated, so XLA
-    updates them in place as torch's SGD does. Each ``run`` waits for its result
-    (``block_until_ready``): dispatch is asynchronous, and a step counts when its numbers exist."""
+def jax_device(device: str):
+    """The JAX device for "cpu", "cuda" (JAX's first GPU) or "cuda:N"; RuntimeError when JAX sees no
+    such GPU."""
     import jax
-    import jax.numpy as jnp
+
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    index = int(device.partition(":")[2] or 0)
+    try:
+        return jax.devices("gpu")[index]
+    except (RuntimeError, IndexError):
+        raise RuntimeError(f"JAX sees no GPU {device} (its devices: {', '.join(map(str, jax.devices()))}); a CUDA "
+                           f"build of jaxlib is needed") from None
+
+
+def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
+    """``jax.jit`` of the whole step (``jax_sgd``, lr a constant of the compiled program), compiled by
+    a first call (``compile_s``: trace, compile and one step, whose update is then undone). The
+    parameters are donated, so XLA updates them in place as torch's SGD does. Each ``run`` waits for
+    its result (``block_until_ready``): dispatch is asynchronous, and a step counts when its numbers
+    exist. `device` "cuda": JAX's first GPU (RuntimeError where JAX sees none)."""
+    import jax
 
     if x.dtype == np.float64:
         jax.config.update("jax_enable_x64", True)  # JAX computes in float32 unless told
+    where = jax_device(device)
     mlp = initial(sizes, x.dtype)
-    start = lambda: [(jnp.asarray(W), jnp.asarray(b)) for W, b in mlp.parameters()]  # noqa: E731  (copies)
+
+    def start():  # fresh copies of the initial weights on the step's device (they are donated)
+        return [(jax.device_put(np.array(W), where), jax.device_put(np.array(b), where)) for W, b in mlp.parameters()]
+
     state = {"params": start()}
-    jx, jy = jnp.asarray(x), jnp.asarray(y.astype(np.int32))
+    jx, jy = jax.device_put(x, where), jax.device_put(y.astype(np.int32), where)
     step = jax.jit(lambda params, xb, yb: jax_sgd(params, xb, yb, lr), donate_argnums=0)
 
     def run():
@@ -212,8 +390,22 @@ def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float) -> Step:
     compile_s = time.perf_counter() - t0
     state["params"] = start()  # back to the initial weights: the compiling step does not count
     info = {"function": "jax.jit(value_and_grad + SGD update, donated parameters)",
-            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
-    return Step(run, weights, compile_s, info)
+            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "device": str(where)}
+    return Step(run, weights, compile_s, info, prefixes=jax_prefixes(state, jx, jy, run))
 
 
-BUILDERS = {"manual": manual_step, "torch": torch_step, "compiled": compiled_step, "jax": jax_step}
+def jax_prefixes(state: dict, jx, jy, run) -> dict:
+    """The step's prefixes as programs of their own, each ``jax.jit``-compiled (on first call) and
+    waited for: forward (the logits), + loss, + backward (``value_and_grad``), + update (``run``)."""
+    import jax
+
+    forward, loss, grads = jax.jit(jax_logits), jax.jit(jax_loss), jax.jit(jax.value_and_grad(jax_loss))
+    wait = jax.block_until_ready
+    return {"forward": lambda: wait(forward(state["params"], jx)),
+            "loss": lambda: wait(loss(state["params"], jx, jy)),
+            "backward": lambda: wait(grads(state["params"], jx, jy)),
+            "update": run}
+
+
+BUILDERS = {"manual": manual_step, "manual_torch": manual_torch_step, "torch": torch_step, "compiled": compiled_step,
+            "jax": jax_step}

@@ -1,7 +1,9 @@
 """Timing inside a worker process: warm up, then blocks of back-to-back steps.
 
 A block is n calls of the step timed together (n chosen so that a block lasts about `block_s`,
-which keeps the clock's own cost far below 0.1 % of it); its figure is the per-step mean. Over the
+which keeps the clock's own cost far below 0.1 % of it); its figure is the per-step mean. On a GPU
+the step only queues its work: `sync` (``torch.cuda.synchronize``) waits for the queue before the
+clock starts and before it stops, so a block's time is that of its n steps' work done. Over the
 timed region the worker also measures its own CPU time (all threads, ``time.process_time``) and
 the machine's CPU accounting (``machine.counters``), from which ``reliability`` tells whether
 anything else ran. The garbage collector is off while timing, as in ``timeit``: a collection
@@ -13,25 +15,38 @@ from __future__ import annotations
 import gc
 import time
 
-import numpy as np
-
 from compare.bench import machine
 
 
-def warm_up(run, seconds: float, least: int = 3) -> None:
-    """Call `run` at least `least` times and for at least `seconds`."""
+def _nothing() -> None:
+    pass
+
+
+def warm_up(run, seconds: float, least: int = 3, sync=_nothing) -> None:
+    """Call `run` at least `least` times and for at least `seconds` (then wait for its queued work)."""
     t_end, n = time.perf_counter() + seconds, 0
     while n < least or time.perf_counter() < t_end:
         run()
         n += 1
+    sync()
 
 
-def calls_per_block(run, block_s: float) -> int:
-    """How many calls of `run` last about `block_s`: calls are timed until a quarter of it has passed."""
-    n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < block_s / 4:
+def timed(run, n: int, sync=_nothing) -> float:
+    """Seconds for n calls of `run`, their queued work included."""
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(n):
         run()
-        n += 1
+    sync()
+    return time.perf_counter() - t0
+
+
+def calls_per_block(run, block_s: float, sync=_nothing) -> int:
+    """How many calls of `run` last about `block_s`: calls are timed in doubling runs until a
+    quarter of it has passed."""
+    n = 1
+    while (elapsed := timed(run, n, sync)) < block_s / 4:
+        n *= 2
     return max(1, int(round(block_s * n / elapsed)))
 
 
@@ -68,25 +83,16 @@ class Region:
         return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "machine": self.machine}
 
 
-def time_blocks(run, warmup_s: float, blocks: int, block_s: float) -> dict:
-    """Warm `run` up, then time `blocks` blocks of n calls each.
+def time_blocks(run, warmup_s: float, blocks: int, block_s: float, sync=None) -> dict:
+    """Warm `run` up, then time `blocks` blocks of n calls each (`sync`: waits for queued GPU work,
+    before the clock starts and before it stops; None on the CPU).
 
     Returns {"times_s": per-step seconds of each block, "steps": calls timed, "per_block": n,
     "wall_s", "cpu_s", "machine": counter deltas over the timed region}.
     """
-    warm_up(run, warmup_s)
-    n = calls_per_block(run, block_s)
-    times = []
+    sync = sync or _nothing
+    warm_up(run, warmup_s, sync=sync)
+    n = calls_per_block(run, block_s, sync)
     with Region() as region:
-        for _ in range(blocks):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                run()
-            times.append((time.perf_counter() - t0) / n)
+        times = [timed(run, n, sync) / n for _ in range(blocks)]
     return {"times_s": times, "steps": n * blocks, "per_block": n, **region.record()}
-
-
-def summarize(times: list[float]) -> dict:
-    """Per-step times (pooled over blocks and processes) -> median, quartiles and IQR in seconds."""
-    q1, median, q3 = (float(v) for v in np.percentile(times, [25, 50, 75]))
-    return {"median_s": median, "iqr_s": q3 - q1, "q1_s": q1, "q3_s": q3}

@@ -30,6 +30,7 @@ import compare
 WORKER_MARK = "CROSSCHECK_BENCH_WORKER"
 REPORTED_ENV = ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS")
+TORCH_IMPLS = ("manual_torch", "torch", "compiled", "floor_torch", "epoch_torch")  # the workers that load torch
 TIMEOUT_S = 1800  # a cold torch.compile of the largest net takes ~1 min; anything past this is hung
 
 
@@ -99,25 +100,52 @@ def _load_library(impl: str, threads: int) -> dict:
         if pinned is not None:
             applied["affinity"] = pinned
         import jax  # noqa: F401
-    elif impl in ("torch", "compiled", "floor_torch", "epoch_torch"):
+    elif impl in TORCH_IMPLS:
         import torch  # noqa: F401
     return {**applied, **_apply_budget(threads)}
 
 
 def _build(spec: dict):
-    """-> (run, extra record) for the spec's implementation on its batch."""
+    """-> (run, sync, extra record) for the spec's implementation on its batch and device."""
     import numpy as np
 
     from compare.bench import floor, steps
 
-    impl = spec["impl"]
+    impl, device = spec["impl"], spec.get("device", "cpu")
     with np.load(spec["batch_file"]) as f:
         x, y = f["x"], f["y"]
     if impl.startswith("floor_"):
-        run, products = floor.floor_bench_step(spec["sizes"], x, impl[len("floor_"):], spec["layout_s"])
-        return run, {"products": products}
-    step = steps.BUILDERS[impl](tuple(spec["sizes"]), x, y, spec["lr"])
-    return step.run, {"compile_s": step.compile_s, "step": step}
+        run, products, sync = floor.floor_bench_step(spec["sizes"], x, impl[len("floor_"):], spec["layout_s"], device)
+        return run, sync, {"products": products}
+    step = steps.BUILDERS[impl](tuple(spec["sizes"]), x, y, spec["lr"], device)
+    return step.run, step.sync, {"compile_s": step.compile_s, "step": step}
+
+
+def gpu_memory(impl: str, device: str):
+    """(reset, read) of the peak GPU memory allocated, for a torch implementation on a GPU
+    (``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``: the peak of the steps
+    timed in between: parameters, gradients and one step's activations); JAX's own peak where
+    its GPU reports one (not resettable: it includes the compiling step); else None."""
+    if device == "cpu":
+        return None
+    if impl == "jax":
+        import jax
+
+        gpu = jax.devices("gpu")[0]
+        return (lambda: None), lambda: {"jax_peak_bytes_in_use": (gpu.memory_stats() or {}).get("peak_bytes_in_use")}
+    import torch
+
+    return (lambda: torch.cuda.reset_peak_memory_stats(device),
+            lambda: {"max_memory_allocated": torch.cuda.max_memory_allocated(device)})
+
+
+def gpu_record(device: str) -> dict:
+    """The GPU a torch worker ran on: name, memory, CUDA version."""
+    import torch
+
+    props = torch.cuda.get_device_properties(torch.device(device))
+    return {"name": props.name, "memory_bytes": props.total_memory, "cuda": torch.version.cuda,
+            "capability": f"{props.major}.{props.minor}"}
 
 
 def _epoch(spec: dict) -> dict:
@@ -151,18 +179,31 @@ def _run(spec: dict) -> dict:
 
     from compare.bench import timing
 
-    applied = _load_library(spec["impl"], spec["threads"])
-    if spec["impl"].startswith("epoch_"):
+    impl, device = spec["impl"], spec.get("device", "cpu")
+    applied = _load_library(impl, spec["threads"])
+    if impl.startswith("epoch_"):
         record = _epoch(spec)
     else:
-        run, record = _build(spec)
+        run, sync, record = _build(spec)
         _apply_budget(spec["threads"])  # again: building may have loaded another BLAS (SciPy's)
-        record.update(timing.time_blocks(run, spec["warmup_s"], spec["blocks"], spec["block_s"]))
+        memory = gpu_memory(impl, device)
+        if memory:
+            memory[0]()
+        if spec.get("breakdown"):
+            from compare.bench import breakdown
+
+            record.update(breakdown.time_parts(record["step"], spec["warmup_s"], spec["blocks"], spec["block_s"]))
+        else:
+            record.update(timing.time_blocks(run, spec["warmup_s"], spec["blocks"], spec["block_s"], sync))
+        if memory:
+            record["gpu_memory"] = memory[1]()
         if "step" in record:
             record["info"] = record.pop("step").record()  # after timing: how the timed calls ran
-    record.update(impl=spec["impl"], pid=os.getpid(), budget=applied, threadpools=threadpool_info(),
+    record.update(impl=impl, device=device, pid=os.getpid(), budget=applied, threadpools=threadpool_info(),
                   env={k: os.environ.get(k) for k in REPORTED_ENV if k in os.environ})
-    if spec["impl"] in ("torch", "compiled", "epoch_torch"):
+    if device != "cpu" and "torch" in sys.modules:
+        record["gpu"] = gpu_record(device)
+    if impl in TORCH_IMPLS and impl != "floor_torch":
         from compare.bench import machine
 
         record["torch_backend"] = machine.torch_backend()
