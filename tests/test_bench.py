@@ -450,12 +450,12 @@ def test_every_timed_step_does_the_whole_steps_work(impl, sizes, dtype):
 def test_a_step_without_backward_and_update_is_caught():
     """The check above can fail: a torch step that computes forward and loss only (the update that
     never happens) is caught in every parameter, its loss being right."""
-    import torch.nn.functional as TF
+    import torch.nn.functional as F
 
     sizes, lr = (784, 16, 10), 0.5
     x, y = synthetic_batch()
     model, _, tx, ty = steps._torch_setup(sizes, x, y, lr, "cpu")
-    forward_only = steps.Step(lambda: TF.cross_entropy(model(tx), ty), lambda: steps._torch_weights(model))
+    forward_only = steps.Step(lambda: F.cross_entropy(model(tx), ty), lambda: steps._torch_weights(model))
     wrong = step_differences(reference_step(sizes, x, y, lr), forward_only, x, lr, sizes)
     assert [p.split(":")[0] for p in wrong] == ["layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"]
     # and a 1 % larger learning rate is caught too

@@ -244,12 +244,12 @@ def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cp
     """Eager autograd as a torch user writes it: the ``nn.Sequential`` net (``torch_sequential``),
     ``torch.nn.functional.cross_entropy``, ``backward()``, ``torch.optim.SGD.step()``; nothing
     validated inside the step. On the CPU torch reads the batch through ``torch.from_numpy``."""
-    import torch.nn.functional as TF
+    import torch.nn.functional as F
 
     model, opt, tx, ty = _torch_setup(sizes, x, y, lr, device)
 
     def loss_fn(inp, target):
-        return TF.cross_entropy(model(inp), target)
+        return F.cross_entropy(model(inp), target)
 
     def train(xb, yb):
         return torch_sgd_step(loss_fn, opt, to_device(xb, device), to_device(yb, device))
@@ -261,7 +261,7 @@ def torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cp
         clock.mark("update")
         logits = model(tx)
         clock.mark("forward")
-        loss = TF.cross_entropy(logits, ty)
+        loss = F.cross_entropy(logits, ty)
         clock.mark("loss")
         loss.backward()
         clock.mark("backward")
@@ -279,10 +279,10 @@ def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = 
     first call compiles (``compile_s``, shorter when Inductor's on-disk cache holds the kernels;
     its update is undone). Raises if it fails."""
     import torch
-    import torch.nn.functional as TF
+    import torch.nn.functional as F
 
     model, opt, tx, ty = _torch_setup(sizes, x, y, lr, device)
-    compiled = torch.compile(lambda inp, target: TF.cross_entropy(model(inp), target), dynamic=False)
+    compiled = torch.compile(lambda inp, target: F.cross_entropy(model(inp), target), dynamic=False)
     t0 = time.perf_counter()
     torch_sgd_step(compiled, opt, tx, ty)  # compiles forward and backward
     if device != "cpu":
