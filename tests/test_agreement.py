@@ -37,13 +37,13 @@ def cosine_bound(a, b):
 def test_measure_known_values():
     a = np.array([[3.0, 0.0], [0.0, 4.0]])
     b = np.array([[3.0, 0.0], [0.0, 4.5]])
-    g = measure(a, b, 2, "W", 1e-10)
+    agr = measure(a, b, 2, "W", 1e-10)
     # the sums of squares are exact (25, 29.25, 0.25); sqrt, hypot, products and divisions add
     # at most 4 roundings on each side
-    assert g.rel_err == pytest.approx(0.5 / math.hypot(3, 4.5), rel=8 * U64)
-    assert g.max_abs == 0.5 and g.worst_index == (1, 1) and (g.a_value, g.b_value) == (4.0, 4.5)
-    assert g.cosine == pytest.approx((9 + 18) / (5 * math.hypot(3, 4.5)), rel=8 * U64)
-    assert not g.ok and (g.layer, g.param, g.shape) == (2, "W", (2, 2))
+    assert agr.rel_err == pytest.approx(0.5 / math.hypot(3, 4.5), rel=8 * U64)
+    assert agr.max_abs == 0.5 and agr.worst_index == (1, 1) and (agr.a_value, agr.b_value) == (4.0, 4.5)
+    assert agr.cosine == pytest.approx((9 + 18) / (5 * math.hypot(3, 4.5)), rel=8 * U64)
+    assert not agr.ok and (agr.layer, agr.param, agr.shape) == (2, "W", (2, 2))
 
 
 def test_measure_identical_zero_and_opposite():
@@ -60,9 +60,9 @@ def test_measure_identical_zero_and_opposite():
 
 def test_measure_non_finite_and_shape_mismatch():
     a = np.array([1.0, np.nan, 2.0])
-    g = measure(a, np.ones(3), 1, "W", 1e-4)
-    assert not g.ok and g.worst_index == (1,) and math.isnan(g.a_value)
-    assert "non-finite" in agreement.param_message(g)
+    agr = measure(a, np.ones(3), 1, "W", 1e-4)
+    assert not agr.ok and agr.worst_index == (1,) and math.isnan(agr.a_value)
+    assert "non-finite" in agreement.param_message(agr)
     big = np.full(4, 1e200)
     assert measure(big, big, 1, "W", 1e-10).ok  # squares overflow, the scaled fallback copes
     s = measure(np.zeros((3, 4)), np.zeros((4, 3)), 2, "W", 1e-10)
@@ -72,12 +72,12 @@ def test_measure_non_finite_and_shape_mismatch():
 def test_float32_metrics():
     a = RNG.standard_normal((50, 40)).astype(np.float32)
     b = a + np.float32(1e-6) * RNG.standard_normal(a.shape).astype(np.float32)
-    g = measure(a, b, 1, "W", tolerances.FLOAT32_REL)
+    agr = measure(a, b, 1, "W", tolerances.FLOAT32_REL)
     expected = exact(a, b)[0]
     # float32 sums of n positive squares are within γ_n of the exact sums; the square root halves
     # that, for ‖a − b‖ and for max(‖a‖, ‖b‖) (a − b itself is exact: b is within a factor 2 of a),
     # and a few roundings more (sqrt, max, division)
-    assert g.ok and g.rel_err == pytest.approx(expected, rel=gamma(a.size, np.float32) + 4 * unit_roundoff(np.float32))
+    assert agr.ok and agr.rel_err == pytest.approx(expected, rel=gamma(a.size, np.float32) + 4 * unit_roundoff(np.float32))
 
 
 def exact(a, b):
@@ -105,19 +105,19 @@ def test_large_arrays_agree_with_the_definitions_near_and_far(gap):
     a = RNG.standard_normal((256, 784))
     b = a + gap * RNG.standard_normal(a.shape) * np.abs(a).mean()
     assert a.size > 100 * agreement.BLOCK  # many blocks: the per-block partial sums are exercised
-    g = measure(a, b, 1, "W", 1e-9)
+    agr = measure(a, b, 1, "W", 1e-9)
     rel, cosine, k = exact(a, b)
-    assert g.rel_err == pytest.approx(rel, rel=norm_ratio_rel(a.size), abs=1e-300)
-    assert g.cosine == pytest.approx(cosine, rel=cosine_bound(a, b))
+    assert agr.rel_err == pytest.approx(rel, rel=norm_ratio_rel(a.size), abs=1e-300)
+    assert agr.cosine == pytest.approx(cosine, rel=cosine_bound(a, b))
     # ‖b‖ = √Σbᵢ²: γ_n/2 + u for each computation
-    assert g.norm_b == pytest.approx(np.linalg.norm(b), rel=gamma(a.size, np.float64) + 2 * U64)
+    assert agr.norm_b == pytest.approx(np.linalg.norm(b), rel=gamma(a.size, np.float64) + 2 * U64)
     # the elementwise measure involves no sum: each aᵢ − bᵢ rounds once, the same in both, and the
     # maxima are exact, so it is the definition bit for bit
     d = np.abs(a - b)
-    assert (g.max_abs, g.elem_rel) == (d.max(), d.max() / max(np.abs(a).max(), np.abs(b).max(), tolerances.TINY))
+    assert (agr.max_abs, agr.elem_rel) == (d.max(), d.max() / max(np.abs(a).max(), np.abs(b).max(), tolerances.TINY))
     if gap:
-        assert g.worst_index == np.unravel_index(k, a.shape)
-    assert g.ok == (rel <= 1e-9 and g.elem_rel <= 1e-9)
+        assert agr.worst_index == np.unravel_index(k, a.shape)
+    assert agr.ok == (rel <= 1e-9 and agr.elem_rel <= 1e-9)
 
 
 def test_failure_message_reads_like_assert_close():

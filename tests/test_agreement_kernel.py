@@ -56,15 +56,15 @@ def test_measure_matches_the_definitions_for_strided_and_transposed_views():
     base = RNG.standard_normal((256, 784))
     other = base + 1e-9 * RNG.standard_normal(base.shape)
     for a, b in [(base.T, other.T), (base[::3], other[::3]), (base[:, 5], other[:, 5])]:
-        g = measure(a, b, 1, "W", 1.0)
+        agr = measure(a, b, 1, "W", 1.0)
         aa, bb, dd, k, max_a, max_b, max_d = definitions(a, b)
-        assert g.worst_index == np.unravel_index(k, a.shape)
-        assert (g.a_value, g.b_value) == (a[g.worst_index], b[g.worst_index])
-        assert g.peak == max(max_a, max_b) and g.max_abs == max_d
-        assert g.elem_rel == max_d / max(max_a, max_b)
+        assert agr.worst_index == np.unravel_index(k, a.shape)
+        assert (agr.a_value, agr.b_value) == (a[agr.worst_index], b[agr.worst_index])
+        assert agr.peak == max(max_a, max_b) and agr.max_abs == max_d
+        assert agr.elem_rel == max_d / max(max_a, max_b)
         # ‖·‖ from sums within γ_n; the square root halves the relative error, the division adds one rounding
         rel = math.sqrt(dd) / math.sqrt(max(aa, bb))
-        assert abs(g.rel_err - rel) <= (2 * gamma(a.size, np.float64) + 4 * U64) * rel
+        assert abs(agr.rel_err - rel) <= (2 * gamma(a.size, np.float64) + 4 * U64) * rel
 
 
 def test_the_elementwise_measure_sees_one_element_the_relative_error_dilutes():
@@ -95,26 +95,26 @@ def test_non_finite_entries_fail_both_measures_at_the_first_such_index(bad):
     a = RNG.standard_normal(3000)
     b = a.copy()
     a[2100], b[1500] = bad, bad  # b's comes first in flat order
-    g = measure(a, b, 2, "b", 1.0, 1.0)
-    assert not g.ok and g.failed == ["relative error", "elementwise error"]
-    assert g.worst_index == (1500,) and math.isinf(g.elem_rel)
-    assert "non-finite value at index (1500,)" in agreement.param_message(g)
+    agr = measure(a, b, 2, "b", 1.0, 1.0)
+    assert not agr.ok and agr.failed == ["relative error", "elementwise error"]
+    assert agr.worst_index == (1500,) and math.isinf(agr.elem_rel)
+    assert "non-finite value at index (1500,)" in agreement.param_message(agr)
 
 
 def test_squares_that_overflow_are_measured_on_scaled_copies():
     a = np.full(5000, 1e200)
     b = a.copy()
     b[123] *= 1 + 1e-6
-    g = measure(a, b, 1, "W", 1e-10, 1e-10)
-    assert math.isfinite(g.rel_err) and g.worst_index == (123,)
-    assert g.elem_rel == pytest.approx(1e-6 / (1 + 1e-6), rel=1e-9)
-    assert g.rel_err == pytest.approx(1e-6 / math.sqrt(5000), rel=1e-6)
-    assert g.norm_a == pytest.approx(1e200 * math.sqrt(5000), rel=1e-12)
+    agr = measure(a, b, 1, "W", 1e-10, 1e-10)
+    assert math.isfinite(agr.rel_err) and agr.worst_index == (123,)
+    assert agr.elem_rel == pytest.approx(1e-6 / (1 + 1e-6), rel=1e-9)
+    assert agr.rel_err == pytest.approx(1e-6 / math.sqrt(5000), rel=1e-6)
+    assert agr.norm_a == pytest.approx(1e200 * math.sqrt(5000), rel=1e-12)
 
 
 def test_integer_arrays_are_compared_as_floats():
-    g = measure(np.arange(6).reshape(2, 3), np.arange(6).reshape(2, 3) + [[0, 0, 0], [0, 0, 1]], 1, "W", 1e-3)
-    assert g.worst_index == (1, 2) and g.elem_rel == pytest.approx(1 / 6)
+    agr = measure(np.arange(6).reshape(2, 3), np.arange(6).reshape(2, 3) + [[0, 0, 0], [0, 0, 1]], 1, "W", 1e-3)
+    assert agr.worst_index == (1, 2) and agr.elem_rel == pytest.approx(1 / 6)
 
 
 def test_each_measure_has_its_own_bound_and_the_message_names_the_failing_one():
@@ -137,8 +137,8 @@ def test_each_measure_has_its_own_bound_and_the_message_names_the_failing_one():
 
 
 def test_elem_allowed_defaults_to_the_relative_bound():
-    g = measure(np.ones(4), np.ones(4), 1, "b", 1e-7)
-    assert g.elem_allowed == 1e-7
+    agr = measure(np.ones(4), np.ones(4), 1, "b", 1e-7)
+    assert agr.elem_allowed == 1e-7
     assert agreement.compare_grads([(np.ones((2, 2)), np.ones(2))], [(np.ones((2, 2)), np.ones(2))], 1e-7,
                                    1e-3)[0].elem_allowed == 1e-3
 

@@ -172,13 +172,13 @@ def test_every_gradcheck_bound_fails_an_error_just_above_it(witnesses, what, pro
     through that measure, 1/3 of it passes; and against fd a 1e-5 error (ten times the bound, the
     fd noise being ~1e-8) fails."""
     exact = with_manual_error(witnesses, what, 0.0)
-    assert all(g.ok for g in exact.values())
+    assert all(agr.ok for agr in exact.values())
     assert what in with_manual_error(witnesses, what, promise)[("manual", "fd")].failed
     for pair in (("manual", "fd"), ("manual", "torch"), ("manual", "chain")):
         bound = exact[pair].allowed if what == "relative error" else exact[pair].elem_allowed
         assert what in with_manual_error(witnesses, what, 3 * bound)[pair].failed, pair
         assert with_manual_error(witnesses, what, bound / 3)[pair].ok, pair
-    assert all(g.ok for pair, g in with_manual_error(witnesses, what, 1.0).items() if "manual" not in pair)
+    assert all(agr.ok for pair, agr in with_manual_error(witnesses, what, 1.0).items() if "manual" not in pair)
 
 
 # ------------------------------------------------------------------ (b) the partial last batch

@@ -214,8 +214,8 @@ def test_fd_rounding_of_large_outputs_is_allowed_for_but_a_wrong_vjp_still_fails
     right = check_function(f, lambda g, x: g * np.cos(x), torch_f, x)
     assert right.ok, str(right)
     numeric = [c.agreement for c in right.comparisons if c.b in ("fd", "dir")]
-    assert any(g.rel_err > tolerances.FINITE_DIFF_REL for g in numeric)  # unwidened: a false alarm
-    assert all(g.allowed < 1e-2 for g in numeric)
+    assert any(agr.rel_err > tolerances.FINITE_DIFF_REL for agr in numeric)  # unwidened: a false alarm
+    assert all(agr.allowed < 1e-2 for agr in numeric)
     wrong = check_function(f, lambda g, x: g * np.cos(x) * 0.95, torch_f, x)
     assert ("input x", "manual", "fd") in failing(wrong) and ("input x", "manual", "dir") in failing(wrong)
 

@@ -45,7 +45,7 @@ class ScalesDyInPlace:
 
     def backward(self, dy):
         type(self).seen.append(dy.copy())
-        dy *= 1 / (1 - self.p)  # the in-place scaling that used to reach the other witnesses
+        dy *= 1 / (1 - self.p)  # in place: no other witness may see it
         return dy * self.mask
 
 

@@ -54,9 +54,9 @@ def test_the_witnesses_point_at_the_wrong_one(monkeypatch):
     x, y = RNG.standard_normal((5, 12)), RNG.integers(0, 4, 5)
     grads, coords, notes, loss = gradcheck.witness_grads(mlp, x, y)
     results = gradcheck.compare_witnesses(grads, coords, np.float64, loss)
-    failed = {pair for pair, gs in results.items() if not all(g.ok for g in gs)}
+    failed = {pair for pair, agrs in results.items() if not all(agr.ok for agr in agrs)}
     assert failed == {("manual", "chain"), ("manual", "torch"), ("manual", "fd")}
-    bad = {(g.layer, g.param) for g in results[("manual", "torch")] if not g.ok}
+    bad = {(agr.layer, agr.param) for agr in results[("manual", "torch")] if not agr.ok}
     assert bad == {(1, "b"), (2, "b")}
     assert "FAIL" in gradcheck.format_table(results)
 
@@ -68,7 +68,7 @@ def test_chain_witness_is_skipped_with_a_note_for_big_nets():
     assert "chain" not in grads and "skipped" in notes["chain"] and "layer 1" in notes["chain"]
     results = gradcheck.compare_witnesses(grads, coords, np.float64)
     assert set(results) == {("manual", "torch"), ("manual", "fd"), ("torch", "fd")}
-    assert all(g.ok for gs in results.values() for g in gs)
+    assert all(agr.ok for agrs in results.values() for agr in agrs)
 
 
 # ------------------------------------------------------------------ on MNIST, through the CLI

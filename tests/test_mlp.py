@@ -135,7 +135,7 @@ def test_whole_network_gradients_match_torch(sizes, batch, dtype, activation, li
     assert len(agreements) == 2 * (len(sizes) - 1)
     # a second call gives the same answer
     again = agree_with_torch(mlp, x, y, lib=lib)
-    assert [g.rel_err for g in again] == [g.rel_err for g in agreements]
+    assert [agr.rel_err for agr in again] == [agr.rel_err for agr in agreements]
 
 
 PROPERTY = dict(
@@ -244,7 +244,7 @@ def rounding_sensitivity(mlp, x, y) -> tuple[float, float]:
         for layer in mlp.hidden:
             layer.fn = act
     moves = compare_grads(grads, moved, 1.0)
-    return max(g.rel_err for g in moves), max(g.elem_rel for g in moves)
+    return max(agr.rel_err for agr in moves), max(agr.elem_rel for agr in moves)
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])

@@ -107,7 +107,7 @@ def test_cancelling_784_term_dot_product_within_bound_in_every_order_where_fixed
                 "positives first": sequential_f32(a[positives_first], b[positives_first])}
     for order, value in computed.items():
         assert_close_bound(value, exact, bound, msg=f"{order}: ")
-    # the old fixed allowance (rtol=1e-5, atol=1e-5) rejects an honest float32 order here; the
+    # a fixed allowance (rtol=1e-5, atol=1e-5) rejects an honest float32 order here; the
     # sequential orders are IEEE-determined, so this holds on every CPU
     assert abs(computed["positives first"] - exact) > 1e-5 + 1e-5 * abs(exact), computed
 
