@@ -163,6 +163,7 @@ def test_gradcheck_names_a_wrong_linear_of_the_built_in_mlp(mnist_dir, monkeypat
     out = capsys.readouterr().out
     verdict = [line for line in out.splitlines() if line.startswith("FAIL:")][0]
     assert "the first wrong layer from the loss is entry 3 of 3 (Linear): its parameter b disagrees" in verdict
+    assert "diagnosis: parameter b: a constant factor ×2" in verdict
     assert cli.main(["gradcheck", "--data-dir", str(mnist_dir), "--offline", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["culprit"].startswith("the first wrong layer from the loss is entry 3 of 3 (Linear)")
