@@ -214,3 +214,22 @@ def net_in(lib: str, net):
 
     twin = copy.deepcopy(net)
     return twin if lib == "numpy" else twin.to(library(lib))
+
+
+class DenseInOut:
+    """y = x W + b with W held as (in, out), the transpose of nn.Linear's weight: a layer in another layout."""
+
+    def __init__(self, W, b):
+        self.params, self.grads = {"W": W, "b": b}, {}
+
+    @classmethod
+    def random(cls, n_in, n_out, rng, dtype="float64"):
+        return cls(rng.standard_normal((n_in, n_out)).astype(dtype), rng.standard_normal(n_out).astype(dtype))
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dy):
+        self.grads["W"], self.grads["b"] = self.x.T @ dy, dy.sum(axis=0)
+        return dy @ self.params["W"].T

@@ -11,6 +11,7 @@ import torch
 from compare import check_model, cli
 from manual import MLP, Linear, Sigmoid
 from manual import functional as mf
+from helpers import DenseInOut
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -128,18 +129,6 @@ def test_a_layer_without_a_counterpart_is_one_line():
 
 
 def test_a_model_given_as_triples_takes_check_layer_options():
-    class DenseInOut:
-        def __init__(self, W, b):
-            self.params, self.grads = {"W": W, "b": b}, {}
-
-        def forward(self, x):
-            self.x = x
-            return x @ self.params["W"] + self.params["b"]
-
-        def backward(self, dy):
-            self.grads["W"], self.grads["b"] = self.x.T @ dy, dy.sum(axis=0)
-            return dy @ self.params["W"].T
-
     rng = np.random.default_rng(6)
     layout = {"torch_params": {"W": ("weight", lambda W: W.T), "b": "bias"}}
     model = [Linear.init(12, 5, rng), Sigmoid(),

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from compare import check_function, check_layer
 from compare.check import engine
+from helpers import DenseInOut
 
 
 def failing(report):
@@ -210,26 +211,10 @@ def test_a_right_derivation_gets_no_findings():
 # ------------------------------------------------------------------------------ layouts
 
 
-class DenseInOut:
-    """y = x W + b with W held as (in, out), the transpose of nn.Linear's weight."""
-
-    def __init__(self, n_in, n_out, rng, dtype=np.float64):
-        self.params = {"W": rng.standard_normal((n_in, n_out)).astype(dtype), "b": rng.standard_normal(n_out).astype(dtype)}
-        self.grads = {}
-
-    def forward(self, x):
-        self.x = x
-        return x @ self.params["W"] + self.params["b"]
-
-    def backward(self, dy):
-        self.grads["W"], self.grads["b"] = self.x.T @ dy, dy.sum(axis=0)
-        return dy @ self.params["W"].T
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_weight_held_transposed_checks_against_nn_linear_through_a_transform(dtype):
     rng = np.random.default_rng(7)
-    layer = DenseInOut(5, 3, rng, dtype)
+    layer = DenseInOut.random(5, 3, rng, dtype)
     report = check_layer(layer, torch.nn.Linear(5, 3), rng.standard_normal((4, 5)).astype(dtype),
                          torch_params={"W": ("weight", lambda W: W.T), "b": "bias"})
     assert report.ok, str(report)
@@ -244,7 +229,7 @@ def test_a_transposed_weight_gradient_is_caught_through_the_transform():
             return dx
 
     rng = np.random.default_rng(8)
-    report = check_layer(WrongDW(4, 4, rng), torch.nn.Linear(4, 4), rng.standard_normal((3, 4)),
+    report = check_layer(WrongDW.random(4, 4, rng), torch.nn.Linear(4, 4), rng.standard_normal((3, 4)),
                          torch_params={"W": ("weight", lambda W: W.T), "b": "bias"})
     assert failing_tensors(report) == {"parameter W"}
 
@@ -600,7 +585,7 @@ def test_titles_name_methods_partials_lambdas_and_accept_a_name():
 def test_a_transform_whose_result_has_the_wrong_shape_is_one_line():
     rng = np.random.default_rng(19)
     with pytest.raises(ValueError) as e:
-        check_layer(DenseInOut(5, 3, rng), torch.nn.Linear(5, 3), np.ones((2, 5)),
+        check_layer(DenseInOut.random(5, 3, rng), torch.nn.Linear(5, 3), np.ones((2, 5)),
                     torch_params={"W": ("weight", lambda W: W), "b": "bias"})
     assert "parameter W has shape (5, 3) in the layer after its transform (torch_params) but (3, 5)" in one_line(e)
 
@@ -608,7 +593,7 @@ def test_a_transform_whose_result_has_the_wrong_shape_is_one_line():
 def test_a_transform_that_fails_is_one_line():
     rng = np.random.default_rng(20)
     with pytest.raises(ValueError) as e:
-        check_layer(DenseInOut(5, 3, rng), torch.nn.Linear(5, 3), np.ones((2, 5)),
+        check_layer(DenseInOut.random(5, 3, rng), torch.nn.Linear(5, 3), np.ones((2, 5)),
                     torch_params={"W": ("weight", lambda W: W.permute(2, 0, 1)), "b": "bias"})
     assert "the transform of W in torch_params failed" in one_line(e)
 
@@ -651,6 +636,6 @@ def test_a_counterpart_with_fewer_outputs_or_another_shape_is_one_line():
 
 def test_training_for_a_layer_without_a_training_attribute_is_one_line():
     with pytest.raises(TypeError) as e:
-        check_layer(DenseInOut(3, 2, np.random.default_rng(0)), torch.nn.Linear(3, 2), np.ones((2, 3)), training=True,
+        check_layer(DenseInOut.random(3, 2, np.random.default_rng(0)), torch.nn.Linear(3, 2), np.ones((2, 3)), training=True,
                     torch_params={"W": ("weight", lambda W: W.T), "b": "bias"})
     assert "has no .training attribute to set" in one_line(e)
