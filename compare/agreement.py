@@ -1,24 +1,13 @@
-"""Per-layer agreement of two gradients, and failure messages that say where and by how much.
+"""The training loop's fast path to the referee's measure (``compare.check.measure``): the same
+``measure``, swept by one compiled pass over both arrays, and the per-step helpers built on it.
 
-For each layer i (1-based, as Wⁱ in the notes) and parameter ("W" or "b"), two measures, each held
-to its own bound from ``compare.tolerances``:
-
-- relative error ‖a − b‖ / max(‖a‖, ‖b‖, tiny) (Euclidean norms over the whole array);
-- elementwise error max|a − b| / max(max|a|, max|b|, tiny): the greatest difference relative to
-  the greatest magnitude. One wrong element among n hides in the first (its share of ‖a − b‖ is
-  diluted by the √n-sized ‖a‖), never in the second.
-
-Also recorded: the greatest absolute difference and the index where it occurs, with both values
-there, and the cosine similarity a·b / (‖a‖‖b‖) (1 for two zero arrays).
-
-A failure reads like ``torch.testing.assert_close``: which layer and parameter, which measure
-failed, how many elements differ, the greatest difference, its index, both values, and what was
-allowed.
+A checked training run measures every parameter's gradient at every step, so the sweep's cost is
+the check's cost; the referee itself, which measures a handful of tensors once, uses NumPy's.
+``tests/test_agreement_kernel.py`` holds the compiled sweep to the NumPy one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numba
@@ -27,53 +16,14 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from compare.tolerances import TINY
-
-
-# Not frozen: a frozen dataclass sets each field through object.__setattr__, at twice the cost,
-# and a run builds one Agreement per parameter at every checked step.
-@dataclasses.dataclass(slots=True)
-class Agreement:
-    """How closely two gradients of one parameter agree (``a`` and ``b`` name the two sides)."""
-
-    layer: int  # 1-based
-    param: str  # "W" or "b"
-    shape: tuple
-    rel_err: float  # ‖a − b‖ / max(‖a‖, ‖b‖)
-    max_abs: float  # max|a − b|
-    worst_index: tuple  # where max|a − b| occurs (the first such index)
-    a_value: float
-    b_value: float
-    cosine: float
-    allowed: float  # bound on rel_err
-    note: str = ""  # why the comparison could not be made (shape mismatch), if so
-    norm_a: float = math.nan  # ‖a‖ and ‖b‖ (inf or NaN for a non-finite gradient)
-    norm_b: float = math.nan
-    elem_rel: float = math.nan  # max|a − b| / max(max|a|, max|b|); NaN (never ok) if not measured
-    elem_allowed: float = math.nan  # bound on elem_rel
-    peak: float = math.nan  # max(max|a|, max|b|)
-
-    @property
-    def failed(self) -> list[str]:
-        """The measures out of their bounds: "relative error", "elementwise error" (or "shape")."""
-        if self.note:
-            return ["shape"]
-        out = [] if math.isfinite(self.rel_err) and self.rel_err <= self.allowed else ["relative error"]
-        return out + ([] if self.elem_rel <= self.elem_allowed else ["elementwise error"])
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["shape"], d["worst_index"], d["ok"] = list(self.shape), list(self.worst_index), self.ok
-        return d
+from compare.check.measure import Agreement, _flat, message, param_message  # noqa: F401  (the app's names)
+from compare.check.measure import measure as _measure
+from compare.check.tolerances import TINY
 
 
 # ------------------------------------------------------------------ the one-pass kernel
 #
-# Every figure above comes from one sweep over both arrays, compiled by numba and vectorised
+# Every figure of an Agreement comes from one sweep over both arrays, compiled by numba and vectorised
 # (AVX2/AVX-512 where the CPU has them), single-threaded: the arrays were just written by the two
 # sides and sit in cache, and a second thread waiting for a busy core costs more than it saves.
 # Sums are taken in float64 whatever the inputs. Float maxima do not vectorise (LLVM may reorder
@@ -176,27 +126,11 @@ for _a, _b in [(np.float64, np.float64), (np.float32, np.float32), (np.float32, 
 del _a, _b
 
 
-def _flat(x: np.ndarray) -> np.ndarray:
-    """x as a contiguous 1-D float32 or float64 array in row-major order (a view where it already
-    is one)."""
-    return (x if x.dtype.char in "fd" else x.astype(np.float64)).ravel()
-
-
 def greatest_magnitude(a: np.ndarray) -> float:
     """max|a| (0 for an empty array; NaN if `a` holds a NaN, else inf if it holds an inf). One
     compiled call: cheaper per step than NumPy's max and min, whose reduction machinery dominates
     for a batch of logits."""
     return _greatest_bits(_flat(np.asarray(a)))
-
-
-def _index(k: int, shape: tuple) -> tuple:
-    """The index of flat (row-major) position k in an array of `shape` (np.unravel_index's,
-    in plain arithmetic: it runs at every checked step)."""
-    index = []
-    for n in reversed(shape):
-        k, i = divmod(k, n)
-        index.append(i)
-    return tuple(reversed(index))
 
 
 def sum_of_squares(a: np.ndarray) -> float:
@@ -212,51 +146,10 @@ def rel_distance(a: np.ndarray, b: np.ndarray) -> float:
     return math.sqrt(dd) / max(math.sqrt(aa), TINY)
 
 
-# ------------------------------------------------------------------ the measures
-
-
-def _non_finite(a: np.ndarray, fa, fb, layer, param, allowed, elem_allowed, aa, bb) -> Agreement:
-    """The Agreement of arrays holding NaN or inf: both measures inf, at the first such index."""
-    k = int(np.flatnonzero(~(np.isfinite(fa) & np.isfinite(fb)))[0])
-    return Agreement(layer, param, a.shape, math.inf, math.inf, _index(k, a.shape), float(fa[k]), float(fb[k]),
-                     math.nan, allowed, "", math.sqrt(aa), math.sqrt(bb), math.inf, elem_allowed, math.inf)
-
-
 def measure(a: np.ndarray, b: np.ndarray, layer: int, param: str, allowed: float,
             elem_allowed: float | None = None) -> Agreement:
-    """Compare two arrays of the same shape (one parameter's gradient from two sides).
-
-    Args:
-        a, b: arrays of one shape, float32 or float64 (mixed is fine; sums are taken in float64).
-        layer, param: where they come from (1-based layer, "W" or "b"), for the messages.
-        allowed: bound on the relative error ‖a − b‖ / max(‖a‖, ‖b‖).
-        elem_allowed: bound on max|a − b| / max(max|a|, max|b|); default `allowed`.
-    """
-    a, b = np.asarray(a), np.asarray(b)
-    elem_allowed = allowed if elem_allowed is None else elem_allowed
-    if a.shape != b.shape:
-        note = f"shapes differ: {a.shape} vs {b.shape}"
-        return Agreement(layer, param, a.shape, math.inf, math.inf, (), math.nan, math.nan, math.nan, allowed,
-                         note, elem_rel=math.inf, elem_allowed=elem_allowed)
-    if a.size == 0:
-        return Agreement(layer, param, a.shape, 0.0, 0.0, (), 0.0, 0.0, 1.0, allowed, "", 0.0, 0.0, 0.0,
-                         elem_allowed, 0.0)
-    fa, fb = _flat(a), _flat(b)
-    aa, bb, dd, k, max_a, max_b, max_d = _one_pass(fa, fb)
-    peak = max(max_a, max_b)
-    scale = 1.0
-    if not math.isfinite(peak):  # NaN or inf in an entry (NaN's bits rank above inf's)
-        return _non_finite(a, fa, fb, layer, param, allowed, elem_allowed, aa, bb)
-    if not (math.isfinite(aa) and math.isfinite(bb) and math.isfinite(dd)):  # finite entries, squares overflow
-        scale = peak  # the scale cancels in every ratio below
-        aa, bb, dd, k, _, _, _ = _one_pass(fa / scale, fb / scale)
-    na, nb = math.sqrt(aa), math.sqrt(bb)
-    rel = math.sqrt(dd) / max(na, nb, TINY)
-    cosine = 1.0 if na == 0 and nb == 0 else (aa + bb - dd) / 2 / max(na * nb, TINY)
-    idx = _index(k, a.shape)
-    va, vb = float(fa[k]), float(fb[k])
-    return Agreement(layer, param, a.shape, rel, abs(va - vb), idx, va, vb, min(1.0, max(-1.0, cosine)),
-                     allowed, "", na * scale, nb * scale, max_d / max(peak, TINY), elem_allowed, peak)
+    """``compare.check.measure.measure`` with the compiled sweep."""
+    return _measure(a, b, layer, param, allowed, elem_allowed, sweep=_one_pass)
 
 
 def compare_grads(grads_a, grads_b, allowed: float, elem_allowed: float | None = None) -> list[Agreement]:
@@ -269,97 +162,3 @@ def compare_grads(grads_a, grads_b, allowed: float, elem_allowed: float | None =
         out.append(measure(dWa, dWb, i, "W", allowed, elem_allowed))
         out.append(measure(dba, dbb, i, "b", allowed, elem_allowed))
     return out
-
-
-# ------------------------------------------------------------------ messages
-
-
-def count_differing(a: np.ndarray, b: np.ndarray, agr: Agreement) -> int:
-    """Elements of a and b farther apart than the elementwise bound times the greatest magnitude
-    (a NaN difference counts)."""
-    with np.errstate(all="ignore"):
-        d = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
-        return int(np.count_nonzero(~(d <= agr.elem_allowed * max(agr.peak, TINY))))
-
-
-def _verdicts(agr: Agreement) -> str:
-    """Both measures against their bounds, the failing ones first."""
-    rel = f"relative error {agr.rel_err:.3g} {{}} allowed {agr.allowed:.2g}"
-    elem = (f"elementwise error (greatest difference / greatest magnitude) {agr.elem_rel:.3g} {{}} "
-            f"allowed {agr.elem_allowed:.2g}")
-    parts = [(rel, "relative error"), (elem, "elementwise error")]
-    parts.sort(key=lambda p: p[1] not in agr.failed)
-    return ", ".join(text.format(">" if name in agr.failed else "<=") for text, name in parts)
-
-
-def message(agr: Agreement, label: str, names=("manual", "torch"), count: tuple[int, int] | None = None,
-            what: str = "elements", shape: tuple | None = None, index: tuple | None = None) -> str:
-    """One comparison in words: the one wording of every verdict (training, gradcheck, the check API).
-
-    Args:
-        agr: the Agreement (``measure``).   label: what was compared ("layer 2 W", "input x").
-        names: the two witnesses, as g's a and b.
-        count: (how many elements differ beyond the elementwise bound, how many were compared);
-            ``count_differing`` gives the first.
-        what: "elements", "coordinates" (finite differences) or "direction" (one number: the
-            derivative along a random direction).
-        shape, index: the tensor's shape and the worst index in it, where agr measured a sample.
-    """
-    a, b = names
-    index = agr.worst_index if index is None else index
-    shape = tuple(agr.shape if shape is None else shape)
-    where = f"{label}{f' {shape}' if shape else ''}: {a} vs {b}"
-    if agr.note:
-        return f"{where}: {agr.note}"
-    if not (math.isfinite(agr.a_value) and math.isfinite(agr.b_value)):
-        return f"{where}: non-finite value at index {index} ({a} {agr.a_value:.6g}, {b} {agr.b_value:.6g})"
-    if what == "direction":
-        return (f"{where}: along a random direction u, <{a}, u> = {agr.a_value:.6g} but the central difference "
-                f"gives {agr.b_value:.6g}; relative error {agr.rel_err:.3g} > allowed {agr.allowed:.2g}")
-    text = f"{where}: {_verdicts(agr)}"
-    if count is not None:
-        text += (f"; {count[0]} of {count[1]} {what} differ by more than {agr.elem_allowed:.2g} of the greatest "
-                 f"magnitude {agr.peak:.3g}")
-    return (f"{text}; greatest absolute difference {agr.max_abs:.3g} at index {index} "
-            f"({a} {agr.a_value:.6g}, {b} {agr.b_value:.6g}); cosine similarity {agr.cosine:.6f}")
-
-
-def param_message(agr: Agreement, names=("manual", "torch"), arrays=None) -> str:
-    """``message`` for one parameter of a net ("layer 2 W"); `arrays` = (a, b) adds the count."""
-    count = None if arrays is None or agr.note else (count_differing(*arrays, agr), int(np.prod(agr.shape)))
-    return message(agr, f"layer {agr.layer} {agr.param}", names, count)
-
-
-class AgreementError(AssertionError):
-    """Two gradients disagree. ``failures`` holds the Agreement of each failing parameter."""
-
-    def __init__(self, failures: list[Agreement], names=("manual", "torch"), context: str = "", grads=None):
-        self.failures = failures
-        self.names = names
-        self.context = context
-        lines = []
-        for agr in failures:
-            arrays = None
-            if grads is not None and not agr.note:
-                j = 0 if agr.param == "W" else 1
-                arrays = (np.asarray(grads[0][agr.layer - 1][j]), np.asarray(grads[1][agr.layer - 1][j]))
-            lines.append(param_message(agr, names, arrays))
-        first = failures[0]
-        head = (f"gradients disagree ({names[0]} vs {names[1]}){' at ' + context if context else ''}: "
-                f"layer {first.layer} {first.param}")
-        others = len(failures) - 1
-        head += f" and {others} more parameter{'s' * (others > 1)}" if others else ""
-        super().__init__(head + "\n  " + "\n  ".join(lines))
-
-
-def assert_grads_agree(grads_a, grads_b, allowed: float, names=("manual", "torch"), context: str = "",
-                       elem_allowed: float | None = None):
-    """Compare and raise AgreementError naming every failing layer and parameter.
-
-    Returns the list of Agreements when all pass.
-    """
-    agreements = compare_grads(grads_a, grads_b, allowed, elem_allowed)
-    failures = [agr for agr in agreements if not agr.ok]
-    if failures:
-        raise AgreementError(failures, names, context, grads=(grads_a, grads_b))
-    return agreements

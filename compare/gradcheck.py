@@ -19,9 +19,10 @@ import math
 
 import numpy as np
 
-from compare import fd, options, tolerances
+from compare import options, tolerances
 from compare.agreement import Agreement, compare_grads, measure
-from compare.copies import float64_copy
+from compare.check import fd
+from compare.check.copies import float64_copy
 from manual import jacobians
 from manual.mlp import MLP
 

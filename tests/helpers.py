@@ -3,6 +3,10 @@
 import subprocess
 import sys
 
+import numpy as np
+
+from compare.agreement import Agreement, compare_grads, param_message
+
 
 def run_cli(*args, timeout=600, env=None, cwd=None):
     """Run ``python -m compare ARGS`` the way a user would; returns the CompletedProcess."""
@@ -233,3 +237,41 @@ class DenseInOut:
     def backward(self, dy):
         self.grads["W"], self.grads["b"] = self.x.T @ dy, dy.sum(axis=0)
         return dy @ self.params["W"].T
+
+
+# ------------------------------------------------------------------ two nets' gradients, asserted
+
+
+class AgreementError(AssertionError):
+    """Two gradients disagree. ``failures`` holds the Agreement of each failing parameter."""
+
+    def __init__(self, failures: list[Agreement], names=("manual", "torch"), context: str = "", grads=None):
+        self.failures = failures
+        self.names = names
+        self.context = context
+        lines = []
+        for agr in failures:
+            arrays = None
+            if grads is not None and not agr.note:
+                j = 0 if agr.param == "W" else 1
+                arrays = (np.asarray(grads[0][agr.layer - 1][j]), np.asarray(grads[1][agr.layer - 1][j]))
+            lines.append(param_message(agr, names, arrays))
+        first = failures[0]
+        head = (f"gradients disagree ({names[0]} vs {names[1]}){' at ' + context if context else ''}: "
+                f"layer {first.layer} {first.param}")
+        others = len(failures) - 1
+        head += f" and {others} more parameter{'s' * (others > 1)}" if others else ""
+        super().__init__(head + "\n  " + "\n  ".join(lines))
+
+
+def assert_grads_agree(grads_a, grads_b, allowed: float, names=("manual", "torch"), context: str = "",
+                       elem_allowed: float | None = None):
+    """Compare and raise AgreementError naming every failing layer and parameter.
+
+    Returns the list of Agreements when all pass.
+    """
+    agreements = compare_grads(grads_a, grads_b, allowed, elem_allowed)
+    failures = [agr for agr in agreements if not agr.ok]
+    if failures:
+        raise AgreementError(failures, names, context, grads=(grads_a, grads_b))
+    return agreements

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from compare import agreement
+from compare.check import measure as measure_module
 from compare.agreement import measure
 from compare.tolerances import gamma, unit_roundoff
 
@@ -171,4 +172,4 @@ def test_greatest_magnitude_is_numpys_max_of_abs(dtype):
 def test_the_flat_index_unravels_as_numpy_does_for_every_shape():
     for shape in [(7,), (256, 784), (3, 4, 5), (2, 1, 3, 2)]:
         for k in (0, 1, int(np.prod(shape)) // 2, int(np.prod(shape)) - 1):
-            assert agreement._index(k, shape) == tuple(int(i) for i in np.unravel_index(k, shape))
+            assert measure_module._index(k, shape) == tuple(int(i) for i in np.unravel_index(k, shape))

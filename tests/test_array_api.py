@@ -217,7 +217,7 @@ def test_on_a_device_the_mlp_computes_there_and_agrees_with_autograd(dtype, acti
     scale = float(gpu.zhats[-1].abs().max())
     rel = gradient_rel(mlp.dtype, min(loss, t_loss), logit_scale=scale)
     assert abs(loss - t_loss) <= rel * max(abs(loss), abs(t_loss))
-    from compare.agreement import assert_grads_agree
+    from helpers import assert_grads_agree
 
     ours = [(dW.cpu().numpy(), db.cpu().numpy()) for dW, db in grads]
     assert_grads_agree(ours, t_grads, rel, elem_allowed=elementwise_rel(mlp.dtype, loss, logit_scale=scale))

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-import compare
+from compare import spin
 from compare import bench
-from compare.bench import breakdown, config, floor, grid, machine, output, reliability, steps, timing, worker
+from compare.bench import breakdown, config, floor, grid, machine, output, parts, reliability, steps, timing, worker
 from compare.errors import CrosscheckError, UsageError
 from compare.tolerances import gradient_rel, matmul_bound, unit_roundoff
 from helpers import assert_close_bound, assert_one_line_error, run_cli
@@ -215,8 +215,8 @@ def _tiny_spec(tmp_path, impl="manual", sizes=(784, 8, 10), labels=(0, 3, 9, 5))
 
 @pytest.mark.parametrize("user", [None, "25"])
 def test_a_worker_process_sees_only_the_spin_settings_the_user_made(tmp_path, monkeypatch, user):
-    monkeypatch.setattr(compare, "USER_SPIN_ENV", {"OPENBLAS_THREAD_TIMEOUT": user, "GOMP_SPINCOUNT": None})
-    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "18")  # as compare/__init__ sets it for the harness
+    monkeypatch.setattr(spin, "USER_SPIN_ENV", {"OPENBLAS_THREAD_TIMEOUT": user, "GOMP_SPINCOUNT": None})
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "18")  # as crosscheck's entry point sets it (compare.spin)
     result = worker.spawn(_tiny_spec(tmp_path))
     assert "error" not in result, result
     assert result["env"].get("OPENBLAS_THREAD_TIMEOUT") == user and "GOMP_SPINCOUNT" not in result["env"]
@@ -493,9 +493,9 @@ def test_the_steps_do_the_manual_steps_work_on_mnist(mnist32):
 def test_the_part_clock_gives_each_part_the_time_since_the_last_mark():
     readings = iter([10.0, 10.5, 12.0, 12.25])
     waits = []
-    clock = breakdown.PartClock(sync=lambda: waits.append(1))
+    clock = parts.PartClock(sync=lambda: waits.append(1))
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(breakdown.time, "perf_counter", lambda: next(readings))
+        m.setattr(parts.time, "perf_counter", lambda: next(readings))
         clock.start()
         clock.mark("forward")
         clock.mark("backward")
@@ -513,7 +513,7 @@ def test_the_parts_timed_are_the_whole_step(impl, names):
     x, y = synthetic_batch()
     sizes, lr = (784, 16, 10), 0.5
     step = build_step(impl, sizes, x, y, lr)
-    clock = breakdown.PartClock()
+    clock = parts.PartClock()
     clock.start()
     part_by_part = steps.Step(lambda: step.parts(clock), step.weights)
     assert step_differences(reference_step(sizes, x, y, lr), part_by_part, x, lr, sizes) == []
@@ -530,7 +530,7 @@ def test_the_jax_prefixes_end_with_the_whole_step():
     logits, loss = step.prefixes["forward"](), step.prefixes["loss"]()
     value, grads = step.prefixes["backward"]()
     assert logits.shape == (8, 10) and float(loss) == float(value) and len(grads) == 2
-    record = breakdown.time_parts(step, warmup_s=0.001, blocks=2, block_s=0.004)
+    record = parts.time_parts(step, warmup_s=0.001, blocks=2, block_s=0.004)
     assert record["method"] == "prefixes" and list(record["parts_s"]) == ["forward", "loss", "backward", "update"]
     for name, prev in (("loss", "forward"), ("backward", "loss"), ("update", "backward")):
         cumulative = record["prefixes_s"]

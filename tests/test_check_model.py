@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from compare import check_model, cli
-from manual import MLP, Linear, Sigmoid
+import compare
+from compare import cli
+from manual import MLP, Linear, Sigmoid, SoftmaxCrossEntropy
 from manual import functional as mf
 from helpers import DenseInOut
 
@@ -26,6 +27,14 @@ def softplus_module():
 
 
 softplus = softplus_module()
+
+
+def check_model(model, *args, **kwargs):
+    """``compare.check_model`` with the project's softmax cross-entropy handed in as the loss of a
+    list of layers (an MLP brings its own ``loss_layer``)."""
+    if isinstance(model, list):
+        kwargs.setdefault("loss", SoftmaxCrossEntropy())
+    return compare.check_model(model, *args, **kwargs)
 
 
 def batch(rng, n_in=12, B=6, classes=4):
@@ -156,3 +165,11 @@ def test_gradcheck_names_a_wrong_linear_of_the_built_in_mlp(mnist_dir, monkeypat
     assert cli.main(["gradcheck", "--data-dir", str(mnist_dir), "--offline", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["culprit"].startswith("the first wrong layer from the loss is entry 3 of 3 (Linear)")
+
+
+def test_labels_without_a_loss_get_one_line_saying_how_to_hand_it_in():
+    rng = np.random.default_rng(0)
+    x, y = batch(rng)
+    with pytest.raises(ValueError, match=r"loss=\(your loss layer, its torch counterpart\)"):
+        compare.check_model(four_layers(rng), x, y)
+    assert compare.check_model(four_layers(rng), x).ok  # no labels: no loss needed

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from compare import check_function, check_layer
-from compare.check import engine
+from compare.check import engine, fd
 from helpers import DenseInOut
 
 
@@ -106,8 +106,8 @@ def test_every_witness_receives_the_same_upstream_gradient(monkeypatch):
             return original(t, where, evaluate, g, h)
         return differences
 
-    monkeypatch.setattr(engine.fd, "coordinates", recording(engine.fd.coordinates))
-    monkeypatch.setattr(engine.fd, "direction", recording(engine.fd.direction))
+    monkeypatch.setattr(fd, "coordinates", recording(fd.coordinates))
+    monkeypatch.setattr(fd, "direction", recording(fd.direction))
     ScalesDyInPlace.seen = []
     report = check_layer(layer, counterpart, rng.standard_normal((3, 5)), seed=7)
     assert report.ok, str(report)

@@ -18,7 +18,8 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from compare.agreement import assert_grads_agree, compare_grads
+from compare.agreement import compare_grads
+from helpers import assert_grads_agree
 from compare.tolerances import FD_STEP, FINITE_DIFF_REL, elementwise_rel, gradient_rel, linear_bound, unit_roundoff
 from helpers import ARRAY_LIBRARIES, assert_close_bound, forward_rel, from_library, gradient_bounds, in_library, net_in
 from manual import functional as mf

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from compare import check_function, check_layer, tolerances
-from compare.check import engine
+from compare import check_function, check_layer
+from compare.check import tolerances
+from compare.check import fd  # noqa: E402
 from test_check import Affine, Tanh, square_case
 from test_check_protocol import NHWC, BatchNorm, ConvNHWC, Embedding, FreshMask, LSTMCell, lstm_inputs
 
@@ -181,8 +182,8 @@ def test_the_self_test_reuses_the_checks_runs_and_leaves_its_verdict_alone(monke
             return original(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(engine.fd, "coordinates", counting("fd", engine.fd.coordinates))
-    monkeypatch.setattr(engine.fd, "direction", counting("dir", engine.fd.direction))
+    monkeypatch.setattr(fd, "coordinates", counting("fd", fd.coordinates))
+    monkeypatch.setattr(fd, "direction", counting("dir", fd.direction))
     from compare.check import subjects
     monkeypatch.setattr(subjects.Subject, "torch", counting("torch", subjects.Subject.torch))
     results = {}

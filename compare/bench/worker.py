@@ -7,9 +7,9 @@ interpreter per (implementation, grid point, repetition) loads only the library 
 that library's default settings, so its figure is what a user of that library gets.
 
 Parent side: ``spawn(spec)`` runs ``python -m compare.bench.worker`` with the user's own
-environment (the spin settings that ``compare/__init__`` adds for the side-by-side harness are the
-harness's business: they are removed unless the user set them, and the worker mark keeps
-``compare/__init__`` from adding them again), hands the spec over on stdin and reads the result
+environment (the spin settings that ``crosscheck``'s entry point adds for the side-by-side harness,
+``compare.spin``, are the harness's business: they are removed unless the user set them, and the
+worker mark keeps them from being added again), hands the spec over on stdin and reads the result
 from the file the spec names. Child side: ``main`` applies the thread budget, builds the
 step (``steps``, ``floor``), times it (``timing``) and writes the result.
 """
@@ -24,10 +24,9 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import compare
+from compare import spin
 
-# compare/__init__ sets the side-by-side harness's spin settings unless this variable is set.
-WORKER_MARK = "CROSSCHECK_BENCH_WORKER"
+WORKER_MARK = spin.WORKER_MARK
 REPORTED_ENV = ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS")
 TORCH_IMPLS = ("manual_torch", "torch", "compiled", "floor_torch", "epoch_torch")  # the workers that load torch
@@ -36,11 +35,11 @@ TIMEOUT_S = 1800  # a cold torch.compile of the largest net takes ~1 min; anythi
 
 def worker_env(environ: dict, user_spin: dict) -> dict:
     """The environment a worker runs with: `environ` with each spin variable as the user had it
-    (removed where the user had not set it), and the mark that keeps compare/__init__ from setting it.
+    (removed where the user had not set it), and the mark that keeps ``compare.spin`` from setting it.
 
     Args:
-        environ: this process's environment (with compare/__init__'s spin defaults in it).
-        user_spin: name -> the value the user had set before compare/__init__ ran (None: unset).
+        environ: this process's environment (with ``compare.spin``'s defaults in it).
+        user_spin: name -> the value the user had set before ``compare.spin`` ran (None: unset).
     """
     env = dict(environ)
     for k, v in user_spin.items():
@@ -54,7 +53,7 @@ def worker_env(environ: dict, user_spin: dict) -> dict:
 
 def spawn(spec: dict) -> dict:
     """Run one worker on `spec` (see ``main``) -> its result, or {"error": "..."} if it failed."""
-    env = worker_env(dict(os.environ), compare.USER_SPIN_ENV)
+    env = worker_env(dict(os.environ), spin.USER_SPIN_ENV)
     with tempfile.TemporaryDirectory(prefix="crosscheck-worker-") as tmp:
         result_file = Path(tmp) / "result.json"
         proc = subprocess.run([sys.executable, "-m", "compare.bench.worker"], capture_output=True, text=True,
@@ -190,9 +189,9 @@ def _run(spec: dict) -> dict:
         if memory:
             memory[0]()
         if spec.get("breakdown"):
-            from compare.bench import breakdown
+            from compare.bench import parts
 
-            record.update(breakdown.time_parts(record["step"], spec["warmup_s"], spec["blocks"], spec["block_s"]))
+            record.update(parts.time_parts(record["step"], spec["warmup_s"], spec["blocks"], spec["block_s"]))
         else:
             record.update(timing.time_blocks(run, spec["warmup_s"], spec["blocks"], spec["block_s"], sync))
         if memory:

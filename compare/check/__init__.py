@@ -35,14 +35,14 @@ witness, and is reported as a note ("backward wrote into dy"). The caller's laye
 never changed.
 
 Witnesses of one vector–Jacobian product Jᵀg (g: a seeded random upstream gradient per output),
-each tensor compared pair by pair by ``compare.agreement.measure``, the relative error
+each tensor compared pair by pair by ``compare.check.measure``, the relative error
 ‖a − b‖/max(‖a‖, ‖b‖) and the elementwise error max|a − b|/max(max|a|, max|b|) each bounded
-(``compare.tolerances``):
+(``compare.check.tolerances``):
 
 - manual: the hand-written pass, in the inputs' dtype;  torch: autograd on the counterpart;
 - manual64, torch64 (float32 inputs): the same two in float64, the referee that tells float32
   rounding from a wrong derivative: the derivation is judged in float64;
-- fd: central differences of ⟨g, f⟩ in float64 of the hand-written forward (``compare.fd``),
+- fd: central differences of ⟨g, f⟩ in float64 of the hand-written forward (``compare.check.fd``),
   coordinate by coordinate while cheap, a seeded sample above;
 - dir: the same along a random direction u, against ⟨Jᵀg, u⟩: two forward passes whatever the size.
 
@@ -65,7 +65,7 @@ detects.
 
 from __future__ import annotations
 
-from compare import tolerances
+from compare.check import tolerances
 from compare.check.diagnose import Diagnosis
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
 from compare.check.model import ModelReport, check_model

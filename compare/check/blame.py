@@ -2,7 +2,7 @@
 between the hand-written backward and autograd on the counterpart.
 
 A witness is *supported* by the finite differences when it lies within their own error: the
-rounding bound of ``compare.fd`` plus the truncation estimated from a second step 2h. Where the
+rounding bound of ``compare.check.fd`` plus the truncation estimated from a second step 2h. Where the
 hand-written side is supported and the torch side is not, the torch counterpart is the suspect (a
 torch function whose derivative is not that of its values, such as softplus above its threshold);
 where only the torch side is supported, the hand-written backward is. When the outputs themselves
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compare import fd, tolerances
+from compare.check import fd, tolerances
 
 
 def _norm(v) -> float:
@@ -30,14 +30,14 @@ def _evidence(numeric, label: str, grads: list[np.ndarray]) -> list[tuple[list[f
         values, rounding = numeric.fd[label]
         values_2h = numeric.at_2h(label)[0]
         scale = max(_norm(values), *(_norm(w.reshape(-1)[coords]) for w in grads), tolerances.TINY)
-        error = (_norm(rounding) + 3 * _norm(fd.truncation(values, values_2h))) / scale
+        error = tolerances.difference_error(_norm(rounding), _norm(fd.truncation(values, values_2h))) / scale
         out.append(([_norm(w.reshape(-1)[coords] - values) / scale for w in grads], error))
     u = numeric.u[label]
     value, rounding = numeric.dir[label]
     value_2h = numeric.at_2h(label)[1]
     along = [float(np.dot(w.reshape(-1), u.reshape(-1))) for w in grads]
     scale = max(abs(value), *map(abs, along), tolerances.TINY)
-    error = (rounding + 3 * float(fd.truncation(value, value_2h))) / scale
+    error = tolerances.difference_error(rounding, float(fd.truncation(value, value_2h))) / scale
     out.append(([abs(a - value) / scale for a in along], error))
     return out
 

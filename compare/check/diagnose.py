@@ -7,7 +7,7 @@ as the suspect or the outputs themselves differ (``compare.check.blame``): then 
 
 Each pattern predicts m from r, from the upstream gradient g or from the inputs, and fits when
 ``measure(m, prediction)`` is within the bounds of the comparison that failed (the check's own,
-``compare.tolerances``), for g and for a second random upstream gradient g₂ alike (one seeded
+``compare.check.tolerances``), for g and for a second random upstream gradient g₂ alike (one seeded
 draw more, the hand-written side and torch rerun with it): a coincidence of one g does not hold
 for two. Tried in this order, the first that fits is the diagnosis:
 
@@ -40,8 +40,8 @@ import itertools
 
 import numpy as np
 
-from compare.agreement import measure
-from compare.tolerances import TINY
+from compare.check.measure import measure
+from compare.check.tolerances import TINY
 
 # g₂ comes from its own stream of the check's seed, so that the check's own draws (g, u, the fd
 # coordinates) are those of a check without diagnosis or self-test.

@@ -7,11 +7,13 @@ each layer is checked on its own (``check_layer``, every witness), at the very i
 pass hands it, and the first layer from the loss whose backward disagrees is the culprit.
 
 A model is what ``crosscheck train --model`` takes: a list whose entries are the project's layers
-(``manual/layers.py``: each names its torch counterpart in ``torch_module``), pairs
+(each names its torch counterpart in ``torch_module``, as ``manual/layers.py``'s do), pairs
 ``(layer, counterpart)``, or triples ``(layer, counterpart, options)`` with ``check_layer``'s
-keyword options (``torch_params``, ``torch_inputs``, ...); or a ``manual.Stack`` / ``MLP``. With
-labels ``y`` the loss on top, softmax cross-entropy (``manual.layers.SoftmaxCrossEntropy``), is
-checked too, against ``torch.nn.functional.cross_entropy``.
+keyword options (``torch_params``, ``torch_inputs``, ...); or an object with ``layers`` (and
+``loss_layer``), such as ``manual.Stack`` / ``MLP``. With labels ``y`` the loss on top is checked
+too: ``loss=`` (a loss layer naming its ``torch_module``, or a pair (loss layer, counterpart)), or
+the model's ``loss_layer``. A loss layer: forward(logits, y) -> the batch-mean loss, backward() ->
+∂L/∂logits. The referee imports no layer of the project: everything it checks is handed in.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from compare import tolerances
+from compare.check import tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
 from compare.check.report import DerivationError, Report
 from compare.check.subjects import LayerSubject
@@ -73,10 +75,17 @@ class _LossLayer:
         return dL * self.loss_layer.backward(), None
 
 
-def _cross_entropy(logits, y):
-    import torch.nn.functional as F
-
-    return F.cross_entropy(logits, y)
+def _loss_entry(model, loss) -> tuple:
+    """(loss layer, torch counterpart) of `loss` (a layer or a pair) or of the model's ``loss_layer``."""
+    loss = getattr(model, "loss_layer", None) if loss is None else loss
+    if loss is None:
+        raise ValueError("check_model with labels y checks the loss on top: give it as loss=(your loss layer, its "
+                         "torch counterpart), e.g. loss=(SoftmaxCrossEntropy(), torch.nn.CrossEntropyLoss())")
+    layer, other = loss if isinstance(loss, tuple) else (loss, counterpart(loss))
+    if other is None:
+        raise TypeError(f"the loss {type(layer).__name__} names no torch module it can be paired with; give "
+                        "loss=(loss layer, torch counterpart)")
+    return layer, other
 
 
 @dataclasses.dataclass
@@ -143,7 +152,7 @@ class ModelReport:
 
 
 def check_model(model, x, y=None, seed: int = 0, h: float = tolerances.FD_STEP, fd_samples: int = FD_SAMPLES,
-                fd_budget: int = FD_BUDGET, self_test: bool = False) -> ModelReport:
+                fd_budget: int = FD_BUDGET, self_test: bool = False, loss=None) -> ModelReport:
     """Check every layer of `model` at the input it receives, from the loss backwards.
 
     Args:
@@ -153,13 +162,15 @@ def check_model(model, x, y=None, seed: int = 0, h: float = tolerances.FD_STEP, 
         y: integer labels (B,): the softmax cross-entropy on top is checked too (None: not).
         seed, h, fd_samples, fd_budget: as for ``check_layer`` (each layer gets seed + position).
         self_test: each layer's check also injects the standard mistakes (``check_layer``'s option).
+        loss: the loss on top, checked when `y` is given: a loss layer that names its
+            ``torch_module`` (``manual.layers.SoftmaxCrossEntropy``), or (loss layer, counterpart);
+            default: the model's ``loss_layer``.
     Returns:
         a ModelReport; its ``culprit`` names the first wrong layer from the loss with its report.
         The model's layers are never changed (each check runs on copies).
     """
-    from manual.layers import SoftmaxCrossEntropy
-
     items = entries(model)
+    loss_entry = _loss_entry(model, loss) if y is not None else None
     inputs, current = [], np.array(x)
     for layer, _, _ in items:  # the forward pass, on copies, to learn what each layer receives
         inputs.append(current)
@@ -168,9 +179,9 @@ def check_model(model, x, y=None, seed: int = 0, h: float = tolerances.FD_STEP, 
     checks = [(i, layer, other, options, inp) for i, ((layer, other, options), inp)
               in enumerate(zip(items, inputs), start=1)]
     verdicts = []
-    if y is not None:
-        loss = getattr(model, "loss_layer", None) or SoftmaxCrossEntropy()
-        subject = LayerSubject(_LossLayer(copy.deepcopy(loss)), _cross_entropy, (current, np.asarray(y)),
+    if loss_entry is not None:
+        loss, other = loss_entry
+        subject = LayerSubject(_LossLayer(copy.deepcopy(loss)), other, (current, np.asarray(y)),
                                name=f"check_model: the loss ({type(loss).__name__})")
         verdicts.append(LayerVerdict(len(items) + 1, type(loss).__name__,
                                      check(subject, seed + len(items) + 1, h, fd_samples, fd_budget, self_test)))

@@ -1,13 +1,13 @@
 """What a check found: a ``Comparison`` per tensor and pair of witnesses, the ``Report`` that holds
 them with the check's notes and findings, and ``DerivationError``, the AssertionError of
-``Report.assert_ok``. Every line of text comes from ``compare.agreement.message``."""
+``Report.assert_ok``. Every line of text comes from ``compare.check.measure.message``."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from compare.agreement import Agreement, message
-from compare.options import format_table
+from compare.check.measure import Agreement, message
+from compare.check.text import format_table
 
 # The table's columns, in this order where present.
 COLUMNS = [("manual", "torch"), ("manual", "manual64"), ("manual64", "torch64"), ("manual", "fd"),
@@ -17,7 +17,7 @@ COLUMNS = [("manual", "torch"), ("manual", "manual64"), ("manual64", "torch64"),
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """One tensor as two witnesses (`a`, `b`) see it, measured by ``compare.agreement.measure``."""
+    """One tensor as two witnesses (`a`, `b`) see it, measured by ``compare.check.measure.measure``."""
 
     tensor: str  # "output", "input x", "parameter W", "buffer running_var"
     shape: tuple  # the tensor's shape
@@ -33,7 +33,7 @@ class Comparison:
         return self.agreement.ok
 
     def message(self) -> str:
-        """The comparison in words (``compare.agreement.message``)."""
+        """The comparison in words (``compare.check.measure.message``)."""
         what = {"fd": "coordinates", "dir": "direction"}.get(self.b, "elements")
         count = None if what == "direction" else (self.differ, self.compared)
         return message(self.agreement, self.tensor, (self.a, self.b), count, what, self.shape, self.index)

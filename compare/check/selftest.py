@@ -38,9 +38,10 @@ import math
 
 import numpy as np
 
-from compare import tolerances
+from compare.check import tolerances
 from compare.check.subjects import Run
-from compare.tolerances import TINY
+from compare.check.witnesses import compare_analytic
+from compare.check.tolerances import TINY
 
 MANUAL = ("manual", "manual64")
 
@@ -191,8 +192,6 @@ def variants(label: str, m: np.ndarray, eps: float, reruns) -> list[tuple[str, o
 def _recheck(subject, runs, numeric, exact, label: str, new: dict) -> list:
     """The check's comparisons of `label` with the hand-written witnesses' gradients replaced by
     `new` ({witness: array}); every other run is the check's own."""
-    from compare.check.engine import compare_analytic
-
     alone = {w: Run([], {label: new.get(w, run.grads[label])}) for w, run in runs.items()}
     return compare_analytic(subject, alone) + numeric.compare(alone, exact, [label])[0]
 

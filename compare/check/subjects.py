@@ -18,8 +18,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from compare.check import usage
-from compare.copies import float64_copy
-from compare.names import match_names
+from compare.check.copies import float64_copy
+from compare.check.names import match_names
 
 
 @dataclasses.dataclass

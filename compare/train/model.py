@@ -108,7 +108,7 @@ def torch_params(layers, modules) -> list:
     """The torch parameters matching each manual layer's params (by ``torch_names``, else the same
     name, through ``compare.names.match_names``), in the manual order; ModelError where names or
     shapes differ."""
-    from compare.names import match_names
+    from compare.check.names import match_names
 
     out = []
     for i, (layer, module) in enumerate(zip(layers, modules), start=1):

@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 
 from compare.agreement import greatest_magnitude
-from compare.copies import float64_copy
+from compare.check.copies import float64_copy
 from manual.optim import SGD
 
 

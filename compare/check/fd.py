@@ -10,7 +10,7 @@ float64 tensor θ that is perturbed in place, and upstream weights g of f's shap
 A loss is the case of one output and g = 1. Each difference is taken as ⟨g, f₊ − f₋⟩/2h, so that
 outputs the step does not reach cancel exactly, and comes with its rounding bound
 eps·Σ|g|(|f₊| + |f₋|)/2h over the outputs it reaches. The truncation error h²·f‴/6 is not bounded
-here (FINITE_DIFF_REL in ``compare.tolerances`` allows for it); ``truncation`` estimates it by a
+here (FINITE_DIFF_REL in ``compare.check.tolerances`` allows for it); ``truncation`` estimates it by a
 second step 2h (Richardson: the error grows as h²).
 """
 
