@@ -97,9 +97,10 @@ def localise(model, x: np.ndarray, y: np.ndarray, kind: str) -> str:
     """The model check's verdict on a step that disagreed (``compare.check.check_model``): the
     first wrong layer from the loss and what is wrong with it, in one line."""
     from compare.check import check_model
+    from manual.layers import SoftmaxCrossEntropy
 
-    try:
-        found = check_model(model, x, y)
+    try:  # the loss every run trains with: a user's stack carries none of its own
+        found = check_model(model, x, y, loss=getattr(model, "loss_layer", None) or SoftmaxCrossEntropy())
     except Exception as e:  # the disagreement stands whatever the model check makes of it
         return f"the layer-by-layer check could not run ({type(e).__name__}: {e})"
     if found.ok and kind != "grads":
