@@ -20,7 +20,7 @@ import numpy as np
 
 from compare.check import blame, diagnose, selftest, tolerances
 from compare.check.measure import measure
-from compare.check.report import Report
+from compare.check.report import NOTHING, Report
 from compare.check.witnesses import FD_BUDGET, FD_SAMPLES, Numeric, analytic, compare_analytic, output_labels  # noqa: F401
 
 # ------------------------------------------------------------------------------ determinism
@@ -57,6 +57,23 @@ def probe(subject) -> tuple[list, str]:
     return first, ""
 
 
+def nothing_to_compare(subject, outputs=None) -> str:
+    """Why the check would compare nothing, or "": every differentiated tensor (float inputs and
+    parameters) has 0 elements, or every output has (then every gradient is zero, whatever the
+    derivation). A check that compared nothing cannot have failed, so it must not pass."""
+    sizes = {lab: a.size for lab, a, d in zip(subject.input_labels, subject.pristine, subject.differentiable) if d}
+    sizes.update({f"parameter {n}": p.size for n, p in subject.params.items()})
+    empty = [lab for lab, n in sizes.items() if n == 0]
+    if outputs is not None and all(y.size == 0 for y in outputs):
+        labels = output_labels(len(outputs))
+        return (f"{NOTHING} ({' and '.join(labels)} {'has' if len(labels) == 1 else 'have'} 0 elements: every "
+                "gradient of an empty output is zero, whatever the derivation); give inputs with elements")
+    if sizes and len(empty) == len(sizes):
+        return (f"{NOTHING} ({' and '.join(empty)} {'has' if len(empty) == 1 else 'have'} 0 elements); give inputs "
+                "with elements")
+    return ""
+
+
 # ------------------------------------------------------------------------------ the check
 
 
@@ -86,7 +103,10 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
     `self_test`, the standard wrong variants of the hand-written gradients through the same
     comparisons (``selftest``)."""
     rng = draws(seed)
-    first, refusal = probe(subject)
+    refusal = nothing_to_compare(subject)
+    if not refusal:
+        first, refusal = probe(subject)
+        refusal = refusal or nothing_to_compare(subject, first)
     if refusal:
         tested = selftest.not_run("the check gave no verdict") if self_test else None
         return Report(subject.title, [], [], refusal=refusal, self_test=tested)
