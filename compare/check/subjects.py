@@ -17,8 +17,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from compare.check import usage
+from compare.check import layouts, usage
 from compare.check.copies import float64_copy
+from compare.check.forward_only import NoBackward
 from compare.check.names import match_names
 
 
@@ -134,8 +135,10 @@ class Subject:
         for i, (y, shape) in enumerate(zip(ys, shapes)):
             which = "output" if len(ys) == 1 else f"output {i}"
             if tuple(y.shape) != tuple(shape):
+                hint = "torch_outputs maps torch's layout to the layer's" if isinstance(self, LayerSubject) else \
+                    "torch_fn must compute the same function of the same inputs"
                 raise ValueError(f"{self.counterpart_name} gives {which} of shape {tuple(y.shape)}; the hand-written "
-                                 f"side {tuple(shape)} (torch_outputs maps torch's layout to the layer's)")
+                                 f"side {tuple(shape)} ({hint})")
 
     def torch_outputs(self, out) -> list:
         """The counterpart's result as a list of tensors (after ``torch_outputs``)."""
@@ -221,25 +224,13 @@ class FunctionSubject(Subject):
         return Referee(tensors, lambda: _flat(usage.outputs(self.fn(*[a.copy() for a in inputs]), "fn", True)))
 
 
-def _layout(spec, name: str):
-    """(torch name, transform or None) from a torch_params entry."""
-    if isinstance(spec, str):
-        return spec, None
-    if callable(spec):
-        return name, spec
-    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and callable(spec[1]):
-        return spec
-    raise TypeError(f"torch_params[{name!r}] must be a torch name, a transform (a function of the tensor), or "
-                    f"(torch name, transform); got {spec!r}")
-
-
 class LayerSubject(Subject):
     """check_layer's subject: a layer with the protocol of ``compare.check`` and its counterpart, a
     ``torch.nn.Module`` (names matched, values copied in) or a function of tensors (the parameters
     by name as keyword arguments)."""
 
     def __init__(self, layer, counterpart, x, torch_params=None, torch_inputs=None, torch_outputs=None,
-                 training=None, name=None, input_grads: bool = True):
+                 training=None, name=None, input_grads: bool = True, torch_fixed=None):
         import torch
 
         usage.check_protocol(layer)
@@ -272,7 +263,8 @@ class LayerSubject(Subject):
         self.counterpart_name = f"the module {type(counterpart).__name__}" if self.is_module else \
             f"the function {usage.callable_name(counterpart)}"
         mapping = {**(getattr(layer, "torch_names", None) or {}), **(torch_params or {})}
-        self.layouts = {n: _layout(spec, n) for n, spec in mapping.items()}
+        self.layouts, self.groups = layouts.parse(mapping)
+        self.fixed = dict(torch_fixed or {})
         self.torch_names, self.buffer_names, self.unmatched_buffers = self._match()
         self.title = name or f"check_layer({self.name}, {counterpart if self.is_module else self.counterpart_name})"
 
@@ -296,23 +288,43 @@ class LayerSubject(Subject):
                                  f"{type(e).__name__}: {e}") from None
         return shapes
 
+    def _packed_shape(self, names: tuple, torch_name: str) -> tuple:
+        import torch
+
+        try:
+            packed = layouts.pack({names: self.groups[names]}, {n: torch.from_numpy(self.params[n].copy())
+                                                                for n in names})
+        except Exception as e:
+            raise ValueError(f"the packing of {', '.join(names)} into {torch_name} (torch_params) failed: "
+                             f"{type(e).__name__}: {e}") from None
+        return tuple(packed[torch_name].shape)
+
     def _match(self):
         """{manual parameter: torch name}, {manual buffer: torch name}, torch's integer buffers the
         layer does not hold (counters such as num_batches_tracked: not compared)."""
-        unknown = [n for n in self.layouts if n not in self.params and n not in self.buffers]
+        packed = [n for names in self.groups for n in names]
+        unknown = [n for n in [*self.layouts, *packed] if n not in self.params and n not in self.buffers]
         if unknown:
             raise ValueError(f"torch_names / torch_params map {unknown}, which the layer's params "
                              f"({list(self.params)}) and buffers ({list(self.buffers)}) do not hold")
         names = {n: spec[0] for n, spec in self.layouts.items()}
         self.transformed = {n for n, spec in self.layouts.items() if spec[1] is not None}
         if not self.is_module:
+            if self.fixed or packed:
+                raise TypeError("torch_fixed and packed torch_params entries need a torch.nn.Module counterpart; a "
+                                "function takes its arguments as they are")
             if self.buffers:
                 raise ValueError(f"the layer has buffers {list(self.buffers)} but its counterpart is a function, which "
                                  "has none to compare them with; give a torch.nn.Module")
             return {n: names.get(n, n) for n in self.params}, {}, []
-        params = match_names(self._shapes(self.params), {n: tuple(p.shape) for n, p in
-                                                         self.counterpart.named_parameters()},
-                             {n: t for n, t in names.items() if n in self.params}, transformed=self.transformed)
+        theirs = {n: tuple(p.shape) for n, p in self.counterpart.named_parameters()}
+        layouts.check_fixed(self.fixed, theirs)
+        ours = self._shapes({n: p for n, p in self.params.items() if n not in packed})
+        ours.update({layouts.label(g): self._packed_shape(g, t) for g, (t, _) in self.groups.items()})
+        mapping = {n: t for n, t in names.items() if n in self.params}
+        mapping.update({layouts.label(g): t for g, (t, _) in self.groups.items()})
+        params = match_names(ours, {n: s for n, s in theirs.items() if n not in self.fixed}, mapping,
+                             transformed=self.transformed | {layouts.label(g) for g in self.groups})
         theirs = dict(self.counterpart.named_buffers())
         counters = [n for n, b in theirs.items() if not b.is_floating_point() and n not in names.values()
                     and n not in self.buffers]
@@ -348,7 +360,8 @@ class LayerSubject(Subject):
         layer = self.copy_layer(False)
         return self.forward(False, layer), self.forward(False, layer), self.forward(False)
 
-    def manual(self, precise: bool, gs: list[np.ndarray]) -> Run:
+    def manual(self, precise: bool, gs: list[np.ndarray], backward: bool = True) -> Run:
+        """The hand-written forward and (with `backward`) backward on a copy of the layer."""
         layer = self.copy_layer(precise)
         xs = self.inputs(precise)
         before, params = [a.copy() for a in xs], {n: np.array(p) for n, p in layer.params.items()}
@@ -357,17 +370,31 @@ class LayerSubject(Subject):
         notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "forward")
         buffers = {n: self.to_torch_layout(n, b).detach().numpy().copy()
                    for n, b in (getattr(layer, "buffers", None) or {}).items()}
+        if not backward:
+            return Run(ys, {}, buffers, notes)
         g_in, before, params = [g.copy() for g in gs], [a.copy() for a in xs], \
             {n: np.array(p) for n, p in layer.params.items()}
         usage.check_arity(layer.backward, len(g_in), f"{self.name}.backward",
                           f"one dy per output of forward, which returned {len(g_in)}")
-        dxs = usage.per_input(layer.backward(*g_in), len(xs), f"{self.name}.backward", self.names, "dx")
+        dxs = usage.per_input(self._backward(layer, g_in), len(xs), f"{self.name}.backward", self.names, "dx")
         notes += _written(gs, g_in, ["dy" if len(gs) == 1 else f"dy {i}" for i in range(len(gs))], "backward")
         notes += _written(before, xs, self.input_labels, "backward")
         notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "backward")
         grads = self._input_grads(dxs, xs, f"{self.name}.backward")
         grads.update(self._param_grads(layer))
         return Run(ys, grads, buffers, notes)
+
+    def _backward(self, layer, g_in):
+        """layer.backward(*g_in); in evaluation mode (training=False) a backward that fails is taken
+        for what it most often is, a layer with no backward in that mode (``forward_only``)."""
+        if self.training is not False:
+            return layer.backward(*g_in)
+        try:
+            return layer.backward(*g_in)
+        except NoBackward:
+            raise
+        except Exception as e:
+            raise NoBackward(f"training=False: {self.name}.backward raised {type(e).__name__}: {e}") from None
 
     def _param_grads(self, layer) -> dict:
         grads = getattr(layer, "grads", None)
@@ -396,7 +423,11 @@ class LayerSubject(Subject):
         layouts); returns (outputs, buffers after the call in torch's layout, as NumPy)."""
         import torch
 
-        values = {self.torch_names[n]: self.to_torch_layout(n, p) for n, p in params.items()}
+        values = {self.torch_names[n]: self.to_torch_layout(n, p) for n, p in params.items() if n in self.torch_names}
+        values.update(layouts.pack(self.groups, params))
+        if self.fixed:
+            shapes = {n: tuple(p.shape) for n, p in self.counterpart.named_parameters()}
+            values.update(layouts.fixed_tensors(self.fixed, shapes, dtype))
         args = xs if self.input_map is None else self.input_map(*xs)
         args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
         if not self.is_module:
