@@ -35,11 +35,11 @@ otherwise "no simple pattern", with the count of differing elements and the best
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 import numpy as np
 
+from compare.check.findings import Diagnosis, Suspect
 from compare.check.measure import measure
 from compare.check.tolerances import TINY
 
@@ -49,26 +49,6 @@ SECOND_STREAM = 2
 # Layouts and g's reductions are searched over every permutation and subset of axes up to this
 # many axes (5! = 120 permutations); beyond it over none.
 MAX_AXES = 5
-
-
-@dataclasses.dataclass(frozen=True)
-class Diagnosis:
-    """One failing tensor's kind of mistake.
-
-    tensor: "input x", "parameter W";  kind: "constant factor", "sign error", "transpose",
-    "layout", "wrong axis", "wrong reduction", "extra reduction", "local derivative missing",
-    "g ignored", "not linear in g", "g mis-broadcast", "mask", "zero", "non-zero", "non-finite"
-    or "no simple pattern";  text: what fits, with the number that shows it;  value: that number
-    (the factor c, the permutation, the axes, the count of elements), or None.
-    """
-
-    tensor: str
-    kind: str
-    text: str
-    value: object = None
-
-    def line(self) -> str:
-        return f"diagnosis: {self.tensor}: {self.text}"
 
 
 class Reruns:
@@ -422,7 +402,7 @@ PATTERNS = (_non_finite, _zero, _linearity, _local_derivative, _factor, _layout,
 
 def _torch_suspected(findings, label: str) -> bool:
     """blame's verdict that the torch counterpart, not the hand-written side, is wrong for `label`."""
-    return any(f.startswith(f"suspect: the torch counterpart, for {label}:") for f in findings)
+    return any(isinstance(f, Suspect) and f.tensor == label and f.side == "counterpart" for f in findings)
 
 
 def diagnose(subject, comparisons, exact, findings, reruns: Reruns) -> dict[str, Diagnosis]:
