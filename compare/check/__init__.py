@@ -65,7 +65,7 @@ detects.
 
 from __future__ import annotations
 
-from compare.check import tolerances
+from compare.check import tensors, tolerances
 from compare.check.diagnose import Diagnosis
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
 from compare.check.model import ModelReport, check_model
@@ -103,7 +103,10 @@ def check_function(fn, vjp, torch_fn, *inputs, seed: int = 0, h: float = toleran
     Returns:
         a Report. Bad use (a wrong type, count or shape) raises TypeError or ValueError instead.
     """
-    return check(FunctionSubject(fn, vjp, torch_fn, inputs, name), seed, h, fd_samples, fd_budget, self_test)
+    foreign = any(tensors.is_tensor(x) for x in inputs) or tensors.is_autograd_function(fn) or \
+        tensors.is_custom_vjp(fn)
+    subject = (tensors.TensorFunctionSubject if foreign else FunctionSubject)(fn, vjp, torch_fn, inputs, name)
+    return check(subject, seed, h, fd_samples, fd_budget, self_test)
 
 
 def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, fd_samples: int = FD_SAMPLES,

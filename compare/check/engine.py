@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compare.check import blame, diagnose, selftest, tolerances
+from compare.check import blame, diagnose, precision, selftest, tolerances
 from compare.check.measure import measure
 from compare.check.report import Report
 from compare.check.witnesses import FD_BUDGET, FD_SAMPLES, Numeric, analytic, compare_analytic, output_labels  # noqa: F401
@@ -90,7 +90,7 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
     if refusal:
         tested = selftest.not_run("the check gave no verdict") if self_test else None
         return Report(subject.title, [], [], refusal=refusal, self_test=tested)
-    gs = [np.asarray(rng.standard_normal(y.shape)).astype(y.dtype) for y in first]
+    gs = [subject.rounded(i, np.asarray(rng.standard_normal(y.shape)).astype(y.dtype)) for i, y in enumerate(first)]
     runs = analytic(subject, gs)
     comparisons = compare_analytic(subject, runs)
     exact = ("manual64", "torch64") if subject.float32 else ("manual", "torch")
@@ -99,9 +99,7 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
     comparisons += more
     notes = _notes(subject, runs) + coverage
     if subject.float32:
-        notes.append(f"float32: manual and torch are held to max({tolerances.FLOAT32_REL:g}, "
-                     f"{tolerances.NOISE_FACTOR} x torch's own distance from torch64) per tensor; "
-                     "the derivation is judged in float64 (manual64, torch64, fd, dir)")
+        notes += precision.notes(subject.precision, runs)
     failed = any(not c.ok for c in comparisons)
     findings = blame.findings(subject, numeric, runs, comparisons, exact) if failed else []
     reruns = diagnose.Reruns(subject, gs, seed, runs)
@@ -109,6 +107,6 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
     findings += [d.line() for d in diagnoses.values()]
     tested = selftest.run(subject, runs, numeric, comparisons, exact, reruns) if self_test else None
     shapes = ", ".join(str(g.shape) for g in gs)
-    title = (f"{subject.title}: {'float32' if subject.float32 else 'float64'}, seed {seed}, "
+    title = (f"{subject.title}: {subject.precision}, seed {seed}, "
              f"g of shape{'s' * (len(gs) > 1)} {shapes}")
     return Report(title, comparisons, notes, findings, self_test=tested, diagnoses=diagnoses)

@@ -68,6 +68,15 @@ class Subject:
         return any(a.dtype == np.float32 for a in arrays)
 
     @property
+    def precision(self) -> str:
+        """The precision the hand-written side computes in (``compare.check.precision``)."""
+        return "float32" if self.float32 else "float64"
+
+    def rounded(self, i: int, g: np.ndarray) -> np.ndarray:
+        """An upstream gradient of output i, rounded to that output's precision (it is, here)."""
+        return g
+
+    @property
     def labels(self) -> list[str]:
         """The differentiated tensors: float inputs, then parameters."""
         inputs = [lab for lab, d in zip(self.input_labels, self.differentiable) if d]
