@@ -127,7 +127,8 @@ def test_scalar_empty_and_fortran_ordered_inputs():
     cos = lambda g, x: g * np.cos(x)  # noqa: E731
     assert check_function(np.sin, cos, torch.sin, np.float64(0.5)).ok  # 0-d in, NumPy scalars out
     assert check_function(lambda x: (x**2).sum(), lambda g, x: 2 * g * x, lambda t: (t**2).sum(), np.ones((2, 3))).ok
-    assert check_function(np.sin, cos, torch.sin, np.zeros((0, 3))).ok
+    empty = check_function(np.sin, cos, torch.sin, np.zeros((0, 3)))  # runs, but compares nothing: no PASS
+    assert not empty.ok and empty.refusal.startswith("nothing to compare")  # (tests/test_cannot_judge.py)
     x = np.asfortranarray(np.random.default_rng(9).standard_normal((4, 5)))
     assert check_function(np.sin, cos, torch.sin, x).ok  # fd perturbs a C-ordered float64 copy
     assert not check_function(np.sin, lambda g, x: g * np.sin(x), torch.sin, x).ok

@@ -81,10 +81,11 @@ def forwards(subject, numeric, runs, exact) -> str:
     def which(labels):
         return "every gradient" if len(labels) == len(numeric.u) else ", ".join(labels) if labels else "no gradient"
 
+    where = "the counterpart's layouts (torch_params, torch_inputs, torch_outputs), " if hasattr(subject, "layer") \
+        else "torch_fn's "
     return (f"the outputs differ: finite differences of your forward support your backward for {which(mine)}; "
             f"finite differences of the torch forward support torch's gradient for {which(theirs)}. Where both "
-            "hold, the two forwards compute different functions: look at the counterpart's layouts (torch_params, "
-            "torch_inputs, torch_outputs), constants and defaults")
+            f"hold, the two forwards compute different functions: look at {where}constants and defaults")
 
 
 def findings(subject, numeric, runs, comparisons, exact) -> list[str]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from compare.check import blame, diagnose, precision, selftest, tolerances
+from compare.check import blame, diagnose, forward_only, layouts, precision, selftest, tolerances
 from compare.check.measure import measure
-from compare.check.report import Report
+from compare.check.report import NOTHING, Report
 from compare.check.witnesses import FD_BUDGET, FD_SAMPLES, Numeric, analytic, compare_analytic, output_labels  # noqa: F401
 
 # ------------------------------------------------------------------------------ determinism
@@ -46,7 +46,9 @@ def probe(subject) -> tuple[list, str]:
     if where:
         return first, (f"the hand-written forward is not deterministic: two forwards at the same point differ "
                        f"({where}); gradients cannot be checked against a function that changes between calls: "
-                       "draw random numbers (a dropout mask) once, or create the parameters before the check")
+                       "draw random numbers (a dropout mask) once, or create the parameters before the check; state "
+                       "carried from one call to the next (a recurrent cell that keeps h, a step counter) changes the "
+                       "forward too: pass that state in as an input, or reset it at the start of forward")
     gs = [np.zeros(y.shape, y.dtype) for y in first]
     torch_a, torch_b = subject.torch(False, gs).outputs, subject.torch(False, gs).outputs
     where = _differs(torch_a, torch_b, dtype)
@@ -55,6 +57,23 @@ def probe(subject) -> tuple[list, str]:
                        "a module that draws random numbers in training mode (nn.Dropout) gives another output at "
                        "every call: give a function with the random draws fixed, or the module in eval mode")
     return first, ""
+
+
+def nothing_to_compare(subject, outputs=None) -> str:
+    """Why the check would compare nothing, or "": every differentiated tensor (float inputs and
+    parameters) has 0 elements, or every output has (then every gradient is zero, whatever the
+    derivation). A check that compared nothing cannot have failed, so it must not pass."""
+    sizes = {lab: a.size for lab, a, d in zip(subject.input_labels, subject.pristine, subject.differentiable) if d}
+    sizes.update({f"parameter {n}": p.size for n, p in subject.params.items()})
+    empty = [lab for lab, n in sizes.items() if n == 0]
+    if outputs is not None and all(y.size == 0 for y in outputs):
+        labels = output_labels(len(outputs))
+        return (f"{NOTHING} ({' and '.join(labels)} {'has' if len(labels) == 1 else 'have'} 0 elements: every "
+                "gradient of an empty output is zero, whatever the derivation); give inputs with elements")
+    if sizes and len(empty) == len(sizes):
+        return (f"{NOTHING} ({' and '.join(empty)} {'has' if len(empty) == 1 else 'have'} 0 elements); give inputs "
+                "with elements")
+    return ""
 
 
 # ------------------------------------------------------------------------------ the check
@@ -73,6 +92,11 @@ def _notes(subject, runs) -> list[str]:
     witness saw the same values), and what was not compared."""
     seen = dict.fromkeys(n for w in ("manual", "manual64") if w in runs for n in runs[w].notes)
     notes = [f"note: {n} (each witness had its own copy: all saw the same values)" for n in seen]
+    held = getattr(subject, "constant", [])
+    if held:
+        notes.append(f"note: {', '.join(held)} held constant (data, not differentiated)")
+    if getattr(subject, "fixed", None):
+        notes.append(layouts.fixed_note(subject.fixed))
     counters = getattr(subject, "unmatched_buffers", [])
     if counters:
         notes.append(f"note: the module's integer buffers {', '.join(counters)} are not compared (counters the "
@@ -86,12 +110,20 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
     `self_test`, the standard wrong variants of the hand-written gradients through the same
     comparisons (``selftest``)."""
     rng = draws(seed)
-    first, refusal = probe(subject)
+    refusal = nothing_to_compare(subject)
+    if not refusal:
+        first, refusal = probe(subject)
+        refusal = refusal or nothing_to_compare(subject, first)
     if refusal:
         tested = selftest.not_run("the check gave no verdict") if self_test else None
         return Report(subject.title, [], [], refusal=refusal, self_test=tested)
+    if getattr(subject, "forward_only", ""):
+        return forward_only.check(subject, first, seed, subject.forward_only)
     gs = [subject.rounded(i, np.asarray(rng.standard_normal(y.shape)).astype(y.dtype)) for i, y in enumerate(first)]
-    runs = analytic(subject, gs)
+    try:
+        runs = analytic(subject, gs)
+    except forward_only.NoBackward as e:
+        return forward_only.check(subject, first, seed, str(e))
     comparisons = compare_analytic(subject, runs)
     exact = ("manual64", "torch64") if subject.float32 else ("manual", "torch")
     numeric = Numeric(subject, gs, rng, h, fd_samples, fd_budget)
