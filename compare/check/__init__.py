@@ -66,18 +66,20 @@ detects.
 
 from __future__ import annotations
 
-from compare.check import tolerances
+from compare.check import tensors, tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
 from compare.check.findings import (BuffersDiffer, Diagnosis, Failure, Float32Only, ForwardsDiffer, Greatest, Measure,
-                                    Note, Suspect)
+                                    Note, OutputsDiffer, Suspect)
 from compare.check.model import ModelReport, check_model
 from compare.check.report import Comparison, DerivationError, Report
 from compare.check.selftest import SelfTest
+from compare.check.styles import check_forward_backward, check_loss, hold_constant
 from compare.check.subjects import FunctionSubject, LayerSubject
 
-FINDINGS = (Failure, Measure, Greatest, Suspect, Diagnosis, ForwardsDiffer, BuffersDiffer, Float32Only, Note)
-__all__ = ["check_function", "check_layer", "check_model", "Comparison", "DerivationError", "ModelReport", "Report",
-           "SelfTest", *(f.__name__ for f in FINDINGS)]
+FINDINGS = (Failure, Measure, Greatest, Suspect, Diagnosis, ForwardsDiffer, OutputsDiffer, BuffersDiffer, Float32Only,
+            Note)
+__all__ = ["check_function", "check_layer", "check_model", "check_forward_backward", "check_loss", "Comparison",
+           "DerivationError", "ModelReport", "Report", "SelfTest", *(f.__name__ for f in FINDINGS)]
 # tracebacks name them where users import them
 for _public in (Comparison, DerivationError, ModelReport, Report, SelfTest, *FINDINGS):
     _public.__module__ = __name__
@@ -86,7 +88,7 @@ del _public
 
 def check_function(fn, vjp, torch_fn, *inputs, seed: int = 0, h: float = tolerances.FD_STEP,
                    fd_samples: int = FD_SAMPLES, fd_budget: int = FD_BUDGET, name: str | None = None,
-                   self_test: bool = False) -> Report:
+                   self_test: bool = False, constant=()) -> Report:
     """Check a hand-derived vector–Jacobian product against autograd and finite differences.
 
     Args:
@@ -103,15 +105,22 @@ def check_function(fn, vjp, torch_fn, *inputs, seed: int = 0, h: float = toleran
         name: the report's title (default: the functions' qualified names).
         self_test: also inject the standard wrong variants into the VJP's results and report
             which the check catches (``report.self_test``).
+        constant: names of float inputs that are data, not variables (a regression target): not
+            differentiated, not perturbed (the vjp's entry for them is ignored).
     Returns:
         a Report. Bad use (a wrong type, count or shape) raises TypeError or ValueError instead.
     """
-    return check(FunctionSubject(fn, vjp, torch_fn, inputs, name), seed, h, fd_samples, fd_budget, self_test)
+    foreign = any(tensors.is_tensor(x) for x in inputs) or tensors.is_autograd_function(fn) or \
+        tensors.is_custom_vjp(fn)
+    subject = (tensors.TensorFunctionSubject if foreign else FunctionSubject)(fn, vjp, torch_fn, inputs, name)
+    hold_constant(subject, constant)
+    return check(subject, seed, h, fd_samples, fd_budget, self_test)
 
 
 def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, fd_samples: int = FD_SAMPLES,
                 fd_budget: int = FD_BUDGET, *, torch_params=None, torch_inputs=None, torch_outputs=None,
-                training: bool | None = None, name: str | None = None, self_test: bool = False) -> Report:
+                training: bool | None = None, name: str | None = None, self_test: bool = False,
+                torch_fixed=None) -> Report:
     """Check a layer's hand-written backward (every dx and parameter gradient), its outputs and its
     buffers against a torch counterpart and finite differences.
 
@@ -130,10 +139,13 @@ def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, 
         training: set ``layer.training`` and ``module.train(training)`` (default: as they are).
         name: the report's title (default: the layer's class and the counterpart).
         self_test: as for ``check_function``: the wrong variants injected into backward's results.
+        torch_fixed: {torch name: a number or an array}: the counterpart's parameters the layer
+            does not have, held at that value (``nn.LSTMCell``'s bias_hh at 0), said in a note.
     Returns:
         a Report. Bad use (a parameter or buffer missing on either side, shapes that differ, a
         transform that fails, the wrong number of outputs or of dx, a wrong type) raises TypeError or
         ValueError instead.
     """
-    subject = LayerSubject(layer, module, x, torch_params, torch_inputs, torch_outputs, training, name)
+    subject = LayerSubject(layer, module, x, torch_params, torch_inputs, torch_outputs, training, name,
+                           torch_fixed=torch_fixed)
     return check(subject, seed, h, fd_samples, fd_budget, self_test)

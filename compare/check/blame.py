@@ -66,7 +66,7 @@ def forwards(subject, numeric, runs, exact) -> ForwardsDiffer:
             rel, _ = tolerances.finite_difference_bounds([along], [value], [rounding])
             if abs(along - value) <= rel * max(abs(along), abs(value), tolerances.TINY):
                 supported.append(label)
-    return ForwardsDiffer(tuple(mine), tuple(theirs), tuple(numeric.u))
+    return ForwardsDiffer(tuple(mine), tuple(theirs), tuple(numeric.u), hasattr(subject, "layer"))
 
 
 def findings(subject, numeric, runs, comparisons, exact) -> list:

@@ -60,7 +60,7 @@ class Reruns:
     def __init__(self, subject, gs: list, seed: int, runs: dict):
         rng = np.random.default_rng((seed, SECOND_STREAM))
         self.subject, self.gs = subject, list(gs)
-        self.gs2 = [np.asarray(rng.standard_normal(g.shape)).astype(g.dtype) for g in gs]
+        self.gs2 = [subject.rounded(i, np.asarray(rng.standard_normal(g.shape)).astype(g.dtype)) for i, g in enumerate(gs)]
         self._runs = {}  # (side, which, precise, change of g): Run; first the check's own, with g
         for w, run in runs.items():
             self._runs[(w.removesuffix("64"), "g", w.endswith("64"), None)] = run

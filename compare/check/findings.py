@@ -1,7 +1,7 @@
 """What a check found, as data a program reads: each failing comparison (``Failure``, with its
 ``Measure``s and ``Greatest`` difference), which side finite differences point at (``Suspect``),
 what kind of mistake a failing gradient is (``Diagnosis``), what else the failures show
-(``ForwardsDiffer``, ``BuffersDiffer``, ``Float32Only``) and what the reader should know that is no
+(``ForwardsDiffer``, ``OutputsDiffer``, ``BuffersDiffer``, ``Float32Only``) and what the reader should know that is no
 failure (``Note``). The words are ``compare.check.text``'s; nothing here is parsed back from them.
 """
 
@@ -83,11 +83,21 @@ class Suspect:
 class ForwardsDiffer:
     """The outputs differ: `yours` are the tensors whose hand-written gradient finite differences
     of your forward support, `counterpart` those whose torch gradient finite differences of the
-    torch forward support, of `tensors` (every differentiated one)."""
+    torch forward support, of `tensors` (every differentiated one); `layer`: the counterpart is a
+    layer's (check_layer: its layouts may differ), else check_function's torch_fn."""
 
     yours: tuple
     counterpart: tuple
     tensors: tuple
+    layer: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputsDiffer:
+    """A forward-only check (no backward to judge): the outputs differ at the same point, and
+    nothing tells which forward is right."""
+
+    outputs: tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +138,9 @@ class Note:
     into an argument; `text` says which: "backward wrote into dy"), "counters" (integer buffers
     not compared), "coverage" (the fd coordinates taken), "truncation" (the fd truncation was
     allowed for), "unmoved" (moving a tensor did not change the output) or "float32" (how the
-    float32 witnesses are held)."""
+    float32 witnesses are held), "precision" (the half-precision bounds, each gradient's error and
+    autograd's), "constant" (float inputs held constant), "fixed" (counterpart parameters held
+    fixed) or "forward only" (no backward was checked, and why)."""
 
     kind: str
     text: str

@@ -26,7 +26,7 @@ import numpy as np
 from compare.check import text, tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
 from compare.check.findings import Diagnosis, Suspect
-from compare.check.report import DerivationError, Report
+from compare.check.report import NOTHING, DerivationError, Report
 from compare.check.subjects import LayerSubject
 
 
@@ -123,6 +123,8 @@ class ModelReport:
         if self.ok:
             return f"every layer's backward agrees with autograd at this input ({len(self.verdicts)} checked)"
         v, report = self.culprit, self.culprit.report
+        if all(u.report.refusal.startswith(NOTHING) for u in self.verdicts):
+            return f"no layer had anything to compare: {self.where(v)} ({v.name}): {report.refusal}"
         if report.refusal:
             return f"the first layer from the loss that cannot be judged: {self.where(v)} ({v.name}): {report.refusal}"
         tensors = list(dict.fromkeys(c.tensor for c in report.failures))

@@ -11,6 +11,9 @@ from compare.check import text
 from compare.check.findings import Diagnosis, Failure, Suspect
 from compare.check.measure import Agreement, failure
 
+# The refusal of a check that would have compared nothing (empty tensors): never a PASS.
+NOTHING = "nothing to compare"
+
 # The table's columns, in this order where present.
 COLUMNS = [("manual", "torch"), ("manual", "manual64"), ("manual64", "torch64"), ("manual", "fd"),
            ("torch", "fd"), ("manual64", "fd"), ("torch64", "fd"), ("manual", "dir"), ("torch", "dir"),

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from compare.check import usage
+from compare.check import layouts, usage
 from compare.check.copies import float64_copy
+from compare.check.forward_only import NoBackward
 from compare.check.names import match_names
 
 
@@ -68,6 +69,15 @@ class Subject:
         return any(a.dtype == np.float32 for a in arrays)
 
     @property
+    def precision(self) -> str:
+        """The precision the hand-written side computes in (``compare.check.precision``)."""
+        return "float32" if self.float32 else "float64"
+
+    def rounded(self, i: int, g: np.ndarray) -> np.ndarray:
+        """An upstream gradient of output i, rounded to that output's precision (it is, here)."""
+        return g
+
+    @property
     def labels(self) -> list[str]:
         """The differentiated tensors: float inputs, then parameters."""
         inputs = [lab for lab, d in zip(self.input_labels, self.differentiable) if d]
@@ -78,9 +88,9 @@ class Subject:
         return [np.array(a, dtype=np.float64 if precise and usage.is_float(a) else a.dtype, order="C")
                 for a in self.pristine]
 
-    def _input_grads(self, dxs, shapes, who) -> dict:
-        return {lab: usage.gradient(d, shape, f"{who}'s gradient for {lab}", f"the shape of {lab}")
-                for lab, d, shape, diff in zip(self.input_labels, dxs, shapes, self.differentiable) if diff}
+    def _input_grads(self, dxs, xs, who) -> dict:
+        return {lab: usage.gradient(d, x.shape, x.dtype, f"{who}'s gradient for {lab}", f"the shape of {lab}")
+                for lab, d, x, diff in zip(self.input_labels, dxs, xs, self.differentiable) if diff}
 
     # ------------------------------------------------------------------ torch
 
@@ -104,7 +114,12 @@ class Subject:
         dtype = self.torch_dtype(precise)
         xs = self._torch_inputs(dtype)
         leaves = {f"parameter {n}": torch.tensor(p, dtype=dtype).requires_grad_() for n, p in self.params.items()}
-        ys, buffers = self._torch_call(xs, {k.removeprefix("parameter "): v for k, v in leaves.items()}, dtype)
+        try:
+            ys, buffers = self._torch_call(xs, {k.removeprefix("parameter "): v for k, v in leaves.items()}, dtype)
+        except RuntimeError as e:
+            if "numpy()" not in str(e):
+                raise
+            raise TypeError(self._left_torch(e)) from None
         self._check_torch_outputs(ys, [g.shape for g in gs])
         pairs = [(y, torch.from_numpy(np.array(g)).to(y.dtype)) for y, g in zip(ys, gs) if y.requires_grad]
         if pairs:
@@ -114,6 +129,14 @@ class Subject:
                  for lab, t in named.items()}
         return Run([y.detach().cpu().numpy().copy() for y in ys], grads, buffers)
 
+    def _left_torch(self, e: Exception) -> str:
+        """The line for a counterpart that computed outside torch (NumPy on its tensors), where
+        autograd cannot follow it."""
+        fn = getattr(self, "torch_fn", None)
+        who = self.counterpart_name + (f" ({usage.callable_name(fn)})" if fn is not None else "")
+        return (f"{who} left torch ({str(e).splitlines()[0]}): the counterpart must compute with torch operations on "
+                "the tensors it is given (torch.logaddexp, not np.logaddexp), so that autograd can follow it")
+
     def _check_torch_outputs(self, ys, shapes) -> None:
         if len(ys) != len(shapes):
             raise ValueError(f"{self.counterpart_name} returned {len(ys)} output{'s' * (len(ys) != 1)}, the "
@@ -121,8 +144,10 @@ class Subject:
         for i, (y, shape) in enumerate(zip(ys, shapes)):
             which = "output" if len(ys) == 1 else f"output {i}"
             if tuple(y.shape) != tuple(shape):
+                hint = "torch_outputs maps torch's layout to the layer's" if isinstance(self, LayerSubject) else \
+                    "torch_fn must compute the same function of the same inputs"
                 raise ValueError(f"{self.counterpart_name} gives {which} of shape {tuple(y.shape)}; the hand-written "
-                                 f"side {tuple(shape)} (torch_outputs maps torch's layout to the layer's)")
+                                 f"side {tuple(shape)} ({hint})")
 
     def torch_outputs(self, out) -> list:
         """The counterpart's result as a list of tensors (after ``torch_outputs``)."""
@@ -197,7 +222,7 @@ class FunctionSubject(Subject):
         dxs = usage.per_input(result, len(xs), "vjp", self.names, "gradient")
         notes += _written(gs, g_in, ["g" if len(gs) == 1 else f"g {i}" for i in range(len(gs))], "vjp")
         notes += _written(self.inputs(precise), xs, self.input_labels, "vjp")
-        return Run(ys, self._input_grads(dxs, [a.shape for a in xs], "vjp"), {}, notes)
+        return Run(ys, self._input_grads(dxs, xs, "vjp"), {}, notes)
 
     def _torch_call(self, xs, params, dtype):
         return self.torch_outputs(self.torch_fn(*xs)), {}
@@ -208,25 +233,13 @@ class FunctionSubject(Subject):
         return Referee(tensors, lambda: _flat(usage.outputs(self.fn(*[a.copy() for a in inputs]), "fn", True)))
 
 
-def _layout(spec, name: str):
-    """(torch name, transform or None) from a torch_params entry."""
-    if isinstance(spec, str):
-        return spec, None
-    if callable(spec):
-        return name, spec
-    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and callable(spec[1]):
-        return spec
-    raise TypeError(f"torch_params[{name!r}] must be a torch name, a transform (a function of the tensor), or "
-                    f"(torch name, transform); got {spec!r}")
-
-
 class LayerSubject(Subject):
     """check_layer's subject: a layer with the protocol of ``compare.check`` and its counterpart, a
     ``torch.nn.Module`` (names matched, values copied in) or a function of tensors (the parameters
     by name as keyword arguments)."""
 
     def __init__(self, layer, counterpart, x, torch_params=None, torch_inputs=None, torch_outputs=None,
-                 training=None, name=None, input_grads: bool = True):
+                 training=None, name=None, input_grads: bool = True, torch_fixed=None):
         import torch
 
         usage.check_protocol(layer)
@@ -259,7 +272,8 @@ class LayerSubject(Subject):
         self.counterpart_name = f"the module {type(counterpart).__name__}" if self.is_module else \
             f"the function {usage.callable_name(counterpart)}"
         mapping = {**(getattr(layer, "torch_names", None) or {}), **(torch_params or {})}
-        self.layouts = {n: _layout(spec, n) for n, spec in mapping.items()}
+        self.layouts, self.groups = layouts.parse(mapping)
+        self.fixed = dict(torch_fixed or {})
         self.torch_names, self.buffer_names, self.unmatched_buffers = self._match()
         self.title = name or f"check_layer({self.name}, {counterpart if self.is_module else self.counterpart_name})"
 
@@ -283,23 +297,43 @@ class LayerSubject(Subject):
                                  f"{type(e).__name__}: {e}") from None
         return shapes
 
+    def _packed_shape(self, names: tuple, torch_name: str) -> tuple:
+        import torch
+
+        try:
+            packed = layouts.pack({names: self.groups[names]}, {n: torch.from_numpy(self.params[n].copy())
+                                                                for n in names})
+        except Exception as e:
+            raise ValueError(f"the packing of {', '.join(names)} into {torch_name} (torch_params) failed: "
+                             f"{type(e).__name__}: {e}") from None
+        return tuple(packed[torch_name].shape)
+
     def _match(self):
         """{manual parameter: torch name}, {manual buffer: torch name}, torch's integer buffers the
         layer does not hold (counters such as num_batches_tracked: not compared)."""
-        unknown = [n for n in self.layouts if n not in self.params and n not in self.buffers]
+        packed = [n for names in self.groups for n in names]
+        unknown = [n for n in [*self.layouts, *packed] if n not in self.params and n not in self.buffers]
         if unknown:
             raise ValueError(f"torch_names / torch_params map {unknown}, which the layer's params "
                              f"({list(self.params)}) and buffers ({list(self.buffers)}) do not hold")
         names = {n: spec[0] for n, spec in self.layouts.items()}
         self.transformed = {n for n, spec in self.layouts.items() if spec[1] is not None}
         if not self.is_module:
+            if self.fixed or packed:
+                raise TypeError("torch_fixed and packed torch_params entries need a torch.nn.Module counterpart; a "
+                                "function takes its arguments as they are")
             if self.buffers:
                 raise ValueError(f"the layer has buffers {list(self.buffers)} but its counterpart is a function, which "
                                  "has none to compare them with; give a torch.nn.Module")
             return {n: names.get(n, n) for n in self.params}, {}, []
-        params = match_names(self._shapes(self.params), {n: tuple(p.shape) for n, p in
-                                                         self.counterpart.named_parameters()},
-                             {n: t for n, t in names.items() if n in self.params}, transformed=self.transformed)
+        theirs = {n: tuple(p.shape) for n, p in self.counterpart.named_parameters()}
+        layouts.check_fixed(self.fixed, theirs)
+        ours = self._shapes({n: p for n, p in self.params.items() if n not in packed})
+        ours.update({layouts.label(g): self._packed_shape(g, t) for g, (t, _) in self.groups.items()})
+        mapping = {n: t for n, t in names.items() if n in self.params}
+        mapping.update({layouts.label(g): t for g, (t, _) in self.groups.items()})
+        params = match_names(ours, {n: s for n, s in theirs.items() if n not in self.fixed}, mapping,
+                             transformed=self.transformed | {layouts.label(g) for g in self.groups})
         theirs = dict(self.counterpart.named_buffers())
         counters = [n for n, b in theirs.items() if not b.is_floating_point() and n not in names.values()
                     and n not in self.buffers]
@@ -335,7 +369,8 @@ class LayerSubject(Subject):
         layer = self.copy_layer(False)
         return self.forward(False, layer), self.forward(False, layer), self.forward(False)
 
-    def manual(self, precise: bool, gs: list[np.ndarray]) -> Run:
+    def manual(self, precise: bool, gs: list[np.ndarray], backward: bool = True) -> Run:
+        """The hand-written forward and (with `backward`) backward on a copy of the layer."""
         layer = self.copy_layer(precise)
         xs = self.inputs(precise)
         before, params = [a.copy() for a in xs], {n: np.array(p) for n, p in layer.params.items()}
@@ -344,17 +379,31 @@ class LayerSubject(Subject):
         notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "forward")
         buffers = {n: self.to_torch_layout(n, b).detach().numpy().copy()
                    for n, b in (getattr(layer, "buffers", None) or {}).items()}
+        if not backward:
+            return Run(ys, {}, buffers, notes)
         g_in, before, params = [g.copy() for g in gs], [a.copy() for a in xs], \
             {n: np.array(p) for n, p in layer.params.items()}
         usage.check_arity(layer.backward, len(g_in), f"{self.name}.backward",
                           f"one dy per output of forward, which returned {len(g_in)}")
-        dxs = usage.per_input(layer.backward(*g_in), len(xs), f"{self.name}.backward", self.names, "dx")
+        dxs = usage.per_input(self._backward(layer, g_in), len(xs), f"{self.name}.backward", self.names, "dx")
         notes += _written(gs, g_in, ["dy" if len(gs) == 1 else f"dy {i}" for i in range(len(gs))], "backward")
         notes += _written(before, xs, self.input_labels, "backward")
         notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "backward")
-        grads = self._input_grads(dxs, [a.shape for a in xs], f"{self.name}.backward")
+        grads = self._input_grads(dxs, xs, f"{self.name}.backward")
         grads.update(self._param_grads(layer))
         return Run(ys, grads, buffers, notes)
+
+    def _backward(self, layer, g_in):
+        """layer.backward(*g_in); in evaluation mode (training=False) a backward that fails is taken
+        for what it most often is, a layer with no backward in that mode (``forward_only``)."""
+        if self.training is not False:
+            return layer.backward(*g_in)
+        try:
+            return layer.backward(*g_in)
+        except NoBackward:
+            raise
+        except Exception as e:
+            raise NoBackward(f"training=False: {self.name}.backward raised {type(e).__name__}: {e}") from None
 
     def _param_grads(self, layer) -> dict:
         grads = getattr(layer, "grads", None)
@@ -364,8 +413,9 @@ class LayerSubject(Subject):
         if set(grads) != set(layer.params):
             raise ValueError(f"{self.name}.grads holds {sorted(grads)} after backward; expected the names of params, "
                              f"{sorted(layer.params)}")
-        return {f"parameter {n}": usage.gradient(grads[n], p.shape, f"{self.name}.grads[{n!r}]",
-                                                 f"the shape of params[{n!r}]") for n, p in self.params.items()}
+        return {f"parameter {n}": usage.gradient(grads[n], p.shape, layer.params[n].dtype,
+                                                 f"{self.name}.grads[{n!r}]", f"the shape of params[{n!r}]")
+                for n, p in self.params.items()}
 
     def referee(self) -> Referee:
         layer = self.copy_layer(True)
@@ -382,7 +432,11 @@ class LayerSubject(Subject):
         layouts); returns (outputs, buffers after the call in torch's layout, as NumPy)."""
         import torch
 
-        values = {self.torch_names[n]: self.to_torch_layout(n, p) for n, p in params.items()}
+        values = {self.torch_names[n]: self.to_torch_layout(n, p) for n, p in params.items() if n in self.torch_names}
+        values.update(layouts.pack(self.groups, params))
+        if self.fixed:
+            shapes = {n: tuple(p.shape) for n, p in self.counterpart.named_parameters()}
+            values.update(layouts.fixed_tensors(self.fixed, shapes, dtype))
         args = xs if self.input_map is None else self.input_map(*xs)
         args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
         if not self.is_module:

@@ -7,7 +7,7 @@ import math
 from typing import Sequence
 
 from compare.check.findings import (BuffersDiffer, Diagnosis, Failure, Float32Only, ForwardsDiffer, Note,
-                                    Suspect)
+                                    OutputsDiffer, Suspect)
 
 
 def format_table(rows: Sequence[Sequence[str]], align: str = "r") -> str:
@@ -98,14 +98,15 @@ def _forwards(f: ForwardsDiffer) -> str:
     def which(labels):
         return "every gradient" if len(labels) == len(f.tensors) else ", ".join(labels) if labels else "no gradient"
 
+    where = "the counterpart's layouts (torch_params, torch_inputs, torch_outputs), " if f.layer else "torch_fn's "
     return (f"the outputs differ (above: where and by how much); your backward agrees with finite differences of "
             f"your forward for {which(f.yours)}; torch's gradient agrees with finite differences of the torch "
             f"forward for {which(f.counterpart)}. Where both hold, the two forwards compute different functions: "
-            "look at the counterpart's layouts (torch_params, torch_inputs, torch_outputs), constants and defaults")
+            f"look at {where}constants and defaults")
 
 
 def _note(n: Note) -> str:
-    if n.kind in ("coverage", "float32"):
+    if n.kind in ("coverage", "float32", "precision", "forward only"):
         return n.text
     if n.kind == "wrote":
         return f"note: {n.text} (each witness had its own copy: all saw the same values)"
@@ -115,6 +116,8 @@ def _note(n: Note) -> str:
 _LINES = {
     Suspect: _suspect,
     ForwardsDiffer: _forwards,
+    OutputsDiffer: lambda f: ("the two forwards differ at the same point: the check cannot tell which is right; look "
+                              "at the forward and at how the counterpart is set up (its mode, constants and defaults)"),
     BuffersDiffer: lambda f: (f"the buffers {', '.join(f.buffers)} differ after one forward from the same values: "
                               "the forward updates its state by another rule than the counterpart (the momentum, a "
                               "biased or unbiased variance, what is averaged)"),

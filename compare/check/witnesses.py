@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from compare.check import fd, tolerances
+from compare.check import fd, precision, tolerances
 from compare.check.findings import Note
 from compare.check.measure import count_differing, measure
 from compare.check.report import Comparison
@@ -69,12 +69,11 @@ def compare_analytic(subject, runs) -> list[Comparison]:
         per_witness = {w: _values(run, kind) for w, run in runs.items()}
         for label in per_witness["manual"]:
             values = {w: v[label] for w, v in per_witness.items()}
-            pairs = [("manual", "torch", exact)]
+            rounding = None
             if subject.float32:
                 noise = measure(values["torch"], values["torch64"], 0, label, math.inf, math.inf)
-                rounding = tolerances.float32_bounds(noise.rel_err, noise.elem_rel)
-                pairs = [("manual", "torch", rounding), ("manual", "manual64", rounding),
-                         ("manual64", "torch64", exact)]
+                rounding = precision.bounds(subject.precision, noise.rel_err, noise.elem_rel)
+            pairs = precision.pairs(subject.precision, rounding, exact, "manual64" in values)
             out += [pair(label, values[a].shape, a, b, values[a], values[b], bounds) for a, b, bounds in pairs]
     return out
 
