@@ -36,9 +36,11 @@ def assert_names_the_error(report, *tensors: str):
     lines = str(e.value).splitlines()
     assert lines[0].startswith("derivative disagrees: ") and " (manual vs torch)" in lines[0]
     assert lines[0].removeprefix("derivative disagrees: ").split(" (manual vs torch)")[0] in tensors
-    first = lines[1]
-    for needle in ("manual vs torch", "relative error", "greatest absolute difference", "at index ("):
-        assert needle in first, first
+    assert lines[1].endswith(": manual vs torch"), lines[1]
+    facts = lines[2:lines.index("", 2) if "" in lines[2:] else None]  # one fact per line, below its comparison
+    for needle in ("relative error", "greatest absolute difference"):
+        assert sum(line.startswith(f"    {needle}") for line in facts) >= 1, lines
+    assert any(" at index (" in line for line in facts), lines
     for failure in report.failures:
         if (failure.a, failure.b) == ("manual", "torch"):
             worst = failure.agreement

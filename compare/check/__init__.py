@@ -50,7 +50,8 @@ Before any of them, two forwards at the same point must agree on each side; a fo
 deterministic gets that said instead of a gradient verdict. After a failure, the report names the
 suspect (``compare.check.blame``): the side that finite differences of your forward do not support;
 and for each failing gradient of yours (unless torch is the suspect), the kind of mistake
-(``compare.check.diagnose``, ``report.diagnoses``): a constant factor (×2, ×½, ×B, ×1/B, a sign),
+(``compare.check.diagnose``, ``report.diagnoses``; every finding is an object of
+``compare.check.findings``, ``report.findings``, rendered by ``compare.check.text``): a constant factor (×2, ×½, ×B, ×1/B, a sign),
 a transpose or another layout, a sum over the wrong axis, the upstream gradient g ignored or
 mis-broadcast (your VJP rerun with a second g and with 2g), a mask (a kink, a row), zeros, or
 "no simple pattern"; each held to the check's own bounds for two random g, never guessed.
@@ -65,19 +66,22 @@ detects.
 
 from __future__ import annotations
 
-from compare.check import tolerances
-from compare.check.diagnose import Diagnosis
+from compare.check import tensors, tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
+from compare.check.findings import (BuffersDiffer, Diagnosis, Failure, Float32Only, ForwardsDiffer, Greatest, Measure,
+                                    Note, OutputsDiffer, Suspect)
 from compare.check.model import ModelReport, check_model
 from compare.check.report import Comparison, DerivationError, Report
 from compare.check.selftest import SelfTest
 from compare.check.styles import check_forward_backward, check_loss, hold_constant
 from compare.check.subjects import FunctionSubject, LayerSubject
 
-__all__ = ["check_function", "check_layer", "check_model", "check_forward_backward", "check_loss", "Comparison", "DerivationError", "Diagnosis", "ModelReport",
-           "Report", "SelfTest"]
+FINDINGS = (Failure, Measure, Greatest, Suspect, Diagnosis, ForwardsDiffer, OutputsDiffer, BuffersDiffer, Float32Only,
+            Note)
+__all__ = ["check_function", "check_layer", "check_model", "check_forward_backward", "check_loss", "Comparison",
+           "DerivationError", "ModelReport", "Report", "SelfTest", *(f.__name__ for f in FINDINGS)]
 # tracebacks name them where users import them
-for _public in (Comparison, DerivationError, Diagnosis, ModelReport, Report, SelfTest):
+for _public in (Comparison, DerivationError, ModelReport, Report, SelfTest, *FINDINGS):
     _public.__module__ = __name__
 del _public
 
@@ -106,7 +110,9 @@ def check_function(fn, vjp, torch_fn, *inputs, seed: int = 0, h: float = toleran
     Returns:
         a Report. Bad use (a wrong type, count or shape) raises TypeError or ValueError instead.
     """
-    subject = FunctionSubject(fn, vjp, torch_fn, inputs, name)
+    foreign = any(tensors.is_tensor(x) for x in inputs) or tensors.is_autograd_function(fn) or \
+        tensors.is_custom_vjp(fn)
+    subject = (tensors.TensorFunctionSubject if foreign else FunctionSubject)(fn, vjp, torch_fn, inputs, name)
     hold_constant(subject, constant)
     return check(subject, seed, h, fd_samples, fd_budget, self_test)
 

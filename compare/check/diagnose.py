@@ -38,12 +38,12 @@ otherwise "no simple pattern", with the count of differing elements and the best
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 import numpy as np
 
 from compare.check import patterns
+from compare.check.findings import Diagnosis, Suspect
 from compare.check.measure import measure
 from compare.check.tolerances import TINY
 
@@ -55,26 +55,6 @@ SECOND_STREAM = 2
 MAX_AXES = 5
 
 
-@dataclasses.dataclass(frozen=True)
-class Diagnosis:
-    """One failing tensor's kind of mistake.
-
-    tensor: "input x", "parameter W";  kind: "constant factor", "sign error", "transpose",
-    "layout", "wrong axis", "wrong reduction", "extra reduction", "local derivative missing",
-    "g ignored", "not linear in g", "g mis-broadcast", "mask", "zero", "non-zero", "non-finite"
-    or "no simple pattern";  text: what fits, with the number that shows it;  value: that number
-    (the factor c, the permutation, the axes, the count of elements), or None.
-    """
-
-    tensor: str
-    kind: str
-    text: str
-    value: object = None
-
-    def line(self) -> str:
-        return f"diagnosis: {self.tensor}: {self.text}"
-
-
 class Reruns:
     """The hand-written side and torch rerun with other upstream gradients, each run at most once:
     "g" (the check's: its `runs`, {witness: Run}, are reused), "g2" (a second seeded draw, in the
@@ -84,7 +64,7 @@ class Reruns:
     def __init__(self, subject, gs: list, seed: int, runs: dict):
         rng = np.random.default_rng((seed, SECOND_STREAM))
         self.subject, self.gs = subject, list(gs)
-        self.gs2 = [np.asarray(rng.standard_normal(g.shape)).astype(g.dtype) for g in gs]
+        self.gs2 = [subject.rounded(i, np.asarray(rng.standard_normal(g.shape)).astype(g.dtype)) for i, g in enumerate(gs)]
         self._runs = {}  # (side, which, precise, change of g): Run; first the check's own, with g
         for w, run in runs.items():
             self._runs[(w.removesuffix("64"), "g", w.endswith("64"), None)] = run
@@ -434,7 +414,7 @@ PATTERNS = (_non_finite, _zero, _linearity, _local_derivative, _factor, _layout,
 
 def _torch_suspected(findings, label: str) -> bool:
     """blame's verdict that the torch counterpart, not the hand-written side, is wrong for `label`."""
-    return any(f.startswith(f"suspect: the torch counterpart, for {label}:") for f in findings)
+    return any(isinstance(f, Suspect) and f.tensor == label and f.side == "counterpart" for f in findings)
 
 
 def diagnose(subject, comparisons, exact, findings, reruns: Reruns) -> dict[str, Diagnosis]:

@@ -69,6 +69,15 @@ class Subject:
         return any(a.dtype == np.float32 for a in arrays)
 
     @property
+    def precision(self) -> str:
+        """The precision the hand-written side computes in (``compare.check.precision``)."""
+        return "float32" if self.float32 else "float64"
+
+    def rounded(self, i: int, g: np.ndarray) -> np.ndarray:
+        """An upstream gradient of output i, rounded to that output's precision (it is, here)."""
+        return g
+
+    @property
     def labels(self) -> list[str]:
         """The differentiated tensors: float inputs, then parameters."""
         inputs = [lab for lab, d in zip(self.input_labels, self.differentiable) if d]
@@ -79,9 +88,9 @@ class Subject:
         return [np.array(a, dtype=np.float64 if precise and usage.is_float(a) else a.dtype, order="C")
                 for a in self.pristine]
 
-    def _input_grads(self, dxs, shapes, who) -> dict:
-        return {lab: usage.gradient(d, shape, f"{who}'s gradient for {lab}", f"the shape of {lab}")
-                for lab, d, shape, diff in zip(self.input_labels, dxs, shapes, self.differentiable) if diff}
+    def _input_grads(self, dxs, xs, who) -> dict:
+        return {lab: usage.gradient(d, x.shape, x.dtype, f"{who}'s gradient for {lab}", f"the shape of {lab}")
+                for lab, d, x, diff in zip(self.input_labels, dxs, xs, self.differentiable) if diff}
 
     # ------------------------------------------------------------------ torch
 
@@ -105,7 +114,12 @@ class Subject:
         dtype = self.torch_dtype(precise)
         xs = self._torch_inputs(dtype)
         leaves = {f"parameter {n}": torch.tensor(p, dtype=dtype).requires_grad_() for n, p in self.params.items()}
-        ys, buffers = self._torch_call(xs, {k.removeprefix("parameter "): v for k, v in leaves.items()}, dtype)
+        try:
+            ys, buffers = self._torch_call(xs, {k.removeprefix("parameter "): v for k, v in leaves.items()}, dtype)
+        except RuntimeError as e:
+            if "numpy()" not in str(e):
+                raise
+            raise TypeError(self._left_torch(e)) from None
         self._check_torch_outputs(ys, [g.shape for g in gs])
         pairs = [(y, torch.from_numpy(np.array(g)).to(y.dtype)) for y, g in zip(ys, gs) if y.requires_grad]
         if pairs:
@@ -114,6 +128,14 @@ class Subject:
         grads = {lab: (t.grad if t.grad is not None else torch.zeros_like(t)).detach().cpu().numpy().copy()
                  for lab, t in named.items()}
         return Run([y.detach().cpu().numpy().copy() for y in ys], grads, buffers)
+
+    def _left_torch(self, e: Exception) -> str:
+        """The line for a counterpart that computed outside torch (NumPy on its tensors), where
+        autograd cannot follow it."""
+        fn = getattr(self, "torch_fn", None)
+        who = self.counterpart_name + (f" ({usage.callable_name(fn)})" if fn is not None else "")
+        return (f"{who} left torch ({str(e).splitlines()[0]}): the counterpart must compute with torch operations on "
+                "the tensors it is given (torch.logaddexp, not np.logaddexp), so that autograd can follow it")
 
     def _check_torch_outputs(self, ys, shapes) -> None:
         if len(ys) != len(shapes):
@@ -200,7 +222,7 @@ class FunctionSubject(Subject):
         dxs = usage.per_input(result, len(xs), "vjp", self.names, "gradient")
         notes += _written(gs, g_in, ["g" if len(gs) == 1 else f"g {i}" for i in range(len(gs))], "vjp")
         notes += _written(self.inputs(precise), xs, self.input_labels, "vjp")
-        return Run(ys, self._input_grads(dxs, [a.shape for a in xs], "vjp"), {}, notes)
+        return Run(ys, self._input_grads(dxs, xs, "vjp"), {}, notes)
 
     def _torch_call(self, xs, params, dtype):
         return self.torch_outputs(self.torch_fn(*xs)), {}
@@ -367,7 +389,7 @@ class LayerSubject(Subject):
         notes += _written(gs, g_in, ["dy" if len(gs) == 1 else f"dy {i}" for i in range(len(gs))], "backward")
         notes += _written(before, xs, self.input_labels, "backward")
         notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "backward")
-        grads = self._input_grads(dxs, [a.shape for a in xs], f"{self.name}.backward")
+        grads = self._input_grads(dxs, xs, f"{self.name}.backward")
         grads.update(self._param_grads(layer))
         return Run(ys, grads, buffers, notes)
 
@@ -391,8 +413,9 @@ class LayerSubject(Subject):
         if set(grads) != set(layer.params):
             raise ValueError(f"{self.name}.grads holds {sorted(grads)} after backward; expected the names of params, "
                              f"{sorted(layer.params)}")
-        return {f"parameter {n}": usage.gradient(grads[n], p.shape, f"{self.name}.grads[{n!r}]",
-                                                 f"the shape of params[{n!r}]") for n, p in self.params.items()}
+        return {f"parameter {n}": usage.gradient(grads[n], p.shape, layer.params[n].dtype,
+                                                 f"{self.name}.grads[{n!r}]", f"the shape of params[{n!r}]")
+                for n, p in self.params.items()}
 
     def referee(self) -> Referee:
         layer = self.copy_layer(True)
