@@ -25,6 +25,9 @@ for two. Tried in this order, the first that fits is the diagnosis:
     extra reduction   m = r summed or averaged over an axis and broadcast back
     g mis-broadcast   m(g) = r(P g): torch's gradient for g transposed, or summed or averaged
                    over an axis and broadcast back
+    (compare.check.patterns)   a flipped mask, repeated indices dropped by a scatter, a kernel
+                   flipped along several axes, a normalisation's missing mean terms, accumulation
+                   cut short in a recurrence, a reduction over the wrong axis inside a Jacobian
     mask           m = r except exactly where an input is 0 (a kink), < 0, > 0, ≤ 0 or ≥ 0, or
                    except on one row, column or index of an axis (with the count)
     zero, non-zero   m = r except exactly where m is 0 and r is not, or r is 0 and m is not
@@ -39,6 +42,7 @@ import itertools
 
 import numpy as np
 
+from compare.check import patterns
 from compare.check.findings import Diagnosis, Suspect
 from compare.check.measure import measure
 from compare.check.tolerances import TINY
@@ -209,7 +213,7 @@ def _factor(ev):
     fit = ev.holds(lambda i, r, gs: c * r)
     if fit is None or c == 0:
         return None
-    numbers = f"{mn} = {c:.4g} × {rn}, {_res(fit)}"
+    numbers = f"{mn} = {patterns.factor(c)} × {rn}, {_res(fit)}"
     if ev.holds(lambda i, r, gs: -r) is not None:
         return Diagnosis(ev.label, "sign error", f"a sign error ({numbers})", c)
     for sign, prefix in ((1.0, "a constant factor"), (-1.0, "a sign error and a constant factor")):
@@ -217,7 +221,7 @@ def _factor(ev):
             if ev.holds(lambda i, r, gs: sign * k * r) is not None:
                 return Diagnosis(ev.label, "constant factor" if sign > 0 else "sign error",
                                  f"{prefix} {name} ({numbers}{meaning})", c)
-    return Diagnosis(ev.label, "constant factor", f"a constant factor ×{c:.4g} ({numbers})", c)
+    return Diagnosis(ev.label, "constant factor", f"a constant factor ×{patterns.factor(c)} ({numbers})", c)
 
 
 def _layouts(shape, target) -> list:
@@ -393,8 +397,16 @@ def _nothing(ev):
     return Diagnosis(ev.label, "no simple pattern", text)
 
 
+def _named(pattern):
+    """A pattern of ``compare.check.patterns`` ((kind, text, value) or None) as one of these."""
+    def fit(ev):
+        found = pattern(ev)
+        return None if found is None else Diagnosis(ev.label, *found)
+    return fit
+
+
 PATTERNS = (_non_finite, _zero, _linearity, _local_derivative, _factor, _layout, _g_reduction, _r_reduction,
-            _misbroadcast, _mask)
+            _misbroadcast, *map(_named, patterns.ALL), _mask)
 
 
 # ------------------------------------------------------------------------------ the diagnoses

@@ -121,8 +121,9 @@ class Diagnosis:
 
     tensor: "input x", "parameter W";  kind: "constant factor", "sign error", "transpose",
     "layout", "wrong axis", "wrong reduction", "extra reduction", "local derivative missing",
-    "g ignored", "not linear in g", "g mis-broadcast", "mask", "zero", "non-zero", "non-finite"
-    or "no simple pattern";  text: what fits, with the number that shows it;  value: that number
+    "g ignored", "not linear in g", "g mis-broadcast", "mask", "zero", "non-zero", "non-finite",
+    those of ``compare.check.patterns`` ("flipped mask", "repeated indices dropped", "kernel
+    flipped", "missing mean terms", "accumulation cut short") or "no simple pattern";  text: what fits, with the number that shows it;  value: that number
     (the factor c, the permutation, the axes, the count of elements), or None.
     """
 
