@@ -35,6 +35,15 @@ def test_every_course_layer_passes_in_one_line_each():
     assert "parameter Wx" in str(reports[7]) and "input prev_c" in str(reports[7])
 
 
+def test_the_course_file_prints_one_line_per_layer_and_names_the_missing_mean_term(capsys):
+    course.main()
+    out = capsys.readouterr().out
+    assert out.count("-> PASS") == 9 and out.count("FAIL: ") == 1
+    report = course.wrong_check()
+    assert {c.tensor for c in report.failures} == {"input x"}
+    assert report.diagnoses["input x"].kind == "missing mean terms" and "−mean(dx̂)" in report.diagnoses["input x"].text
+
+
 def test_the_report_names_the_inputs_from_the_forwards_signature_and_passes_other_arguments_through():
     seen = {}
 

@@ -36,7 +36,7 @@ def test_autograd_function_passes_in_every_precision(dtype):
 
 def test_half_precision_report_shows_both_errors_and_their_ratio():
     report = check_function(sce.SoftmaxCrossEntropy, None, sce.reference, *sce.inputs(torch.bfloat16))
-    line = next(n for n in report.notes if n.startswith("input z: error against the float64 truth"))
+    line = next(n.text for n in report.notes if n.text.startswith("input z: error against the float64 truth"))
     assert "autograd's in bfloat16" in line and "x what autograd makes in bfloat16" in line
     pairs = {(c.a, c.b) for c in report.comparisons}
     assert ("manual", "torch64") in pairs and ("manual64", "torch64") in pairs

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from compare.check import tolerances
+from compare.check.findings import Note
 from compare.check.measure import measure
 
 # Machine epsilon (the distance from 1 to the next number) of each precision.
@@ -94,13 +95,13 @@ def describe(label: str, name: str, ours, theirs) -> str:
             f"{tolerances.LOW_FLOOR}u = {tolerances.LOW_FLOOR * unit_roundoff(name):.2g}")
 
 
-def notes(name: str, runs: dict) -> list[str]:
+def notes(name: str, runs: dict) -> list[Note]:
     """The report's notes on the bounds of a check in precision `name` (not float64); for the half
     precisions, each gradient's error and autograd's, and their ratio."""
     if name not in HALF:
-        return [f"float32: manual and torch are held to max({tolerances.FLOAT32_REL:g}, "
-                f"{tolerances.NOISE_FACTOR} x torch's own distance from torch64) per tensor; "
-                "the derivation is judged in float64 (manual64, torch64, fd, dir)"]
+        return [Note("float32", f"float32: manual and torch are held to max({tolerances.FLOAT32_REL:g}, "
+                     f"{tolerances.NOISE_FACTOR} x torch's own distance from torch64) per tensor; "
+                     "the derivation is judged in float64 (manual64, torch64, fd, dir)")]
     judged = "in float64 (manual64, torch64, fd, dir)" if "manual64" in runs else "against autograd alone"
     lines = [f"{name}: the truth is autograd in float64 on float64 copies of the rounded inputs (torch64); "
              f"manual is held to max({tolerances.LOW_FACTOR} x torch's error against it, "
@@ -108,4 +109,4 @@ def notes(name: str, runs: dict) -> list[str]:
     for label in runs["manual"].grads:
         ours, theirs = errors(runs, label, lambda run: run.grads)
         lines.append(describe(label, name, ours, theirs))
-    return lines
+    return [Note("precision", line) for line in lines]

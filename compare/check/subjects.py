@@ -17,10 +17,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from compare.check import layouts, usage
+from compare.check import usage
 from compare.check.copies import float64_copy
 from compare.check.forward_only import NoBackward
-from compare.check.names import match_names
+from compare.check.counterpart import Counterpart, check_kinds
 
 
 @dataclasses.dataclass
@@ -250,19 +250,9 @@ class LayerSubject(Subject):
 
     def __init__(self, layer, counterpart, x, torch_params=None, torch_inputs=None, torch_outputs=None,
                  training=None, name=None, input_grads: bool = True, torch_fixed=None):
-        import torch
-
         usage.check_protocol(layer)
-        if not callable(counterpart) or isinstance(counterpart, np.ufunc) or \
-                (getattr(counterpart, "__module__", None) or "").startswith("numpy"):
-            raise TypeError(f"check_layer's counterpart must be a torch.nn.Module or a function of torch tensors; "
-                            f"got {type(counterpart).__name__}")
-        for f, what in ((torch_inputs, "torch_inputs"), (torch_outputs, "torch_outputs")):
-            if f is not None and not callable(f):
-                raise TypeError(f"{what} must be a function of torch tensors; got {type(f).__name__}")
-        self.layer, self.counterpart = layer, counterpart
-        self.is_module = isinstance(counterpart, torch.nn.Module)
-        self.input_map, self.output_map, self.training = torch_inputs, torch_outputs, training
+        check_kinds(counterpart, torch_inputs, torch_outputs)
+        self.layer, self.counterpart, self.output_map, self.training = layer, counterpart, torch_outputs, training
         if training is not None and not hasattr(layer, "training"):
             raise TypeError(f"training={training} given, but {type(layer).__name__} has no .training attribute to set")
         self.name = type(layer).__name__
@@ -279,79 +269,15 @@ class LayerSubject(Subject):
                 raise TypeError(f"parameter {n} has dtype {p.dtype}; expected float32 or float64")
         self.buffers = {n: np.array(b, order="C") for n, b in (getattr(layer, "buffers", None) or {}).items()}
         self.names = [lab.removeprefix("input ") for lab in self.input_labels]
-        self.counterpart_name = f"the module {type(counterpart).__name__}" if self.is_module else \
-            f"the function {usage.callable_name(counterpart)}"
         mapping = {**(getattr(layer, "torch_names", None) or {}), **(torch_params or {})}
-        self.layouts, self.groups = layouts.parse(mapping)
-        self.fixed = dict(torch_fixed or {})
-        self.torch_names, self.buffer_names, self.unmatched_buffers = self._match()
-        self.title = name or f"check_layer({self.name}, {counterpart if self.is_module else self.counterpart_name})"
+        self.side = Counterpart(counterpart, mapping, torch_fixed, torch_inputs, training, self.params, self.buffers)
+        self.counterpart_name, self.fixed = self.side.name, self.side.fixed
+        shown = counterpart if self.side.is_module else self.counterpart_name
+        self.title = name or f"check_layer({self.name}, {shown})"
 
-    # ------------------------------------------------------------------ names and layouts
-
-    def to_torch_layout(self, name: str, value):
-        """A manual array or tensor in torch's layout (its transform applied), as a tensor."""
-        import torch
-
-        t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
-        transform = self.layouts.get(name, (name, None))[1]
-        return t if transform is None else transform(t)
-
-    def _shapes(self, arrays: Mapping) -> dict:
-        shapes = {}
-        for n, a in arrays.items():
-            try:
-                shapes[n] = tuple(self.to_torch_layout(n, a).shape)
-            except Exception as e:
-                raise ValueError(f"the transform of {n} in torch_params failed on its value of shape {a.shape}: "
-                                 f"{type(e).__name__}: {e}") from None
-        return shapes
-
-    def _packed_shape(self, names: tuple, torch_name: str) -> tuple:
-        import torch
-
-        try:
-            packed = layouts.pack({names: self.groups[names]}, {n: torch.from_numpy(self.params[n].copy())
-                                                                for n in names})
-        except Exception as e:
-            raise ValueError(f"the packing of {', '.join(names)} into {torch_name} (torch_params) failed: "
-                             f"{type(e).__name__}: {e}") from None
-        return tuple(packed[torch_name].shape)
-
-    def _match(self):
-        """{manual parameter: torch name}, {manual buffer: torch name}, torch's integer buffers the
-        layer does not hold (counters such as num_batches_tracked: not compared)."""
-        packed = [n for names in self.groups for n in names]
-        unknown = [n for n in [*self.layouts, *packed] if n not in self.params and n not in self.buffers]
-        if unknown:
-            raise ValueError(f"torch_names / torch_params map {unknown}, which the layer's params "
-                             f"({list(self.params)}) and buffers ({list(self.buffers)}) do not hold")
-        names = {n: spec[0] for n, spec in self.layouts.items()}
-        self.transformed = {n for n, spec in self.layouts.items() if spec[1] is not None}
-        if not self.is_module:
-            if self.fixed or packed:
-                raise TypeError("torch_fixed and packed torch_params entries need a torch.nn.Module counterpart; a "
-                                "function takes its arguments as they are")
-            if self.buffers:
-                raise ValueError(f"the layer has buffers {list(self.buffers)} but its counterpart is a function, which "
-                                 "has none to compare them with; give a torch.nn.Module")
-            return {n: names.get(n, n) for n in self.params}, {}, []
-        theirs = {n: tuple(p.shape) for n, p in self.counterpart.named_parameters()}
-        layouts.check_fixed(self.fixed, theirs)
-        ours = self._shapes({n: p for n, p in self.params.items() if n not in packed})
-        ours.update({layouts.label(g): self._packed_shape(g, t) for g, (t, _) in self.groups.items()})
-        mapping = {n: t for n, t in names.items() if n in self.params}
-        mapping.update({layouts.label(g): t for g, (t, _) in self.groups.items()})
-        params = match_names(ours, {n: s for n, s in theirs.items() if n not in self.fixed}, mapping,
-                             transformed=self.transformed | {layouts.label(g) for g in self.groups})
-        theirs = dict(self.counterpart.named_buffers())
-        counters = [n for n, b in theirs.items() if not b.is_floating_point() and n not in names.values()
-                    and n not in self.buffers]
-        buffers = match_names(self._shapes(self.buffers), {n: tuple(b.shape) for n, b in theirs.items()
-                                                           if n not in counters},
-                              {n: t for n, t in names.items() if n in self.buffers}, kind="buffer",
-                              transformed=self.transformed)
-        return params, buffers, counters
+    @property
+    def unmatched_buffers(self) -> list[str]:
+        return self.side.unmatched_buffers
 
     # ------------------------------------------------------------------ the hand-written side
 
@@ -387,7 +313,7 @@ class LayerSubject(Subject):
         ys = usage.outputs(layer.forward(*xs), f"{self.name}.forward", precise, len(gs))
         notes = _written(before, xs, self.input_labels, "forward")
         notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "forward")
-        buffers = {n: self.to_torch_layout(n, b).detach().numpy().copy()
+        buffers = {n: self.side.to_layout(n, b).detach().numpy().copy()
                    for n, b in (getattr(layer, "buffers", None) or {}).items()}
         if not backward:
             return Run(ys, {}, buffers, notes)
@@ -440,23 +366,5 @@ class LayerSubject(Subject):
     def _torch_call(self, xs, params, dtype):
         """The counterpart on input tensors `xs` and parameter tensors `params` (manual names and
         layouts); returns (outputs, buffers after the call in torch's layout, as NumPy)."""
-        import torch
-
-        values = {self.torch_names[n]: self.to_torch_layout(n, p) for n, p in params.items() if n in self.torch_names}
-        values.update(layouts.pack(self.groups, params))
-        if self.fixed:
-            shapes = {n: tuple(p.shape) for n, p in self.counterpart.named_parameters()}
-            values.update(layouts.fixed_tensors(self.fixed, shapes, dtype))
-        args = xs if self.input_map is None else self.input_map(*xs)
-        args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
-        if not self.is_module:
-            return self.torch_outputs(self.counterpart(*args, **values)), {}
-        module = copy.deepcopy(self.counterpart).to(self.device, dtype)
-        if self.training is not None:
-            module.train(self.training)
-        buffers = {self.buffer_names[n]: self.to_torch_layout(n, torch.tensor(b, dtype=dtype if usage.is_float(b)
-                                                                              else None, device=self.device))
-                   for n, b in self.buffers.items()}
-        out = torch.func.functional_call(module, {**values, **buffers}, args)
-        after = {n: self._numpy(buffers[t]) for n, t in self.buffer_names.items()}
+        out, after = self.side.call(xs, params, self.buffers, dtype, self.device)
         return self.torch_outputs(out), after

@@ -202,12 +202,13 @@ class TensorFunctionSubject(FunctionSubject):
         xs = self.user_inputs(precise, grad=self.style == "autograd.Function")
         before = [x.clone() if hasattr(x, "clone") else np.array(x) for x in xs]
         labels = ["g" if len(gs) == 1 else f"g {i}" for i in range(len(gs))]
-        g_user = [self._g(g, i, precise) for i, g in enumerate(gs)]
+        g_user = [upstream(self.adapters, g, "float64" if precise else self.out_precisions[i])
+                  for i, g in enumerate(gs)]
         g_before = [g.clone() if hasattr(g, "clone") else np.array(g) for g in g_user]
         if self.style == "autograd.Function":
-            ys, dxs = self._autograd_function(xs, g_user)
+            ys, dxs = autograd_function_vjp(self.fn, xs, g_user, self.differentiable)
         elif self.style == "custom_vjp":
-            ys, dxs = self._custom_vjp(xs, g_user, precise)
+            ys, dxs = custom_vjp(self.fn, xs, g_user, self.differentiable)
         else:
             ys = self.fn(*xs)
             usage.check_arity(self.vjp, 1 + len(xs), "vjp", f"g, then one per input: {', '.join(self.names)}")
@@ -222,18 +223,6 @@ class TensorFunctionSubject(FunctionSubject):
                  for lab, d, a, diff in zip(self.input_labels, dxs, self.pristine, self.differentiable) if diff}
         return Run(outputs, grads, {}, notes)
 
-    def _g(self, g, i, precise):
-        name = "float64" if precise else self.out_precisions[i]
-        adapter = next(ad for ad in self.adapters if ad.precision)
-        if adapter.kind == "torch":
-            torch = _torch()
-            return torch.tensor(np.asarray(g, np.float64), dtype=getattr(torch, name), device=adapter.device)
-        if adapter.kind == "jax":
-            import jax.numpy as jnp
-
-            return jnp.asarray(np.asarray(g, np.float64), getattr(jnp, name))
-        return np.asarray(g, np.float64).astype(name)
-
     def _gradient(self, d, shape, what, precise) -> np.ndarray:
         if d is None:
             return np.zeros(shape)
@@ -241,32 +230,6 @@ class TensorFunctionSubject(FunctionSubject):
         if a.shape != tuple(shape):
             raise ValueError(f"{what} has shape {a.shape}; expected {tuple(shape)} (the shape of its input)")
         return a
-
-    def _autograd_function(self, xs, gs):
-        torch = _torch()
-        ys = self.fn.apply(*xs)
-        outs = list(ys) if isinstance(ys, (tuple, list)) else [ys]
-        leaves = [x for x, d in zip(xs, self.differentiable) if d]
-        pairs = [(y, g) for y, g in zip(outs, gs) if y.requires_grad]
-        found = torch.autograd.grad([y for y, _ in pairs], leaves, [g for _, g in pairs], allow_unused=True)
-        it = iter(found)
-        return ys, [next(it) if d else None for d in self.differentiable]
-
-    def _custom_vjp(self, xs, gs, precise):
-        import jax
-
-        diff = [i for i, d in enumerate(self.differentiable) if d]
-
-        def f(*args):
-            full = list(xs)
-            for i, a in zip(diff, args):
-                full[i] = a
-            return self.fn(*full)
-
-        ys, pullback = jax.vjp(f, *[xs[i] for i in diff])
-        cotangent = tuple(gs) if isinstance(ys, (tuple, list)) else gs[0]
-        found = iter(pullback(cotangent))
-        return ys, [next(found) if d else None for d in self.differentiable]
 
     # ------------------------------------------------------------------ torch and the referee
 
@@ -297,6 +260,52 @@ class TensorFunctionSubject(FunctionSubject):
                                      True))
 
         return Referee(tensors, evaluate)
+
+
+def upstream(adapters, g, name: str):
+    """The upstream gradient g as the user's kind of array (of the first differentiated input's
+    adapter: torch on its device, jax, NumPy), in precision `name`."""
+    adapter = next(ad for ad in adapters if ad.precision)
+    if adapter.kind == "torch":
+        torch = _torch()
+        return torch.tensor(np.asarray(g, np.float64), dtype=getattr(torch, name), device=adapter.device)
+    if adapter.kind == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(np.asarray(g, np.float64), getattr(jnp, name))
+    return np.asarray(g, np.float64).astype(name)
+
+
+def autograd_function_vjp(fn, xs, gs, differentiable):
+    """(outputs, a gradient or None per input) of a ``torch.autograd.Function`` run under autograd,
+    which runs its own backward."""
+    torch = _torch()
+    ys = fn.apply(*xs)
+    outs = list(ys) if isinstance(ys, (tuple, list)) else [ys]
+    leaves = [x for x, d in zip(xs, differentiable) if d]
+    pairs = [(y, g) for y, g in zip(outs, gs) if y.requires_grad]
+    found = torch.autograd.grad([y for y, _ in pairs], leaves, [g for _, g in pairs], allow_unused=True)
+    it = iter(found)
+    return ys, [next(it) if d else None for d in differentiable]
+
+
+def custom_vjp(fn, xs, gs, differentiable):
+    """(outputs, a gradient or None per input) of a ``jax.custom_vjp`` function through jax.vjp,
+    which runs its own backward rule."""
+    import jax
+
+    diff = [i for i, d in enumerate(differentiable) if d]
+
+    def f(*args):
+        full = list(xs)
+        for i, a in zip(diff, args):
+            full[i] = a
+        return fn(*full)
+
+    ys, pullback = jax.vjp(f, *[xs[i] for i in diff])
+    cotangent = tuple(gs) if isinstance(ys, (tuple, list)) else gs[0]
+    found = iter(pullback(cotangent))
+    return ys, [next(found) if d else None for d in differentiable]
 
 
 def torch_tensor(adapter: Adapter, a: np.ndarray, precise: bool, grad: bool, device):
