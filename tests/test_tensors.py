@@ -8,7 +8,8 @@ import pytest
 import torch
 from helpers import load_example
 
-from compare.check import check_function, check_layer
+from compare.check import check_function, check_layer, tolerances
+from compare.check.findings import PrecisionError
 
 sce = load_example("softmax_ce_fused")
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
@@ -36,8 +37,13 @@ def test_autograd_function_passes_in_every_precision(dtype):
 
 def test_half_precision_report_shows_both_errors_and_their_ratio():
     report = check_function(sce.SoftmaxCrossEntropy, None, sce.reference, *sce.inputs(torch.bfloat16))
-    line = next(n.text for n in report.notes if n.text.startswith("input z: error against the float64 truth"))
-    assert "autograd's in bfloat16" in line and "x what autograd makes in bfloat16" in line
+    found = next(n for n in report.notes if isinstance(n, PrecisionError))
+    assert (found.tensor, found.precision, found.factor) == ("input z", "bfloat16", tolerances.LOW_FACTOR)
+    assert found.ratio[0] == pytest.approx(found.yours[0] / found.autograd[0])
+    assert 0 < found.yours[0] <= max(found.factor * found.autograd[0], found.floor)
+    line = next(x for x in str(report).splitlines() if x.startswith("input z: error against the float64 truth"))
+    assert f"autograd's in bfloat16 {found.autograd[0]:.2g}" in line
+    assert f": {found.ratio[0]:.2g}x what autograd makes in bfloat16" in line
     pairs = {(c.a, c.b) for c in report.comparisons}
     assert ("manual", "torch64") in pairs and ("manual64", "torch64") in pairs
 
@@ -210,7 +216,8 @@ def test_layer_on_tensors_mistake_and_write_are_named():
     assert report.diagnoses["parameter W"].kind == "constant factor"
     layer, x = dense(torch.bfloat16, DenseWritesDy)
     report = check_layer(layer, torch.nn.Linear(7, 5), x, torch_params={"W": "weight", "b": "bias"})
-    assert report.ok and any("backward wrote into dy" in n for n in report.notes), str(report)
+    assert report.ok and any(n.kind == "wrote" and "backward wrote into dy" in n.text for n in report.notes), \
+        str(report)
 
 
 # ------------------------------------------------------------------------------ jax.custom_vjp

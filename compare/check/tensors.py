@@ -452,7 +452,7 @@ class TensorLayerSubject(LayerSubject):
         self.input_labels = [f"input {n}" for n in usage.positional_names(layer.forward, len(xs))]
         self.names = [lab.removeprefix("input ") for lab in self.input_labels]
         if kwargs.get("name") is None and not (len(args) > 4 and args[4]):
-            self.title = f"check_layer({self.name}, {counterpart if self.is_module else self.counterpart_name})"
+            self.title = f"check_layer({self.name}, {counterpart if self.side.is_module else self.counterpart_name})"
 
     def _view(self, layer, params, precise):
         view = TensorLayerView(layer, params, self.param_adapters, precise)
