@@ -150,6 +150,8 @@ def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, 
         transform that fails, the wrong number of outputs or of dx, a wrong type) raises TypeError or
         ValueError instead.
     """
-    subject = LayerSubject(layer, module, x, torch_params, torch_inputs, torch_outputs, training, name,
-                           torch_fixed=torch_fixed)
+    xs = x if isinstance(x, (tuple, list)) else (x,)
+    foreign = tensors.holds_tensors(layer) or any(tensors.is_tensor(v) for v in xs)
+    subject = (tensors.TensorLayerSubject if foreign else LayerSubject)(
+        layer, module, x, torch_params, torch_inputs, torch_outputs, training, name, torch_fixed=torch_fixed)
     return check(subject, seed, h, fd_samples, fd_budget, self_test)

@@ -2,7 +2,7 @@
 ``Measure``s and ``Greatest`` difference), which side finite differences point at (``Suspect``),
 what kind of mistake a failing gradient is (``Diagnosis``), what else the failures show
 (``ForwardsDiffer``, ``OutputsDiffer``, ``BuffersDiffer``, ``Float32Only``) and what the reader should know that is no
-failure (``Note``). The words are ``compare.check.text``'s; nothing here is parsed back from them.
+failure (``Note``; ``PrecisionError``, a half-precision gradient's error and autograd's). The words are ``compare.check.text``'s; nothing here is parsed back from them.
 """
 
 from __future__ import annotations
@@ -115,6 +115,26 @@ class Float32Only:
     `tensors` is farther from it than float32 rounding allows."""
 
     tensors: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionError:
+    """One gradient of a check in a half precision (float16, bfloat16): its error against the float64
+    truth (autograd in float64 on float64 copies of the rounded inputs), the error the counterpart's
+    own autograd makes in the same precision, each (relative, elementwise), and the rule: allowed
+    `factor` times autograd's, or `floor` (``compare.check.precision``)."""
+
+    tensor: str
+    precision: str
+    yours: tuple  # (relative, elementwise) error against the truth
+    autograd: tuple
+    factor: float
+    floor: float
+
+    @property
+    def ratio(self) -> tuple:
+        """(relative, elementwise): yours / autograd's (inf where autograd was exact and yours not)."""
+        return tuple(y / a if a > 0 else (1.0 if y == 0 else float("inf")) for y, a in zip(self.yours, self.autograd))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from compare.check import tolerances
-from compare.check.findings import Note
+from compare.check.findings import Note, PrecisionError
 from compare.check.measure import measure
 
 # Machine epsilon (the distance from 1 to the next number) of each precision.
@@ -79,22 +79,6 @@ def errors(runs: dict, label: str, values_of) -> tuple:
     return ours, theirs
 
 
-def ratio(ours: float, theirs: float) -> float:
-    """ours / theirs, inf where autograd was exact and we were not, 1 where both were."""
-    if theirs > 0:
-        return ours / theirs
-    return 1.0 if ours == 0 else math.inf
-
-
-def describe(label: str, name: str, ours, theirs) -> str:
-    """One tensor's errors against the float64 truth, ours and autograd's, and their ratio."""
-    rel, elem = ratio(ours.rel_err, theirs.rel_err), ratio(ours.elem_rel, theirs.elem_rel)
-    return (f"{label}: error against the float64 truth {ours.rel_err:.2g} (elementwise {ours.elem_rel:.2g}); "
-            f"autograd's in {name} {theirs.rel_err:.2g} (elementwise {theirs.elem_rel:.2g}): {rel:.2g}x what "
-            f"autograd makes in {name} (elementwise {elem:.2g}x); allowed {tolerances.LOW_FACTOR}x, or "
-            f"{tolerances.LOW_FLOOR}u = {tolerances.LOW_FLOOR * unit_roundoff(name):.2g}")
-
-
 def notes(name: str, runs: dict) -> list[Note]:
     """The report's notes on the bounds of a check in precision `name` (not float64); for the half
     precisions, each gradient's error and autograd's, and their ratio."""
@@ -106,7 +90,10 @@ def notes(name: str, runs: dict) -> list[Note]:
     lines = [f"{name}: the truth is autograd in float64 on float64 copies of the rounded inputs (torch64); "
              f"manual is held to max({tolerances.LOW_FACTOR} x torch's error against it, "
              f"{tolerances.LOW_FLOOR}u) per tensor; the derivation is judged {judged}"]
+    floor = tolerances.LOW_FLOOR * unit_roundoff(name)
+    out = [Note("precision", line) for line in lines]
     for label in runs["manual"].grads:
         ours, theirs = errors(runs, label, lambda run: run.grads)
-        lines.append(describe(label, name, ours, theirs))
-    return [Note("precision", line) for line in lines]
+        out.append(PrecisionError(label, name, (ours.rel_err, ours.elem_rel), (theirs.rel_err, theirs.elem_rel),
+                                  tolerances.LOW_FACTOR, floor))
+    return out
