@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compare.check import blame, diagnose, forward_only, layouts, selftest, tolerances
+from compare.check import blame, diagnose, forward_only, layouts, precision, selftest, tolerances
+from compare.check.findings import Note
 from compare.check.measure import measure
 from compare.check.report import NOTHING, Report
 from compare.check.witnesses import FD_BUDGET, FD_SAMPLES, Numeric, analytic, compare_analytic, output_labels  # noqa: F401
@@ -87,20 +88,20 @@ def draws(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
 
 
-def _notes(subject, runs) -> list[str]:
+def _notes(subject, runs) -> list[Note]:
     """What the hand-written side wrote into its arguments (each witness had its own copy, so every
     witness saw the same values), and what was not compared."""
     seen = dict.fromkeys(n for w in ("manual", "manual64") if w in runs for n in runs[w].notes)
-    notes = [f"note: {n} (each witness had its own copy: all saw the same values)" for n in seen]
+    notes = [Note("wrote", n) for n in seen]
     held = getattr(subject, "constant", [])
     if held:
-        notes.append(f"note: {', '.join(held)} held constant (data, not differentiated)")
+        notes.append(Note("constant", f"{', '.join(held)} held constant (data, not differentiated)"))
     if getattr(subject, "fixed", None):
         notes.append(layouts.fixed_note(subject.fixed))
     counters = getattr(subject, "unmatched_buffers", [])
     if counters:
-        notes.append(f"note: the module's integer buffers {', '.join(counters)} are not compared (counters the "
-                     "layer need not hold)")
+        notes.append(Note("counters", f"the module's integer buffers {', '.join(counters)} are not compared "
+                          "(counters the layer need not hold)"))
     return notes
 
 
@@ -119,7 +120,7 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
         return Report(subject.title, [], [], refusal=refusal, self_test=tested)
     if getattr(subject, "forward_only", ""):
         return forward_only.check(subject, first, seed, subject.forward_only)
-    gs = [np.asarray(rng.standard_normal(y.shape)).astype(y.dtype) for y in first]
+    gs = [subject.rounded(i, np.asarray(rng.standard_normal(y.shape)).astype(y.dtype)) for i, y in enumerate(first)]
     try:
         runs = analytic(subject, gs)
     except forward_only.NoBackward as e:
@@ -131,16 +132,13 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
     comparisons += more
     notes = _notes(subject, runs) + coverage
     if subject.float32:
-        notes.append(f"float32: manual and torch are held to max({tolerances.FLOAT32_REL:g}, "
-                     f"{tolerances.NOISE_FACTOR} x torch's own distance from torch64) per tensor; "
-                     "the derivation is judged in float64 (manual64, torch64, fd, dir)")
+        notes += precision.notes(subject.precision, runs)
     failed = any(not c.ok for c in comparisons)
     findings = blame.findings(subject, numeric, runs, comparisons, exact) if failed else []
     reruns = diagnose.Reruns(subject, gs, seed, runs)
-    diagnoses = diagnose.diagnose(subject, comparisons, exact, findings, reruns) if failed else {}
-    findings += [d.line() for d in diagnoses.values()]
+    findings += diagnose.diagnose(subject, comparisons, exact, findings, reruns).values() if failed else []
     tested = selftest.run(subject, runs, numeric, comparisons, exact, reruns) if self_test else None
     shapes = ", ".join(str(g.shape) for g in gs)
-    title = (f"{subject.title}: {'float32' if subject.float32 else 'float64'}, seed {seed}, "
+    title = (f"{subject.title}: {subject.precision}, seed {seed}, "
              f"g of shape{'s' * (len(gs) > 1)} {shapes}")
-    return Report(title, comparisons, notes, findings, self_test=tested, diagnoses=diagnoses)
+    return Report(title, comparisons, notes, findings, self_test=tested)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compare.check.findings import BuffersDiffer, Note, OutputsDiffer
 from compare.check.report import Report
 from compare.check.witnesses import compare_analytic
 
@@ -34,14 +35,14 @@ def check(subject, first: list, seed: int, reason: str) -> Report:
         runs["manual64"] = subject.manual(True, gs64, backward=False)
         runs["torch64"] = _without_grads(subject.torch(True, gs64))
     comparisons = compare_analytic(subject, runs)
-    notes = [f"forward only: {reason}; the outputs and the buffers are compared, no gradient is checked"]
+    notes = [Note("forward only", f"forward only: {reason}; the outputs and the buffers are compared, no gradient is "
+                  "checked")]
     findings = []
-    if any(not c.ok and c.tensor.startswith("output") for c in comparisons):
-        findings.append("the two forwards differ at the same point: the check cannot tell which is right; look at "
-                        "the forward and at how the counterpart is set up (its mode, constants and defaults)")
+    outputs = tuple(dict.fromkeys(c.tensor for c in comparisons if not c.ok and c.tensor.startswith("output")))
+    if outputs:
+        findings.append(OutputsDiffer(outputs))
     buffers = sorted({c.tensor.removeprefix("buffer ") for c in comparisons if not c.ok and c.tensor.startswith("buffer")})
     if buffers:
-        findings.append(f"the buffers {', '.join(buffers)} differ after one forward from the same values: the forward "
-                        "updates its state by another rule than the counterpart")
+        findings.append(BuffersDiffer(tuple(buffers)))
     title = f"{subject.title}: {'float32' if subject.float32 else 'float64'}, seed {seed}, forward only"
     return Report(title, comparisons, notes, findings)

@@ -20,6 +20,8 @@ of torch's side, never a witness's tensor, and said so in the report.
 
 from __future__ import annotations
 
+from compare.check.findings import Note
+
 
 def parse(mapping: dict) -> tuple[dict, dict]:
     """({name: (torch name, transform or None)}, {(names, ...): (torch name, transform)}) from a
@@ -72,12 +74,12 @@ def fixed_tensors(fixed: dict, shapes: dict, dtype) -> dict:
     return out
 
 
-def fixed_note(fixed: dict) -> str:
+def fixed_note(fixed: dict) -> Note:
     """The report's note on the counterpart's fixed parameters."""
     said = ", ".join(f"{n} at {v:g}" if isinstance(v, (int, float)) else f"{n} at the array given"
                      for n, v in fixed.items())
-    return (f"note: the counterpart's {said}, held fixed (torch_fixed: parameters the layer does not have; not "
-            "compared, no gradient)")
+    return Note("fixed", f"the counterpart's {said}, held fixed (torch_fixed: parameters the layer does not have; "
+                "not compared, no gradient)")
 
 
 def check_fixed(fixed: dict, theirs: dict) -> None:

@@ -23,8 +23,9 @@ import dataclasses
 
 import numpy as np
 
-from compare.check import tolerances
+from compare.check import text, tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
+from compare.check.findings import Diagnosis, Suspect
 from compare.check.report import NOTHING, DerivationError, Report
 from compare.check.subjects import LayerSubject
 
@@ -129,7 +130,8 @@ class ModelReport:
         tensors = list(dict.fromkeys(c.tensor for c in report.failures))
         line = (f"the first wrong layer from the loss is {self.where(v)} ({v.name}): its {', '.join(tensors)} "
                 f"disagree{'s' * (len(tensors) == 1)} with autograd")
-        kinds = [f for f in report.findings if f.startswith(("diagnosis", "suspect"))]
+        kinds = [text.line(f) for f in report.findings
+                 if isinstance(f, Diagnosis) or isinstance(f, Suspect) and f.side != "neither"]
         return line + (f"; {'; '.join(kinds)}" if kinds else "")
 
     def __str__(self) -> str:

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from compare.check import layouts, usage
+from compare.check import usage
 from compare.check.copies import float64_copy
 from compare.check.forward_only import NoBackward
-from compare.check.names import match_names
+from compare.check.counterpart import Counterpart, check_kinds
 
 
 @dataclasses.dataclass
@@ -69,6 +69,15 @@ class Subject:
         return any(a.dtype == np.float32 for a in arrays)
 
     @property
+    def precision(self) -> str:
+        """The precision the hand-written side computes in (``compare.check.precision``)."""
+        return "float32" if self.float32 else "float64"
+
+    def rounded(self, i: int, g: np.ndarray) -> np.ndarray:
+        """An upstream gradient of output i, rounded to that output's precision (it is, here)."""
+        return g
+
+    @property
     def labels(self) -> list[str]:
         """The differentiated tensors: float inputs, then parameters."""
         inputs = [lab for lab, d in zip(self.input_labels, self.differentiable) if d]
@@ -90,12 +99,18 @@ class Subject:
 
         return torch.float32 if self.float32 and not precise else torch.float64
 
+    device = None  # where the counterpart runs (None: the CPU); a subject on CUDA tensors sets it
+
     def _torch_inputs(self, dtype):
         """Leaves for the float inputs (requires_grad), plain tensors for the others."""
         import torch
 
-        return [torch.tensor(a, dtype=dtype).requires_grad_(d) if usage.is_float(a) else torch.from_numpy(a.copy())
-                for a, d in zip(self.pristine, self.differentiable)]
+        return [torch.tensor(a, dtype=dtype, device=self.device).requires_grad_(d) if usage.is_float(a)
+                else torch.tensor(a, device=self.device) for a, d in zip(self.pristine, self.differentiable)]
+
+    def _numpy(self, t) -> np.ndarray:
+        """A result tensor as a NumPy array (a copy)."""
+        return t.detach().cpu().numpy().copy()
 
     def torch(self, precise: bool, gs: list[np.ndarray]) -> Run:
         """Autograd on the counterpart, from the pristine values in the witness's dtype, with the
@@ -104,7 +119,8 @@ class Subject:
 
         dtype = self.torch_dtype(precise)
         xs = self._torch_inputs(dtype)
-        leaves = {f"parameter {n}": torch.tensor(p, dtype=dtype).requires_grad_() for n, p in self.params.items()}
+        leaves = {f"parameter {n}": torch.tensor(p, dtype=dtype, device=self.device).requires_grad_()
+                  for n, p in self.params.items()}
         try:
             ys, buffers = self._torch_call(xs, {k.removeprefix("parameter "): v for k, v in leaves.items()}, dtype)
         except RuntimeError as e:
@@ -112,13 +128,12 @@ class Subject:
                 raise
             raise TypeError(self._left_torch(e)) from None
         self._check_torch_outputs(ys, [g.shape for g in gs])
-        pairs = [(y, torch.from_numpy(np.array(g)).to(y.dtype)) for y, g in zip(ys, gs) if y.requires_grad]
+        pairs = [(y, torch.from_numpy(np.array(g)).to(y.device, y.dtype)) for y, g in zip(ys, gs) if y.requires_grad]
         if pairs:
             torch.autograd.backward([y for y, _ in pairs], [g for _, g in pairs])
         named = {**{lab: x for lab, x, d in zip(self.input_labels, xs, self.differentiable) if d}, **leaves}
-        grads = {lab: (t.grad if t.grad is not None else torch.zeros_like(t)).detach().cpu().numpy().copy()
-                 for lab, t in named.items()}
-        return Run([y.detach().cpu().numpy().copy() for y in ys], grads, buffers)
+        grads = {lab: self._numpy(t.grad if t.grad is not None else torch.zeros_like(t)) for lab, t in named.items()}
+        return Run([self._numpy(y) for y in ys], grads, buffers)
 
     def _left_torch(self, e: Exception) -> str:
         """The line for a counterpart that computed outside torch (NumPy on its tensors), where
@@ -165,8 +180,12 @@ class Subject:
 
         def evaluate():
             with torch.no_grad():
-                ys, _ = self._torch_call(xs, ps, torch.float64)
-                return _flat([y.numpy() for y in ys])
+                if self.device is None:
+                    ys, _ = self._torch_call(xs, ps, torch.float64)
+                else:  # the arrays perturbed in place, copied to the device at each call
+                    ys, _ = self._torch_call([x.to(self.device) for x in xs],
+                                             {n: p.to(self.device) for n, p in ps.items()}, torch.float64)
+                return _flat([self._numpy(y) for y in ys])
 
         tensors = {lab: a for lab, a, d in zip(self.input_labels, inputs, self.differentiable) if d}
         tensors.update({f"parameter {n}": a for n, a in params.items()})
@@ -231,19 +250,9 @@ class LayerSubject(Subject):
 
     def __init__(self, layer, counterpart, x, torch_params=None, torch_inputs=None, torch_outputs=None,
                  training=None, name=None, input_grads: bool = True, torch_fixed=None):
-        import torch
-
         usage.check_protocol(layer)
-        if not callable(counterpart) or isinstance(counterpart, np.ufunc) or \
-                (getattr(counterpart, "__module__", None) or "").startswith("numpy"):
-            raise TypeError(f"check_layer's counterpart must be a torch.nn.Module or a function of torch tensors; "
-                            f"got {type(counterpart).__name__}")
-        for f, what in ((torch_inputs, "torch_inputs"), (torch_outputs, "torch_outputs")):
-            if f is not None and not callable(f):
-                raise TypeError(f"{what} must be a function of torch tensors; got {type(f).__name__}")
-        self.layer, self.counterpart = layer, counterpart
-        self.is_module = isinstance(counterpart, torch.nn.Module)
-        self.input_map, self.output_map, self.training = torch_inputs, torch_outputs, training
+        check_kinds(counterpart, torch_inputs, torch_outputs)
+        self.layer, self.counterpart, self.output_map, self.training = layer, counterpart, torch_outputs, training
         if training is not None and not hasattr(layer, "training"):
             raise TypeError(f"training={training} given, but {type(layer).__name__} has no .training attribute to set")
         self.name = type(layer).__name__
@@ -260,79 +269,15 @@ class LayerSubject(Subject):
                 raise TypeError(f"parameter {n} has dtype {p.dtype}; expected float32 or float64")
         self.buffers = {n: np.array(b, order="C") for n, b in (getattr(layer, "buffers", None) or {}).items()}
         self.names = [lab.removeprefix("input ") for lab in self.input_labels]
-        self.counterpart_name = f"the module {type(counterpart).__name__}" if self.is_module else \
-            f"the function {usage.callable_name(counterpart)}"
         mapping = {**(getattr(layer, "torch_names", None) or {}), **(torch_params or {})}
-        self.layouts, self.groups = layouts.parse(mapping)
-        self.fixed = dict(torch_fixed or {})
-        self.torch_names, self.buffer_names, self.unmatched_buffers = self._match()
-        self.title = name or f"check_layer({self.name}, {counterpart if self.is_module else self.counterpart_name})"
+        self.side = Counterpart(counterpart, mapping, torch_fixed, torch_inputs, training, self.params, self.buffers)
+        self.counterpart_name, self.fixed = self.side.name, self.side.fixed
+        shown = counterpart if self.side.is_module else self.counterpart_name
+        self.title = name or f"check_layer({self.name}, {shown})"
 
-    # ------------------------------------------------------------------ names and layouts
-
-    def to_torch_layout(self, name: str, value):
-        """A manual array or tensor in torch's layout (its transform applied), as a tensor."""
-        import torch
-
-        t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
-        transform = self.layouts.get(name, (name, None))[1]
-        return t if transform is None else transform(t)
-
-    def _shapes(self, arrays: Mapping) -> dict:
-        shapes = {}
-        for n, a in arrays.items():
-            try:
-                shapes[n] = tuple(self.to_torch_layout(n, a).shape)
-            except Exception as e:
-                raise ValueError(f"the transform of {n} in torch_params failed on its value of shape {a.shape}: "
-                                 f"{type(e).__name__}: {e}") from None
-        return shapes
-
-    def _packed_shape(self, names: tuple, torch_name: str) -> tuple:
-        import torch
-
-        try:
-            packed = layouts.pack({names: self.groups[names]}, {n: torch.from_numpy(self.params[n].copy())
-                                                                for n in names})
-        except Exception as e:
-            raise ValueError(f"the packing of {', '.join(names)} into {torch_name} (torch_params) failed: "
-                             f"{type(e).__name__}: {e}") from None
-        return tuple(packed[torch_name].shape)
-
-    def _match(self):
-        """{manual parameter: torch name}, {manual buffer: torch name}, torch's integer buffers the
-        layer does not hold (counters such as num_batches_tracked: not compared)."""
-        packed = [n for names in self.groups for n in names]
-        unknown = [n for n in [*self.layouts, *packed] if n not in self.params and n not in self.buffers]
-        if unknown:
-            raise ValueError(f"torch_names / torch_params map {unknown}, which the layer's params "
-                             f"({list(self.params)}) and buffers ({list(self.buffers)}) do not hold")
-        names = {n: spec[0] for n, spec in self.layouts.items()}
-        self.transformed = {n for n, spec in self.layouts.items() if spec[1] is not None}
-        if not self.is_module:
-            if self.fixed or packed:
-                raise TypeError("torch_fixed and packed torch_params entries need a torch.nn.Module counterpart; a "
-                                "function takes its arguments as they are")
-            if self.buffers:
-                raise ValueError(f"the layer has buffers {list(self.buffers)} but its counterpart is a function, which "
-                                 "has none to compare them with; give a torch.nn.Module")
-            return {n: names.get(n, n) for n in self.params}, {}, []
-        theirs = {n: tuple(p.shape) for n, p in self.counterpart.named_parameters()}
-        layouts.check_fixed(self.fixed, theirs)
-        ours = self._shapes({n: p for n, p in self.params.items() if n not in packed})
-        ours.update({layouts.label(g): self._packed_shape(g, t) for g, (t, _) in self.groups.items()})
-        mapping = {n: t for n, t in names.items() if n in self.params}
-        mapping.update({layouts.label(g): t for g, (t, _) in self.groups.items()})
-        params = match_names(ours, {n: s for n, s in theirs.items() if n not in self.fixed}, mapping,
-                             transformed=self.transformed | {layouts.label(g) for g in self.groups})
-        theirs = dict(self.counterpart.named_buffers())
-        counters = [n for n, b in theirs.items() if not b.is_floating_point() and n not in names.values()
-                    and n not in self.buffers]
-        buffers = match_names(self._shapes(self.buffers), {n: tuple(b.shape) for n, b in theirs.items()
-                                                           if n not in counters},
-                              {n: t for n, t in names.items() if n in self.buffers}, kind="buffer",
-                              transformed=self.transformed)
-        return params, buffers, counters
+    @property
+    def unmatched_buffers(self) -> list[str]:
+        return self.side.unmatched_buffers
 
     # ------------------------------------------------------------------ the hand-written side
 
@@ -368,7 +313,7 @@ class LayerSubject(Subject):
         ys = usage.outputs(layer.forward(*xs), f"{self.name}.forward", precise, len(gs))
         notes = _written(before, xs, self.input_labels, "forward")
         notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "forward")
-        buffers = {n: self.to_torch_layout(n, b).detach().numpy().copy()
+        buffers = {n: self.side.to_layout(n, b).detach().numpy().copy()
                    for n, b in (getattr(layer, "buffers", None) or {}).items()}
         if not backward:
             return Run(ys, {}, buffers, notes)
@@ -421,23 +366,5 @@ class LayerSubject(Subject):
     def _torch_call(self, xs, params, dtype):
         """The counterpart on input tensors `xs` and parameter tensors `params` (manual names and
         layouts); returns (outputs, buffers after the call in torch's layout, as NumPy)."""
-        import torch
-
-        values = {self.torch_names[n]: self.to_torch_layout(n, p) for n, p in params.items() if n in self.torch_names}
-        values.update(layouts.pack(self.groups, params))
-        if self.fixed:
-            shapes = {n: tuple(p.shape) for n, p in self.counterpart.named_parameters()}
-            values.update(layouts.fixed_tensors(self.fixed, shapes, dtype))
-        args = xs if self.input_map is None else self.input_map(*xs)
-        args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
-        if not self.is_module:
-            return self.torch_outputs(self.counterpart(*args, **values)), {}
-        module = copy.deepcopy(self.counterpart).to(dtype)
-        if self.training is not None:
-            module.train(self.training)
-        buffers = {self.buffer_names[n]: self.to_torch_layout(n, torch.tensor(b, dtype=dtype) if usage.is_float(b)
-                                                              else torch.from_numpy(b.copy()))
-                   for n, b in self.buffers.items()}
-        out = torch.func.functional_call(module, {**values, **buffers}, args)
-        after = {n: buffers[t].detach().cpu().numpy().copy() for n, t in self.buffer_names.items()}
+        out, after = self.side.call(xs, params, self.buffers, dtype, self.device)
         return self.torch_outputs(out), after
