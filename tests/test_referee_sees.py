@@ -383,6 +383,10 @@ def test_a_non_finite_gradient_is_measured_at_its_first_non_finite_element():
 # ------------------------------------------------------------------------------ the float64 copy
 
 
+class Kind:
+    dtype = np.float32
+
+
 class Holder:
     """A layer-like object holding torch tensors, dtypes of both libraries and a deep nesting."""
 
@@ -391,7 +395,10 @@ class Holder:
         self.ids = torch.arange(3)
         self.dtype = np.float32
         self.kept = np.int64
-        self.deep = [[[[[[[[[[np.ones(2, np.float32)]]]]]]]]]]
+        self.deep = np.ones(2, np.float32)
+        for _ in range(30):  # 30 levels down: within the walk's guard of 50
+            self.deep = [self.deep]
+        self.kind = Kind  # a class is not walked: its class attributes are not the object's
         self.inner = type("Inner", (), {})()
         self.inner.dtype = torch.float32
         self.inner.int_dtype = torch.int64
@@ -404,9 +411,10 @@ def test_the_float64_copy_turns_tensors_float32_arrays_and_float_dtypes_into_flo
     assert clone.dtype == np.float64 and clone.inner.dtype == np.float64
     assert clone.kept is np.int64 and clone.inner.int_dtype is torch.int64
     deepest = clone.deep
-    for _ in range(10):
+    for _ in range(30):
         deepest = deepest[0]
     assert deepest.dtype == np.float64
+    assert clone.kind is Kind and Kind.dtype is np.float32  # the class untouched
 
 
 def test_a_structure_shared_many_times_over_is_walked_once():
