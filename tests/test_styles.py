@@ -275,3 +275,19 @@ def test_messages_teach_the_fix():
     with pytest.raises(ValueError) as e:
         check_function(np.sum, lambda g, x: g * np.ones_like(x), lambda x: x, x)
     assert "torch_outputs" not in str(e.value) and "torch_fn" in str(e.value)
+
+
+def test_a_wrong_forward_gets_the_neutral_wording_and_torch_is_not_named_the_suspect():
+    def softplus_forward(x):  # wrong: log(1 + 2eˣ), with its own right derivative
+        return np.logaddexp(0, np.log(2) + x), x
+
+    def softplus_backward(dout, x):
+        return dout / (1 + np.exp(-x) / 2)
+
+    report = check_forward_backward(softplus_forward, softplus_backward, F.softplus, x)
+    text = str(report)
+    assert {"output", "input x"} <= {c.tensor for c in report.failures}
+    assert "suspect: the torch counterpart" not in text and report.suspects["input x"].side == "own forward"
+    assert "your backward is the derivative of your own forward" in text
+    assert "the check cannot tell which is right: compare your forward with its formula" in text
+    assert report.diagnoses == {}

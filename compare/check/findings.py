@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 # Which side finite differences of the hand-written forward support (``Suspect.side``).
-SIDES = ("yours", "counterpart", "both", "neither")
+SIDES = ("yours", "counterpart", "both", "neither", "own forward")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,9 @@ class Suspect:
     side: "yours" (the hand-written backward is the suspect), "counterpart" (the torch
     counterpart's gradient is not that of the function: softplus above its threshold), "both"
     (the differences agree with neither) or "neither" (they agree with both within their own
-    error, so they cannot tell);  yours, counterpart: each side's relative distance from the
+    error, so they cannot tell) or "own forward" (your backward is your forward's derivative and
+    torch's is not, but the two forwards differ by more than finite differences resolve: no
+    evidence against either);  yours, counterpart: each side's relative distance from the
     differences;  error: the differences' own relative error.
     """
 

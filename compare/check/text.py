@@ -80,6 +80,10 @@ def _suspect(s: Suspect) -> str:
         return (f"suspect: the torch counterpart, for {s.tensor}: the torch counterpart disagrees with finite "
                 f"differences of your forward (relative distance {s.counterpart:.2g}; {own}); your backward "
                 f"agrees with them ({s.yours:.2g})")
+    if s.side == "own forward":
+        return (f"for {s.tensor}: your backward is the derivative of your own forward (finite differences of it "
+                f"agree, {s.yours:.2g}; {own}) and torch's gradient is not ({s.counterpart:.2g}), as the two forwards "
+                "differ: the check cannot tell which forward is right")
     if s.side == "yours":
         return (f"suspect: your backward, for {s.tensor}: finite differences of your forward agree with the torch "
                 f"counterpart ({s.counterpart:.2g}) and not with your backward (relative distance {s.yours:.2g}; "
@@ -101,8 +105,9 @@ def _forwards(f: ForwardsDiffer) -> str:
     where = "the counterpart's layouts (torch_params, torch_inputs, torch_outputs), " if f.layer else "torch_fn's "
     return (f"the outputs differ (above: where and by how much); your backward agrees with finite differences of "
             f"your forward for {which(f.yours)}; torch's gradient agrees with finite differences of the torch "
-            f"forward for {which(f.counterpart)}. Where both hold, the two forwards compute different functions: "
-            f"look at {where}constants and defaults")
+            f"forward for {which(f.counterpart)}. Where both hold, the two forwards compute different functions and "
+            f"the check cannot tell which is right: compare your forward with its formula, and look at {where}"
+            "constants and defaults")
 
 
 def _note(n: Note) -> str:
