@@ -368,6 +368,13 @@ def _x64(on: bool):
 # ------------------------------------------------------------------------------ layers on tensors
 
 
+def fresh(v):
+    """A copy of a tensor (torch: detached, on its device) or array, for the next layer's input."""
+    if hasattr(v, "detach"):
+        return v.detach().clone()
+    return np.array(v) if isinstance(v, np.ndarray) else v
+
+
 def holds_tensors(layer) -> bool:
     """A layer whose parameters are tensors (torch or JAX) or NumPy float16 arrays."""
     params = getattr(layer, "params", None)
@@ -498,7 +505,7 @@ class TensorLayerSubject(LayerSubject):
 
     @property
     def precision(self) -> str:
-        names = [a.precision for a, d in zip(self.in_adapters, self.differentiable) if d]
+        names = [a.precision for a in self.in_adapters if a.precision]
         return precision.lowest(names + [a.precision for a in self.param_adapters.values()])
 
     def rounded(self, i: int, g: np.ndarray) -> np.ndarray:
