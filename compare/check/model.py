@@ -23,9 +23,10 @@ import dataclasses
 
 import numpy as np
 
-from compare.check import tolerances
+from compare.check import text, tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
-from compare.check.report import DerivationError, Report
+from compare.check.findings import Diagnosis, Suspect
+from compare.check.report import NOTHING, DerivationError, Report
 from compare.check.subjects import LayerSubject
 
 
@@ -122,12 +123,15 @@ class ModelReport:
         if self.ok:
             return f"every layer's backward agrees with autograd at this input ({len(self.verdicts)} checked)"
         v, report = self.culprit, self.culprit.report
+        if all(u.report.refusal.startswith(NOTHING) for u in self.verdicts):
+            return f"no layer had anything to compare: {self.where(v)} ({v.name}): {report.refusal}"
         if report.refusal:
             return f"the first layer from the loss that cannot be judged: {self.where(v)} ({v.name}): {report.refusal}"
         tensors = list(dict.fromkeys(c.tensor for c in report.failures))
         line = (f"the first wrong layer from the loss is {self.where(v)} ({v.name}): its {', '.join(tensors)} "
                 f"disagree{'s' * (len(tensors) == 1)} with autograd")
-        kinds = [f for f in report.findings if f.startswith(("diagnosis", "suspect"))]
+        kinds = [text.line(f) for f in report.findings
+                 if isinstance(f, Diagnosis) or isinstance(f, Suspect) and f.side != "neither"]
         return line + (f"; {'; '.join(kinds)}" if kinds else "")
 
     def __str__(self) -> str:

@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from compare.check import fd, tolerances
+from compare.check import fd, precision, tolerances
+from compare.check.findings import Note
 from compare.check.measure import count_differing, measure
 from compare.check.report import Comparison
 
@@ -45,7 +46,9 @@ def analytic(subject, gs) -> dict:
     runs = {"manual": subject.manual(False, gs), "torch": subject.torch(False, gs)}
     if subject.float32:
         gs64 = [g.astype(np.float64) for g in gs]
-        runs["manual64"], runs["torch64"] = subject.manual(True, gs64), subject.torch(True, gs64)
+        runs["torch64"] = subject.torch(True, gs64)
+        if not getattr(subject, "half_only", ""):  # a kernel that runs in no float64 has no manual64
+            runs["manual64"] = subject.manual(True, gs64)
     return runs
 
 
@@ -68,14 +71,39 @@ def compare_analytic(subject, runs) -> list[Comparison]:
         per_witness = {w: _values(run, kind) for w, run in runs.items()}
         for label in per_witness["manual"]:
             values = {w: v[label] for w, v in per_witness.items()}
-            pairs = [("manual", "torch", exact)]
+            rounding = None
             if subject.float32:
                 noise = measure(values["torch"], values["torch64"], 0, label, math.inf, math.inf)
-                rounding = tolerances.float32_bounds(noise.rel_err, noise.elem_rel)
-                pairs = [("manual", "torch", rounding), ("manual", "manual64", rounding),
-                         ("manual64", "torch64", exact)]
+                rounding = precision.bounds(subject.precision, noise.rel_err, noise.elem_rel)
+            pairs = precision.pairs(subject.precision, rounding, exact, "manual64" in values)
             out += [pair(label, values[a].shape, a, b, values[a], values[b], bounds) for a, b, bounds in pairs]
     return out
+
+
+def rerun(subject, runs: dict, again) -> list[Comparison]:
+    """A second hand-written run of a half-precision kernel that is not bit-deterministic, against
+    the first: each tensor held to the precision's bounds (``precision.bounds`` of autograd's error)."""
+    out = []
+    for kind in ("output", "grad"):
+        first, second, noise = _values(runs["manual"], kind), _values(again, kind), _values(runs["torch"], kind)
+        truth = _values(runs["torch64"], kind)
+        for label, a in first.items():
+            agr = measure(noise[label], truth[label], 0, label, math.inf, math.inf)
+            bounds = precision.bounds(subject.precision, agr.rel_err, agr.elem_rel)
+            out.append(pair(label, a.shape, "manual", "rerun", a, second[label], bounds))
+    return out
+
+
+class LeftOut:
+    """No numeric witness: the hand-written forward runs in no float64 (``half_only``), and finite
+    differences of a half-precision forward would measure its rounding, not its derivative."""
+
+    def __init__(self, reason: str):
+        self.reason, self.u, self.coords = reason, {}, {}
+
+    def compare(self, runs, exact, labels=None) -> tuple[list[Comparison], list]:
+        return [], [Note("coverage", f"fd and dir left out: {self.reason}; your result is judged against the float64 "
+                                     "truth (torch64) alone")]
 
 
 class Numeric:
@@ -123,7 +151,7 @@ class Numeric:
             out.append(Comparison(label, tuple(t.shape), w, "dir", agr, (), int(not agr.ok), 1))
         return out
 
-    def compare(self, runs, exact, labels=None) -> tuple[list[Comparison], list[str]]:
+    def compare(self, runs, exact, labels=None) -> tuple[list[Comparison], list[Note]]:
         """Each exact witness against fd and dir (of `labels`, default every tensor); notes on
         coverage and on tensors the forward ignores.
 
@@ -142,15 +170,14 @@ class Numeric:
                 again = self._compare(label, grads, exact, widen=True)
                 out += again
                 if sum(c.ok for c in again) > sum(c.ok for c in first):
-                    notes.append(f"note: {label}: the finite differences' truncation error, estimated from a second "
-                                 "step "
-                                 f"2h, exceeded FINITE_DIFF_REL's allowance and was allowed for")
+                    notes.append(Note("truncation", f"{label}: the finite differences' truncation error, estimated "
+                                      "from a second step 2h, exceeded FINITE_DIFF_REL's allowance and was allowed for"))
             value, rounding = self.dir[label]
             coverage.append(f"{label} {'-' if coords is None else len(coords)}/{t.size}")
             if value == 0 and rounding == 0 and any(np.any(d) for d in grads.values()):
-                notes.append(f"note: moving {label} did not change the output at all; forward must read it from the "
-                             "array checked (a parameter: the array in layer.params)")
+                notes.append(Note("unmoved", f"moving {label} did not change the output at all; forward must read it "
+                                  "from the array checked (a parameter: the array in layer.params)"))
         head = f"fd coordinates: {', '.join(coverage)}"
         if any(c is None for c in self.coords.values()):
             head += " ('-': too large for per-coordinate differences; dir stands in)"
-        return out, [head, *notes]
+        return out, [Note("coverage", head), *notes]
