@@ -154,6 +154,10 @@ def test_the_counterparts_fixed_parameter_holds_a_value_and_the_report_says_so()
                                     torch_inputs=lambda x, h, c: (x, (h, c)), torch_fixed={"bias_hh": 0.25},
                                     torch_params=packing)
     assert report.ok and "the counterpart's bias_hh at 0.25, held fixed" in str(report)
+    wrong = check_forward_backward(course.lstm_step_forward, course.lstm_step_backward, lstm, x, h, c, Wx, Wh, b4,
+                                   torch_inputs=lambda x, h, c: (x, (h, c)), torch_fixed={"bias_hh": 0.0},
+                                   torch_params=packing)
+    assert {"output 0", "output 1"} <= {c.tensor for c in wrong.failures}  # the fixed value reaches torch
     with pytest.raises(ValueError, match="torch_fixed names 'bias_x'"):
         check_forward_backward(course.lstm_step_forward, course.lstm_step_backward, lstm, x, h, c, Wx, Wh, b4,
                                torch_inputs=lambda x, h, c: (x, (h, c)), torch_fixed={"bias_x": 0.0},

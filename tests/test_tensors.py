@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import load_example
 
-from compare.check import check_function, check_layer, tolerances
+from compare.check import check_function, check_layer, check_model, tolerances
 from compare.check.findings import PrecisionError
 
 sce = load_example("softmax_ce_fused")
@@ -242,3 +242,132 @@ def test_jax_custom_vjp():
         report = check_function(wrong, None, torch.nn.functional.softplus, x)
         assert {c.tensor for c in report.failures} == {"input x"}
     assert not jax.config.jax_enable_x64  # the referee's float64 runs leave JAX's setting as it was
+
+
+# ------------------------------------------------------------------------------ code with no float64 run
+
+
+class Float32Inside(sce.SoftmaxCrossEntropy):
+    """The fused kernel as often written: ``.float()``, float32 whatever it is handed."""
+
+    @staticmethod
+    def forward(ctx, z, y):
+        za = z.float()
+        lse = torch.logsumexp(za, dim=1)
+        ctx.save_for_backward(torch.exp(za - lse[:, None]), y)
+        return (lse - za.gather(1, y[:, None])[:, 0]).mean().to(z.dtype)
+
+
+class HalfOnlyKernel(sce.SoftmaxCrossEntropy):
+    """A kernel that refuses float64 (bfloat16 and float16 only)."""
+
+    @staticmethod
+    def forward(ctx, z, y):
+        if z.dtype not in (torch.bfloat16, torch.float16):
+            raise RuntimeError("this kernel supports bfloat16 and float16 only")
+        return sce.SoftmaxCrossEntropy.forward(ctx, z, y)
+
+
+class HalfOnlyScaled(HalfOnlyKernel):
+    @staticmethod
+    def backward(ctx, g):
+        return sce.ScaledBackward.backward(ctx, g)
+
+
+@pytest.mark.parametrize("kernel, why", [(Float32Inside, "computes below float64"),
+                                         (HalfOnlyKernel, "does not run in float64")])
+def test_code_with_no_float64_run_is_judged_in_its_precision_without_fd(kernel, why):
+    report = check_function(kernel, None, sce.reference, *sce.inputs(torch.bfloat16), self_test=True)
+    assert report.ok, str(report)
+    left_out = next(n for n in report.notes if n.kind == "coverage")
+    assert left_out.text.startswith("fd and dir left out") and why in left_out.text
+    assert {(c.a, c.b) for c in report.comparisons} == {("manual", "torch64"), ("manual", "torch")}
+    assert report.self_test.ok and report.self_test.caught
+
+
+def test_half_only_kernel_mistake_is_named_with_its_kind():
+    report = check_function(HalfOnlyScaled, None, sce.reference, *sce.inputs(torch.bfloat16))
+    assert {c.tensor for c in report.failures} == {"input z"}
+    assert report.diagnoses["input z"].kind == "constant factor"
+
+
+# ------------------------------------------------------------------------------ not bit-deterministic
+
+
+def atomic_sum_kernel(sign=1.0):
+    """A kernel that sums in another order at every call (as atomics do): y = x @ w from partial sums
+    added in x's dtype in a random order; its VJP likewise."""
+    order = torch.Generator().manual_seed(1)
+
+    def shuffled_matmul(a, b):
+        """Blocks of 8 products summed in float32, the partial sums added in a.dtype in a random order."""
+        acc = torch.promote_types(a.dtype, torch.float32)
+        total = None
+        for block in torch.randperm(a.shape[-1], generator=order).split(8):
+            part = (a.to(acc)[:, block] @ b.to(acc)[block, :]).to(a.dtype)
+            total = part if total is None else total + part
+        return total
+
+    def fn(x, w):
+        return shuffled_matmul(x, w)
+
+    def vjp(g, x, w):
+        return sign * shuffled_matmul(g, w.T), shuffled_matmul(x.T, g)
+
+    return fn, vjp
+
+
+def test_a_kernel_that_is_not_bit_deterministic_gets_its_spread_bounded_not_refused():
+    gen = torch.Generator().manual_seed(0)
+    x, w = (torch.randn(*s, generator=gen).to(torch.bfloat16) for s in ((8, 64), (64, 6)))
+    fn, vjp = atomic_sum_kernel()
+    report = check_function(fn, vjp, lambda x, w: x @ w, x, w)
+    assert report.ok and not report.refusal, str(report)
+    assert any("not bit-deterministic" in getattr(n, "text", "") for n in report.notes)
+    assert {"input x", "input w", "output"} <= {c.tensor for c in report.comparisons if c.b == "rerun"}
+    fn, wrong = atomic_sum_kernel(sign=-1.0)
+    assert {c.tensor for c in check_function(fn, wrong, lambda x, w: x @ w, x, w).failures} == {"input x"}
+
+
+# ------------------------------------------------------------------------------ a model on tensors
+
+
+class Relu:
+    params, grads = {}, {}
+
+    def forward(self, x):
+        self.x = x
+        return torch.relu(x)
+
+    def backward(self, dy):
+        return dy * (self.x > 0).to(dy.dtype)
+
+
+class CrossEntropy:
+    """The loss protocol of check_model on tensors: forward(logits, y) -> mean loss, backward() -> δ."""
+
+    def forward(self, z, y):
+        self.z, self.y = z, y
+        return sce.SoftmaxCrossEntropy.apply(z, y)
+
+    def backward(self):
+        acc = torch.promote_types(self.z.dtype, torch.float32)
+        d = torch.softmax(self.z.to(acc), dim=1)
+        d[torch.arange(len(self.y)), self.y] -= 1
+        return (d / len(self.y)).to(self.z.dtype)
+
+
+def test_model_on_tensors_names_the_first_wrong_layer():
+    gen = torch.Generator().manual_seed(0)
+    first, _ = dense(torch.bfloat16)
+    second = DenseScaledW(*(torch.randn(*s, generator=gen).to(torch.bfloat16) for s in ((3, 5), (3,))))
+    x = torch.randn(4, 7, generator=gen).to(torch.bfloat16)
+    y = torch.tensor([0, 2, 1, 2])
+    names = {"torch_params": {"W": "weight", "b": "bias"}}
+    model = [(first, torch.nn.Linear(7, 5), dict(names)), (Relu(), torch.nn.ReLU()),
+             (second, torch.nn.Linear(5, 3), dict(names))]
+    report = check_model(model, x, y, loss=(CrossEntropy(), torch.nn.CrossEntropyLoss()))
+    assert not report.ok and report.culprit.position == 3, str(report)
+    right = [(first, torch.nn.Linear(7, 5), dict(names)), (Relu(), torch.nn.ReLU()),
+             (Dense(second.params["W"], second.params["b"]), torch.nn.Linear(5, 3), dict(names))]
+    assert check_model(right, x, y, loss=(CrossEntropy(), torch.nn.CrossEntropyLoss())).ok

@@ -124,6 +124,7 @@ class PrecisionError:
     own autograd makes in the same precision, each (relative, elementwise), and the rule: allowed
     `factor` times autograd's, or `floor` (``compare.check.precision``)."""
 
+    kind = "precision"  # read among the notes, as a Note's kind (not a field)
     tensor: str
     precision: str
     yours: tuple  # (relative, elementwise) error against the truth

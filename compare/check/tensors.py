@@ -14,11 +14,13 @@ has float64); only results come back, converted once.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 
 import numpy as np
 
-from compare.check import precision, usage
+from compare.check import precision, tolerances, usage
+from compare.check.measure import measure
 from compare.check.subjects import FunctionSubject, LayerSubject, Referee, Run, _flat
 
 JAX_HINT = "pip install jax (CPU: pip install jax; CUDA: pip install 'jax[cuda12]')"
@@ -126,6 +128,28 @@ def changed(before, after) -> bool:
     return not np.array_equal(np.asarray(before, np.float64), np.asarray(after, np.float64), equal_nan=True)
 
 
+def below_float64(subject) -> str:
+    """Why the user's code cannot be judged in float64 ("" where it can): it fails or returns another
+    dtype when handed float64 (a half-only kernel), or its float64 outputs are off the truth by more
+    than float64 rounding yet less than the bound of its own precision (it computes in float32
+    whatever it is handed: a ``.float()`` inside). A larger difference is left to the check to
+    report: the forward computes another function."""
+    if subject.precision == "float64":
+        return ""
+    try:
+        ours = subject.forward(True)
+    except Exception as e:
+        return f"your code does not run in float64 ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    theirs = subject.torch(True, [np.zeros(y.shape) for y in ours]).outputs
+    rel, elem = precision.bounds(subject.precision, 0.0, 0.0)
+    for y, t in zip(ours, theirs):
+        exact = measure(y, t, 0, "output", tolerances.FLOAT64_REL, tolerances.FLOAT64_ELEM)
+        if not exact.ok and exact.rel_err <= rel and exact.elem_rel <= elem:
+            return (f"your code computes below float64 when handed float64 (its float64 output is {exact.rel_err:.1g} "
+                    "from the truth; a .float() inside?)")
+    return ""
+
+
 class TensorFunctionSubject(FunctionSubject):
     """check_function's subject on tensors: fn and vjp(g, *inputs) on tensors, a
     ``torch.autograd.Function`` (vjp None: its backward), or a ``jax.custom_vjp`` (vjp None)."""
@@ -172,6 +196,11 @@ class TensorFunctionSubject(FunctionSubject):
 
     def rounded(self, i: int, g: np.ndarray) -> np.ndarray:
         return precision.rounded(np.asarray(g, np.float64), self.out_precisions[i])
+
+    @functools.cached_property
+    def half_only(self) -> str:
+        """Why the code runs in no float64 (``below_float64``), or ""."""
+        return below_float64(self)
 
     # ------------------------------------------------------------------ the hand-written side
 
@@ -339,6 +368,13 @@ def _x64(on: bool):
 # ------------------------------------------------------------------------------ layers on tensors
 
 
+def fresh(v):
+    """A copy of a tensor (torch: detached, on its device) or array, for the next layer's input."""
+    if hasattr(v, "detach"):
+        return v.detach().clone()
+    return np.array(v) if isinstance(v, np.ndarray) else v
+
+
 def holds_tensors(layer) -> bool:
     """A layer whose parameters are tensors (torch or JAX) or NumPy float16 arrays."""
     params = getattr(layer, "params", None)
@@ -469,11 +505,16 @@ class TensorLayerSubject(LayerSubject):
 
     @property
     def precision(self) -> str:
-        names = [a.precision for a, d in zip(self.in_adapters, self.differentiable) if d]
+        names = [a.precision for a in self.in_adapters if a.precision]
         return precision.lowest(names + [a.precision for a in self.param_adapters.values()])
 
     def rounded(self, i: int, g: np.ndarray) -> np.ndarray:
         return precision.rounded(np.asarray(g, np.float64), self.out_precisions[i])
+
+    @functools.cached_property
+    def half_only(self) -> str:
+        """Why the code runs in no float64 (``below_float64``), or ""."""
+        return below_float64(self)
 
     def copy_layer(self, precise: bool):
         view = self._view(_retyped(self.user_layer, precise), self.params, precise)
