@@ -8,6 +8,7 @@ in, the Agreement of non-finite gradients, the float64 copy of layers holding te
 The resolutions are those docs/referee.md promises to a user, not read from the constants that
 implement them: a bound loosened (or tightened) in compare/check/tolerances.py fails here."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -467,3 +468,103 @@ def test_an_agreement_as_a_dict_and_as_the_training_loops_line():
     line = param_message(agr, ("manual", "torch"), (a, b))
     assert line.startswith("layer 2 W (2, 2): manual vs torch: ") and "1 of 4 elements differ" in line
     assert "at index (1, 1) (manual 4, torch 5)" in line
+
+
+# ------------------------------------------------------------------------------ the measures, field by field
+
+
+def fields(agr) -> tuple:
+    """An Agreement as a tuple, NaN as the string "nan" so that tuples compare."""
+    return tuple("nan" if isinstance(v, float) and math.isnan(v) else v for v in dataclasses.astuple(agr))
+
+
+def test_arrays_of_other_shapes_or_of_no_elements_are_measured_field_by_field():
+    assert fields(measure(np.ones(2), np.ones(3), 4, "W", 0.1, 0.2)) == (
+        4, "W", (2,), math.inf, math.inf, (), "nan", "nan", "nan", 0.1, "shapes differ: (2,) vs (3,)", "nan", "nan",
+        math.inf, 0.2, "nan")
+    assert fields(measure(np.zeros((0, 3)), np.zeros((0, 3)), 4, "W", 0.1, 0.2)) == (
+        4, "W", (0, 3), 0.0, 0.0, (), 0.0, 0.0, 1.0, 0.1, "", 0.0, 0.0, 0.0, 0.2, 0.0)
+    assert measure(np.ones(2), np.ones(2), 0, "b", 0.3).elem_allowed == 0.3  # the elementwise bound by default
+
+
+def test_two_arrays_are_measured_field_by_field():
+    a, b = np.array([[1.0, 0.0], [0.0, 1e-3]]), np.array([[1.0, 1.0], [0.0, 2e-3]])
+    agr = measure(a, b, 1, "W", 0.1, 0.2)
+    assert fields(agr)[:11] == (1, "W", (2, 2), pytest.approx(math.sqrt(1 + 1e-6) / math.sqrt(2 + 4e-6)), 1.0, (0, 1),
+                                0.0, 1.0, pytest.approx((1 + 2e-6) / math.sqrt((1 + 1e-6) * (2 + 4e-6))), 0.1, "")
+    assert (agr.norm_a, agr.norm_b) == (pytest.approx(math.sqrt(1 + 1e-6)), pytest.approx(math.sqrt(2 + 4e-6)))
+    assert (agr.elem_rel, agr.elem_allowed, agr.peak) == (1.0, 0.2, 1.0)
+    small = measure(np.array([1e-3]), np.array([2e-3]), 0, "b", 1.0)  # magnitudes below 1 set the scale
+    assert small.peak == 2e-3 and small.elem_rel == pytest.approx(0.5)
+
+
+def test_the_cosine_is_clamped_to_its_range_and_one_for_two_zero_arrays():
+    three = np.ones(3)  # √3·√3 rounds below 3: unclamped, the cosine would leave [-1, 1]
+    assert measure(three, three, 0, "x", 1.0).cosine == 1.0
+    assert measure(three, -three, 0, "x", 1.0).cosine == -1.0
+    assert measure(np.zeros(2), np.zeros(2), 0, "x", 1.0).cosine == 1.0
+    assert measure(np.zeros(2), np.ones(2), 0, "x", 1.0).cosine == 0.0
+    assert measure(np.ones(2), np.zeros(2), 0, "x", 1.0).cosine == 0.0
+    assert measure(np.array([1.0, 0.0]), np.array([1.0, 1.0]), 0, "x", 1.0).cosine == pytest.approx(2**-0.5)
+
+
+def test_finite_values_whose_squares_overflow_are_measured_rescaled():
+    a, b = np.array([1e200, 2e200]), np.array([1e200, 2e200 + 1e150])
+    agr = measure(a, b, 0, "x", 1.0)
+    assert agr.norm_a == pytest.approx(math.sqrt(5) * 1e200) and agr.norm_b == pytest.approx(math.sqrt(5) * 1e200)
+    assert agr.rel_err == pytest.approx(1e150 / (math.sqrt(5) * 1e200), rel=1e-6)
+    one_side = measure(np.array([1.0, 2.0]), np.array([1e200, 1.0]), 0, "x", 1.0)
+    assert one_side.rel_err == pytest.approx(1.0) and one_side.norm_b == pytest.approx(1e200)
+    inf_one_side = measure(np.array([1.0, 2.0]), np.array([np.inf, 2.0]), 0, "b", 1e-10)
+    assert inf_one_side.rel_err == math.inf and inf_one_side.worst_index == (0,)
+
+
+def test_the_sums_are_taken_in_float64_for_float32_arrays():
+    from compare.check.measure import one_pass
+
+    tiny = np.array([1.0, 2.0**-13], np.float32)  # 1 + 2^-26: lost in a float32 sum, kept in float64
+    aa, bb, dd, k, max_a, max_b, max_d = one_pass(tiny, np.zeros(2, np.float32))
+    assert aa == 1 + 2.0**-26 and bb == 0.0 and dd == aa and k == 0 and (max_a, max_b, max_d) == (1.0, 0.0, 1.0)
+    assert one_pass(np.zeros(2, np.float32), tiny)[1] == 1 + 2.0**-26
+
+
+def test_count_differing_counts_beyond_the_elementwise_bound_of_the_greatest_magnitude():
+    from compare.check.measure import count_differing
+
+    a, b = np.array([4.0, 0.0, 1.0, 2.0]), np.array([4.0, 1.0, 2.5, 2.0])
+    agr = measure(a, b, 0, "x", 1.0, 0.25)  # bound 0.25 × 4 = 1: a difference of exactly 1 is within
+    assert count_differing(a, b, agr) == 1
+    huge = np.array([1e308, -1e308])
+    assert count_differing(huge, -huge, measure(huge, -huge, 0, "x", 1.0, 0.5)) == 2  # inf differences, no warning
+
+
+def test_finite_difference_bounds_take_the_greater_of_both_sides_and_their_rounding():
+    for a, d in (([1.0], [2.0]), ([2.0], [1.0])):
+        rel, elem = tolerances.finite_difference_bounds(a, d, [1e-3])
+        assert rel == pytest.approx(tolerances.NOISE_FACTOR * 1e-3 / 2) == elem
+    rel, elem = tolerances.finite_difference_bounds([1e-3], [2e-3], [1e-9])  # small derivatives: their own scale
+    assert elem == pytest.approx(tolerances.NOISE_FACTOR * 1e-9 / 2e-3) and rel == pytest.approx(elem)
+    assert tolerances.finite_difference_bounds([1e200], [1e200], [0.0]) == (tolerances.FINITE_DIFF_REL,
+                                                                            tolerances.FINITE_DIFF_ELEM)
+
+
+def test_each_precision_gets_its_own_bounds():
+    assert tolerances.gradient_rel(np.float32) == tolerances.FLOAT32_REL
+    assert tolerances.gradient_rel(np.float64) == tolerances.FLOAT64_REL
+    assert tolerances.elementwise_rel(np.float32) == tolerances.FLOAT32_ELEM
+    assert tolerances.elementwise_rel(np.float64) == tolerances.FLOAT64_ELEM
+
+
+# ------------------------------------------------------------------------------ fd's coordinates
+
+
+def test_fd_takes_every_coordinate_while_affordable_else_a_sorted_sample_without_repeats_else_none():
+    rng = np.random.default_rng(0)
+    assert np.array_equal(fd.choose(10, 10, 256, 8, rng), np.arange(10))
+    picked = fd.choose(1000, 100, 20, 8, rng)
+    assert len(picked) == 20 and np.all(np.diff(picked) > 0) and picked.min() >= 0 and picked.max() < 1000
+    assert len(fd.choose(1000, 100, 256, 8, rng)) == 100  # no more than affordable
+    nearly_all = fd.choose(30, 29, 256, 8, rng)
+    assert len(np.unique(nearly_all)) == 29  # without replacement
+    assert len(fd.choose(1000, 8, 256, 8, rng)) == 8  # exactly the least: still sampled
+    assert fd.choose(1000, 7, 256, 8, rng) is None
