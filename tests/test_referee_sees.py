@@ -568,3 +568,29 @@ def test_fd_takes_every_coordinate_while_affordable_else_a_sorted_sample_without
     assert len(np.unique(nearly_all)) == 29  # without replacement
     assert len(fd.choose(1000, 8, 256, 8, rng)) == 8  # exactly the least: still sampled
     assert fd.choose(1000, 7, 256, 8, rng) is None
+
+
+def test_a_comparison_becomes_a_failure_with_its_measures_greatest_difference_and_count():
+    from compare.check.findings import Greatest, Measure
+    from compare.check.measure import failure, message
+    from compare.check.text import one_line
+
+    a, b = np.array([1.0, 2.0]), np.array([1.0, 2.5])
+    first = measure(a, b, 0, "x", 1.0)
+    at_bounds = measure(a, b, 0, "x", first.rel_err, first.elem_rel)  # exactly at both bounds: within
+    f = failure(at_bounds, "input x", ("manual", "torch"))
+    assert (f.tensor, f.shape, f.witnesses, f.what, f.differ, f.compared) == ("input x", (2,), ("manual", "torch"),
+                                                                              "elements", None, 1)
+    assert f.measures == (Measure("relative error", first.rel_err, first.rel_err, True),
+                          Measure("elementwise error", first.elem_rel, first.elem_rel, True))
+    assert f.greatest == Greatest((1,), 2.0, 2.5, 0.5) and f.problem == ""
+    tight = measure(a, b, 0, "x", 1e-3)
+    g = failure(tight, "input x", ("manual", "fd"), (1, 2), "coordinates", (9,), (7,))
+    assert (g.shape, g.greatest.index, g.differ, g.compared, g.what) == ((9,), (7,), 1, 2, "coordinates")
+    assert [m.ok for m in g.measures] == [False, False]
+    along = failure(tight, "input x", ("manual", "dir"), what="direction")
+    assert along.measures == (Measure("relative error", tight.rel_err, 1e-3, False),)
+    other = failure(measure(np.ones(2), np.ones(3), 0, "x", 1.0), "input x")
+    assert other.greatest is None and other.problem == "shapes differ: (2,) vs (3,)"
+    assert message(tight, "input x", ("manual", "fd"), (1, 2), "coordinates", (9,), (7,)) == one_line(g)
+    assert "layer 0 x (2,): manual vs torch" in param_message(tight) and "differ by more" not in param_message(tight)
