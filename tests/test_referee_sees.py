@@ -314,15 +314,15 @@ def test_the_bound_of_a_product_is_in_the_lower_precision_of_its_operands():
     expect32 = 2 * gamma(3, U32) * magnitude + 3 * TINY32
     for a_, b_ in ((a.astype(np.float32), b.astype(np.float32)), (a, b.astype(np.float32)),
                    (a.astype(np.float32), b)):
-        assert tolerances.matmul_bound(a_, b_)[0, 0] == pytest.approx(expect32, rel=1e-12)
-    assert tolerances.matmul_bound(a, b)[0, 0] == pytest.approx(2 * gamma(3, U64) * magnitude, rel=1e-12)
-    assert tolerances.matmul_bound(a, b, np.float32)[0, 0] == pytest.approx(expect32, rel=1e-12)  # as asked
-    assert tolerances.matmul_bound(a, b, factor=1)[0, 0] == pytest.approx(gamma(3, U64) * magnitude, rel=1e-12)
+        assert tolerances.matmul_bound(a_, b_)[0, 0] == pytest.approx(expect32, rel=1e-12, abs=0)
+    assert tolerances.matmul_bound(a, b)[0, 0] == pytest.approx(2 * gamma(3, U64) * magnitude, rel=1e-12, abs=0)
+    assert tolerances.matmul_bound(a, b, np.float32)[0, 0] == pytest.approx(expect32, rel=1e-12, abs=0)  # as asked
+    assert tolerances.matmul_bound(a, b, factor=1)[0, 0] == pytest.approx(gamma(3, U64) * magnitude, rel=1e-12, abs=0)
 
 
 def test_a_product_of_integers_is_bounded_in_float64():
     a, b = np.array([[1, 2]]), np.array([[3], [4]])
-    assert tolerances.matmul_bound(a, b)[0, 0] == pytest.approx(2 * gamma(2, U64) * 11, rel=1e-12)
+    assert tolerances.matmul_bound(a, b)[0, 0] == pytest.approx(2 * gamma(2, U64) * 11, rel=1e-12, abs=0)
 
 
 def test_zero_operands_leave_the_underflow_allowance_of_their_precision():
@@ -334,11 +334,11 @@ def test_zero_operands_leave_the_underflow_allowance_of_their_precision():
 
 def test_the_bound_of_a_sum_counts_k_minus_1_roundings_in_the_precision_asked():
     x = np.array([[1.0, -2.0, 3.0], [0.5, 0.5, 0.5]])
-    assert tolerances.sum_bound(x, axis=1) == pytest.approx(2 * gamma(2, U64) * np.array([6.0, 1.5]), rel=1e-12)
+    assert tolerances.sum_bound(x, axis=1) == pytest.approx(2 * gamma(2, U64) * np.array([6.0, 1.5]), rel=1e-12, abs=0)
     assert tolerances.sum_bound(x, axis=1, dtype=np.float32) == pytest.approx(
-        2 * gamma(2, U32) * np.array([6.0, 1.5]) + 3 * TINY32, rel=1e-12)
+        2 * gamma(2, U32) * np.array([6.0, 1.5]) + 3 * TINY32, rel=1e-12, abs=0)
     assert tolerances.sum_bound(x.astype(np.float32)) == pytest.approx(2 * gamma(5, U32) * 7.5 + 6 * TINY32,
-                                                                       rel=1e-12)
+                                                                       rel=1e-12, abs=0)
 
 
 def test_the_bound_of_a_linear_layer_takes_each_operand_and_the_bias_in_float64():
@@ -346,13 +346,13 @@ def test_the_bound_of_a_linear_layer_takes_each_operand_and_the_bias_in_float64(
     W = np.array([[3.0, 0.5], [-1.0, 1.0]])
     b = np.array([0.25, -4.0])
     magnitude = np.abs(x) @ np.abs(W).T + np.abs(b)  # [[4.25, 7.0]]
-    assert tolerances.linear_bound(x, W, b) == pytest.approx(2 * gamma(3, U64) * magnitude, rel=1e-12)
+    assert tolerances.linear_bound(x, W, b) == pytest.approx(2 * gamma(3, U64) * magnitude, rel=1e-12, abs=0)
     expect32 = 2 * gamma(3, U32) * magnitude + 3 * TINY32
     f32 = np.float32
     for args in ((x.astype(f32), W, b), (x, W.astype(f32), b), (x, W, b.astype(f32))):
-        assert tolerances.linear_bound(*args) == pytest.approx(expect32, rel=1e-12)
-    assert tolerances.linear_bound(x, W, b, dtype=f32) == pytest.approx(expect32, rel=1e-12)
-    assert tolerances.linear_bound(x, W, b, factor=1) == pytest.approx(gamma(3, U64) * magnitude, rel=1e-12)
+        assert tolerances.linear_bound(*args) == pytest.approx(expect32, rel=1e-12, abs=0)
+    assert tolerances.linear_bound(x, W, b, dtype=f32) == pytest.approx(expect32, rel=1e-12, abs=0)
+    assert tolerances.linear_bound(x, W, b, factor=1) == pytest.approx(gamma(3, U64) * magnitude, rel=1e-12, abs=0)
     # float32 values that float32 cannot hold: |x| summed in float64 (1 + 2^-30 is no float32)
     fine = np.array([[1 + 2.0**-30, 0.0]])
     assert tolerances.linear_bound(fine, np.eye(2), np.zeros(2), np.float64)[0, 0] > \
@@ -378,7 +378,7 @@ def test_a_non_finite_gradient_is_measured_at_its_first_non_finite_element():
     assert math.isnan(agr.cosine) and math.isnan(agr.norm_a) and math.isinf(agr.norm_b)
     assert agr.failed == ["relative error", "elementwise error"] and not agr.ok
     finite_a = measure(np.array([1.0, 2.0]), np.array([np.inf, 2.0]), 0, "b", 1e-10)
-    assert finite_a.norm_a == pytest.approx(math.sqrt(5)) and finite_a.a_value == 1.0 and finite_a.b_value == math.inf
+    assert finite_a.norm_a == pytest.approx(math.sqrt(5), rel=1e-9, abs=0) and finite_a.a_value == 1.0 and finite_a.b_value == math.inf
 
 
 # ------------------------------------------------------------------------------ the float64 copy
@@ -403,6 +403,8 @@ class Holder:
         self.inner = type("Inner", (), {})()
         self.inner.dtype = torch.float32
         self.inner.int_dtype = torch.int64
+        self.ints = type("Ints", (), {})()
+        self.ints.dtype = np.dtype(np.int64)  # a dtype, but not float32: kept
 
 
 def test_the_float64_copy_turns_tensors_float32_arrays_and_float_dtypes_into_float64():
@@ -410,7 +412,7 @@ def test_the_float64_copy_turns_tensors_float32_arrays_and_float_dtypes_into_flo
     assert isinstance(clone.w, np.ndarray) and clone.w.dtype == np.float64 and clone.w.flags.c_contiguous
     assert isinstance(clone.ids, torch.Tensor)  # an integer tensor stays as it is
     assert clone.dtype == np.float64 and clone.inner.dtype == np.float64
-    assert clone.kept is np.int64 and clone.inner.int_dtype is torch.int64
+    assert clone.kept is np.int64 and clone.inner.int_dtype is torch.int64 and clone.ints.dtype == np.int64
     deepest = clone.deep
     for _ in range(30):
         deepest = deepest[0]
@@ -448,7 +450,7 @@ def test_a_copy_that_fails_names_the_object_and_why():
 
 def test_the_noise_floor_of_confident_batches_widens_the_bounds_only_for_small_losses():
     eps32 = float(np.finfo(np.float32).eps)
-    assert tolerances.noise_floor(np.float32, 1e-3, 9.0) == pytest.approx(tolerances.NOISE_FACTOR * eps32 * 10 / 1e-3)
+    assert tolerances.noise_floor(np.float32, 1e-3, 9.0) == pytest.approx(tolerances.NOISE_FACTOR * eps32 * 10 / 1e-3, rel=1e-9, abs=0)
     for loss in (0.0, -1.0, math.inf, math.nan):
         assert tolerances.noise_floor(np.float32, loss) == 0.0
     base = tolerances.gradient_rel(np.float32)
@@ -490,12 +492,12 @@ def test_arrays_of_other_shapes_or_of_no_elements_are_measured_field_by_field():
 def test_two_arrays_are_measured_field_by_field():
     a, b = np.array([[1.0, 0.0], [0.0, 1e-3]]), np.array([[1.0, 1.0], [0.0, 2e-3]])
     agr = measure(a, b, 1, "W", 0.1, 0.2)
-    assert fields(agr)[:11] == (1, "W", (2, 2), pytest.approx(math.sqrt(1 + 1e-6) / math.sqrt(2 + 4e-6)), 1.0, (0, 1),
-                                0.0, 1.0, pytest.approx((1 + 2e-6) / math.sqrt((1 + 1e-6) * (2 + 4e-6))), 0.1, "")
-    assert (agr.norm_a, agr.norm_b) == (pytest.approx(math.sqrt(1 + 1e-6)), pytest.approx(math.sqrt(2 + 4e-6)))
+    assert fields(agr)[:11] == (1, "W", (2, 2), pytest.approx(math.sqrt(1 + 1e-6) / math.sqrt(2 + 4e-6), rel=1e-9, abs=0), 1.0, (0, 1),
+                                0.0, 1.0, pytest.approx((1 + 2e-6) / math.sqrt((1 + 1e-6) * (2 + 4e-6)), rel=1e-9, abs=0), 0.1, "")
+    assert (agr.norm_a, agr.norm_b) == (pytest.approx(math.sqrt(1 + 1e-6), rel=1e-9, abs=0), pytest.approx(math.sqrt(2 + 4e-6), rel=1e-9, abs=0))
     assert (agr.elem_rel, agr.elem_allowed, agr.peak) == (1.0, 0.2, 1.0)
     small = measure(np.array([1e-3]), np.array([2e-3]), 0, "b", 1.0)  # magnitudes below 1 set the scale
-    assert small.peak == 2e-3 and small.elem_rel == pytest.approx(0.5)
+    assert small.peak == 2e-3 and small.elem_rel == pytest.approx(0.5, rel=1e-9, abs=0)
 
 
 def test_the_cosine_is_clamped_to_its_range_and_one_for_two_zero_arrays():
@@ -505,16 +507,19 @@ def test_the_cosine_is_clamped_to_its_range_and_one_for_two_zero_arrays():
     assert measure(np.zeros(2), np.zeros(2), 0, "x", 1.0).cosine == 1.0
     assert measure(np.zeros(2), np.ones(2), 0, "x", 1.0).cosine == 0.0
     assert measure(np.ones(2), np.zeros(2), 0, "x", 1.0).cosine == 0.0
-    assert measure(np.array([1.0, 0.0]), np.array([1.0, 1.0]), 0, "x", 1.0).cosine == pytest.approx(2**-0.5)
+    assert measure(np.array([1.0, 0.0]), np.array([1.0, 1.0]), 0, "x", 1.0).cosine == pytest.approx(2**-0.5, rel=1e-9, abs=0)
 
 
 def test_finite_values_whose_squares_overflow_are_measured_rescaled():
-    a, b = np.array([1e200, 2e200]), np.array([1e200, 2e200 + 1e150])
+    a, b = np.array([1e200, 1e150]), np.array([1e200, 0.0])  # ‖a‖², ‖b‖² overflow, ‖a − b‖² does not
     agr = measure(a, b, 0, "x", 1.0)
-    assert agr.norm_a == pytest.approx(math.sqrt(5) * 1e200) and agr.norm_b == pytest.approx(math.sqrt(5) * 1e200)
-    assert agr.rel_err == pytest.approx(1e150 / (math.sqrt(5) * 1e200), rel=1e-6)
+    assert agr.norm_a == pytest.approx(1e200, rel=1e-9, abs=0) and agr.norm_b == pytest.approx(1e200, rel=1e-9, abs=0)
+    assert agr.rel_err == pytest.approx(1e-50, rel=1e-9, abs=0)
+    both = measure(np.array([1e200, 2e200]), np.array([1e200, 2.2e200]), 0, "x", 1.0)  # every square overflows
+    assert both.rel_err == pytest.approx(0.2e200 / math.hypot(1e200, 2.2e200), rel=1e-9, abs=0)
+    assert both.norm_a == pytest.approx(math.hypot(1e200, 2e200), rel=1e-9, abs=0)
     one_side = measure(np.array([1.0, 2.0]), np.array([1e200, 1.0]), 0, "x", 1.0)
-    assert one_side.rel_err == pytest.approx(1.0) and one_side.norm_b == pytest.approx(1e200)
+    assert one_side.rel_err == pytest.approx(1.0, rel=1e-9, abs=0) and one_side.norm_b == pytest.approx(1e200, rel=1e-9, abs=0)
     inf_one_side = measure(np.array([1.0, 2.0]), np.array([np.inf, 2.0]), 0, "b", 1e-10)
     assert inf_one_side.rel_err == math.inf and inf_one_side.worst_index == (0,)
 
@@ -541,9 +546,9 @@ def test_count_differing_counts_beyond_the_elementwise_bound_of_the_greatest_mag
 def test_finite_difference_bounds_take_the_greater_of_both_sides_and_their_rounding():
     for a, d in (([1.0], [2.0]), ([2.0], [1.0])):
         rel, elem = tolerances.finite_difference_bounds(a, d, [1e-3])
-        assert rel == pytest.approx(tolerances.NOISE_FACTOR * 1e-3 / 2) == elem
+        assert rel == pytest.approx(tolerances.NOISE_FACTOR * 1e-3 / 2, rel=1e-9, abs=0) == elem
     rel, elem = tolerances.finite_difference_bounds([1e-3], [2e-3], [1e-9])  # small derivatives: their own scale
-    assert elem == pytest.approx(tolerances.NOISE_FACTOR * 1e-9 / 2e-3) and rel == pytest.approx(elem)
+    assert elem == pytest.approx(tolerances.NOISE_FACTOR * 1e-9 / 2e-3, rel=1e-9, abs=0) and rel == pytest.approx(elem, rel=1e-9, abs=0)
     assert tolerances.finite_difference_bounds([1e200], [1e200], [0.0]) == (tolerances.FINITE_DIFF_REL,
                                                                             tolerances.FINITE_DIFF_ELEM)
 
