@@ -451,6 +451,10 @@ def test_a_copy_that_fails_names_the_object_and_why():
 def test_the_noise_floor_of_confident_batches_widens_the_bounds_only_for_small_losses():
     eps32 = float(np.finfo(np.float32).eps)
     assert tolerances.noise_floor(np.float32, 1e-3, 9.0) == pytest.approx(tolerances.NOISE_FACTOR * eps32 * 10 / 1e-3, rel=1e-9, abs=0)
+    assert tolerances.noise_floor(np.float32, 1e-3) == pytest.approx(tolerances.NOISE_FACTOR * eps32 / 1e-3, rel=1e-9,
+                                                                     abs=0)  # no logit scale given: 0
+    assert tolerances.gradient_rel(np.float32, loss=1e-5) == tolerances.noise_floor(np.float32, 1e-5, 0.0)
+    assert tolerances.elementwise_rel(np.float32, loss=1e-5) == tolerances.noise_floor(np.float32, 1e-5, 0.0)
     for loss in (0.0, -1.0, math.inf, math.nan):
         assert tolerances.noise_floor(np.float32, loss) == 0.0
     base = tolerances.gradient_rel(np.float32)
