@@ -22,7 +22,8 @@ from compare.check import blame, diagnose, forward_only, layouts, precision, sel
 from compare.check.findings import Note
 from compare.check.measure import measure
 from compare.check.report import NOTHING, Report
-from compare.check.witnesses import FD_BUDGET, FD_SAMPLES, Numeric, analytic, compare_analytic, output_labels  # noqa: F401
+from compare.check.witnesses import (FD_BUDGET, FD_SAMPLES, Numeric, analytic, compare_analytic,  # noqa: F401
+                                     compare_more, output_labels)
 
 # ------------------------------------------------------------------------------ determinism
 
@@ -105,11 +106,14 @@ def _notes(subject, runs) -> list[Note]:
     return notes
 
 
-def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_test: bool = False) -> Report:
+def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_test: bool = False,
+          more: dict | None = None) -> Report:
     """Every witness of every tensor of `subject`, compared pair by pair, with the findings: which
     side is the suspect (``blame``) and what kind of mistake it is (``diagnose``); with
     `self_test`, the standard wrong variants of the hand-written gradients through the same
-    comparisons (``selftest``)."""
+    comparisons (``selftest``); `more`, {witness: function of the upstream gradients (float64) ->
+    {tensor: gradient}}: other analytic witnesses, each compared with the exact pair
+    (``witnesses.compare_more``)."""
     rng = draws(seed)
     refusal = nothing_to_compare(subject)
     if not refusal:
@@ -127,6 +131,8 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
         return forward_only.check(subject, first, seed, str(e))
     comparisons = compare_analytic(subject, runs)
     exact = ("manual64", "torch64") if subject.float32 else ("manual", "torch")
+    comparisons += compare_more(runs, {w: f([np.asarray(g, np.float64) for g in gs]) for w, f in (more or {}).items()},
+                                exact)
     numeric = Numeric(subject, gs, rng, h, fd_samples, fd_budget)
     more, coverage = numeric.compare(runs, exact)
     comparisons += more
