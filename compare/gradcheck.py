@@ -97,7 +97,7 @@ def check_net(mlp: MLP, x, y, seed: int = 0, fd_samples: int = FD_SAMPLES) -> tu
     subject = LayerSubject(ModelLoss(mlp), torch_loss(mlp), (x, np.asarray(y)), input_grads=False,
                            name=f"gradcheck: MLP {'-'.join(map(str, mlp.sizes))} ({mlp.activation.name})")
     report = check(subject, seed, tolerances.FD_STEP, fd_samples, fd_budget(mlp, fd_samples),
-                   more={"chain": lambda gs: {k: gs[0] * g for k, g in more.items()}} if more else None)
+                   others={"chain": lambda gs: {k: gs[0] * g for k, g in more.items()}} if more else None)
     return report, skipped
 
 

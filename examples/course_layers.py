@@ -19,6 +19,10 @@ the cache and returns one gradient per array argument, in order. Shapes and form
                 c' = σ(f) c + σ(i) tanh(g), h' = σ(o) tanh(c')
     softmax_loss  x (N, C) scores, y (N,) labels: the batch-mean cross-entropy and its dx
 
+``batchnorm_backward_mean_term_missing`` is the classic wrong variant: dx without −mean(dx̂), the
+term that comes from the mean depending on every row. The check names input x, and the diagnosis
+says which term is missing.
+
     python examples/course_layers.py       # every check, one line each
 """
 
@@ -64,6 +68,14 @@ def batchnorm_backward(dout, cache):
     xhat, gamma, std = cache
     dxhat = dout * gamma
     dx = (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0)) / std
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+
+def batchnorm_backward_mean_term_missing(dout, cache):
+    """Wrong: the −mean(dx̂) term dropped, as if the batch mean did not depend on every row."""
+    xhat, gamma, std = cache
+    dxhat = dout * gamma
+    dx = (dxhat - xhat * (dxhat * xhat).mean(axis=0)) / std
     return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
 
 
@@ -191,11 +203,27 @@ def checks(rng=None) -> list:
     ]
 
 
+def wrong_check(rng=None):
+    """The batch norm with its mean term missing, checked: the report."""
+    import torch
+
+    from compare import check_forward_backward
+
+    rng = rng or np.random.default_rng(0)
+    x, gamma, beta = rng.standard_normal((6, 3)), 1 + 0.5 * rng.standard_normal(3), rng.standard_normal(3)
+    stats = {"running_mean": rng.standard_normal(3), "running_var": rng.uniform(0.5, 2, 3)}
+    return check_forward_backward(batchnorm_forward, batchnorm_backward_mean_term_missing,
+                                  torch.nn.BatchNorm1d(3, dtype=torch.float64), x, gamma, beta,
+                                  {"mode": "train", **stats}, torch_params={"gamma": "weight", "beta": "bias"})
+
+
 def main() -> None:
     for report in checks():
-        print(report.title.split(":")[0], "->", "PASS" if report.ok else "FAIL")
+        print(report.title.split(": float")[0], "->", "PASS" if report.ok else "FAIL")
         if not report.ok:
             print(report)
+    print()
+    print(wrong_check())
 
 
 if __name__ == "__main__":

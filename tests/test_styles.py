@@ -35,6 +35,15 @@ def test_every_course_layer_passes_in_one_line_each():
     assert "parameter Wx" in str(reports[7]) and "input prev_c" in str(reports[7])
 
 
+def test_the_course_file_prints_one_line_per_layer_and_names_the_missing_mean_term(capsys):
+    course.main()
+    out = capsys.readouterr().out
+    assert out.count("-> PASS") == 9 and out.count("FAIL: ") == 1
+    report = course.wrong_check()
+    assert {c.tensor for c in report.failures} == {"input x"}
+    assert report.diagnoses["input x"].kind == "missing mean terms" and "−mean(dx̂)" in report.diagnoses["input x"].text
+
+
 def test_the_report_names_the_inputs_from_the_forwards_signature_and_passes_other_arguments_through():
     seen = {}
 
@@ -145,6 +154,10 @@ def test_the_counterparts_fixed_parameter_holds_a_value_and_the_report_says_so()
                                     torch_inputs=lambda x, h, c: (x, (h, c)), torch_fixed={"bias_hh": 0.25},
                                     torch_params=packing)
     assert report.ok and "the counterpart's bias_hh at 0.25, held fixed" in str(report)
+    wrong = check_forward_backward(course.lstm_step_forward, course.lstm_step_backward, lstm, x, h, c, Wx, Wh, b4,
+                                   torch_inputs=lambda x, h, c: (x, (h, c)), torch_fixed={"bias_hh": 0.0},
+                                   torch_params=packing)
+    assert {"output 0", "output 1"} <= {c.tensor for c in wrong.failures}  # the fixed value reaches torch
     with pytest.raises(ValueError, match="torch_fixed names 'bias_x'"):
         check_forward_backward(course.lstm_step_forward, course.lstm_step_backward, lstm, x, h, c, Wx, Wh, b4,
                                torch_inputs=lambda x, h, c: (x, (h, c)), torch_fixed={"bias_x": 0.0},
@@ -266,3 +279,19 @@ def test_messages_teach_the_fix():
     with pytest.raises(ValueError) as e:
         check_function(np.sum, lambda g, x: g * np.ones_like(x), lambda x: x, x)
     assert "torch_outputs" not in str(e.value) and "torch_fn" in str(e.value)
+
+
+def test_a_wrong_forward_gets_the_neutral_wording_and_torch_is_not_named_the_suspect():
+    def softplus_forward(x):  # wrong: log(1 + 2eˣ), with its own right derivative
+        return np.logaddexp(0, np.log(2) + x), x
+
+    def softplus_backward(dout, x):
+        return dout / (1 + np.exp(-x) / 2)
+
+    report = check_forward_backward(softplus_forward, softplus_backward, F.softplus, x)
+    text = str(report)
+    assert {"output", "input x"} <= {c.tensor for c in report.failures}
+    assert "suspect: the torch counterpart" not in text and report.suspects["input x"].side == "own forward"
+    assert "your backward is the derivative of your own forward" in text
+    assert "the check cannot tell which is right: compare your forward with its formula" in text
+    assert report.diagnoses == {}

@@ -13,6 +13,7 @@ from compare.check.tensors import TensorFunctionSubject
 from compare.check.witnesses import analytic
 from compare.check.engine import draws
 sce = load_example("softmax_ce_fused")
+attn = load_example("attention_bf16")
 def sp(x): return torch.nn.functional.softplus(x)
 def sp_vjp(g, x): return g * torch.sigmoid(x)
 def ln(x): return torch.nn.functional.layer_norm(x, x.shape[-1:])
@@ -38,7 +39,9 @@ for dt in (torch.bfloat16, torch.float16):
                 ("softplus", TensorFunctionSubject(sp, sp_vjp, sp, [(3 * torch.randn(B, C, generator=gen)).to(dt)])),
                 ("layernorm", TensorFunctionSubject(ln, ln_vjp, ln, [(2 * torch.randn(B, C, generator=gen) + 1).to(dt)])),
                 ("matmul", TensorFunctionSubject(mm, mm_vjp, mm, [torch.randn(B, C, generator=gen).to(dt), torch.randn(C, 5 + seed % 9, generator=gen).to(dt)])),
-                ("gelu", TensorFunctionSubject(gelu, gelu_vjp, gelu, [(3 * torch.randn(B, C, generator=gen)).to(dt)]))]
+                ("gelu", TensorFunctionSubject(gelu, gelu_vjp, gelu, [(3 * torch.randn(B, C, generator=gen)).to(dt)])),
+                ("attention", TensorFunctionSubject(attn.attention, attn.attention_vjp, attn.reference,
+                                                    list(attn.inputs(dt, 1 + seed % 2, 2 + seed % 9, 4 + seed % 13, seed))))]
         for name, s in subs:
             first = s.forward(False)
             rng = draws(seed)

@@ -3,6 +3,8 @@
     report = check_function(fn, vjp, torch_fn, *inputs)      # a NumPy function and its VJP
     report = check_layer(layer, counterpart, x)              # a layer, x one array or a tuple
     report = check_model(layers, x, y)                       # the first wrong layer of a model
+    report = check_forward_backward(f_forward, f_backward, counterpart, x, w, b, ...)  # (out, cache) style
+    report = check_loss(f_loss, counterpart, x, y)           # loss, dx = f_loss(x, y)
     report.ok;  print(report);  report.assert_ok()
 
 The layer protocol:
@@ -133,7 +135,9 @@ def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, 
             and bool passed unchanged).
         seed, h, fd_samples, fd_budget: as for ``check_function``.
         torch_params: {manual name: torch name | transform | (torch name, transform)}; a transform
-            maps the manual-layout tensor to torch's (e.g. ``lambda W: W.T``).
+            maps the manual-layout tensor to torch's (e.g. ``lambda W: W.T``); a key that is a
+            tuple of names packs them into one torch tensor, {(names): (torch name, f(*tensors))}
+            (``compare.check.layouts``).
         torch_inputs: f(*input tensors) -> the module's positional arguments (a tuple or one tensor).
         torch_outputs: f(the module's result) -> the output(s) in the layer's layout.
         training: set ``layer.training`` and ``module.train(training)`` (default: as they are).
@@ -146,6 +150,8 @@ def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, 
         transform that fails, the wrong number of outputs or of dx, a wrong type) raises TypeError or
         ValueError instead.
     """
-    subject = LayerSubject(layer, module, x, torch_params, torch_inputs, torch_outputs, training, name,
-                           torch_fixed=torch_fixed)
+    xs = x if isinstance(x, (tuple, list)) else (x,)
+    foreign = tensors.holds_tensors(layer) or any(tensors.is_tensor(v) for v in xs)
+    subject = (tensors.TensorLayerSubject if foreign else LayerSubject)(
+        layer, module, x, torch_params, torch_inputs, torch_outputs, training, name, torch_fixed=torch_fixed)
     return check(subject, seed, h, fd_samples, fd_budget, self_test)

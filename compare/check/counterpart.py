@@ -117,7 +117,7 @@ class Counterpart:
                               transformed=self.transformed)
         return buffers, counters
 
-    def call(self, xs, params: dict, buffers: dict, dtype):
+    def call(self, xs, params: dict, buffers: dict, dtype, device=None):
         """The counterpart on input tensors `xs`, parameter tensors `params` and buffer arrays
         `buffers` (manual names and layouts), in `dtype`; returns (its result as it is, the buffers
         after the call in torch's layout, as NumPy)."""
@@ -127,16 +127,18 @@ class Counterpart:
         values.update(layouts.pack(self.groups, params))
         if self.fixed:
             shapes = {n: tuple(p.shape) for n, p in self.module.named_parameters()}
-            values.update(layouts.fixed_tensors(self.fixed, shapes, dtype))
+            values.update({n: t.to(device) for n, t in layouts.fixed_tensors(self.fixed, shapes, dtype).items()})
         args = xs if self.input_map is None else self.input_map(*xs)
         args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
         if not self.is_module:
             return self.module(*args, **values), {}
-        module = copy.deepcopy(self.module).to(dtype)
+        module = copy.deepcopy(self.module).to(device, dtype)
         if self.training is not None:
             module.train(self.training)
-        tensors = {self.buffer_names[n]: self.to_layout(n, torch.tensor(b, dtype=dtype) if usage.is_float(b)
-                                                        else torch.from_numpy(b.copy()))
+        tensors = {self.buffer_names[n]: self.to_layout(n, torch.tensor(b, dtype=dtype if usage.is_float(b) else None,
+                                                                        device=device))
                    for n, b in buffers.items()}
         out = torch.func.functional_call(module, {**values, **tensors}, args)
-        return out, {n: tensors[t].detach().cpu().numpy().copy() for n, t in self.buffer_names.items()}
+        half = (torch.float16, torch.bfloat16)  # NumPy has no bfloat16: those come back in float64
+        return out, {n: tensors[t].detach().to("cpu", torch.float64 if tensors[t].dtype in half else None).numpy().copy()
+                     for n, t in self.buffer_names.items()}

@@ -22,8 +22,8 @@ from compare.check import blame, diagnose, forward_only, layouts, precision, sel
 from compare.check.findings import Note
 from compare.check.measure import measure
 from compare.check.report import NOTHING, Report
-from compare.check.witnesses import (FD_BUDGET, FD_SAMPLES, Numeric, analytic, compare_analytic,  # noqa: F401
-                                     compare_more, output_labels)
+from compare.check.witnesses import (FD_BUDGET, FD_SAMPLES, LeftOut, Numeric, analytic,  # noqa: F401
+                                     compare_analytic, compare_more, output_labels, rerun)
 
 # ------------------------------------------------------------------------------ determinism
 
@@ -40,25 +40,27 @@ def _differs(a: list, b: list, dtype) -> str:
     return ""
 
 
-def probe(subject) -> tuple[list, str]:
-    """(the hand-written outputs at the base point, why no verdict can be given or "")."""
+def probe(subject) -> tuple[list, str, str]:
+    """(the hand-written outputs at the base point, why no verdict can be given or "", how far two
+    runs of a half-precision forward differ where they are not bit-identical, or "")."""
     dtype = np.float32 if subject.float32 else np.float64
     first, again, other = subject.forwards_at_base()
-    where = _differs(first, again, dtype) or _differs(first, other, dtype)
+    spread = precision.spread(subject.precision, first, again) or precision.spread(subject.precision, first, other)
+    where = "" if spread else _differs(first, again, dtype) or _differs(first, other, dtype)
     if where:
         return first, (f"the hand-written forward is not deterministic: two forwards at the same point differ "
                        f"({where}); gradients cannot be checked against a function that changes between calls: "
                        "draw random numbers (a dropout mask) once, or create the parameters before the check; state "
                        "carried from one call to the next (a recurrent cell that keeps h, a step counter) changes the "
-                       "forward too: pass that state in as an input, or reset it at the start of forward")
+                       "forward too: pass that state in as an input, or reset it at the start of forward"), ""
     gs = [np.zeros(y.shape, y.dtype) for y in first]
     torch_a, torch_b = subject.torch(False, gs).outputs, subject.torch(False, gs).outputs
     where = _differs(torch_a, torch_b, dtype)
     if where:
         return first, (f"the torch counterpart is not deterministic: two calls at the same point differ ({where}); "
                        "a module that draws random numbers in training mode (nn.Dropout) gives another output at "
-                       "every call: give a function with the random draws fixed, or the module in eval mode")
-    return first, ""
+                       "every call: give a function with the random draws fixed, or the module in eval mode"), ""
+    return first, "", spread
 
 
 def nothing_to_compare(subject, outputs=None) -> str:
@@ -107,17 +109,17 @@ def _notes(subject, runs) -> list[Note]:
 
 
 def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_test: bool = False,
-          more: dict | None = None) -> Report:
+          others: dict | None = None) -> Report:
     """Every witness of every tensor of `subject`, compared pair by pair, with the findings: which
     side is the suspect (``blame``) and what kind of mistake it is (``diagnose``); with
     `self_test`, the standard wrong variants of the hand-written gradients through the same
-    comparisons (``selftest``); `more`, {witness: function of the upstream gradients (float64) ->
+    comparisons (``selftest``); `others`, {witness: function of the upstream gradients (float64) ->
     {tensor: gradient}}: other analytic witnesses, each compared with the exact pair
     (``witnesses.compare_more``)."""
     rng = draws(seed)
     refusal = nothing_to_compare(subject)
     if not refusal:
-        first, refusal = probe(subject)
+        first, refusal, spread = probe(subject)
         refusal = refusal or nothing_to_compare(subject, first)
     if refusal:
         tested = selftest.not_run("the check gave no verdict") if self_test else None
@@ -130,15 +132,20 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
     except forward_only.NoBackward as e:
         return forward_only.check(subject, first, seed, str(e))
     comparisons = compare_analytic(subject, runs)
+    if spread:  # not bit-deterministic: a second run, held to the precision's bounds like the first
+        comparisons += rerun(subject, runs, subject.manual(False, gs))
     exact = ("manual64", "torch64") if subject.float32 else ("manual", "torch")
-    comparisons += compare_more(runs, {w: f([np.asarray(g, np.float64) for g in gs]) for w, f in (more or {}).items()},
-                                exact)
-    numeric = Numeric(subject, gs, rng, h, fd_samples, fd_budget)
+    half_only = getattr(subject, "half_only", "")
+    if half_only:  # the user's code runs in no float64: its low-precision run is the one to judge
+        exact = ("manual", "torch64")
+    numeric = LeftOut(half_only) if half_only else Numeric(subject, gs, rng, h, fd_samples, fd_budget)
+    gs64 = [np.asarray(g, np.float64) for g in gs]
+    comparisons += compare_more(runs, {w: f(gs64) for w, f in (others or {}).items()}, exact)
     more, coverage = numeric.compare(runs, exact)
     comparisons += more
     notes = _notes(subject, runs) + coverage
     if subject.float32:
-        notes += precision.notes(subject.precision, runs)
+        notes += precision.notes(subject.precision, runs, spread)
     failed = any(not c.ok for c in comparisons)
     findings = blame.findings(subject, numeric, runs, comparisons, exact) if failed else []
     reruns = diagnose.Reruns(subject, gs, seed, runs)

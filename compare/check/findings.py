@@ -2,7 +2,7 @@
 ``Measure``s and ``Greatest`` difference), which side finite differences point at (``Suspect``),
 what kind of mistake a failing gradient is (``Diagnosis``), what else the failures show
 (``ForwardsDiffer``, ``OutputsDiffer``, ``BuffersDiffer``, ``Float32Only``) and what the reader should know that is no
-failure (``Note``). The words are ``compare.check.text``'s; nothing here is parsed back from them.
+failure (``Note``; ``PrecisionError``, a half-precision gradient's error and autograd's). The words are ``compare.check.text``'s; nothing here is parsed back from them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 # Which side finite differences of the hand-written forward support (``Suspect.side``).
-SIDES = ("yours", "counterpart", "both", "neither")
+SIDES = ("yours", "counterpart", "both", "neither", "own forward")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,9 @@ class Suspect:
     side: "yours" (the hand-written backward is the suspect), "counterpart" (the torch
     counterpart's gradient is not that of the function: softplus above its threshold), "both"
     (the differences agree with neither) or "neither" (they agree with both within their own
-    error, so they cannot tell);  yours, counterpart: each side's relative distance from the
+    error, so they cannot tell) or "own forward" (your backward is your forward's derivative and
+    torch's is not, but the two forwards differ by more than finite differences resolve: no
+    evidence against either);  yours, counterpart: each side's relative distance from the
     differences;  error: the differences' own relative error.
     """
 
@@ -113,6 +115,27 @@ class Float32Only:
     `tensors` is farther from it than float32 rounding allows."""
 
     tensors: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionError:
+    """One gradient of a check in a half precision (float16, bfloat16): its error against the float64
+    truth (autograd in float64 on float64 copies of the rounded inputs), the error the counterpart's
+    own autograd makes in the same precision, each (relative, elementwise), and the rule: allowed
+    `factor` times autograd's, or `floor` (``compare.check.precision``)."""
+
+    kind = "precision"  # read among the notes, as a Note's kind (not a field)
+    tensor: str
+    precision: str
+    yours: tuple  # (relative, elementwise) error against the truth
+    autograd: tuple
+    factor: float
+    floor: float
+
+    @property
+    def ratio(self) -> tuple:
+        """(relative, elementwise): yours / autograd's (inf where autograd was exact and yours not)."""
+        return tuple(y / a if a > 0 else (1.0 if y == 0 else float("inf")) for y, a in zip(self.yours, self.autograd))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,9 +15,9 @@ from compare.check.measure import Agreement, failure
 NOTHING = "nothing to compare"
 
 # The table's columns, in this order where present.
-COLUMNS = [("manual", "torch"), ("manual", "manual64"), ("manual64", "torch64"), ("manual", "fd"),
+COLUMNS = [("manual", "torch64"), ("manual", "torch"), ("manual", "manual64"), ("manual64", "torch64"), ("manual", "fd"),
            ("torch", "fd"), ("manual64", "fd"), ("torch64", "fd"), ("manual", "dir"), ("torch", "dir"),
-           ("manual64", "dir"), ("torch64", "dir")]
+           ("manual64", "dir"), ("torch64", "dir"), ("manual", "rerun")]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -99,12 +99,18 @@ class Subject:
 
         return torch.float32 if self.float32 and not precise else torch.float64
 
+    device = None  # where the counterpart runs (None: the CPU); a subject on CUDA tensors sets it
+
     def _torch_inputs(self, dtype):
         """Leaves for the float inputs (requires_grad), plain tensors for the others."""
         import torch
 
-        return [torch.tensor(a, dtype=dtype).requires_grad_(d) if usage.is_float(a) else torch.from_numpy(a.copy())
-                for a, d in zip(self.pristine, self.differentiable)]
+        return [torch.tensor(a, dtype=dtype, device=self.device).requires_grad_(d) if usage.is_float(a)
+                else torch.tensor(a, device=self.device) for a, d in zip(self.pristine, self.differentiable)]
+
+    def _numpy(self, t) -> np.ndarray:
+        """A result tensor as a NumPy array (a copy)."""
+        return t.detach().cpu().numpy().copy()
 
     def torch(self, precise: bool, gs: list[np.ndarray]) -> Run:
         """Autograd on the counterpart, from the pristine values in the witness's dtype, with the
@@ -113,7 +119,8 @@ class Subject:
 
         dtype = self.torch_dtype(precise)
         xs = self._torch_inputs(dtype)
-        leaves = {f"parameter {n}": torch.tensor(p, dtype=dtype).requires_grad_() for n, p in self.params.items()}
+        leaves = {f"parameter {n}": torch.tensor(p, dtype=dtype, device=self.device).requires_grad_()
+                  for n, p in self.params.items()}
         try:
             ys, buffers = self._torch_call(xs, {k.removeprefix("parameter "): v for k, v in leaves.items()}, dtype)
         except RuntimeError as e:
@@ -121,13 +128,12 @@ class Subject:
                 raise
             raise TypeError(self._left_torch(e)) from None
         self._check_torch_outputs(ys, [g.shape for g in gs])
-        pairs = [(y, torch.from_numpy(np.array(g)).to(y.dtype)) for y, g in zip(ys, gs) if y.requires_grad]
+        pairs = [(y, torch.from_numpy(np.array(g)).to(y.device, y.dtype)) for y, g in zip(ys, gs) if y.requires_grad]
         if pairs:
             torch.autograd.backward([y for y, _ in pairs], [g for _, g in pairs])
         named = {**{lab: x for lab, x, d in zip(self.input_labels, xs, self.differentiable) if d}, **leaves}
-        grads = {lab: (t.grad if t.grad is not None else torch.zeros_like(t)).detach().cpu().numpy().copy()
-                 for lab, t in named.items()}
-        return Run([y.detach().cpu().numpy().copy() for y in ys], grads, buffers)
+        grads = {lab: self._numpy(t.grad if t.grad is not None else torch.zeros_like(t)) for lab, t in named.items()}
+        return Run([self._numpy(y) for y in ys], grads, buffers)
 
     def _left_torch(self, e: Exception) -> str:
         """The line for a counterpart that computed outside torch (NumPy on its tensors), where
@@ -174,8 +180,12 @@ class Subject:
 
         def evaluate():
             with torch.no_grad():
-                ys, _ = self._torch_call(xs, ps, torch.float64)
-                return _flat([y.numpy() for y in ys])
+                if self.device is None:
+                    ys, _ = self._torch_call(xs, ps, torch.float64)
+                else:  # the arrays perturbed in place, copied to the device at each call
+                    ys, _ = self._torch_call([x.to(self.device) for x in xs],
+                                             {n: p.to(self.device) for n, p in ps.items()}, torch.float64)
+                return _flat([self._numpy(y) for y in ys])
 
         tensors = {lab: a for lab, a, d in zip(self.input_labels, inputs, self.differentiable) if d}
         tensors.update({f"parameter {n}": a for n, a in params.items()})
@@ -356,5 +366,5 @@ class LayerSubject(Subject):
     def _torch_call(self, xs, params, dtype):
         """The counterpart on input tensors `xs` and parameter tensors `params` (manual names and
         layouts); returns (outputs, buffers after the call in torch's layout, as NumPy)."""
-        out, after = self.side.call(xs, params, self.buffers, dtype)
+        out, after = self.side.call(xs, params, self.buffers, dtype, self.device)
         return self.torch_outputs(out), after

@@ -185,8 +185,8 @@ def linear_bound(x, W, b, dtype=None, factor: float = TWO_COMPUTATIONS) -> np.nd
 
 def finite_difference_bounds(analytic, differences, rounding) -> tuple[float, float]:
     """(relative, elementwise) bounds of an analytic gradient against finite differences at the
-    same coordinates (or one directional difference): FINITE_DIFF_REL for the truncation
-    h²·f‴/6, or more where the differences' own rounding bound (``compare.check.fd``; NOISE_FACTOR times
+    same coordinates (or one directional difference): FINITE_DIFF_REL and FINITE_DIFF_ELEM for the
+    truncation h²·f‴/6, or more where the differences' own rounding bound (``compare.check.fd``; NOISE_FACTOR times
     it, as the noise of confident batches) relative to the norm or the greatest magnitude exceeds
     it (outputs much larger than their derivatives).
 
@@ -197,7 +197,7 @@ def finite_difference_bounds(analytic, differences, rounding) -> tuple[float, fl
         norm = max(float(np.sqrt(a @ a)), float(np.sqrt(d @ d)), TINY)
         peak = max(float(np.abs(a).max(initial=0)), float(np.abs(d).max(initial=0)), TINY)
         return (max(FINITE_DIFF_REL, NOISE_FACTOR * float(np.sqrt(r @ r)) / norm),
-                max(FINITE_DIFF_REL, NOISE_FACTOR * float(r.max(initial=0)) / peak))
+                max(FINITE_DIFF_ELEM, NOISE_FACTOR * float(r.max(initial=0)) / peak))
 
 
 def float32_bounds(rel_noise: float, elem_noise: float) -> tuple[float, float]:

@@ -46,7 +46,9 @@ def analytic(subject, gs) -> dict:
     runs = {"manual": subject.manual(False, gs), "torch": subject.torch(False, gs)}
     if subject.float32:
         gs64 = [g.astype(np.float64) for g in gs]
-        runs["manual64"], runs["torch64"] = subject.manual(True, gs64), subject.torch(True, gs64)
+        runs["torch64"] = subject.torch(True, gs64)
+        if not getattr(subject, "half_only", ""):  # a kernel that runs in no float64 has no manual64
+            runs["manual64"] = subject.manual(True, gs64)
     return runs
 
 
@@ -86,8 +88,35 @@ def compare_more(runs, more: dict, exact: tuple[str, str]) -> list[Comparison]:
     for name, grads in more.items():
         for label, g in grads.items():
             a, b = (np.asarray(runs[w].grads[label], np.float64) for w in exact)
-            out += [pair(label, g.shape, exact[0], name, a, g, bounds), pair(label, g.shape, name, exact[1], g, b, bounds)]
+            out += [pair(label, g.shape, exact[0], name, a, g, bounds),
+                    pair(label, g.shape, name, exact[1], g, b, bounds)]
     return out
+
+
+def rerun(subject, runs: dict, again) -> list[Comparison]:
+    """A second hand-written run of a half-precision kernel that is not bit-deterministic, against
+    the first: each tensor held to the precision's bounds (``precision.bounds`` of autograd's error)."""
+    out = []
+    for kind in ("output", "grad"):
+        first, second, noise = _values(runs["manual"], kind), _values(again, kind), _values(runs["torch"], kind)
+        truth = _values(runs["torch64"], kind)
+        for label, a in first.items():
+            agr = measure(noise[label], truth[label], 0, label, math.inf, math.inf)
+            bounds = precision.bounds(subject.precision, agr.rel_err, agr.elem_rel)
+            out.append(pair(label, a.shape, "manual", "rerun", a, second[label], bounds))
+    return out
+
+
+class LeftOut:
+    """No numeric witness: the hand-written forward runs in no float64 (``half_only``), and finite
+    differences of a half-precision forward would measure its rounding, not its derivative."""
+
+    def __init__(self, reason: str):
+        self.reason, self.u, self.coords = reason, {}, {}
+
+    def compare(self, runs, exact, labels=None) -> tuple[list[Comparison], list]:
+        return [], [Note("coverage", f"fd and dir left out: {self.reason}; your result is judged against the float64 "
+                                     "truth (torch64) alone")]
 
 
 class Numeric:
