@@ -32,7 +32,7 @@ cases = []
 worst, ratio = {}, {}
 
 
-def LOW_FACTOR_DECIDES(t, fl):
+def factor_decides(t, fl):
     return tolerances.LOW_FACTOR * t > fl
 
 
@@ -61,7 +61,7 @@ for dt in (torch.bfloat16, torch.float16):
                     r = o / max(t, 1e-300)
                     k = (str(dt)[6:], name)
                     if share > worst.get(k, (0,))[0]: worst[k] = (share, r, m, seed, lab, o, t)
-                    if LOW_FACTOR_DECIDES(t, fl) and r > ratio.get(k, (0,))[0]:  # where the factor, not the floor, bounds
+                    if factor_decides(t, fl) and r > ratio.get(k, (0,))[0]:  # where the factor, not the floor, bounds
                         ratio[k] = (r, m, seed, lab, o, t)
 for k, v in sorted(worst.items()): print(k, "share %.3f ratio %.2f %s seed %d %s ours %.2g autograd %.2g" % v)
 for k, v in sorted(ratio.items()): print(k, "worst ratio where the factor decides %.2f %s seed %d %s ours %.2g autograd %.2g" % v)
