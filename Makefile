@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test data gradcheck bench clean
+.PHONY: run test data gradcheck bench mutate clean
 
 run: $(VENV)/.installed
 	$(BIN)/crosscheck train
@@ -24,6 +24,11 @@ gradcheck: $(VENV)/.installed
 bench: $(VENV)/.installed-jax
 	$(BIN)/crosscheck bench
 
+# Mutation testing of the referee's core (not in CI; its run time and score: docs/referee.md);
+# [tool.mutmut] in pyproject.toml says which modules and tests; docs/referee.md holds the score.
+mutate: $(VENV)/.installed-mutate
+	nice -n 15 $(BIN)/mutmut run; $(BIN)/mutmut results
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
@@ -42,5 +47,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,jax]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-jax
 
+$(VENV)/.installed-mutate: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,mutate]'
+	touch $@ $(VENV)/.installed
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis mutants

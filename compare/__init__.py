@@ -6,11 +6,12 @@ Importing this package does nothing else: no environment variable is changed and
 compiled (the CLI's entry point, ``compare.__main__``, applies its thread settings).
 """
 
-__all__ = ["check_function", "check_layer", "check_model"]
+__all__ = ["check_function", "check_layer", "check_model", "check_forward_backward", "check_loss"]
 
 
 def __getattr__(name: str):
-    """``from compare import check_function, check_layer, check_model`` (``compare/check/``), loaded on
+    """``from compare import check_function, check_layer, check_model`` (and ``check_forward_backward``,
+    ``check_loss``: ``compare/check/``), loaded on
     first use, so that ``import compare`` alone (the CLI's start, the bench's workers) loads nothing."""
     if name in __all__:
         from compare import check

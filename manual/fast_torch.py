@@ -20,23 +20,28 @@ Use (the bench's "hand-derived step on torch tensors")::
     loss = step(x, y, 0.7)  # x (B, 784) float32, y (B,) int64: tensors on the net's device
 
 Each call returns the loss as a Python float, which waits for the device: a timer around the call
-measures the whole step (on a GPU, synchronise before starting the timer too). The input checks
-of the reference (``MLP.check_input``, finite ẑ₁, labels in range) run inside the call, as in
-``FastStep``. This path keeps its own base points: after a step, ``mlp.zs``, ``mlp.zhats`` and the
-layers' stored inputs are those of the last reference forward, not of this step.
+measures the whole step (on a GPU, synchronise before starting the timer too). This path keeps its
+own base points: after a step, ``mlp.zs``, ``mlp.zhats`` and the layers' stored inputs are those of
+the last reference forward, not of this step.
 
-What makes it fast (measurements: docs/performance.md, "Manual step on torch tensors"):
+Checked and unchecked: ``step(x, y, lr)`` runs the reference's input checks (``MLP.check_input``,
+finite x, labels in range: a device synchronisation each) and then the step; ``step.check(x, y)``
+runs the checks alone and ``step.run(x, y, lr)`` the step alone, for a batch that has passed them
+(e.g. the bench's, checked once outside the timed region). ``run`` reads only the batch's type,
+dtype, device and shape (anything else goes through ``check``) and never synchronises but for the
+loss, so it is as lean as a twenty-line hand-derived step; it does not look at the values.
+
+What makes it fast (measurements: docs/performance.md, "Manual step on torch tensors", and
+docs/bench.md, "The twenty-line yardstick"):
 
 - buffers per batch size, so a step allocates (almost) no tensors;
-- the bias folded into the forward product: ẑ ← b, then ẑ ← ẑ + z·Wᵀ (``addmm_`` with β = 1);
+- the forward product with its bias in one kernel: ẑ = b + z·Wᵀ (``torch.addmm(b, z, Wᵀ, out=ẑ)``);
 - the activation in place (ẑ becomes z = σ(ẑ): the backward pass needs only z);
-- the learning rate folded into δ: the backward pass is linear in δ, so lr·δ yields lr·∂L/∂θ;
-- each layer's step taken as soon as its gradient is known, fused: W ← W − (lr·δ)ᵀz is one
-  ``W.addmm_(δᵀ, z, alpha=-1)`` with β = 1 (dW is never written), b ← b − (lr·δ)ᵀ1 one
-  ``b.addmv_(δᵀ, 1, alpha=-1)``; δW is taken from W before its step;
-- the input checks accept the common case (a (B, in) tensor of the net's dtype and device, int64
-  labels in range: one device sync) with a few attribute reads; anything else goes through the
-  reference's own checks (``MLP.check_input``, ``MLP.check_labels``), which say what is wrong.
+- the loss and δ from one log-softmax kernel: L = −mean log SM(ẑ)_y, B·δ = exp(log SM(ẑ)) − onehot(y);
+- lr/B folded into each update's α (the backward pass is linear in δ): no pass scales δ;
+- each layer's step taken as soon as its gradient is known, fused: W ← W − (lr/B)·(Bδ)ᵀz is one
+  ``W.addmm_(Bδᵀ, z, alpha=-lr/B)`` with β = 1 (dW is never written), b ← b − (lr/B)·(Bδ)ᵀ1 one
+  ``b.addmv_``; δW is taken from W before its step.
 """
 
 from __future__ import annotations
@@ -46,69 +51,66 @@ import math
 from manual.mlp import check_finite_input, check_labels
 
 
-def _sigmoid_(x):
-    """σ(x) in place (torch's one-pass kernel; saturates to 0 and 1 without overflow)."""
-    return x.sigmoid_()
+def _sigmoid_delta(delta, s, tmp, one):
+    """δ ⊙ σ' = δ ⊙ (1 − s) ⊙ s in δ's memory, 1 − s into `tmp` (exact for s ≥ 1/2: no
+    cancellation near saturation); `one` a 0-d tensor of 1 (torch.rsub has no out=)."""
+    import torch
+
+    return delta.mul_(torch.sub(one, s, out=tmp)).mul_(s)
 
 
-def _sigmoid_prime(s, out):
-    """σ' = (1 − s)·s into `out` (1 − s exact for s ≥ 1/2: no cancellation near saturation)."""
-    return out.copy_(s).neg_().add_(1).mul_(s)
+def _tanh_delta(delta, t, tmp, one):
+    """δ ⊙ tanh' = δ ⊙ (1 − t·t), 1 − t·t into `tmp` in one pass."""
+    import torch
+
+    return delta.mul_(torch.addcmul(one, t, t, value=-1, out=tmp))
 
 
-def _tanh_prime(t, out):
-    """tanh' = 1 − t·t into `out`, one pass."""
-    return out.fill_(1).addcmul_(t, t, value=-1)
+def _relu_delta(delta, r, tmp, one):
+    """δ ⊙ relu' = δ where r > 0, else 0 (0 at 0, as PyTorch)."""
+    return delta.masked_fill_(r <= 0, 0)
 
 
-def _relu_prime(r, out):
-    """relu' = [r > 0] into `out` (0 at 0, as PyTorch)."""
-    return out.copy_(r.gt(0))
-
-
-ACTIVATIONS = {  # name -> (f in place, f'(f(x), out)): the arithmetic of manual.functional
-    "sigmoid": (_sigmoid_, _sigmoid_prime),
-    "tanh": (lambda x: x.tanh_(), _tanh_prime),
-    "relu": (lambda x: x.relu_(), _relu_prime),
+ACTIVATIONS = {  # name -> (f in place, (δ, f(x), tmp, 1) -> δ ⊙ f'(x)): the arithmetic of manual.functional
+    "sigmoid": (lambda x: x.sigmoid_(), _sigmoid_delta),
+    "tanh": (lambda x: x.tanh_(), _tanh_delta),
+    "relu": (lambda x: x.relu_(), _relu_delta),
 }
 
 
 def plain_batch(x, W) -> bool:
     """x is what ``MLP.check_input`` passes unchanged for a net whose first weight is W: a
-    (B, in) tensor of W's type, dtype and device, B >= 1."""
+    (B, in) tensor of W's type, dtype and device, B >= 1 (attribute reads only)."""
     return (type(x) is type(W) and x.dtype == W.dtype and x.device == W.device and x.ndim == 2
             and x.shape[1] == W.shape[1] and x.shape[0] > 0)
 
 
-def plain_labels(y, batch: int, classes: int, like) -> bool:
-    """y is what ``check_labels`` passes unchanged and the gathers take: `batch` int64 labels in
-    0..classes−1, a tensor of `like`'s (an int64 tensor's) type and device."""
-    return (type(y) is type(like) and y.dtype == like.dtype and y.device == like.device
-            and tuple(y.shape) == (batch,) and bool(((y >= 0) & (y < classes)).all()))
+def plain_labels(y, batch: int, like) -> bool:
+    """y is what the gathers take: `batch` labels, a tensor of `like`'s (an int64 tensor's) type,
+    dtype and device (attribute reads only: the range is ``check``'s)."""
+    return type(y) is type(like) and y.dtype == like.dtype and y.device == like.device and tuple(y.shape) == (batch,)
 
 
-def output_delta(logits, y, scale: float, minus_one):
-    """(loss, δ·scale) for δ = (SM(ẑ) − onehot(y))/B, in the logits' own memory: the arithmetic of
-    ``functional.cross_entropy_backward`` with the learning rate folded in (`scale`); y (B,) int64,
-    `minus_one` a (B, 1) tensor of −1."""
-    B = logits.shape[0]
-    shifted = logits.sub_(logits.amax(dim=1, keepdim=True))  # ẑ − c
-    picked = shifted.gather(1, y[:, None])  # ẑ_y − c
-    e = shifted.exp_()
-    total = e.sum(dim=1, keepdim=True)  # Σ e^(ẑ−c) >= 1
-    loss = (total.log().sum() - picked.sum()).item() / B
-    delta = e.div_(total).scatter_add_(1, y[:, None], minus_one)  # SM(ẑ) − onehot(y)
-    return loss, delta.mul_(scale / B)
+def output_delta(logits, y, minus_one):
+    """(loss, B·δ) with B·δ = SM(ẑ) − onehot(y) in a new (B, C) tensor, from one log-softmax:
+    loss = −mean_b log SM(ẑ)_b,y_b (``functional.cross_entropy``), SM = exp(log SM) (the arithmetic
+    of ``functional.cross_entropy_backward`` but for the 1/B, which the updates' α carry);
+    y (B,) int64, `minus_one` a (B, 1) tensor of −1."""
+    import torch
+
+    logp = logits.log_softmax(1)
+    loss = torch.nn.functional.nll_loss(logp, y).item()
+    return loss, logp.exp_().scatter_add_(1, y[:, None], minus_one)
 
 
-def weight_step(W, delta, z) -> None:
-    """W ← W − δᵀz (δ carrying lr): one GEMM with β = 1 writing into W, dW never formed."""
-    W.addmm_(delta.T, z, alpha=-1)
+def weight_step(W, delta, z, scale: float) -> None:
+    """W ← W − scale·δᵀz: one GEMM with β = 1 writing into W, dW never formed."""
+    W.addmm_(delta.T, z, alpha=-scale)
 
 
-def bias_step(b, delta, ones) -> None:
-    """b ← b − δᵀ1 (δ carrying lr): one GEMV with β = 1 writing into b."""
-    b.addmv_(delta.T, ones, alpha=-1)
+def bias_step(b, delta, ones, scale: float) -> None:
+    """b ← b − scale·δᵀ1: one GEMV with β = 1 writing into b."""
+    b.addmv_(delta.T, ones, alpha=-scale)
 
 
 class FastTorchStep:
@@ -118,6 +120,7 @@ class FastTorchStep:
         mlp: a ``manual.mlp.MLP`` moved to torch tensors (``mlp.to(torch, device)``).
     Call: ``loss = step(x, y, lr)`` with x (B, sizes[0]) a tensor of the net's dtype and device,
     y (B,) integer labels there, lr > 0; returns the batch-mean loss before the step (a float).
+    ``check(x, y)`` and ``run(x, y, lr)``: the same call's two halves (module docstring).
     """
 
     def __init__(self, mlp):
@@ -135,51 +138,71 @@ class FastTorchStep:
             "step": "manual.fast_torch.FastTorchStep",
             "contract": "the arithmetic of MLP.loss_and_grads + SGD(lr).step, up to rounding",
             "arrays": f"torch tensors on {W.device}, no autograd",
-            "update": "fused: W.addmm_(δᵀ, z, alpha=-1) and b.addmv_(δᵀ, 1, alpha=-1), β = 1, δ carrying lr",
-            "forward": "ẑ = b + z·Wᵀ as one addmm_ into a buffer (β = 1), the activation in place",
-            "learning_rate": "folded into δ: δ = lr·(SM(ẑ) − onehot(y))/B",
+            "update": "fused: W.addmm_(Bδᵀ, z, alpha=-lr/B) and b.addmv_(Bδᵀ, 1, alpha=-lr/B), β = 1",
+            "forward": "ẑ = b + z·Wᵀ as one torch.addmm into a buffer, the activation in place",
+            "loss": "one log_softmax: loss from its gathered labels, B·δ = its exp − onehot(y)",
         }
 
     def __call__(self, x, y, lr: float) -> float:
+        x, y = self.check(x, y)
+        return self.run(x, y, lr)
+
+    def check(self, x, y):
+        """The reference's checks of a batch -> (x, y) as ``run`` takes them: x as ``MLP.check_input``
+        passes it and finite, y its int64 labels in range. One clear error otherwise."""
         mlp = self.mlp
-        if not plain_batch(x, mlp.weights[0]):
-            x = mlp.check_input(x)
+        x = mlp.check_input(x)
+        check_finite_input(x, x)
+        y = check_labels(y, x.shape[0], mlp.sizes[-1])
+        mlp.check_library(y, "y")
+        return x, y.long()  # gather and scatter index with int64
+
+    def run(self, x, y, lr: float) -> float:
+        """The step on a batch that ``check`` has passed; a batch of another type, dtype, device or
+        shape goes through ``check`` first."""
         lr = float(lr)
         if not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {lr}")
-        B = x.shape[0]
-        buf = self._buffers_for(B)
+        mlp = self.mlp
+        if not plain_batch(x, mlp.weights[0]):
+            x, y = self.check(x, y)
+        buf = self._buffers_for(x.shape[0])
+        if not plain_labels(y, x.shape[0], buf["int64"]):
+            x, y = self.check(x, y)
         zs, logits = self._forward(x, buf)
-        if not plain_labels(y, B, mlp.sizes[-1], buf["int64"]):
-            y = mlp.check_labels(y, logits).long()  # gather and scatter index with int64
-        loss, delta = output_delta(logits, y, lr, buf["minus_one"])
-        self._descend(zs, delta, buf)
+        try:
+            loss, delta = output_delta(logits, y, buf["minus_one"])
+        except (RuntimeError, IndexError):  # a label out of range (torch's gather on the CPU): say so as check does
+            self.check(x, y)
+            raise
+        self._descend(zs, delta, lr / x.shape[0], buf)
         return loss
 
     def _forward(self, x, buf):
         """ẑᵢ = bⁱ + zᵢWⁱᵀ into the buffers, then zᵢ₊₁ = σ(ẑᵢ) in place; returns ([z₁, ...], logits)."""
+        import torch
+
         f = ACTIVATIONS[self.mlp.activation.name][0]
-        zs = [x]
-        last = len(self.mlp.linears) - 1
+        zs, last = [x], len(self.mlp.linears) - 1
         for i, (W, b) in enumerate(self.mlp.parameters()):
-            zhat = buf["zhat"][i].copy_(b).addmm_(zs[-1], W.T)
-            if i == 0:
-                check_finite_input(x, zhat)
+            zhat = torch.addmm(b, zs[-1], W.T, out=buf["zhat"][i])
             if i < last:
                 zs.append(f(zhat))
         return zs, zhat
 
-    def _descend(self, zs, delta, buf) -> None:
-        """Backward from lr·δ, each layer's step taken as soon as its gradient is known:
-        δWⁱ (from W before its step), W ← W − δᵀzᵢ, b ← b − δᵀ1, δ ← δWⁱ ⊙ σ'."""
-        prime = ACTIVATIONS[self.mlp.activation.name][1]
+    def _descend(self, zs, delta, scale: float, buf) -> None:
+        """Backward from B·δ, each layer's step taken as soon as its gradient is known:
+        δWⁱ (from W before its step), W ← W − scale·δᵀzᵢ, b ← b − scale·δᵀ1, δ ← δWⁱ ⊙ σ'."""
+        import torch
+
+        backprop = ACTIVATIONS[self.mlp.activation.name][1]
         for i in reversed(range(len(zs))):
             W, b = self.mlp.linears[i].params["W"], self.mlp.linears[i].params["b"]
-            dz = buf["dz"][i - 1].addmm_(delta, W, beta=0) if i > 0 else None  # δW, β = 0: the buffer is not read
-            weight_step(W, delta, zs[i])
-            bias_step(b, delta, buf["ones"])
+            dz = torch.mm(delta, W, out=buf["dz"][i - 1]) if i > 0 else None
+            weight_step(W, delta, zs[i], scale)
+            bias_step(b, delta, buf["ones"], scale)
             if i > 0:
-                delta = dz.mul_(prime(zs[i], buf["prime"][i - 1]))
+                delta = backprop(dz, zs[i], buf["tmp"][i - 1], buf["one"])
 
     def _buffers_for(self, batch: int) -> dict:
         if batch not in self._buffers:
@@ -194,9 +217,10 @@ class FastTorchStep:
             self._buffers[batch] = {
                 "zhat": [empty(batch, n) for n in outs],
                 "dz": [empty(batch, n) for n in outs[:-1]],
-                "prime": [empty(batch, n) for n in outs[:-1]],
+                "tmp": [empty(batch, n) for n in outs[:-1]],
                 "ones": W.new_ones(batch),
                 "minus_one": W.new_full((batch, 1), -1.0),
+                "one": W.new_ones(()),
                 "int64": W.new_zeros(0).long(),  # what labels are: an int64 tensor on W's device
             }
         return self._buffers[batch]

@@ -275,3 +275,15 @@ def assert_grads_agree(grads_a, grads_b, allowed: float, names=("manual", "torch
     if failures:
         raise AgreementError(failures, names, context, grads=(grads_a, grads_b))
     return agreements
+
+
+def load_example(name: str):
+    """examples/<name>.py loaded by path, as a user's own file would be."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

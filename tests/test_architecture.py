@@ -111,3 +111,35 @@ def test_importing_the_referee_changes_no_environment_variable_and_compiles_noth
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
+
+
+# Small enough to read in one sitting (the issue's rule for the referee): a class at most this many
+# lines, a function (a method included) at most this many.
+MAX_CLASS, MAX_FUNCTION = 150, 60
+
+
+def oversized(source: str, where: str) -> list[str]:
+    """'where: class C, n lines' for each class or function of `source` over its limit."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        limit = {ast.ClassDef: MAX_CLASS, ast.FunctionDef: MAX_FUNCTION, ast.AsyncFunctionDef: MAX_FUNCTION}.get(
+            type(node))
+        size = node.end_lineno - node.lineno + 1 if limit else 0
+        if limit and size > limit:
+            kind = "class" if isinstance(node, ast.ClassDef) else "function"
+            out.append(f"{where}: {kind} {node.name}, {size} lines (at most {limit})")
+    return out
+
+
+def test_no_class_or_function_of_the_referee_is_too_long_to_read_in_one_sitting():
+    found = [o for p in sorted((ROOT / "compare" / "check").glob("*.py"))
+             for o in oversized(p.read_text(), str(p.relative_to(ROOT)))]
+    assert found == []
+
+
+def test_the_size_rule_sees_a_long_class_and_a_long_function():
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION))
+    source = f"def f():\n{body}\n\nclass C:\n" + "".join(f"    def m{i}(self):\n        return {i}\n\n"
+                                                        for i in range(MAX_CLASS // 3 + 1))
+    assert [o.split(",")[0] for o in oversized(source, "s.py")] == ["s.py: function f", "s.py: class C"]
+    assert oversized("def g():\n    return 1\n", "s.py") == []

@@ -680,7 +680,7 @@ def test_quick_run_writes_a_json_entry_for_every_point_and_implementation(tmp_pa
     assert (out / bench.PLOT_NAME).read_bytes()[:8] == PNG_MAGIC
 
     report = json.loads((out / bench.JSON_NAME).read_text())
-    timed = {"manual", "manual_torch", "torch", "floor_numpy", "floor_torch"} | ({"jax"} if "jax" not in report["config"]["skipped"]
+    timed = {"manual", "manual_torch", "yardstick", "torch", "floor_numpy", "floor_torch"} | ({"jax"} if "jax" not in report["config"]["skipped"]
                                                                 else set())
     [p] = report["points"]
     assert (p["arch"], p["batch"], p["dtype"]) == ("784-128-10", 32, "float32")

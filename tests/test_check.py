@@ -1,6 +1,7 @@
 """compare.check: check_function and check_layer pass correct derivations, catch wrong ones by
 every witness (naming the input or parameter), and meet bad use with one clear error."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -127,7 +128,8 @@ def test_scalar_empty_and_fortran_ordered_inputs():
     cos = lambda g, x: g * np.cos(x)  # noqa: E731
     assert check_function(np.sin, cos, torch.sin, np.float64(0.5)).ok  # 0-d in, NumPy scalars out
     assert check_function(lambda x: (x**2).sum(), lambda g, x: 2 * g * x, lambda t: (t**2).sum(), np.ones((2, 3))).ok
-    assert check_function(np.sin, cos, torch.sin, np.zeros((0, 3))).ok
+    empty = check_function(np.sin, cos, torch.sin, np.zeros((0, 3)))  # runs, but compares nothing: no PASS
+    assert not empty.ok and empty.refusal.startswith("nothing to compare")  # (tests/test_cannot_judge.py)
     x = np.asfortranarray(np.random.default_rng(9).standard_normal((4, 5)))
     assert check_function(np.sin, cos, torch.sin, x).ok  # fd perturbs a C-ordered float64 copy
     assert not check_function(np.sin, lambda g, x: g * np.sin(x), torch.sin, x).ok
@@ -156,9 +158,21 @@ def test_a_wrong_backward_is_caught_by_every_witness_and_named(cls, tensor):
     assert all(c.ok for c in report.comparisons if c.a == "torch")  # the reference itself is right
     with pytest.raises(AssertionError) as e:
         report.assert_ok()
-    first = str(e.value).splitlines()[1]
-    assert first.startswith(f"  {tensor} (5,") and "manual vs torch" in first
-    assert "relative error" in first and "greatest absolute difference" in first and "at index (" in first
+    lines = str(e.value).splitlines()
+    assert lines[1].startswith(f"  {tensor} (5,") and lines[1].endswith(": manual vs torch")
+    # one fact per line: each measure against its bound, the count, the greatest difference, the cosine
+    facts = lines[2:7]
+    assert all(line.startswith("    ") for line in facts), lines
+    assert re.fullmatch(r"    relative error \S+ (>|<=) allowed 1e-10", facts[0] if "relative" in facts[0] else facts[1])
+    assert any(re.fullmatch(r"    elementwise error \(greatest difference / greatest magnitude\) \S+ (>|<=) allowed "
+                            r"1e-10", f) for f in facts[:2])
+    assert re.fullmatch(r"    \d+ of \d+ elements differ by more than 1e-10 of the greatest magnitude \S+", facts[2])
+    assert re.fullmatch(r"    greatest absolute difference \S+ at index \(\d+(, \d+)*,?\) \(manual \S+, torch \S+\)",
+                        facts[3])
+    assert re.fullmatch(r"    cosine similarity \S+", facts[4])
+    failure = next(f for f in report.failed if f.witnesses == ("manual", "torch"))  # the same facts as data
+    assert failure.tensor == tensor and not all(m.ok for m in failure.measures) and failure.greatest.diff > 0
+    assert any(line == f"    diagnosis: {tensor}: {report.diagnoses[tensor].text}" for line in lines), lines
 
 
 def test_a_missing_factor_is_caught_and_names_the_input():
@@ -367,9 +381,10 @@ def test_non_finite_inputs_and_parameters():
 @pytest.mark.parametrize("call, error, needle", [
     (lambda: check_function(np.sin, lambda g, x: g, torch.sin, np.arange(3)), TypeError,
      "needs at least one float32 or float64 input to differentiate"),
-    (lambda: check_function(np.sin, lambda g, x: g, torch.sin, np.ones(3, np.float16)), TypeError,
-     "has dtype float16; expected float32 or float64 (differentiated), or an integer or bool array"),
-    (lambda: check_function(np.sin, lambda g, x: g, torch.sin, torch.ones(3)), TypeError, "is a Tensor"),
+    (lambda: check_function(np.sin, lambda g, x: g, torch.sin, np.ones(3, np.complex64)), TypeError,
+     "has dtype complex64; expected float32 or float64 (differentiated), or an integer or bool array"),
+    (lambda: check_function(torch.sin, lambda g, x: g, torch.sin, torch.ones(3, dtype=torch.complex64)), TypeError,
+     "has dtype torch.complex64; expected float64, float32, float16 or bfloat16"),
     (lambda: check_function(lambda x: (x, x), lambda g, x: g[0] + g[1], torch.sin, np.ones(3)), ValueError,
      "torch_fn returned 1 output, the hand-written side 2; expected one torch output per output"),
     (lambda: check_function(np.sin, None, torch.sin, np.ones(3)), TypeError, "vjp must be callable"),

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from compare import check_function, check_layer
-from compare.check import engine, fd
+from compare.check import ForwardsDiffer, Note, engine, fd
 from helpers import DenseInOut
 
 
@@ -76,7 +76,8 @@ def test_a_backward_that_scales_dy_in_place_gets_a_correct_verdict_and_a_note():
     mask = torch.from_numpy(layer.mask)
     report = check_layer(layer, lambda x: x * mask / (1 - layer.p), rng.standard_normal((4, 6)))
     assert report.ok, str(report)
-    assert any("backward wrote into dy" in n for n in report.notes), report.notes
+    assert Note("wrote", "backward wrote into dy") in report.notes, report.notes
+    assert "backward wrote into dy" in str(report)
 
 
 def test_a_forward_that_writes_into_x_gets_a_correct_verdict_and_a_note():
@@ -84,7 +85,7 @@ def test_a_forward_that_writes_into_x_gets_a_correct_verdict_and_a_note():
     report = check_layer(AffineWritesIntoX(rng), lambda x, weight, bias: F.linear(2 * x, weight, bias),
                          rng.standard_normal((5, 4)))
     assert report.ok, str(report)
-    assert any("forward wrote into input x" in n for n in report.notes), report.notes
+    assert Note("wrote", "forward wrote into input x") in report.notes, report.notes
 
 
 def test_every_witness_receives_the_same_upstream_gradient(monkeypatch):
@@ -139,18 +140,19 @@ def test_torch_softplus_above_its_threshold_is_named_the_suspect(spread):
     report = check_function(softplus, softplus_vjp, F.softplus, x)
     assert ("input x", "manual", "torch") in failing(report)
     assert ("input x", "manual", "fd") not in failing(report) and ("input x", "manual", "dir") not in failing(report)
-    suspects = [f for f in report.findings if f.startswith("suspect")]
-    assert suspects and "suspect: the torch counterpart" in suspects[0], report.findings
-    assert "your backward agrees with them" in suspects[0]
-    assert "suspect" in str(report)
+    suspect = report.suspects["input x"]
+    assert suspect.side == "counterpart" and suspect.yours <= suspect.error < suspect.counterpart, report.findings
+    assert "suspect: the torch counterpart, for input x" in str(report)
+    assert "your backward agrees with them" in str(report)
     if ("output", "manual", "torch") in failing(report):
-        assert any(f.startswith("the outputs differ") for f in report.findings)
+        assert any(isinstance(f, ForwardsDiffer) for f in report.findings)
 
 
 def test_a_wrong_backward_is_the_suspect_where_torch_agrees_with_finite_differences():
     x = np.random.default_rng(4).standard_normal((4, 5))
     report = check_function(softplus, lambda g, x: g * np.exp(-np.logaddexp(0, -x)) ** 2, F.softplus, x)
-    assert [f for f in report.findings if f.startswith("suspect: your backward, for input x")], report.findings
+    assert report.suspects["input x"].side == "yours", report.findings
+    assert "suspect: your backward, for input x" in str(report)
 
 
 def test_outputs_that_differ_say_which_forward_each_gradient_belongs_to():
@@ -159,10 +161,11 @@ def test_outputs_that_differ_say_which_forward_each_gradient_belongs_to():
     x = np.random.default_rng(5).standard_normal((3, 4))
     report = check_function(softplus, softplus_vjp, torch.tanh, x)
     assert ("output", "manual", "torch") in failing(report)
-    line = [f for f in report.findings if f.startswith("the outputs differ")]
-    assert line and "support your backward for every gradient" in line[0]
-    assert ("output", "manual", "torch") in failing(report)
-    assert "support torch's gradient for every gradient" in line[0]
+    forwards = [f for f in report.findings if isinstance(f, ForwardsDiffer)]
+    assert forwards == [ForwardsDiffer(("input x",), ("input x",), ("input x",), layer=False)], report.findings
+    text = str(report)
+    assert "your backward agrees with finite differences of your forward for every gradient" in text
+    assert "torch's gradient agrees with finite differences of the torch forward for every gradient" in text
 
 
 def test_inputs_drawn_from_the_checks_seed_are_not_its_upstream_gradient():
@@ -197,7 +200,8 @@ def test_a_vjp_that_cancels_to_almost_nothing_is_judged_with_the_truncation_of_t
     x = np.random.default_rng(0).standard_normal((4, 8))
     right = check_layer(layernorm.LayerNorm(8), torch.nn.LayerNorm(8), x, seed=0)
     assert right.ok, str(right)
-    assert any("truncation error, estimated from a second step 2h" in n for n in right.notes)
+    assert any(n.kind == "truncation" and n.text.startswith("input x:") for n in right.notes), right.notes
+    assert "truncation error, estimated from a second step 2h" in str(right)
     wrong = check_layer(layernorm.LayerNormMissingFactor(8), torch.nn.LayerNorm(8), x, seed=0)
     assert {c.tensor for c in wrong.failures} == {"input x"}
 
@@ -453,7 +457,7 @@ def test_batch_norm_buffers_are_compared_with_the_modules_and_a_biased_running_v
     report = check_layer(BatchNorm(3, rng), torch.nn.BatchNorm1d(3), x, training=True)
     assert report.ok, str(report)
     assert {"buffer running_mean", "buffer running_var"} <= {c.tensor for c in report.comparisons}
-    assert any("num_batches_tracked" in n for n in report.notes)
+    assert any(n.kind == "counters" and "num_batches_tracked" in n.text for n in report.notes)
     biased = check_layer(BatchNorm(3, rng, unbiased=False), torch.nn.BatchNorm1d(3), x, training=True)
     assert failing_tensors(biased) == {"buffer running_var"}
 
@@ -558,7 +562,7 @@ def test_a_float32_layer_wrapping_another_is_checked_in_float64_on_the_arrays_it
     layer = Wrapper(Linear.init(4, 3, rng, np.float32))
     report = check_layer(layer, torch.nn.Linear(4, 3), rng.standard_normal((5, 4)).astype(np.float32))
     assert report.ok, str(report)
-    assert not any("did not change the output" in n for n in report.notes)
+    assert not any(n.kind == "unmoved" for n in report.notes)
 
 
 def test_titles_name_methods_partials_lambdas_and_accept_a_name():

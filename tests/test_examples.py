@@ -26,6 +26,7 @@ def load(name: str):
 softplus, layernorm = load("softplus"), load("layernorm")
 conv2d, attention, embedding_bag = load("conv2d"), load("attention"), load("embedding_bag")
 dropout, batchnorm = load("dropout"), load("batchnorm")
+lstm_cell = load("lstm_cell")
 
 
 def assert_names_the_error(report, *tensors: str):
@@ -36,9 +37,11 @@ def assert_names_the_error(report, *tensors: str):
     lines = str(e.value).splitlines()
     assert lines[0].startswith("derivative disagrees: ") and " (manual vs torch)" in lines[0]
     assert lines[0].removeprefix("derivative disagrees: ").split(" (manual vs torch)")[0] in tensors
-    first = lines[1]
-    for needle in ("manual vs torch", "relative error", "greatest absolute difference", "at index ("):
-        assert needle in first, first
+    assert lines[1].endswith(": manual vs torch"), lines[1]
+    facts = lines[2:lines.index("", 2) if "" in lines[2:] else None]  # one fact per line, below its comparison
+    for needle in ("relative error", "greatest absolute difference"):
+        assert sum(line.startswith(f"    {needle}") for line in facts) >= 1, lines
+    assert any(" at index (" in line for line in facts), lines
     for failure in report.failures:
         if (failure.a, failure.b) == ("manual", "torch"):
             worst = failure.agreement
@@ -253,6 +256,19 @@ def test_batchnorm_with_a_biased_running_variance_fails_naming_buffer_running_va
     assert_names_the_error(report, "buffer running_var")
 
 
+def test_an_lstm_cell_of_twelve_arrays_passes_against_stock_lstmcell_through_packed_torch_params():
+    report = lstm_cell.check(lstm_cell.LSTMCell(4, 3, np.random.default_rng(0)), self_test=True)
+    assert report.ok, str(report)
+    assert_every_injected_mistake_caught(report)
+    assert {"parameter Wx_f", "parameter b_o", "input c"} <= {c.tensor for c in report.comparisons}
+    assert "bias_hh at 0, held fixed" in str(report)
+
+
+def test_an_lstm_cell_with_the_forget_gate_missing_from_dc_fails_naming_input_c_alone():
+    assert_names_the_error(lstm_cell.check(lstm_cell.LSTMCellForgetMissing(4, 3, np.random.default_rng(0))),
+                           "input c")
+
+
 def test_softplus_build_is_a_stack_of_project_layers_around_the_users_pair():
     from manual.layers import Linear
 
@@ -266,7 +282,7 @@ def test_softplus_build_is_a_stack_of_project_layers_around_the_users_pair():
 @pytest.mark.parametrize("example, passes, failures, named", [
     (softplus, 1, 1, "input x"), (layernorm, 1, 1, "input x"), (conv2d, 1, 1, "input x"),
     (attention, 1, 1, "input q"), (embedding_bag, 1, 1, "parameter W"), (dropout, 1, 1, "input x"),
-    (batchnorm, 2, 2, "buffer running_var")])
+    (batchnorm, 2, 2, "buffer running_var"), (lstm_cell, 1, 1, "input c")])
 def test_each_example_runs_as_a_script_and_prints_its_passes_and_failures(example, passes, failures, named, capsys):
     example.main()
     out = capsys.readouterr().out

@@ -485,6 +485,25 @@ def test_fast_torch_step_refuses_a_net_it_cannot_run_and_bad_input():
     assert all(torch.equal(W, w) for W, w in zip(step.mlp.weights, before))  # refused before any update
 
 
+def test_run_takes_a_checked_batch_and_sends_anything_else_through_check():
+    """``check`` converts or refuses; ``run`` reads only attributes, and a batch it cannot take as it
+    is (int32 labels) or labels out of range (torch's gather fails) get ``check``'s own message."""
+    step = torch_step((4, 3, 2))
+    x, y = step.check(torch.zeros(2, 4, dtype=torch.float64), torch.tensor([0, 1], dtype=torch.int32))
+    assert y.dtype == torch.int64
+    with pytest.raises(ValueError, match=r"x contains NaN or inf \(first at index \(1, 2\)\)"):
+        step.check(torch.zeros(2, 4, dtype=torch.float64).index_put_((torch.tensor(1), torch.tensor(2)),
+                                                                     torch.tensor(float("inf"), dtype=torch.float64)), y)
+    before = [W.clone() for W in step.mlp.weights]
+    for labels in (torch.tensor([0, 2]), torch.tensor([-1, 0]), torch.tensor([0, 2], dtype=torch.int32)):
+        with pytest.raises(ValueError, match="labels must lie in 0..1"):
+            step.run(x, labels, 0.1)
+    assert all(torch.equal(W, w) for W, w in zip(step.mlp.weights, before))
+    expected = step.mlp.loss(x, y)
+    assert step.run(x, y, 0.1) == pytest.approx(expected, rel=1e-12)
+    assert not all(torch.equal(W, w) for W, w in zip(step.mlp.weights, before))
+
+
 def torch_bug_is_caught(monkeypatch, attr, replacement, sizes=(12, 9, 4), dtype=np.float64):
     """Inject a bug into the torch fast path only; the contract check must fail. Returns its message."""
     step = torch_step(sizes, dtype=dtype, seed=0)
@@ -497,14 +516,15 @@ def torch_bug_is_caught(monkeypatch, attr, replacement, sizes=(12, 9, 4), dtype=
 
 def test_a_doubled_bias_step_on_torch_tensors_is_caught(monkeypatch):
     """b ← b − 2·δᵀ1."""
-    message = torch_bug_is_caught(monkeypatch, "bias_step", lambda b, delta, ones: b.addmv_(delta.T, ones, alpha=-2))
+    message = torch_bug_is_caught(monkeypatch, "bias_step", lambda b, delta, ones, scale: b.addmv_(delta.T, ones, alpha=-2 * scale))
     assert named(message) == {"layer 1 b", "layer 2 b"}
 
 
 @pytest.mark.parametrize("dtype, alpha", [(np.float32, -1.01), (np.float64, -1.01), (np.float64, -1 - 1e-6)],
                          ids=["f32 1e-2", "f64 1e-2", "f64 1e-6"])
 def test_a_wrong_alpha_in_the_fused_torch_update_is_caught(monkeypatch, dtype, alpha):
-    message = torch_bug_is_caught(monkeypatch, "weight_step", lambda W, delta, z: W.addmm_(delta.T, z, alpha=alpha),
+    message = torch_bug_is_caught(monkeypatch, "weight_step",
+                                  lambda W, delta, z, scale: W.addmm_(delta.T, z, alpha=alpha * scale),
                                   (784, 32, 10), dtype)
     assert named(message) == {"layer 1 W", "layer 2 W"}
 
@@ -512,24 +532,25 @@ def test_a_wrong_alpha_in_the_fused_torch_update_is_caught(monkeypatch, dtype, a
 def test_a_dropped_sigma_prime_on_torch_tensors_is_caught(monkeypatch):
     f, _ = fast_torch.ACTIVATIONS["sigmoid"]
     message = torch_bug_is_caught(monkeypatch, "ACTIVATIONS",
-                                  {**fast_torch.ACTIVATIONS, "sigmoid": (f, lambda s, out: out.fill_(1))})
+                                  {**fast_torch.ACTIVATIONS, "sigmoid": (f, lambda delta, s, tmp, one: delta)})
     assert named(message) == {"layer 1 W", "layer 1 b"}
 
 
 def test_the_learning_rate_applied_twice_on_torch_tensors_is_caught(monkeypatch):
-    real = fast_torch.output_delta
-    message = torch_bug_is_caught(monkeypatch, "output_delta",
-                                  lambda logits, y, scale, minus_one: real(logits, y, scale * scale, minus_one))
+    """lr·lr/B instead of lr/B in every update (the tests' lr is 0.3)."""
+    real_w, real_b = fast_torch.weight_step, fast_torch.bias_step
+    monkeypatch.setattr(fast_torch, "bias_step", lambda b, delta, ones, scale: real_b(b, delta, ones, scale * 0.3))
+    message = torch_bug_is_caught(monkeypatch, "weight_step", lambda W, delta, z, scale: real_w(W, delta, z, scale * 0.3))
     assert named(message) == {"layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b"}
 
 
 def test_a_wrong_loss_on_torch_tensors_is_caught(monkeypatch):
-    """The max shift dropped from the label term: the weights are right, the returned loss is not."""
+    """The loss off by the mean row maximum (a max shift forgotten): the weights are right, the loss is not."""
     real = fast_torch.output_delta
 
-    def unshifted(logits, y, scale, minus_one):
+    def unshifted(logits, y, minus_one):
         shift = float(logits.amax(dim=1).mean())
-        loss, delta = real(logits, y, scale, minus_one)
+        loss, delta = real(logits, y, minus_one)
         return loss + shift, delta
 
     message = torch_bug_is_caught(monkeypatch, "output_delta", unshifted)

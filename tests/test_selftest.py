@@ -112,6 +112,7 @@ def loosen(monkeypatch, analytic: float, fd: float | None = None):
     monkeypatch.setattr(tolerances, "FLOAT64_ELEM", analytic)
     if fd is not None:
         monkeypatch.setattr(tolerances, "FINITE_DIFF_REL", fd)
+        monkeypatch.setattr(tolerances, "FINITE_DIFF_ELEM", fd)
 
 
 def test_a_weak_setting_reports_the_variants_it_misses(monkeypatch):

@@ -13,7 +13,7 @@ from compare.bench import machine, reliability
 DEFAULT_ARCHS = ("784-128-10", "784-1024-10", "784-512-256-10")
 DEFAULT_BATCHES = (32, 64, 256, 1024)
 QUICK_ARCHS, QUICK_BATCHES, QUICK_EPOCH_IMAGES = ("784-128-10",), (32, 256), 6400
-IMPLS = ("manual", "manual_torch", "torch", "compiled", "jax", "floor_numpy", "floor_torch")
+IMPLS = ("manual", "manual_torch", "yardstick", "torch", "compiled", "jax", "floor_numpy", "floor_torch")
 OPTIONAL = ("compiled", "jax")  # a failure skips the column (with its reason) instead of the bench
 LR = 0.01  # small: an update costs the same whatever its size, and many steps on one batch stay far
 #            from saturated (slow, denormal) numbers

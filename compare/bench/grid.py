@@ -94,6 +94,7 @@ def summarize_runs(runs: dict[str, list[dict]], threads: int) -> dict:
 
 RATIOS = {"manual_over_torch": ("manual", "torch"), "manual_over_compiled": ("manual", "compiled"),
           "manual_over_jax": ("manual", "jax"), "manual_over_floor": ("manual", "floor_numpy"),
+          "manual_torch_over_yardstick": ("manual_torch", "yardstick"),
           "autograd_cost": ("torch", "manual_torch")}  # torch eager / the same derivation on torch tensors
 
 

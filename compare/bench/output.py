@@ -10,9 +10,9 @@ from compare import options
 from compare.bench import reliability
 from compare.bench.config import IMPLS
 
-COLUMNS = {"manual": "manual µs", "manual_torch": "manual on torch µs", "torch": "torch µs", "compiled": "compiled µs", "jax": "jax.jit µs",
+COLUMNS = {"manual": "manual µs", "manual_torch": "manual on torch µs", "yardstick": "20-line µs", "torch": "torch µs", "compiled": "compiled µs", "jax": "jax.jit µs",
            "floor_numpy": "floor µs (numpy)", "floor_torch": "floor µs (torch)"}
-RATIOS = {"manual_over_torch": "manual/torch", "manual_over_jax": "manual/jax", "manual_over_floor": "manual/floor",
+RATIOS = {"manual_over_torch": "manual/torch", "manual_over_jax": "manual/jax", "manual_over_floor": "manual/floor", "manual_torch_over_yardstick": "on torch/20-line",
           "autograd_cost": "autograd ×"}
 AUTOGRAD_LINE = ("autograd × = torch / manual on torch: torch eager autograd over the same hand-derived step on torch "
                  "tensors without autograd, the same library's kernels: what autograd itself costs")
@@ -162,7 +162,7 @@ def tail(points: list[dict], epoch: dict | None, threads: int) -> list[str]:
     return lines
 
 
-STYLES = {"manual": ("C0", "-", "o"), "manual_torch": ("C4", "-", "v"), "torch": ("C1", "-", "s"), "compiled": ("C2", "-", "^"),
+STYLES = {"manual": ("C0", "-", "o"), "manual_torch": ("C4", "-", "v"), "yardstick": ("C5", ":", "x"), "torch": ("C1", "-", "s"), "compiled": ("C2", "-", "^"),
           "jax": ("C3", "-", "D"), "floor_numpy": ("k", "--", "."), "floor_torch": ("0.5", ":", ".")}
 
 

@@ -107,7 +107,9 @@ def manual_torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: st
     """The hand-derived step on torch tensors, without autograd: ``manual.fast_torch.FastTorchStep``
     on the initial net moved to torch (``MLP.to(torch, device)``), the function that ``crosscheck
     train --step fast --manual-arrays torch`` checks against autograd at every step (its contract:
-    the arithmetic of ``MLP.loss_and_grads`` + ``SGD(lr).step``, up to rounding). Its kernels are
+    the arithmetic of ``MLP.loss_and_grads`` + ``SGD(lr).step``, up to rounding). The batch is checked
+once (``FastTorchStep.check``: its values need a device synchronisation) and each timed step is
+``FastTorchStep.run``, as lean as the twenty-line yardstick (``compare.bench.yardstick``). Its kernels are
     torch's, as the torch column's are; no tensor requires grad, so no graph is recorded: torch
     eager over this step is autograd's own cost. Each call returns the loss as a float, which waits
     for a GPU (``.item()``)."""
@@ -117,7 +119,7 @@ def manual_torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: st
 
     mlp = initial(sizes, x.dtype).to(torch, device)
     fast = FastTorchStep(mlp)
-    tx, ty = to_device(x, device), to_device(y, device)
+    tx, ty = fast.check(to_device(x, device), to_device(y, device))  # once, outside the timed region
 
     def train(xb, yb):
         return fast(to_device(xb, device), to_device(yb, device), lr)
@@ -127,8 +129,27 @@ def manual_torch_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: st
 
     info = {"function": "manual.fast_torch.FastTorchStep (torch tensors, no autograd)",
             "checked_by": "crosscheck train --step fast --manual-arrays torch"}
-    return Step(lambda: fast(tx, ty, lr), weights, None, info, train, sync=torch_sync(device),
+    return Step(lambda: fast.run(tx, ty, lr), weights, None, info, train, sync=torch_sync(device),
                 parts=fast_step_parts(fast, tx, ty, lr))
+
+
+def yardstick_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
+    """The twenty-line hand-derived step on torch tensors (``compare.bench.yardstick``), on copies
+    of the initial weights: what ``FastTorchStep.run`` must not be slower than."""
+    import torch
+
+    from compare.bench.yardstick import twenty_line_step
+
+    params = [(to_device(W, device).clone(), to_device(b, device).clone()) for W, b in initial(sizes, x.dtype).parameters()]
+    tx, ty = to_device(x, device), to_device(y, device)
+
+    def weights():
+        return [(W.cpu().numpy().copy(), b.cpu().numpy().copy()) for W, b in params]
+
+    info = {"function": "compare.bench.yardstick.twenty_line_step (torch tensors, no autograd, no checks)"}
+    return Step(lambda: twenty_line_step(params, tx, ty, lr), weights, None, info,
+                lambda xb, yb: twenty_line_step(params, to_device(xb, device), to_device(yb, device), lr),
+                sync=torch_sync(device))
 
 
 def fast_step_parts(fast, x, y, lr: float):
@@ -158,7 +179,7 @@ def fast_step_parts(fast, x, y, lr: float):
             fast._descend = wrap(fast._descend, "loss", "backward + update")
         state["clock"] = clock
         try:
-            loss = fast(x, y, lr)
+            loss = getattr(fast, "run", fast)(x, y, lr)  # the timed call: FastTorchStep.run, FastStep itself
             clock.mark("other")
         finally:
             state["clock"] = None
@@ -407,5 +428,5 @@ def jax_prefixes(state: dict, jx, jy, run) -> dict:
             "update": run}
 
 
-BUILDERS = {"manual": manual_step, "manual_torch": manual_torch_step, "torch": torch_step, "compiled": compiled_step,
+BUILDERS = {"manual": manual_step, "manual_torch": manual_torch_step, "yardstick": yardstick_step, "torch": torch_step, "compiled": compiled_step,
             "jax": jax_step}

@@ -29,7 +29,7 @@ from compare import spin
 WORKER_MARK = spin.WORKER_MARK
 REPORTED_ENV = ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS")
-TORCH_IMPLS = ("manual_torch", "torch", "compiled", "floor_torch", "epoch_torch")  # the workers that load torch
+TORCH_IMPLS = ("manual_torch", "yardstick", "torch", "compiled", "floor_torch", "epoch_torch")  # the workers that load torch
 TIMEOUT_S = 1800  # a cold torch.compile of the largest net takes ~1 min; anything past this is hung
 
 

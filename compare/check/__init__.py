@@ -3,6 +3,8 @@
     report = check_function(fn, vjp, torch_fn, *inputs)      # a NumPy function and its VJP
     report = check_layer(layer, counterpart, x)              # a layer, x one array or a tuple
     report = check_model(layers, x, y)                       # the first wrong layer of a model
+    report = check_forward_backward(f_forward, f_backward, counterpart, x, w, b, ...)  # (out, cache) style
+    report = check_loss(f_loss, counterpart, x, y)           # loss, dx = f_loss(x, y)
     report.ok;  print(report);  report.assert_ok()
 
 The layer protocol:
@@ -50,7 +52,8 @@ Before any of them, two forwards at the same point must agree on each side; a fo
 deterministic gets that said instead of a gradient verdict. After a failure, the report names the
 suspect (``compare.check.blame``): the side that finite differences of your forward do not support;
 and for each failing gradient of yours (unless torch is the suspect), the kind of mistake
-(``compare.check.diagnose``, ``report.diagnoses``): a constant factor (×2, ×½, ×B, ×1/B, a sign),
+(``compare.check.diagnose``, ``report.diagnoses``; every finding is an object of
+``compare.check.findings``, ``report.findings``, rendered by ``compare.check.text``): a constant factor (×2, ×½, ×B, ×1/B, a sign),
 a transpose or another layout, a sum over the wrong axis, the upstream gradient g ignored or
 mis-broadcast (your VJP rerun with a second g and with 2g), a mask (a kink, a row), zeros, or
 "no simple pattern"; each held to the check's own bounds for two random g, never guessed.
@@ -65,25 +68,29 @@ detects.
 
 from __future__ import annotations
 
-from compare.check import tolerances
-from compare.check.diagnose import Diagnosis
+from compare.check import tensors, tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
+from compare.check.findings import (BuffersDiffer, Diagnosis, Failure, Float32Only, ForwardsDiffer, Greatest, Measure,
+                                    Note, OutputsDiffer, Suspect)
 from compare.check.model import ModelReport, check_model
 from compare.check.report import Comparison, DerivationError, Report
 from compare.check.selftest import SelfTest
+from compare.check.styles import check_forward_backward, check_loss, hold_constant
 from compare.check.subjects import FunctionSubject, LayerSubject
 
-__all__ = ["check_function", "check_layer", "check_model", "Comparison", "DerivationError", "Diagnosis", "ModelReport",
-           "Report", "SelfTest"]
+FINDINGS = (Failure, Measure, Greatest, Suspect, Diagnosis, ForwardsDiffer, OutputsDiffer, BuffersDiffer, Float32Only,
+            Note)
+__all__ = ["check_function", "check_layer", "check_model", "check_forward_backward", "check_loss", "Comparison",
+           "DerivationError", "ModelReport", "Report", "SelfTest", *(f.__name__ for f in FINDINGS)]
 # tracebacks name them where users import them
-for _public in (Comparison, DerivationError, Diagnosis, ModelReport, Report, SelfTest):
+for _public in (Comparison, DerivationError, ModelReport, Report, SelfTest, *FINDINGS):
     _public.__module__ = __name__
 del _public
 
 
 def check_function(fn, vjp, torch_fn, *inputs, seed: int = 0, h: float = tolerances.FD_STEP,
                    fd_samples: int = FD_SAMPLES, fd_budget: int = FD_BUDGET, name: str | None = None,
-                   self_test: bool = False) -> Report:
+                   self_test: bool = False, constant=()) -> Report:
     """Check a hand-derived vector–Jacobian product against autograd and finite differences.
 
     Args:
@@ -100,15 +107,22 @@ def check_function(fn, vjp, torch_fn, *inputs, seed: int = 0, h: float = toleran
         name: the report's title (default: the functions' qualified names).
         self_test: also inject the standard wrong variants into the VJP's results and report
             which the check catches (``report.self_test``).
+        constant: names of float inputs that are data, not variables (a regression target): not
+            differentiated, not perturbed (the vjp's entry for them is ignored).
     Returns:
         a Report. Bad use (a wrong type, count or shape) raises TypeError or ValueError instead.
     """
-    return check(FunctionSubject(fn, vjp, torch_fn, inputs, name), seed, h, fd_samples, fd_budget, self_test)
+    foreign = any(tensors.is_tensor(x) for x in inputs) or tensors.is_autograd_function(fn) or \
+        tensors.is_custom_vjp(fn)
+    subject = (tensors.TensorFunctionSubject if foreign else FunctionSubject)(fn, vjp, torch_fn, inputs, name)
+    hold_constant(subject, constant)
+    return check(subject, seed, h, fd_samples, fd_budget, self_test)
 
 
 def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, fd_samples: int = FD_SAMPLES,
                 fd_budget: int = FD_BUDGET, *, torch_params=None, torch_inputs=None, torch_outputs=None,
-                training: bool | None = None, name: str | None = None, self_test: bool = False) -> Report:
+                training: bool | None = None, name: str | None = None, self_test: bool = False,
+                torch_fixed=None) -> Report:
     """Check a layer's hand-written backward (every dx and parameter gradient), its outputs and its
     buffers against a torch counterpart and finite differences.
 
@@ -121,16 +135,23 @@ def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, 
             and bool passed unchanged).
         seed, h, fd_samples, fd_budget: as for ``check_function``.
         torch_params: {manual name: torch name | transform | (torch name, transform)}; a transform
-            maps the manual-layout tensor to torch's (e.g. ``lambda W: W.T``).
+            maps the manual-layout tensor to torch's (e.g. ``lambda W: W.T``); a key that is a
+            tuple of names packs them into one torch tensor, {(names): (torch name, f(*tensors))}
+            (``compare.check.layouts``).
         torch_inputs: f(*input tensors) -> the module's positional arguments (a tuple or one tensor).
         torch_outputs: f(the module's result) -> the output(s) in the layer's layout.
         training: set ``layer.training`` and ``module.train(training)`` (default: as they are).
         name: the report's title (default: the layer's class and the counterpart).
         self_test: as for ``check_function``: the wrong variants injected into backward's results.
+        torch_fixed: {torch name: a number or an array}: the counterpart's parameters the layer
+            does not have, held at that value (``nn.LSTMCell``'s bias_hh at 0), said in a note.
     Returns:
         a Report. Bad use (a parameter or buffer missing on either side, shapes that differ, a
         transform that fails, the wrong number of outputs or of dx, a wrong type) raises TypeError or
         ValueError instead.
     """
-    subject = LayerSubject(layer, module, x, torch_params, torch_inputs, torch_outputs, training, name)
+    xs = x if isinstance(x, (tuple, list)) else (x,)
+    foreign = tensors.holds_tensors(layer) or any(tensors.is_tensor(v) for v in xs)
+    subject = (tensors.TensorLayerSubject if foreign else LayerSubject)(
+        layer, module, x, torch_params, torch_inputs, torch_outputs, training, name, torch_fixed=torch_fixed)
     return check(subject, seed, h, fd_samples, fd_budget, self_test)

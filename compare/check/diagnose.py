@@ -25,6 +25,9 @@ for two. Tried in this order, the first that fits is the diagnosis:
     extra reduction   m = r summed or averaged over an axis and broadcast back
     g mis-broadcast   m(g) = r(P g): torch's gradient for g transposed, or summed or averaged
                    over an axis and broadcast back
+    (compare.check.patterns)   a flipped mask, repeated indices dropped by a scatter, a kernel
+                   flipped along several axes, a normalisation's missing mean terms, accumulation
+                   cut short in a recurrence, a reduction over the wrong axis inside a Jacobian
     mask           m = r except exactly where an input is 0 (a kink), < 0, > 0, ≤ 0 or ≥ 0, or
                    except on one row, column or index of an axis (with the count)
     zero, non-zero   m = r except exactly where m is 0 and r is not, or r is 0 and m is not
@@ -35,11 +38,12 @@ otherwise "no simple pattern", with the count of differing elements and the best
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 import numpy as np
 
+from compare.check import patterns
+from compare.check.findings import Diagnosis, Suspect
 from compare.check.measure import measure
 from compare.check.tolerances import TINY
 
@@ -51,26 +55,6 @@ SECOND_STREAM = 2
 MAX_AXES = 5
 
 
-@dataclasses.dataclass(frozen=True)
-class Diagnosis:
-    """One failing tensor's kind of mistake.
-
-    tensor: "input x", "parameter W";  kind: "constant factor", "sign error", "transpose",
-    "layout", "wrong axis", "wrong reduction", "extra reduction", "local derivative missing",
-    "g ignored", "not linear in g", "g mis-broadcast", "mask", "zero", "non-zero", "non-finite"
-    or "no simple pattern";  text: what fits, with the number that shows it;  value: that number
-    (the factor c, the permutation, the axes, the count of elements), or None.
-    """
-
-    tensor: str
-    kind: str
-    text: str
-    value: object = None
-
-    def line(self) -> str:
-        return f"diagnosis: {self.tensor}: {self.text}"
-
-
 class Reruns:
     """The hand-written side and torch rerun with other upstream gradients, each run at most once:
     "g" (the check's: its `runs`, {witness: Run}, are reused), "g2" (a second seeded draw, in the
@@ -80,7 +64,7 @@ class Reruns:
     def __init__(self, subject, gs: list, seed: int, runs: dict):
         rng = np.random.default_rng((seed, SECOND_STREAM))
         self.subject, self.gs = subject, list(gs)
-        self.gs2 = [np.asarray(rng.standard_normal(g.shape)).astype(g.dtype) for g in gs]
+        self.gs2 = [subject.rounded(i, np.asarray(rng.standard_normal(g.shape)).astype(g.dtype)) for i, g in enumerate(gs)]
         self._runs = {}  # (side, which, precise, change of g): Run; first the check's own, with g
         for w, run in runs.items():
             self._runs[(w.removesuffix("64"), "g", w.endswith("64"), None)] = run
@@ -90,6 +74,7 @@ class Reruns:
         return [np.asarray(g, np.float64) for g in gs] if precise else gs
 
     def manual(self, which: str, precise: bool):
+        precise = precise and not getattr(self.subject, "half_only", "")  # a kernel with no float64 run
         key = ("manual", which, precise, None)
         if key not in self._runs:
             self._runs[key] = self.subject.manual(precise, self.upstream(which, precise))
@@ -229,7 +214,7 @@ def _factor(ev):
     fit = ev.holds(lambda i, r, gs: c * r)
     if fit is None or c == 0:
         return None
-    numbers = f"{mn} = {c:.4g} × {rn}, {_res(fit)}"
+    numbers = f"{mn} = {patterns.factor(c)} × {rn}, {_res(fit)}"
     if ev.holds(lambda i, r, gs: -r) is not None:
         return Diagnosis(ev.label, "sign error", f"a sign error ({numbers})", c)
     for sign, prefix in ((1.0, "a constant factor"), (-1.0, "a sign error and a constant factor")):
@@ -237,7 +222,7 @@ def _factor(ev):
             if ev.holds(lambda i, r, gs: sign * k * r) is not None:
                 return Diagnosis(ev.label, "constant factor" if sign > 0 else "sign error",
                                  f"{prefix} {name} ({numbers}{meaning})", c)
-    return Diagnosis(ev.label, "constant factor", f"a constant factor ×{c:.4g} ({numbers})", c)
+    return Diagnosis(ev.label, "constant factor", f"a constant factor ×{patterns.factor(c)} ({numbers})", c)
 
 
 def _layouts(shape, target) -> list:
@@ -413,8 +398,16 @@ def _nothing(ev):
     return Diagnosis(ev.label, "no simple pattern", text)
 
 
+def _named(pattern):
+    """A pattern of ``compare.check.patterns`` ((kind, text, value) or None) as one of these."""
+    def fit(ev):
+        found = pattern(ev)
+        return None if found is None else Diagnosis(ev.label, *found)
+    return fit
+
+
 PATTERNS = (_non_finite, _zero, _linearity, _local_derivative, _factor, _layout, _g_reduction, _r_reduction,
-            _misbroadcast, _mask)
+            _misbroadcast, *map(_named, patterns.ALL), _mask)
 
 
 # ------------------------------------------------------------------------------ the diagnoses
@@ -422,7 +415,7 @@ PATTERNS = (_non_finite, _zero, _linearity, _local_derivative, _factor, _layout,
 
 def _torch_suspected(findings, label: str) -> bool:
     """blame's verdict that the torch counterpart, not the hand-written side, is wrong for `label`."""
-    return any(f.startswith(f"suspect: the torch counterpart, for {label}:") for f in findings)
+    return any(isinstance(f, Suspect) and f.tensor == label and f.side == "counterpart" for f in findings)
 
 
 def diagnose(subject, comparisons, exact, findings, reruns: Reruns) -> dict[str, Diagnosis]:

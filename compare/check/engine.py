@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from compare.check import blame, diagnose, selftest, tolerances
+from compare.check import blame, diagnose, forward_only, layouts, precision, selftest, tolerances
+from compare.check.findings import Note
 from compare.check.measure import measure
-from compare.check.report import Report
-from compare.check.witnesses import FD_BUDGET, FD_SAMPLES, Numeric, analytic, compare_analytic, output_labels  # noqa: F401
+from compare.check.report import NOTHING, Report
+from compare.check.witnesses import (FD_BUDGET, FD_SAMPLES, LeftOut, Numeric, analytic,  # noqa: F401
+                                     compare_analytic, compare_more, output_labels, rerun)
 
 # ------------------------------------------------------------------------------ determinism
 
@@ -38,23 +40,44 @@ def _differs(a: list, b: list, dtype) -> str:
     return ""
 
 
-def probe(subject) -> tuple[list, str]:
-    """(the hand-written outputs at the base point, why no verdict can be given or "")."""
+def probe(subject) -> tuple[list, str, str]:
+    """(the hand-written outputs at the base point, why no verdict can be given or "", how far two
+    runs of a half-precision forward differ where they are not bit-identical, or "")."""
     dtype = np.float32 if subject.float32 else np.float64
     first, again, other = subject.forwards_at_base()
-    where = _differs(first, again, dtype) or _differs(first, other, dtype)
+    spread = precision.spread(subject.precision, first, again) or precision.spread(subject.precision, first, other)
+    where = "" if spread else _differs(first, again, dtype) or _differs(first, other, dtype)
     if where:
         return first, (f"the hand-written forward is not deterministic: two forwards at the same point differ "
                        f"({where}); gradients cannot be checked against a function that changes between calls: "
-                       "draw random numbers (a dropout mask) once, or create the parameters before the check")
+                       "draw random numbers (a dropout mask) once, or create the parameters before the check; state "
+                       "carried from one call to the next (a recurrent cell that keeps h, a step counter) changes the "
+                       "forward too: pass that state in as an input, or reset it at the start of forward"), ""
     gs = [np.zeros(y.shape, y.dtype) for y in first]
     torch_a, torch_b = subject.torch(False, gs).outputs, subject.torch(False, gs).outputs
     where = _differs(torch_a, torch_b, dtype)
     if where:
         return first, (f"the torch counterpart is not deterministic: two calls at the same point differ ({where}); "
                        "a module that draws random numbers in training mode (nn.Dropout) gives another output at "
-                       "every call: give a function with the random draws fixed, or the module in eval mode")
-    return first, ""
+                       "every call: give a function with the random draws fixed, or the module in eval mode"), ""
+    return first, "", spread
+
+
+def nothing_to_compare(subject, outputs=None) -> str:
+    """Why the check would compare nothing, or "": every differentiated tensor (float inputs and
+    parameters) has 0 elements, or every output has (then every gradient is zero, whatever the
+    derivation). A check that compared nothing cannot have failed, so it must not pass."""
+    sizes = {lab: a.size for lab, a, d in zip(subject.input_labels, subject.pristine, subject.differentiable) if d}
+    sizes.update({f"parameter {n}": p.size for n, p in subject.params.items()})
+    empty = [lab for lab, n in sizes.items() if n == 0]
+    if outputs is not None and all(y.size == 0 for y in outputs):
+        labels = output_labels(len(outputs))
+        return (f"{NOTHING} ({' and '.join(labels)} {'has' if len(labels) == 1 else 'have'} 0 elements: every "
+                "gradient of an empty output is zero, whatever the derivation); give inputs with elements")
+    if sizes and len(empty) == len(sizes):
+        return (f"{NOTHING} ({' and '.join(empty)} {'has' if len(empty) == 1 else 'have'} 0 elements); give inputs "
+                "with elements")
+    return ""
 
 
 # ------------------------------------------------------------------------------ the check
@@ -68,47 +91,67 @@ def draws(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
 
 
-def _notes(subject, runs) -> list[str]:
+def _notes(subject, runs) -> list[Note]:
     """What the hand-written side wrote into its arguments (each witness had its own copy, so every
     witness saw the same values), and what was not compared."""
     seen = dict.fromkeys(n for w in ("manual", "manual64") if w in runs for n in runs[w].notes)
-    notes = [f"note: {n} (each witness had its own copy: all saw the same values)" for n in seen]
+    notes = [Note("wrote", n) for n in seen]
+    held = getattr(subject, "constant", [])
+    if held:
+        notes.append(Note("constant", f"{', '.join(held)} held constant (data, not differentiated)"))
+    if getattr(subject, "fixed", None):
+        notes.append(layouts.fixed_note(subject.fixed))
     counters = getattr(subject, "unmatched_buffers", [])
     if counters:
-        notes.append(f"note: the module's integer buffers {', '.join(counters)} are not compared (counters the "
-                     "layer need not hold)")
+        notes.append(Note("counters", f"the module's integer buffers {', '.join(counters)} are not compared "
+                          "(counters the layer need not hold)"))
     return notes
 
 
-def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_test: bool = False) -> Report:
+def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_test: bool = False,
+          others: dict | None = None) -> Report:
     """Every witness of every tensor of `subject`, compared pair by pair, with the findings: which
     side is the suspect (``blame``) and what kind of mistake it is (``diagnose``); with
     `self_test`, the standard wrong variants of the hand-written gradients through the same
-    comparisons (``selftest``)."""
+    comparisons (``selftest``); `others`, {witness: function of the upstream gradients (float64) ->
+    {tensor: gradient}}: other analytic witnesses, each compared with the exact pair
+    (``witnesses.compare_more``)."""
     rng = draws(seed)
-    first, refusal = probe(subject)
+    refusal = nothing_to_compare(subject)
+    if not refusal:
+        first, refusal, spread = probe(subject)
+        refusal = refusal or nothing_to_compare(subject, first)
     if refusal:
         tested = selftest.not_run("the check gave no verdict") if self_test else None
         return Report(subject.title, [], [], refusal=refusal, self_test=tested)
-    gs = [np.asarray(rng.standard_normal(y.shape)).astype(y.dtype) for y in first]
-    runs = analytic(subject, gs)
+    if getattr(subject, "forward_only", ""):
+        return forward_only.check(subject, first, seed, subject.forward_only)
+    gs = [subject.rounded(i, np.asarray(rng.standard_normal(y.shape)).astype(y.dtype)) for i, y in enumerate(first)]
+    try:
+        runs = analytic(subject, gs)
+    except forward_only.NoBackward as e:
+        return forward_only.check(subject, first, seed, str(e))
     comparisons = compare_analytic(subject, runs)
+    if spread:  # not bit-deterministic: a second run, held to the precision's bounds like the first
+        comparisons += rerun(subject, runs, subject.manual(False, gs))
     exact = ("manual64", "torch64") if subject.float32 else ("manual", "torch")
-    numeric = Numeric(subject, gs, rng, h, fd_samples, fd_budget)
+    half_only = getattr(subject, "half_only", "")
+    if half_only:  # the user's code runs in no float64: its low-precision run is the one to judge
+        exact = ("manual", "torch64")
+    numeric = LeftOut(half_only) if half_only else Numeric(subject, gs, rng, h, fd_samples, fd_budget)
+    gs64 = [np.asarray(g, np.float64) for g in gs]
+    comparisons += compare_more(runs, {w: f(gs64) for w, f in (others or {}).items()}, exact)
     more, coverage = numeric.compare(runs, exact)
     comparisons += more
     notes = _notes(subject, runs) + coverage
     if subject.float32:
-        notes.append(f"float32: manual and torch are held to max({tolerances.FLOAT32_REL:g}, "
-                     f"{tolerances.NOISE_FACTOR} x torch's own distance from torch64) per tensor; "
-                     "the derivation is judged in float64 (manual64, torch64, fd, dir)")
+        notes += precision.notes(subject.precision, runs, spread)
     failed = any(not c.ok for c in comparisons)
     findings = blame.findings(subject, numeric, runs, comparisons, exact) if failed else []
     reruns = diagnose.Reruns(subject, gs, seed, runs)
-    diagnoses = diagnose.diagnose(subject, comparisons, exact, findings, reruns) if failed else {}
-    findings += [d.line() for d in diagnoses.values()]
+    findings += diagnose.diagnose(subject, comparisons, exact, findings, reruns).values() if failed else []
     tested = selftest.run(subject, runs, numeric, comparisons, exact, reruns) if self_test else None
     shapes = ", ".join(str(g.shape) for g in gs)
-    title = (f"{subject.title}: {'float32' if subject.float32 else 'float64'}, seed {seed}, "
+    title = (f"{subject.title}: {subject.precision}, seed {seed}, "
              f"g of shape{'s' * (len(gs) > 1)} {shapes}")
-    return Report(title, comparisons, notes, findings, self_test=tested, diagnoses=diagnoses)
+    return Report(title, comparisons, notes, findings, self_test=tested)

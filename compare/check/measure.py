@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from compare.check.findings import Failure, Greatest, Measure
+from compare.check.text import one_line
 from compare.check.tolerances import TINY
 
 
@@ -159,19 +161,9 @@ def count_differing(a: np.ndarray, b: np.ndarray, agr: Agreement) -> int:
         return int(np.count_nonzero(~(d <= agr.elem_allowed * max(agr.peak, TINY))))
 
 
-def _verdicts(agr: Agreement) -> str:
-    """Both measures against their bounds, the failing ones first."""
-    rel = f"relative error {agr.rel_err:.3g} {{}} allowed {agr.allowed:.2g}"
-    elem = (f"elementwise error (greatest difference / greatest magnitude) {agr.elem_rel:.3g} {{}} "
-            f"allowed {agr.elem_allowed:.2g}")
-    parts = [(rel, "relative error"), (elem, "elementwise error")]
-    parts.sort(key=lambda p: p[1] not in agr.failed)
-    return ", ".join(text.format(">" if name in agr.failed else "<=") for text, name in parts)
-
-
-def message(agr: Agreement, label: str, names=("manual", "torch"), count: tuple[int, int] | None = None,
-            what: str = "elements", shape: tuple | None = None, index: tuple | None = None) -> str:
-    """One comparison in words: the one wording of every verdict (training, gradcheck, the check API).
+def failure(agr: Agreement, label: str, names=("manual", "torch"), count: tuple[int, int] | None = None,
+            what: str = "elements", shape: tuple | None = None, index: tuple | None = None) -> Failure:
+    """One comparison as a ``Failure`` (``compare.check.findings``), the facts its message is made of.
 
     Args:
         agr: the Agreement (``measure``).   label: what was compared ("layer 2 W", "input x").
@@ -182,23 +174,25 @@ def message(agr: Agreement, label: str, names=("manual", "torch"), count: tuple[
             derivative along a random direction).
         shape, index: the tensor's shape and the worst index in it, where agr measured a sample.
     """
-    a, b = names
     index = agr.worst_index if index is None else index
     shape = tuple(agr.shape if shape is None else shape)
-    where = f"{label}{f' {shape}' if shape else ''}: {a} vs {b}"
-    if agr.note:
-        return f"{where}: {agr.note}"
-    if not (math.isfinite(agr.a_value) and math.isfinite(agr.b_value)):
-        return f"{where}: non-finite value at index {index} ({a} {agr.a_value:.6g}, {b} {agr.b_value:.6g})"
+    rel_ok = math.isfinite(agr.rel_err) and agr.rel_err <= agr.allowed
     if what == "direction":
-        return (f"{where}: along a random direction u, <{a}, u> = {agr.a_value:.6g} but the central difference "
-                f"gives {agr.b_value:.6g}; relative error {agr.rel_err:.3g} > allowed {agr.allowed:.2g}")
-    text = f"{where}: {_verdicts(agr)}"
-    if count is not None:
-        text += (f"; {count[0]} of {count[1]} {what} differ by more than {agr.elem_allowed:.2g} of the greatest "
-                 f"magnitude {agr.peak:.3g}")
-    return (f"{text}; greatest absolute difference {agr.max_abs:.3g} at index {index} "
-            f"({a} {agr.a_value:.6g}, {b} {agr.b_value:.6g}); cosine similarity {agr.cosine:.6f}")
+        measures = (Measure("relative error", agr.rel_err, agr.allowed, rel_ok),)
+    else:
+        measures = (Measure("relative error", agr.rel_err, agr.allowed, rel_ok),
+                    Measure("elementwise error", agr.elem_rel, agr.elem_allowed, agr.elem_rel <= agr.elem_allowed))
+    greatest = None if agr.note else Greatest(tuple(index), agr.a_value, agr.b_value, agr.max_abs)
+    differ, compared = (None, 1) if count is None else count
+    return Failure(label, shape, tuple(names), measures, greatest, differ, compared, what, agr.peak, agr.cosine,
+                   agr.note)
+
+
+def message(agr: Agreement, label: str, names=("manual", "torch"), count: tuple[int, int] | None = None,
+            what: str = "elements", shape: tuple | None = None, index: tuple | None = None) -> str:
+    """One comparison on one line (``failure``'s arguments): the training loop's and gradcheck's
+    wording, ``compare.check.text.one_line``."""
+    return one_line(failure(agr, label, names, count, what, shape, index))
 
 
 def param_message(agr: Agreement, names=("manual", "torch"), arrays=None) -> str:

@@ -34,13 +34,21 @@ def match_names(ours: Mapping[str, tuple], theirs: Mapping[str, tuple], mapping:
                          "(torch_names maps the layer's names to the module's)")
     extra = [t for t in theirs if t not in pairs.values()]
     if extra:
+        running = kind == "buffer" and all(t.startswith("running_") for t in extra)
+        fix = ("build the module with track_running_stats=False (batch statistics in both modes, no running "
+               "buffers), or give the layer the same buffers") if running else \
+            f"give the layer the same {kind}s, or map names with torch_names"
         raise ValueError(f"the module's {_plural(len(extra), kind)} {', '.join(extra)} "
                          f"{'has' if len(extra) == 1 else 'have'} no counterpart in the layer's {kind}s "
-                         f"({list(ours)}); "
-                         f"give the layer the same {kind}s, or map names with torch_names")
+                         f"({list(ours)}); {fix}")
     for n, t in pairs.items():
         if tuple(ours[n]) != tuple(theirs[t]):
             after = " after its transform (torch_params)" if n in transformed else ""
+            hint = ""
+            if not after and len(ours[n]) >= 2 and tuple(ours[n])[::-1] == tuple(theirs[t]):
+                turn = "W.T" if len(ours[n]) == 2 else f"W.permute{tuple(range(len(ours[n])))[::-1]}"
+                hint = (f"; it is the transpose of torch's: give the layout as a transform, "
+                        f"torch_params={{{n!r}: ({t!r}, lambda W: {turn})}}")
             raise ValueError(f"{kind} {n} has shape {tuple(ours[n])} in the layer{after} but {tuple(theirs[t])} "
-                             f"in the module ({t})")
+                             f"in the module ({t}){hint}")
     return pairs

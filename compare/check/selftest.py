@@ -65,12 +65,17 @@ class SelfTest:
         variants: every ``Variant``; ``caught``, ``missed``, ``skipped`` those of each outcome.
         smallest: {tensor: (ε, the comparison that sees it)}: the smallest relative error of the
             hand-written gradient the check is sure to detect; (inf, why) where no scaling is.
+        precision, in_precision: a check below float64: its precision and {tensor: (ε, comparison)},
+            the smallest error of the low-precision run alone the check is sure to detect (a factor
+            1 + ε in bfloat16, say, where the float64 run is right).
         shapes: {tensor: shape}.   note: why it did not run, or "".
     ``ok``: it ran and missed nothing. ``str()``: the counts, then each tensor's ε and variants.
     """
 
-    def __init__(self, variants: list[Variant], smallest: dict, shapes: dict, note: str = ""):
+    def __init__(self, variants: list[Variant], smallest: dict, shapes: dict, note: str = "",
+                 in_precision: tuple[str, dict] = ("", {})):
         self.variants, self.smallest, self.shapes, self.note = variants, smallest, shapes, note
+        self.precision, self.in_precision = in_precision
 
     def _of(self, outcome: str) -> list[Variant]:
         return [v for v in self.variants if v.outcome == outcome]
@@ -104,6 +109,10 @@ class SelfTest:
             sees = f"detects a relative error from {eps:.1e} ({by})" if math.isfinite(eps) else \
                 by or "no scaling is sure to be seen"
             lines.append(f"  {tensor} ({shape}): {sees}")
+            eps, by = self.in_precision.get(tensor, (math.inf, ""))
+            if math.isfinite(eps):
+                lines.append(f"    in {self.precision} alone (a mistake of the low-precision run only): from {eps:.1e}, "
+                             f"a factor {1 + eps:.3g} ({by})")
             mine = [v for v in self.variants if v.tensor == tensor]
             caught = [v.name for v in mine if v.outcome == "caught"]
             if caught:
@@ -221,4 +230,8 @@ def run(subject, runs, numeric, comparisons, exact, reruns) -> SelfTest:
                 moved = np.linalg.norm(np.asarray(new[exact[0]], np.float64) - m) / max(np.linalg.norm(m), TINY)
                 out.append(Variant(label, name, "missed", f"it moves the gradient by {moved:.2g} relative, within "
                                    "every bound of the check"))
-    return SelfTest(out, least, shapes)
+    alone = {}
+    if subject.precision != "float64":  # what the check sees in the low-precision run alone
+        mine = [c for c in comparisons if c.a == "manual"]
+        alone = {label: smallest(label, mine, runs, numeric) for label in least if math.isfinite(least[label][0])}
+    return SelfTest(out, least, shapes, in_precision=(subject.precision, alone))

@@ -19,7 +19,8 @@ import numpy as np
 
 from compare.check import usage
 from compare.check.copies import float64_copy
-from compare.check.names import match_names
+from compare.check.forward_only import NoBackward
+from compare.check.counterpart import Counterpart, check_kinds
 
 
 @dataclasses.dataclass
@@ -68,6 +69,15 @@ class Subject:
         return any(a.dtype == np.float32 for a in arrays)
 
     @property
+    def precision(self) -> str:
+        """The precision the hand-written side computes in (``compare.check.precision``)."""
+        return "float32" if self.float32 else "float64"
+
+    def rounded(self, i: int, g: np.ndarray) -> np.ndarray:
+        """An upstream gradient of output i, rounded to that output's precision (it is, here)."""
+        return g
+
+    @property
     def labels(self) -> list[str]:
         """The differentiated tensors: float inputs, then parameters."""
         inputs = [lab for lab, d in zip(self.input_labels, self.differentiable) if d]
@@ -78,9 +88,9 @@ class Subject:
         return [np.array(a, dtype=np.float64 if precise and usage.is_float(a) else a.dtype, order="C")
                 for a in self.pristine]
 
-    def _input_grads(self, dxs, shapes, who) -> dict:
-        return {lab: usage.gradient(d, shape, f"{who}'s gradient for {lab}", f"the shape of {lab}")
-                for lab, d, shape, diff in zip(self.input_labels, dxs, shapes, self.differentiable) if diff}
+    def _input_grads(self, dxs, xs, who) -> dict:
+        return {lab: usage.gradient(d, x.shape, x.dtype, f"{who}'s gradient for {lab}", f"the shape of {lab}")
+                for lab, d, x, diff in zip(self.input_labels, dxs, xs, self.differentiable) if diff}
 
     # ------------------------------------------------------------------ torch
 
@@ -89,12 +99,18 @@ class Subject:
 
         return torch.float32 if self.float32 and not precise else torch.float64
 
+    device = None  # where the counterpart runs (None: the CPU); a subject on CUDA tensors sets it
+
     def _torch_inputs(self, dtype):
         """Leaves for the float inputs (requires_grad), plain tensors for the others."""
         import torch
 
-        return [torch.tensor(a, dtype=dtype).requires_grad_(d) if usage.is_float(a) else torch.from_numpy(a.copy())
-                for a, d in zip(self.pristine, self.differentiable)]
+        return [torch.tensor(a, dtype=dtype, device=self.device).requires_grad_(d) if usage.is_float(a)
+                else torch.tensor(a, device=self.device) for a, d in zip(self.pristine, self.differentiable)]
+
+    def _numpy(self, t) -> np.ndarray:
+        """A result tensor as a NumPy array (a copy)."""
+        return t.detach().cpu().numpy().copy()
 
     def torch(self, precise: bool, gs: list[np.ndarray]) -> Run:
         """Autograd on the counterpart, from the pristine values in the witness's dtype, with the
@@ -103,16 +119,29 @@ class Subject:
 
         dtype = self.torch_dtype(precise)
         xs = self._torch_inputs(dtype)
-        leaves = {f"parameter {n}": torch.tensor(p, dtype=dtype).requires_grad_() for n, p in self.params.items()}
-        ys, buffers = self._torch_call(xs, {k.removeprefix("parameter "): v for k, v in leaves.items()}, dtype)
+        leaves = {f"parameter {n}": torch.tensor(p, dtype=dtype, device=self.device).requires_grad_()
+                  for n, p in self.params.items()}
+        try:
+            ys, buffers = self._torch_call(xs, {k.removeprefix("parameter "): v for k, v in leaves.items()}, dtype)
+        except RuntimeError as e:
+            if "numpy()" not in str(e):
+                raise
+            raise TypeError(self._left_torch(e)) from None
         self._check_torch_outputs(ys, [g.shape for g in gs])
-        pairs = [(y, torch.from_numpy(np.array(g)).to(y.dtype)) for y, g in zip(ys, gs) if y.requires_grad]
+        pairs = [(y, torch.from_numpy(np.array(g)).to(y.device, y.dtype)) for y, g in zip(ys, gs) if y.requires_grad]
         if pairs:
             torch.autograd.backward([y for y, _ in pairs], [g for _, g in pairs])
         named = {**{lab: x for lab, x, d in zip(self.input_labels, xs, self.differentiable) if d}, **leaves}
-        grads = {lab: (t.grad if t.grad is not None else torch.zeros_like(t)).detach().cpu().numpy().copy()
-                 for lab, t in named.items()}
-        return Run([y.detach().cpu().numpy().copy() for y in ys], grads, buffers)
+        grads = {lab: self._numpy(t.grad if t.grad is not None else torch.zeros_like(t)) for lab, t in named.items()}
+        return Run([self._numpy(y) for y in ys], grads, buffers)
+
+    def _left_torch(self, e: Exception) -> str:
+        """The line for a counterpart that computed outside torch (NumPy on its tensors), where
+        autograd cannot follow it."""
+        fn = getattr(self, "torch_fn", None)
+        who = self.counterpart_name + (f" ({usage.callable_name(fn)})" if fn is not None else "")
+        return (f"{who} left torch ({str(e).splitlines()[0]}): the counterpart must compute with torch operations on "
+                "the tensors it is given (torch.logaddexp, not np.logaddexp), so that autograd can follow it")
 
     def _check_torch_outputs(self, ys, shapes) -> None:
         if len(ys) != len(shapes):
@@ -121,8 +150,10 @@ class Subject:
         for i, (y, shape) in enumerate(zip(ys, shapes)):
             which = "output" if len(ys) == 1 else f"output {i}"
             if tuple(y.shape) != tuple(shape):
+                hint = "torch_outputs maps torch's layout to the layer's" if isinstance(self, LayerSubject) else \
+                    "torch_fn must compute the same function of the same inputs"
                 raise ValueError(f"{self.counterpart_name} gives {which} of shape {tuple(y.shape)}; the hand-written "
-                                 f"side {tuple(shape)} (torch_outputs maps torch's layout to the layer's)")
+                                 f"side {tuple(shape)} ({hint})")
 
     def torch_outputs(self, out) -> list:
         """The counterpart's result as a list of tensors (after ``torch_outputs``)."""
@@ -149,8 +180,12 @@ class Subject:
 
         def evaluate():
             with torch.no_grad():
-                ys, _ = self._torch_call(xs, ps, torch.float64)
-                return _flat([y.numpy() for y in ys])
+                if self.device is None:
+                    ys, _ = self._torch_call(xs, ps, torch.float64)
+                else:  # the arrays perturbed in place, copied to the device at each call
+                    ys, _ = self._torch_call([x.to(self.device) for x in xs],
+                                             {n: p.to(self.device) for n, p in ps.items()}, torch.float64)
+                return _flat([self._numpy(y) for y in ys])
 
         tensors = {lab: a for lab, a, d in zip(self.input_labels, inputs, self.differentiable) if d}
         tensors.update({f"parameter {n}": a for n, a in params.items()})
@@ -197,7 +232,7 @@ class FunctionSubject(Subject):
         dxs = usage.per_input(result, len(xs), "vjp", self.names, "gradient")
         notes += _written(gs, g_in, ["g" if len(gs) == 1 else f"g {i}" for i in range(len(gs))], "vjp")
         notes += _written(self.inputs(precise), xs, self.input_labels, "vjp")
-        return Run(ys, self._input_grads(dxs, [a.shape for a in xs], "vjp"), {}, notes)
+        return Run(ys, self._input_grads(dxs, xs, "vjp"), {}, notes)
 
     def _torch_call(self, xs, params, dtype):
         return self.torch_outputs(self.torch_fn(*xs)), {}
@@ -208,38 +243,16 @@ class FunctionSubject(Subject):
         return Referee(tensors, lambda: _flat(usage.outputs(self.fn(*[a.copy() for a in inputs]), "fn", True)))
 
 
-def _layout(spec, name: str):
-    """(torch name, transform or None) from a torch_params entry."""
-    if isinstance(spec, str):
-        return spec, None
-    if callable(spec):
-        return name, spec
-    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and callable(spec[1]):
-        return spec
-    raise TypeError(f"torch_params[{name!r}] must be a torch name, a transform (a function of the tensor), or "
-                    f"(torch name, transform); got {spec!r}")
-
-
 class LayerSubject(Subject):
     """check_layer's subject: a layer with the protocol of ``compare.check`` and its counterpart, a
     ``torch.nn.Module`` (names matched, values copied in) or a function of tensors (the parameters
     by name as keyword arguments)."""
 
     def __init__(self, layer, counterpart, x, torch_params=None, torch_inputs=None, torch_outputs=None,
-                 training=None, name=None, input_grads: bool = True):
-        import torch
-
+                 training=None, name=None, input_grads: bool = True, torch_fixed=None):
         usage.check_protocol(layer)
-        if not callable(counterpart) or isinstance(counterpart, np.ufunc) or \
-                (getattr(counterpart, "__module__", None) or "").startswith("numpy"):
-            raise TypeError(f"check_layer's counterpart must be a torch.nn.Module or a function of torch tensors; "
-                            f"got {type(counterpart).__name__}")
-        for f, what in ((torch_inputs, "torch_inputs"), (torch_outputs, "torch_outputs")):
-            if f is not None and not callable(f):
-                raise TypeError(f"{what} must be a function of torch tensors; got {type(f).__name__}")
-        self.layer, self.counterpart = layer, counterpart
-        self.is_module = isinstance(counterpart, torch.nn.Module)
-        self.input_map, self.output_map, self.training = torch_inputs, torch_outputs, training
+        check_kinds(counterpart, torch_inputs, torch_outputs)
+        self.layer, self.counterpart, self.output_map, self.training = layer, counterpart, torch_outputs, training
         if training is not None and not hasattr(layer, "training"):
             raise TypeError(f"training={training} given, but {type(layer).__name__} has no .training attribute to set")
         self.name = type(layer).__name__
@@ -256,58 +269,15 @@ class LayerSubject(Subject):
                 raise TypeError(f"parameter {n} has dtype {p.dtype}; expected float32 or float64")
         self.buffers = {n: np.array(b, order="C") for n, b in (getattr(layer, "buffers", None) or {}).items()}
         self.names = [lab.removeprefix("input ") for lab in self.input_labels]
-        self.counterpart_name = f"the module {type(counterpart).__name__}" if self.is_module else \
-            f"the function {usage.callable_name(counterpart)}"
         mapping = {**(getattr(layer, "torch_names", None) or {}), **(torch_params or {})}
-        self.layouts = {n: _layout(spec, n) for n, spec in mapping.items()}
-        self.torch_names, self.buffer_names, self.unmatched_buffers = self._match()
-        self.title = name or f"check_layer({self.name}, {counterpart if self.is_module else self.counterpart_name})"
+        self.side = Counterpart(counterpart, mapping, torch_fixed, torch_inputs, training, self.params, self.buffers)
+        self.counterpart_name, self.fixed = self.side.name, self.side.fixed
+        shown = counterpart if self.side.is_module else self.counterpart_name
+        self.title = name or f"check_layer({self.name}, {shown})"
 
-    # ------------------------------------------------------------------ names and layouts
-
-    def to_torch_layout(self, name: str, value):
-        """A manual array or tensor in torch's layout (its transform applied), as a tensor."""
-        import torch
-
-        t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
-        transform = self.layouts.get(name, (name, None))[1]
-        return t if transform is None else transform(t)
-
-    def _shapes(self, arrays: Mapping) -> dict:
-        shapes = {}
-        for n, a in arrays.items():
-            try:
-                shapes[n] = tuple(self.to_torch_layout(n, a).shape)
-            except Exception as e:
-                raise ValueError(f"the transform of {n} in torch_params failed on its value of shape {a.shape}: "
-                                 f"{type(e).__name__}: {e}") from None
-        return shapes
-
-    def _match(self):
-        """{manual parameter: torch name}, {manual buffer: torch name}, torch's integer buffers the
-        layer does not hold (counters such as num_batches_tracked: not compared)."""
-        unknown = [n for n in self.layouts if n not in self.params and n not in self.buffers]
-        if unknown:
-            raise ValueError(f"torch_names / torch_params map {unknown}, which the layer's params "
-                             f"({list(self.params)}) and buffers ({list(self.buffers)}) do not hold")
-        names = {n: spec[0] for n, spec in self.layouts.items()}
-        self.transformed = {n for n, spec in self.layouts.items() if spec[1] is not None}
-        if not self.is_module:
-            if self.buffers:
-                raise ValueError(f"the layer has buffers {list(self.buffers)} but its counterpart is a function, which "
-                                 "has none to compare them with; give a torch.nn.Module")
-            return {n: names.get(n, n) for n in self.params}, {}, []
-        params = match_names(self._shapes(self.params), {n: tuple(p.shape) for n, p in
-                                                         self.counterpart.named_parameters()},
-                             {n: t for n, t in names.items() if n in self.params}, transformed=self.transformed)
-        theirs = dict(self.counterpart.named_buffers())
-        counters = [n for n, b in theirs.items() if not b.is_floating_point() and n not in names.values()
-                    and n not in self.buffers]
-        buffers = match_names(self._shapes(self.buffers), {n: tuple(b.shape) for n, b in theirs.items()
-                                                           if n not in counters},
-                              {n: t for n, t in names.items() if n in self.buffers}, kind="buffer",
-                              transformed=self.transformed)
-        return params, buffers, counters
+    @property
+    def unmatched_buffers(self) -> list[str]:
+        return self.side.unmatched_buffers
 
     # ------------------------------------------------------------------ the hand-written side
 
@@ -335,26 +305,41 @@ class LayerSubject(Subject):
         layer = self.copy_layer(False)
         return self.forward(False, layer), self.forward(False, layer), self.forward(False)
 
-    def manual(self, precise: bool, gs: list[np.ndarray]) -> Run:
+    def manual(self, precise: bool, gs: list[np.ndarray], backward: bool = True) -> Run:
+        """The hand-written forward and (with `backward`) backward on a copy of the layer."""
         layer = self.copy_layer(precise)
         xs = self.inputs(precise)
         before, params = [a.copy() for a in xs], {n: np.array(p) for n, p in layer.params.items()}
         ys = usage.outputs(layer.forward(*xs), f"{self.name}.forward", precise, len(gs))
         notes = _written(before, xs, self.input_labels, "forward")
         notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "forward")
-        buffers = {n: self.to_torch_layout(n, b).detach().numpy().copy()
+        buffers = {n: self.side.to_layout(n, b).detach().numpy().copy()
                    for n, b in (getattr(layer, "buffers", None) or {}).items()}
+        if not backward:
+            return Run(ys, {}, buffers, notes)
         g_in, before, params = [g.copy() for g in gs], [a.copy() for a in xs], \
             {n: np.array(p) for n, p in layer.params.items()}
         usage.check_arity(layer.backward, len(g_in), f"{self.name}.backward",
                           f"one dy per output of forward, which returned {len(g_in)}")
-        dxs = usage.per_input(layer.backward(*g_in), len(xs), f"{self.name}.backward", self.names, "dx")
+        dxs = usage.per_input(self._backward(layer, g_in), len(xs), f"{self.name}.backward", self.names, "dx")
         notes += _written(gs, g_in, ["dy" if len(gs) == 1 else f"dy {i}" for i in range(len(gs))], "backward")
         notes += _written(before, xs, self.input_labels, "backward")
         notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "backward")
-        grads = self._input_grads(dxs, [a.shape for a in xs], f"{self.name}.backward")
+        grads = self._input_grads(dxs, xs, f"{self.name}.backward")
         grads.update(self._param_grads(layer))
         return Run(ys, grads, buffers, notes)
+
+    def _backward(self, layer, g_in):
+        """layer.backward(*g_in); in evaluation mode (training=False) a backward that fails is taken
+        for what it most often is, a layer with no backward in that mode (``forward_only``)."""
+        if self.training is not False:
+            return layer.backward(*g_in)
+        try:
+            return layer.backward(*g_in)
+        except NoBackward:
+            raise
+        except Exception as e:
+            raise NoBackward(f"training=False: {self.name}.backward raised {type(e).__name__}: {e}") from None
 
     def _param_grads(self, layer) -> dict:
         grads = getattr(layer, "grads", None)
@@ -364,8 +349,9 @@ class LayerSubject(Subject):
         if set(grads) != set(layer.params):
             raise ValueError(f"{self.name}.grads holds {sorted(grads)} after backward; expected the names of params, "
                              f"{sorted(layer.params)}")
-        return {f"parameter {n}": usage.gradient(grads[n], p.shape, f"{self.name}.grads[{n!r}]",
-                                                 f"the shape of params[{n!r}]") for n, p in self.params.items()}
+        return {f"parameter {n}": usage.gradient(grads[n], p.shape, layer.params[n].dtype,
+                                                 f"{self.name}.grads[{n!r}]", f"the shape of params[{n!r}]")
+                for n, p in self.params.items()}
 
     def referee(self) -> Referee:
         layer = self.copy_layer(True)
@@ -380,19 +366,5 @@ class LayerSubject(Subject):
     def _torch_call(self, xs, params, dtype):
         """The counterpart on input tensors `xs` and parameter tensors `params` (manual names and
         layouts); returns (outputs, buffers after the call in torch's layout, as NumPy)."""
-        import torch
-
-        values = {self.torch_names[n]: self.to_torch_layout(n, p) for n, p in params.items()}
-        args = xs if self.input_map is None else self.input_map(*xs)
-        args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
-        if not self.is_module:
-            return self.torch_outputs(self.counterpart(*args, **values)), {}
-        module = copy.deepcopy(self.counterpart).to(dtype)
-        if self.training is not None:
-            module.train(self.training)
-        buffers = {self.buffer_names[n]: self.to_torch_layout(n, torch.tensor(b, dtype=dtype) if usage.is_float(b)
-                                                              else torch.from_numpy(b.copy()))
-                   for n, b in self.buffers.items()}
-        out = torch.func.functional_call(module, {**values, **buffers}, args)
-        after = {n: buffers[t].detach().cpu().numpy().copy() for n, t in self.buffer_names.items()}
+        out, after = self.side.call(xs, params, self.buffers, dtype, self.device)
         return self.torch_outputs(out), after

@@ -60,8 +60,11 @@ def outputs(y, who: str, precise: bool, expected: int | None = None) -> list[np.
     return out
 
 
-def gradient(d, shape: tuple, what: str, expected: str) -> np.ndarray:
-    """A copy of one returned gradient, checked to be a float array of `shape`."""
+def gradient(d, shape: tuple, dtype, what: str, expected: str) -> np.ndarray:
+    """A copy of one returned gradient, checked to be a float array of `shape` and of its tensor's
+    `dtype`. Another precision is refused, not measured: a float32 gradient of a float64 tensor
+    fails the float64 bounds by its rounding alone (~1e-8), which says nothing of the derivation,
+    and a float64 one of a float32 tensor is a computation the float32 run did not make."""
     if isinstance(d, (float, np.floating)):
         d = np.asarray(d)
     if not isinstance(d, np.ndarray) or not is_float(d):
@@ -69,6 +72,9 @@ def gradient(d, shape: tuple, what: str, expected: str) -> np.ndarray:
         raise TypeError(f"{what} is {got}; expected a NumPy array of float32 or float64")
     if d.shape != tuple(shape):
         raise ValueError(f"{what} has shape {d.shape}; expected {tuple(shape)} ({expected})")
+    if d.dtype != dtype:
+        raise TypeError(f"{what} is {d.dtype} for a {np.dtype(dtype)} tensor; a gradient must have its tensor's dtype "
+                        f"(compute in it, or cast the result with .astype)")
     return np.array(d)
 
 

@@ -77,14 +77,15 @@ def update_bounds(dtype, grad_allowed: float, elem_allowed: float, theta: np.nda
                                     (greatest_magnitude(theta), greatest_magnitude(step)))
 
 
-def disagreement(failures, arrays: dict, where, kind: str = "grads", culprit: str = "") -> str:
-    """The failure message: what the model check found (`culprit`: the first wrong layer and what
-    is wrong with it), the parameters affected, then one line per failing parameter
+def disagreement(failures, arrays: dict, where, kind: str = "grads", culprit: tuple = ("", False)) -> str:
+    """The failure message: what the model check found (`culprit`: ``localise``'s line and whether
+    it names a layer, which then leads), the parameters affected, then one line per failing parameter
     (``agreement.param_message``: greatest difference, index, both values, count, cosine).
     `arrays` maps (layer, param) to the two compared arrays."""
     lines = [param_message(agr, ("manual", "torch"), arrays.get((agr.layer, agr.param))) for agr in failures]
     head = f"{NOUNS[kind][0]} disagree (manual vs torch) at {where}: "
-    if culprit.startswith("the first"):  # a wrong layer: it first, then what it corrupted
+    culprit, named = culprit
+    if named:  # a layer the model check names: it first, then what it corrupted
         affected = f"parameters affected: {', '.join(f'layer {agr.layer} {agr.param}' for agr in failures)}"
         return "\n  ".join([head + culprit, affected, *lines])
     first, others = failures[0], len(failures) - 1
@@ -93,19 +94,20 @@ def disagreement(failures, arrays: dict, where, kind: str = "grads", culprit: st
     return "\n  ".join([head, *([culprit] if culprit else []), *lines])
 
 
-def localise(model, x: np.ndarray, y: np.ndarray, kind: str) -> str:
+def localise(model, x: np.ndarray, y: np.ndarray, kind: str) -> tuple[str, bool]:
     """The model check's verdict on a step that disagreed (``compare.check.check_model``): the
-    first wrong layer from the loss and what is wrong with it, in one line."""
+    first wrong layer from the loss and what is wrong with it, in one line, and whether it names
+    a layer (its ``culprit``)."""
     from compare.check import check_model
     from manual.layers import SoftmaxCrossEntropy
 
     try:  # the loss every run trains with: a user's stack carries none of its own
         found = check_model(model, x, y, loss=getattr(model, "loss_layer", None) or SoftmaxCrossEntropy())
     except Exception as e:  # the disagreement stands whatever the model check makes of it
-        return f"the layer-by-layer check could not run ({type(e).__name__}: {e})"
+        return f"the layer-by-layer check could not run ({type(e).__name__}: {e})", False
     if found.ok and kind != "grads":
-        return found.headline() + ": the disagreement is in the fast step itself (manual.fast.FastStep)"
-    return found.headline()
+        return found.headline() + ": the disagreement is in the fast step itself (manual.fast.FastStep)", False
+    return found.headline(), found.culprit is not None
 
 
 class Checks:
@@ -184,7 +186,7 @@ class Checks:
         if loss_rel > allowed_loss:
             raise TrainingFailure(f"losses disagree at {pos}: manual {loss_m!r}, torch {loss_t!r}, "
                                   f"relative difference {loss_rel:.3g} > allowed {allowed_loss:.1e}; "
-                                  f"{localise(self.manual.model, xb, yb, self.kind)}")
+                                  f"{localise(self.manual.model, xb, yb, self.kind)[0]}")
 
     def check_fast(self, pos, loss_m: float, loss_t: float, grads_t, xb, yb) -> None:
         """Check a fast step after it: free mode, the weights after each side's step; lockstep,
