@@ -343,8 +343,6 @@ def torch_tensor(adapter: Adapter, a: np.ndarray, precise: bool, grad: bool, dev
     if not adapter.precision:
         return torch.tensor(a, device=device)
     name = "float64" if precise else adapter.precision
-    if precise and device is not None and device.type == "mps":  # no float64 there
-        device = "cpu"
     return torch.tensor(a, dtype=getattr(torch, name), device=device).requires_grad_(grad)
 
 
