@@ -1,11 +1,14 @@
 """The referee's own tests see a mistake made in the referee (issue 28): the finite differences'
 formula and its order, the diagnosis held to the check's bounds on a near miss, the note for writes
 into integer inputs, and each measure on its own (an error only it can see, just above the
-resolution fails, just below passes).
+resolution fails, just below passes); then the core pinned where `make mutate` found its tests
+blind: fd's rounding bound, the bounds of products and sums in the precision they were computed
+in, the Agreement of non-finite gradients, the float64 copy of layers holding tensors and dtypes.
 
 The resolutions are those docs/referee.md promises to a user, not read from the constants that
 implement them: a bound loosened (or tightened) in compare/check/tolerances.py fails here."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +16,10 @@ import pytest
 import torch
 
 from compare import check_function, check_layer
-from compare.check import fd
+from compare.check import fd, tolerances
+from compare.check.copies import float64_copy
 from compare.check.findings import Note
+from compare.check.measure import measure, param_message
 from test_check_protocol import Embedding  # y[b, j] = W[ids[b, j]]
 
 # What docs/referee.md promises: "1e-10 between analytic witnesses in float64, 1e-6 against fd and dir".
@@ -257,3 +262,208 @@ def test_the_directional_difference_alone_sees_a_scaled_gradient_both_analytic_w
     both = ("relative error", "elementwise error")  # of one number, the two measures are one
     expected = {(("manual", "dir"), both), (("torch", "dir"), both)}
     assert failing(report) == (expected if size > 1 else set()), str(report)
+
+
+# ------------------------------------------------------------------------------ the core, unit by unit
+
+EPS64 = float(np.finfo(np.float64).eps)
+U32, U64 = 2.0**-24, 2.0**-53
+TINY32 = float(np.finfo(np.float32).tiny)
+
+
+def gamma(k, u):
+    return k * u / (1 - k * u)
+
+
+# ------------------------------------------------------------------------------ fd's rounding bound
+
+
+def test_the_rounding_bound_counts_the_magnitudes_of_the_outputs_the_step_reaches():
+    """eps·Σ|g|(|f₊| + |f₋|)/2h over the outputs that moved: an output the step does not reach adds
+    nothing, however large."""
+    t, h = np.array([0.75]), 2.0**-7
+    g = np.array([2.0, -3.0])
+
+    def evaluate():
+        return np.array([t[0] ** 3 - 5.0, 1e6])  # the second output ignores t
+
+    _, rounding = fd.coordinates(t, np.arange(1), evaluate, g, h)
+    up, down = (0.75 + h) ** 3 - 5.0, (0.75 - h) ** 3 - 5.0
+    assert rounding[0] == EPS64 * 2.0 * (abs(up) + abs(down)) / (2 * h)
+
+
+def test_differences_of_a_function_that_overflows_give_inf_or_nan_without_a_warning():
+    """The referee measures what it got (a non-finite difference fails its comparison); the
+    differences themselves raise no floating-point warning (which pytest turns into an error)."""
+    t = np.array([1.0])
+    values, rounding = fd.coordinates(t, np.arange(1), lambda: np.array([np.inf if t[0] > 1 else -np.inf]),
+                                      np.array([1.0]), 1e-4)
+    assert np.isinf(values[0]) and not np.isfinite(rounding[0])
+    both_inf = fd.coordinates(t, np.arange(1), lambda: np.array([np.inf]), np.array([1.0]), 1e-4)[0]
+    assert np.isnan(both_inf[0])
+
+
+# ------------------------------------------------------------------------------ products and sums
+
+
+def test_the_bound_of_a_product_is_in_the_lower_precision_of_its_operands():
+    a = np.array([[1.0, -2.0, 0.5]])
+    b = np.array([[4.0], [1.0], [-2.0]])
+    magnitude = 1 * 4 + 2 * 1 + 0.5 * 2
+    expect32 = 2 * gamma(3, U32) * magnitude + 3 * TINY32
+    for a_, b_ in ((a.astype(np.float32), b.astype(np.float32)), (a, b.astype(np.float32)),
+                   (a.astype(np.float32), b)):
+        assert tolerances.matmul_bound(a_, b_)[0, 0] == pytest.approx(expect32, rel=1e-12)
+    assert tolerances.matmul_bound(a, b)[0, 0] == pytest.approx(2 * gamma(3, U64) * magnitude, rel=1e-12)
+    assert tolerances.matmul_bound(a, b, np.float32)[0, 0] == pytest.approx(expect32, rel=1e-12)  # as asked
+    assert tolerances.matmul_bound(a, b, factor=1)[0, 0] == pytest.approx(gamma(3, U64) * magnitude, rel=1e-12)
+
+
+def test_a_product_of_integers_is_bounded_in_float64():
+    a, b = np.array([[1, 2]]), np.array([[3], [4]])
+    assert tolerances.matmul_bound(a, b)[0, 0] == pytest.approx(2 * gamma(2, U64) * 11, rel=1e-12)
+
+
+def test_zero_operands_leave_the_underflow_allowance_of_their_precision():
+    zeros32 = np.zeros((2, 5), np.float32)
+    assert np.all(tolerances.matmul_bound(zeros32, zeros32.T) == 5 * TINY32)
+    assert np.all(tolerances.sum_bound(zeros32, axis=1) == 5 * TINY32)
+    assert tolerances.sum_bound(np.zeros(4)) == 4 * float(np.finfo(np.float64).tiny)
+
+
+def test_the_bound_of_a_sum_counts_k_minus_1_roundings_in_the_precision_asked():
+    x = np.array([[1.0, -2.0, 3.0], [0.5, 0.5, 0.5]])
+    assert tolerances.sum_bound(x, axis=1) == pytest.approx(2 * gamma(2, U64) * np.array([6.0, 1.5]), rel=1e-12)
+    assert tolerances.sum_bound(x, axis=1, dtype=np.float32) == pytest.approx(
+        2 * gamma(2, U32) * np.array([6.0, 1.5]) + 3 * TINY32, rel=1e-12)
+    assert tolerances.sum_bound(x.astype(np.float32)) == pytest.approx(2 * gamma(5, U32) * 7.5 + 6 * TINY32,
+                                                                       rel=1e-12)
+
+
+def test_the_bound_of_a_linear_layer_takes_each_operand_and_the_bias_in_float64():
+    x = np.array([[1.0, -2.0]])
+    W = np.array([[3.0, 0.5], [-1.0, 1.0]])
+    b = np.array([0.25, -4.0])
+    magnitude = np.abs(x) @ np.abs(W).T + np.abs(b)  # [[4.25, 7.0]]
+    assert tolerances.linear_bound(x, W, b) == pytest.approx(2 * gamma(3, U64) * magnitude, rel=1e-12)
+    expect32 = 2 * gamma(3, U32) * magnitude + 3 * TINY32
+    f32 = np.float32
+    for args in ((x.astype(f32), W, b), (x, W.astype(f32), b), (x, W, b.astype(f32))):
+        assert tolerances.linear_bound(*args) == pytest.approx(expect32, rel=1e-12)
+    assert tolerances.linear_bound(x, W, b, dtype=f32) == pytest.approx(expect32, rel=1e-12)
+    assert tolerances.linear_bound(x, W, b, factor=1) == pytest.approx(gamma(3, U64) * magnitude, rel=1e-12)
+    # float32 values that float32 cannot hold: |x| summed in float64 (1 + 2^-30 is no float32)
+    fine = np.array([[1 + 2.0**-30, 0.0]])
+    assert tolerances.linear_bound(fine, np.eye(2), np.zeros(2), np.float64)[0, 0] > \
+        tolerances.linear_bound(np.array([[1.0, 0.0]]), np.eye(2), np.zeros(2), np.float64)[0, 0]
+
+
+def test_no_rounding_bound_past_k_u_of_one_names_the_precision():
+    with pytest.raises(ValueError, match="2e\\+07 terms in float32|20000000 terms in float32"):
+        tolerances.gamma(20_000_000, np.float32)
+
+
+# ------------------------------------------------------------------------------ non-finite gradients
+
+
+def test_a_non_finite_gradient_is_measured_at_its_first_non_finite_element():
+    a = np.array([[1.0, 2.0], [np.nan, 4.0]])
+    b = np.array([[1.0, 2.0], [3.0, np.inf]])
+    agr = measure(a, b, 3, "W", 1e-10, 1e-9)
+    assert (agr.layer, agr.param, agr.shape, agr.worst_index) == (3, "W", (2, 2), (1, 0))
+    assert math.isnan(agr.a_value) and agr.b_value == 3.0
+    assert agr.rel_err == agr.max_abs == agr.elem_rel == agr.peak == math.inf
+    assert (agr.allowed, agr.elem_allowed, agr.note) == (1e-10, 1e-9, "")
+    assert math.isnan(agr.cosine) and math.isnan(agr.norm_a) and math.isinf(agr.norm_b)
+    assert agr.failed == ["relative error", "elementwise error"] and not agr.ok
+    finite_a = measure(np.array([1.0, 2.0]), np.array([np.inf, 2.0]), 0, "b", 1e-10)
+    assert finite_a.norm_a == pytest.approx(math.sqrt(5)) and finite_a.a_value == 1.0 and finite_a.b_value == math.inf
+
+
+# ------------------------------------------------------------------------------ the float64 copy
+
+
+class Kind:
+    dtype = np.float32
+
+
+class Holder:
+    """A layer-like object holding torch tensors, dtypes of both libraries and a deep nesting."""
+
+    def __init__(self):
+        self.w = torch.ones(3, dtype=torch.float32)
+        self.ids = torch.arange(3)
+        self.dtype = np.float32
+        self.kept = np.int64
+        self.deep = np.ones(2, np.float32)
+        for _ in range(30):  # 30 levels down: within the walk's guard of 50
+            self.deep = [self.deep]
+        self.kind = Kind  # a class is not walked: its class attributes are not the object's
+        self.inner = type("Inner", (), {})()
+        self.inner.dtype = torch.float32
+        self.inner.int_dtype = torch.int64
+
+
+def test_the_float64_copy_turns_tensors_float32_arrays_and_float_dtypes_into_float64():
+    clone = float64_copy(Holder())
+    assert isinstance(clone.w, np.ndarray) and clone.w.dtype == np.float64 and clone.w.flags.c_contiguous
+    assert isinstance(clone.ids, torch.Tensor)  # an integer tensor stays as it is
+    assert clone.dtype == np.float64 and clone.inner.dtype == np.float64
+    assert clone.kept is np.int64 and clone.inner.int_dtype is torch.int64
+    deepest = clone.deep
+    for _ in range(30):
+        deepest = deepest[0]
+    assert deepest.dtype == np.float64
+    assert clone.kind is Kind and Kind.dtype is np.float32  # the class untouched
+
+
+def test_a_structure_shared_many_times_over_is_walked_once():
+    """Each object is visited once: 2^40 paths through 40 levels of shared pairs would never end."""
+    node = [np.ones(1, np.float32)]
+    for _ in range(40):
+        node = [node, node]
+    clone = float64_copy(node)
+    leaf = clone
+    for _ in range(40):
+        assert leaf[0] is leaf[1]  # the sharing is kept
+        leaf = leaf[0]
+    assert leaf[0].dtype == np.float64
+
+
+def test_a_copy_that_fails_names_the_object_and_why():
+    class Unpicklable:
+        def __init__(self):
+            self.lock = __import__("threading").Lock()
+
+    with pytest.raises(TypeError) as e:
+        float64_copy(Unpicklable())
+    text = str(e.value)
+    assert text.startswith("Unpicklable cannot be copied (copy.deepcopy: TypeError: ")
+    assert text.endswith("; the check runs every witness on a copy of it")
+
+
+# ------------------------------------------------------------------------------ what the app reads
+
+
+def test_the_noise_floor_of_confident_batches_widens_the_bounds_only_for_small_losses():
+    eps32 = float(np.finfo(np.float32).eps)
+    assert tolerances.noise_floor(np.float32, 1e-3, 9.0) == pytest.approx(tolerances.NOISE_FACTOR * eps32 * 10 / 1e-3)
+    for loss in (0.0, -1.0, math.inf, math.nan):
+        assert tolerances.noise_floor(np.float32, loss) == 0.0
+    base = tolerances.gradient_rel(np.float32)
+    assert tolerances.gradient_rel(np.float32, loss=2.0) == base  # a usual loss: no widening
+    small = tolerances.gradient_rel(np.float32, loss=1e-5, logit_scale=9.0)
+    assert small == tolerances.noise_floor(np.float32, 1e-5, 9.0) > base
+    assert tolerances.elementwise_rel(np.float32, loss=1e-5, logit_scale=9.0) == small
+    assert tolerances.gradient_rel(np.float64, base=0.5) == 0.5 and tolerances.elementwise_rel(np.float64, base=0.5) == 0.5
+
+
+def test_an_agreement_as_a_dict_and_as_the_training_loops_line():
+    a, b = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0, 2.0], [3.0, 5.0]])
+    agr = measure(a, b, 2, "W", 1e-10)
+    d = agr.to_dict()
+    assert d["shape"] == [2, 2] and d["worst_index"] == [1, 1] and d["ok"] is False
+    assert (d["layer"], d["param"], d["a_value"], d["b_value"], d["max_abs"]) == (2, "W", 4.0, 5.0, 1.0)
+    line = param_message(agr, ("manual", "torch"), (a, b))
+    assert line.startswith("layer 2 W (2, 2): manual vs torch: ") and "1 of 4 elements differ" in line
+    assert "at index (1, 1) (manual 4, torch 5)" in line

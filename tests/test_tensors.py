@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import load_example
 
-from compare.check import check_function, check_layer, tolerances
+from compare.check import check_function, check_layer, check_model, tolerances
 from compare.check.findings import PrecisionError
 
 sce = load_example("softmax_ce_fused")
@@ -327,3 +327,47 @@ def test_a_kernel_that_is_not_bit_deterministic_gets_its_spread_bounded_not_refu
     assert {"input x", "input w", "output"} <= {c.tensor for c in report.comparisons if c.b == "rerun"}
     fn, wrong = atomic_sum_kernel(sign=-1.0)
     assert {c.tensor for c in check_function(fn, wrong, lambda x, w: x @ w, x, w).failures} == {"input x"}
+
+
+# ------------------------------------------------------------------------------ a model on tensors
+
+
+class Relu:
+    params, grads = {}, {}
+
+    def forward(self, x):
+        self.x = x
+        return torch.relu(x)
+
+    def backward(self, dy):
+        return dy * (self.x > 0).to(dy.dtype)
+
+
+class CrossEntropy:
+    """The loss protocol of check_model on tensors: forward(logits, y) -> mean loss, backward() -> δ."""
+
+    def forward(self, z, y):
+        self.z, self.y = z, y
+        return sce.SoftmaxCrossEntropy.apply(z, y)
+
+    def backward(self):
+        acc = torch.promote_types(self.z.dtype, torch.float32)
+        d = torch.softmax(self.z.to(acc), dim=1)
+        d[torch.arange(len(self.y)), self.y] -= 1
+        return (d / len(self.y)).to(self.z.dtype)
+
+
+def test_model_on_tensors_names_the_first_wrong_layer():
+    gen = torch.Generator().manual_seed(0)
+    first, _ = dense(torch.bfloat16)
+    second = DenseScaledW(*(torch.randn(*s, generator=gen).to(torch.bfloat16) for s in ((3, 5), (3,))))
+    x = torch.randn(4, 7, generator=gen).to(torch.bfloat16)
+    y = torch.tensor([0, 2, 1, 2])
+    names = {"torch_params": {"W": "weight", "b": "bias"}}
+    model = [(first, torch.nn.Linear(7, 5), dict(names)), (Relu(), torch.nn.ReLU()),
+             (second, torch.nn.Linear(5, 3), dict(names))]
+    report = check_model(model, x, y, loss=(CrossEntropy(), torch.nn.CrossEntropyLoss()))
+    assert not report.ok and report.culprit.position == 3, str(report)
+    right = [(first, torch.nn.Linear(7, 5), dict(names)), (Relu(), torch.nn.ReLU()),
+             (Dense(second.params["W"], second.params["b"]), torch.nn.Linear(5, 3), dict(names))]
+    assert check_model(right, x, y, loss=(CrossEntropy(), torch.nn.CrossEntropyLoss())).ok

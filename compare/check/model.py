@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from compare.check import text, tolerances
+from compare.check import tensors, text, tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
 from compare.check.findings import Diagnosis, Suspect
 from compare.check.report import NOTHING, DerivationError, Report
@@ -70,7 +70,8 @@ class _LossLayer:
         self.loss_layer, self.params, self.grads = loss_layer, {}, {}
 
     def forward(self, logits, y):
-        return np.asarray(self.loss_layer.forward(logits, y), dtype=logits.dtype)
+        loss = self.loss_layer.forward(logits, y)
+        return loss if tensors.is_tensor(logits) else np.asarray(loss, dtype=logits.dtype)
 
     def backward(self, dL):
         return dL * self.loss_layer.backward(), None
@@ -175,23 +176,26 @@ def check_model(model, x, y=None, seed: int = 0, h: float = tolerances.FD_STEP, 
     """
     items = entries(model)
     loss_entry = _loss_entry(model, loss) if y is not None else None
-    inputs, current = [], np.array(x)
+    # a model on tensors (torch, JAX, NumPy float16) is checked layer by layer on tensors
+    foreign = tensors.is_tensor(x) or any(tensors.holds_tensors(layer) for layer, _, _ in items)
+    subject_of, fresh = (tensors.TensorLayerSubject, tensors.fresh) if foreign else (LayerSubject, np.array)
+    inputs, current = [], fresh(x)
     for layer, _, _ in items:  # the forward pass, on copies, to learn what each layer receives
         inputs.append(current)
-        out = copy.deepcopy(layer).forward(np.array(current))
-        current = np.array(out[0] if isinstance(out, (tuple, list)) else out)
+        out = copy.deepcopy(layer).forward(fresh(current))
+        current = fresh(out[0] if isinstance(out, (tuple, list)) else out)
     checks = [(i, layer, other, options, inp) for i, ((layer, other, options), inp)
               in enumerate(zip(items, inputs), start=1)]
     verdicts = []
     if loss_entry is not None:
         loss, other = loss_entry
-        subject = LayerSubject(_LossLayer(copy.deepcopy(loss)), other, (current, np.asarray(y)),
+        subject = subject_of(_LossLayer(copy.deepcopy(loss)), other, (current, y if foreign else np.asarray(y)),
                                name=f"check_model: the loss ({type(loss).__name__})")
         verdicts.append(LayerVerdict(len(items) + 1, type(loss).__name__,
                                      check(subject, seed + len(items) + 1, h, fd_samples, fd_budget, self_test)))
     for i, layer, other, options, inp in reversed(checks):
         name = options.pop("name", None) or f"check_model: entry {i} of {len(items)} ({type(layer).__name__})"
-        subject = LayerSubject(layer, other, inp, **options, input_grads=i > 1, name=name)
+        subject = subject_of(layer, other, inp, **options, input_grads=i > 1, name=name)
         report = check(subject, seed + i, h, fd_samples, fd_budget, self_test)
         verdicts.append(LayerVerdict(i, type(layer).__name__, report))
     return ModelReport(len(items), verdicts)

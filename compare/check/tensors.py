@@ -343,8 +343,6 @@ def torch_tensor(adapter: Adapter, a: np.ndarray, precise: bool, grad: bool, dev
     if not adapter.precision:
         return torch.tensor(a, device=device)
     name = "float64" if precise else adapter.precision
-    if precise and device is not None and device.type == "mps":  # no float64 there
-        device = "cpu"
     return torch.tensor(a, dtype=getattr(torch, name), device=device).requires_grad_(grad)
 
 
@@ -366,6 +364,13 @@ def _x64(on: bool):
 
 
 # ------------------------------------------------------------------------------ layers on tensors
+
+
+def fresh(v):
+    """A copy of a tensor (torch: detached, on its device) or array, for the next layer's input."""
+    if hasattr(v, "detach"):
+        return v.detach().clone()
+    return np.array(v) if isinstance(v, np.ndarray) else v
 
 
 def holds_tensors(layer) -> bool:
@@ -498,7 +503,7 @@ class TensorLayerSubject(LayerSubject):
 
     @property
     def precision(self) -> str:
-        names = [a.precision for a, d in zip(self.in_adapters, self.differentiable) if d]
+        names = [a.precision for a in self.in_adapters if a.precision]
         return precision.lowest(names + [a.precision for a in self.param_adapters.values()])
 
     def rounded(self, i: int, g: np.ndarray) -> np.ndarray:
