@@ -224,7 +224,7 @@ def test_layer_on_tensors_mistake_and_write_are_named():
 
 
 def test_jax_custom_vjp():
-    jax = pytest.importorskip("jax", reason="jax not installed: pip install jax")
+    jax = pytest.importorskip("jax", reason="jax not installed: pip install -e '.[jax]'")
     jnp = jax.numpy
 
     def make(vjp):

@@ -23,8 +23,6 @@ from compare.check import precision, tolerances, usage
 from compare.check.measure import measure
 from compare.check.subjects import FunctionSubject, LayerSubject, Referee, Run, _flat
 
-JAX_HINT = "pip install jax (CPU: pip install jax; CUDA: pip install 'jax[cuda12]')"
-
 
 def _torch():
     import torch
