@@ -62,6 +62,19 @@ def test_the_witnesses_point_at_the_wrong_one(monkeypatch):
     assert "FAIL" in report.table()
 
 
+def test_a_wrong_chain_fails_its_own_pairs_and_no_other(monkeypatch):
+    """The chain is a witness, not a bystander: a chain off by a factor fails both of its pairs
+    on every tensor, while manual, torch and the finite differences still agree."""
+    right = gradcheck.jacobians.batch_grads
+    monkeypatch.setattr(gradcheck.jacobians, "batch_grads",
+                        lambda *args: [(1.01 * dW, 1.01 * db) for dW, db in right(*args)])
+    mlp = MLP((12, 8, 4), seed=0)
+    x, y = RNG.standard_normal((5, 12)), RNG.integers(0, 4, 5)
+    report, _ = gradcheck.check_net(mlp, x, y)
+    assert {(a, b) for _, a, b in failing(report)} == {("manual", "chain"), ("chain", "torch")}
+    assert {t for t, _, _ in failing(report)} == {f"parameter {p}{i}" for i in (1, 2) for p in "Wb"}
+
+
 def test_chain_witness_is_skipped_with_a_note_and_fd_samples_each_tensor_of_a_big_net():
     mlp = MLP((784, 256, 10), seed=0)
     x, y = RNG.standard_normal((2, 784)), np.array([1, 2])
