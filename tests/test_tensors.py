@@ -101,9 +101,27 @@ def test_autograd_function_with_a_vjp_is_refused_in_one_line():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_tensors_stay_on_the_device():
+    """Every tensor the user's code and the counterpart are handed is on the device (the float64
+    truth too); the verdicts are those of the CPU."""
+    seen = set()
+
+    class Watched(sce.SoftmaxCrossEntropy):
+        @staticmethod
+        def forward(ctx, z, y):
+            seen.update((z.device.type, y.device.type))
+            return sce.SoftmaxCrossEntropy.forward(ctx, z, y)
+
+    def reference(z, y):
+        seen.update((z.device.type, y.device.type))
+        return sce.reference(z, y)
+
     z, y = (t.cuda() for t in sce.inputs(torch.bfloat16))
-    assert check_function(sce.SoftmaxCrossEntropy, None, sce.reference, z, y).ok
+    report = check_function(Watched, None, reference, z, y)
+    assert report.ok and seen == {"cuda"}, (seen, str(report))
     assert not check_function(sce.ScaledBackward, None, sce.reference, z, y).ok
+    layer, x = dense(torch.bfloat16)
+    layer.params = {n: p.cuda() for n, p in layer.params.items()}
+    assert check_layer(layer, torch.nn.Linear(7, 5), x.cuda(), torch_params={"W": "weight", "b": "bias"}).ok
 
 
 # ------------------------------------------------------------------------------ attention in bfloat16
