@@ -389,3 +389,29 @@ def test_model_on_tensors_names_the_first_wrong_layer():
     right = [(first, torch.nn.Linear(7, 5), dict(names)), (Relu(), torch.nn.ReLU()),
              (Dense(second.params["W"], second.params["b"]), torch.nn.Linear(5, 3), dict(names))]
     assert check_model(right, x, y, loss=(CrossEntropy(), torch.nn.CrossEntropyLoss())).ok
+
+
+class NumpyDense:
+    """y = x Wᵀ + b in NumPy, in the arrays' dtype (float16 here)."""
+
+    def __init__(self, W, b, scale=1.0):
+        self.params, self.grads, self.scale = {"W": W, "b": b}, {}, scale
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.params["W"].T + self.params["b"]
+
+    def backward(self, dy):
+        self.grads = {"W": dy.T @ self.x, "b": (self.scale * dy.sum(0)).astype(dy.dtype)}
+        return dy @ self.params["W"]
+
+
+def test_numpy_float16_layer():
+    rng = np.random.default_rng(0)
+    W, b, x = (rng.standard_normal(s).astype(np.float16) for s in ((5, 7), (5,), (4, 7)))
+    names = {"W": "weight", "b": "bias"}
+    report = check_layer(NumpyDense(W, b), torch.nn.Linear(7, 5), x, torch_params=names)
+    assert report.ok and "float16" in report.title, str(report)
+    wrong = check_layer(NumpyDense(W, b, scale=2.0), torch.nn.Linear(7, 5), x, torch_params=names)
+    assert {c.tensor for c in wrong.failures} == {"parameter b"}
+    assert wrong.diagnoses["parameter b"].kind == "constant factor"

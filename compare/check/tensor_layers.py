@@ -14,7 +14,7 @@ import numpy as np
 
 from compare.check import precision, usage
 from compare.check.subjects import LayerSubject
-from compare.check.tensors import Adapter, _torch, below_float64, changed, is_tensor, results, to_numpy
+from compare.check.tensors import Adapter, _torch, below_float64, changed, is_tensor, results, to_numpy, upstream
 
 
 def fresh(v):
@@ -31,14 +31,15 @@ def holds_tensors(layer) -> bool:
 
 
 def _retyped(obj, precise: bool):
-    """A deep copy of a layer on torch tensors; with `precise`, every float tensor it holds (and
-    every torch float dtype attribute) in float64, on the same device, sharing kept."""
+    """A deep copy of a layer on tensors; with `precise`, every float tensor (and NumPy float16 array)
+    it holds, and every such dtype attribute, in float64, on the same device, sharing kept."""
     from compare.check.copies import _reachable
 
     torch = _torch()
     originals = list(_reachable(obj, set())) if precise else []
     memo = {id(t): t.detach().to(torch.float64).clone() for t in originals
             if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    memo.update({id(a): a.astype(np.float64) for a in originals if isinstance(a, np.ndarray) and a.dtype == np.float16})
     memo[id(memo)] = originals
     try:
         clone = copy.deepcopy(obj, memo)
@@ -50,6 +51,8 @@ def _retyped(obj, precise: bool):
             value = vars(part).get("dtype") if hasattr(part, "__dict__") else None
             if isinstance(value, torch.dtype) and value.is_floating_point:
                 part.dtype = torch.float64
+            elif isinstance(value, (np.dtype, type)) and value is not None and np.dtype(value) == np.float16:
+                part.dtype = np.dtype(np.float64)
     return clone
 
 
@@ -78,13 +81,19 @@ class TensorLayerView:
         self.layer.training = value
 
     def _sync_params(self) -> None:
+        """The float64 arrays' values into the layer's own parameters, in place (exact: they hold
+        values of the parameter's precision, or the referee's float64)."""
         for n, a in self.params.items():
-            with _torch().no_grad():
-                self.layer.params[n].copy_(_torch().from_numpy(a))
+            p = self.layer.params[n]
+            if isinstance(p, np.ndarray):
+                np.copyto(p, a, casting="unsafe")
+            else:
+                with _torch().no_grad():
+                    p.copy_(_torch().from_numpy(a))
 
     def _write_back(self, arrays, tensors) -> None:
         for a, t in zip(arrays, tensors):
-            if a is not None and t is not None and hasattr(t, "detach") and changed(_torch().from_numpy(a), t):
+            if a is not None and t is not None and changed(a, t):
                 np.copyto(a, to_numpy(t, "", False))
 
     def forward(self, *xs):
@@ -99,10 +108,8 @@ class TensorLayerView:
         return outs[0] if not isinstance(ys, (tuple, list)) else tuple(outs)
 
     def backward(self, *dys):
-        torch = _torch()
-        device = next(iter(self.layer.params.values())).device if self.layer.params else None
-        dtype = self._out_dtype
-        ts = [torch.tensor(g, dtype=torch.float64 if self.precise else d, device=device) for g, d in zip(dys, dtype)]
+        adapters = list(self.inputs) + list(self.adapters.values())  # the first float one's kind and device
+        ts = [upstream(adapters, g, "float64" if self.precise else name) for g, name in zip(dys, self.out_precisions)]
         dxs = self.layer.backward(*ts)
         self._write_back(dys, ts)
         self._write_back(self.params.values(), self.layer.params.values())
@@ -141,12 +148,8 @@ class TensorLayerSubject(LayerSubject):
 
     def _view(self, layer, params, precise):
         view = TensorLayerView(layer, params, self.param_adapters, precise)
-        view.inputs, view._out_dtype = self.in_adapters, self._out_dtypes(precise)
+        view.inputs, view.out_precisions = self.in_adapters, self.out_precisions or []
         return view
-
-    def _out_dtypes(self, precise):
-        torch = _torch()
-        return [getattr(torch, p) for p in (self.out_precisions or [])]
 
     @property
     def float32(self) -> bool:

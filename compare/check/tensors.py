@@ -120,9 +120,10 @@ def results(y, who: str, precise: bool, expected=None) -> list[np.ndarray]:
 
 def changed(before, after) -> bool:
     """Whether a call changed a tensor's values (what user code wrote into its argument)."""
-    if hasattr(before, "detach"):
-        before, after = before.detach().cpu().double().numpy(), after.detach().cpu().double().numpy()
-    return not np.array_equal(np.asarray(before, np.float64), np.asarray(after, np.float64), equal_nan=True)
+    def values(v):
+        return v.detach().to("cpu", _torch().float64).numpy() if hasattr(v, "detach") else np.asarray(v, np.float64)
+
+    return not np.array_equal(values(before), values(after), equal_nan=True)
 
 
 def below_float64(subject) -> str:
