@@ -71,7 +71,7 @@ detects.
 
 from __future__ import annotations
 
-from compare.check import tensors, tolerances
+from compare.check import tensor_layers, tensors, tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
 from compare.check.findings import (BuffersDiffer, Diagnosis, Failure, Float32Only, ForwardsDiffer, Greatest, Measure,
                                     Note, OutputsDiffer, Suspect)
@@ -157,7 +157,7 @@ def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, 
         ValueError instead.
     """
     xs = x if isinstance(x, (tuple, list)) else (x,)
-    foreign = tensors.holds_tensors(layer) or any(tensors.is_tensor(v) for v in xs)
-    subject = (tensors.TensorLayerSubject if foreign else LayerSubject)(
+    foreign = tensor_layers.holds_tensors(layer) or any(tensors.is_tensor(v) for v in xs)
+    subject = (tensor_layers.TensorLayerSubject if foreign else LayerSubject)(
         layer, module, x, torch_params, torch_inputs, torch_outputs, training, name, torch_fixed=torch_fixed)
     return check(subject, seed, h, fd_samples, fd_budget, self_test)
