@@ -9,8 +9,11 @@ BIN    := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/crosscheck train
 
+# Two test processes (pytest-xdist): in one, CI's 2-core run took 927 s of its 15-minute limit
+# (2026-12-06). TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 data: $(VENV)/.installed
 	$(BIN)/crosscheck data

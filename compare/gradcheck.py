@@ -1,28 +1,23 @@
-"""Four independent witnesses of the same gradient, compared pair by pair, layer by layer.
+"""``crosscheck gradcheck``: the referee's check of one MLP's whole gradient on a batch of MNIST,
+plus the notes' chain rule multiplied out as one more witness.
 
-- manual: the fast NumPy backward pass (``manual.mlp``);
-- chain: the notes' Jacobians multiplied out literally (``manual.jacobians``), small nets only;
-- torch: PyTorch autograd on a ``TorchMLP`` holding a copy of the same weights;
-- fd: central finite differences of the loss, always in float64 (every coordinate of small nets,
-  a random sample of coordinates of big ones).
-
-Each pair is held to two measures per layer and parameter (``compare.agreement``): the relative
-error and the elementwise error. The loss values are compared too: manual, torch, and fd's
-float64 loss L(θ) (the function the finite differences difference, computed through
-``functional.cross_entropy``, not the path ``loss_and_grads`` takes); the chain computes no loss.
+The net's batch-mean loss, as a function of every Wⁱ and bⁱ, is handed to the referee
+(``compare.check``) as a layer (``ModelLoss``) with ``TorchMLP``'s loss as its counterpart: the
+referee's witnesses, finite differences, bounds and messages judge it (manual: the fast NumPy
+backward pass; torch: autograd; fd and dir: central differences in float64 of the NumPy forward;
+in float32 also manual64 and torch64). The chain (``manual.jacobians``, small nets only) is
+compared with the referee's exact witnesses by the referee's own ``pair`` and bounds.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-
 import numpy as np
 
-from compare import options, tolerances
-from compare.agreement import Agreement, compare_grads, measure
-from compare.check import fd
+from compare.check import text, tolerances
 from compare.check.copies import float64_copy
+from compare.check.engine import FD_SAMPLES, check
+from compare.check.report import Report
+from compare.check.subjects import LayerSubject
 from manual import jacobians
 from manual.mlp import MLP
 
@@ -31,153 +26,106 @@ WITNESSES = {
     "chain": "the notes' Jacobians multiplied out, example by example",
     "torch": "PyTorch autograd",
     "fd": "central finite differences in float64",
+    "dir": "the same along a random direction",
 }
-# Below this many parameters every coordinate gets a finite difference (two forward passes each).
+# Below this many parameters every coordinate gets a finite difference (two forward passes each);
+# above, fd_samples coordinates of each tensor (the referee's budget, ``compare.check.fd.choose``).
 FD_ALL_BELOW = 60_000
 
 
-def copy_grads(grads):
-    return [(np.array(dW), np.array(db)) for dW, db in grads]
+class ModelLoss:
+    """An MLP's batch-mean loss as a layer of the referee's protocol: params {"W1", "b1", ...} (the
+    net's own arrays, which finite differences perturb), forward(x, y) -> the loss (a 0-d array),
+    backward(dL) -> (None, None) with grads from ``MLP.loss_and_grads`` times dL."""
+
+    def __init__(self, mlp: MLP):
+        self.mlp, self.grads = mlp, {}
+        self.params = {f"{p}{i}": a for i, pair_ in enumerate(mlp.parameters(), start=1) for p, a in zip("Wb", pair_)}
+        self.torch_names = {f"{p}{i}": f"net.layers.{i - 1}.{'weight' if p == 'W' else 'bias'}"
+                            for i in range(1, len(mlp.sizes)) for p in "Wb"}
+
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return np.asarray(self.mlp.loss(x, y), dtype=self.mlp.dtype)
+
+    def backward(self, dL):
+        grads = self.mlp.loss_and_grads(self.x, self.y)[1]
+        self.grads = {f"{p}{i}": dL * np.asarray(g) for i, gs in enumerate(grads, start=1) for p, g in zip("Wb", gs)}
+        return None, None
 
 
-def choose_coordinates(mlp: MLP, samples: int, rng: np.random.Generator):
-    """Flat indices to difference, per layer and parameter: all of them for nets with fewer than
-    FD_ALL_BELOW parameters, else up to `samples` drawn without replacement from each array
-    (``compare.fd.choose``)."""
-    total = sum(W.size + b.size for W, b in mlp.parameters())
-    affordable = math.inf if total < FD_ALL_BELOW else samples
-    return [tuple(fd.choose(theta.size, affordable, samples, 1, rng) for theta in pair) for pair in mlp.parameters()]
+def torch_loss(mlp: MLP):
+    """The counterpart: ``TorchMLP``'s loss, forward(x, y), with the net's sizes and activation."""
+    import torch
+
+    from torch_ref.convert import from_manual
+
+    class Loss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = from_manual(mlp)
+
+        def forward(self, x, y):
+            return self.net.loss(x, y)
+
+    return Loss()
 
 
-def finite_differences(mlp: MLP, x: np.ndarray, y: np.ndarray, coords, h: float = tolerances.FD_STEP):
-    """(L(θ + h) − L(θ − h)) / 2h for each chosen coordinate, on a float64 copy of `mlp`
-    (``compare.fd.coordinates`` with the loss as the one output, g = 1).
-
-    Returns:
-        [(dW_values, db_values), ...]: 1-D float64 arrays matching `coords`.
-    """
-    net, x = float64_copy(mlp), x.astype(np.float64)
-    one = np.ones(1)
-
-    def loss():
-        return np.array([net.loss(x, y)])
-
-    return [tuple(fd.coordinates(theta, idx, loss, one, h)[0] for theta, idx in zip(pair, cpair))
-            for pair, cpair in zip(net.parameters(), coords)]
-
-
-def witness_grads(mlp: MLP, x: np.ndarray, y: np.ndarray, fd_samples: int = 500, seed: int = 0):
-    """Compute every witness on the same weights and batch.
-
-    Returns:
-        (grads, coords, notes, loss): grads maps witness name -> [(dW, db), ...] (for "fd": the
-        values at `coords` only); notes maps a skipped witness to the reason; loss is the batch loss.
-    """
-    from torch_ref.convert import from_manual, loss_and_grads
-
-    grads, notes = {}, {}
-    loss, manual = mlp.loss_and_grads(x, y)
-    grads["manual"] = copy_grads(manual)
+def chain(mlp: MLP, x, y) -> tuple[dict, str]:
+    """The chain witness's gradients of the loss, {tensor: gradient} on the float64 copy of the
+    net, and why it was skipped ("" when it ran)."""
+    net = float64_copy(mlp)
     try:
-        grads["chain"] = jacobians.batch_grads(mlp.weights, mlp.biases, x, y, mlp.activation)
+        grads = jacobians.batch_grads(net.weights, net.biases, np.asarray(x, np.float64), y, net.activation)
     except ValueError as e:
-        notes["chain"] = f"skipped: {e}"
-    grads["torch"] = copy_grads(loss_and_grads(from_manual(mlp), x, y)[1])
-    coords = choose_coordinates(mlp, fd_samples, np.random.default_rng(seed))
-    grads["fd"] = finite_differences(mlp, x, y, coords)
-    return grads, coords, notes, loss
+        return {}, f"skipped: {e}"
+    return {f"parameter {p}{i}": np.asarray(g) for i, gs in enumerate(grads, start=1) for p, g in zip("Wb", gs)}, ""
 
 
-def witness_losses(mlp: MLP, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """The batch-mean loss by each witness that computes one, on the same weights and batch:
-    manual (``loss_and_grads``), torch (autograd's forward) and fd (L(θ) of the float64 copy)."""
-    from torch_ref.convert import from_manual, loss_and_grads
-
-    return {"manual": mlp.loss_and_grads(x, y)[0], "torch": loss_and_grads(from_manual(mlp), x, y)[0],
-            "fd": float64_copy(mlp).loss(x.astype(np.float64), y)}
-
-
-def compare_losses(losses: dict[str, float], dtype) -> dict[tuple[str, str], Agreement]:
-    """Every pair of the witnesses in `losses` (see `witness_losses`), in the order of WITNESSES,
-    measured as one-element arrays (the relative error is then |a − b| / max(|a|, |b|))."""
-    allowed = tolerances.witness_bounds(dtype, min(losses.values()))["loss"]
-    return {(a, b): measure(np.array([losses[a]]), np.array([losses[b]]), 0, "loss", allowed)
-            for a, b in itertools.combinations([w for w in WITNESSES if w in losses], 2)}
+def fd_budget(mlp: MLP, fd_samples: int) -> int:
+    """The referee's fd budget (``compare.check.witnesses.Numeric``: a forward pass costs the
+    parameters and the loss, two per coordinate) that affords every coordinate of every tensor
+    below FD_ALL_BELOW parameters, and fd_samples coordinates of each tensor above."""
+    total = sum(W.size + b.size for W, b in mlp.parameters())
+    return 2 * (total + 1) * (total if total < FD_ALL_BELOW else fd_samples)
 
 
-def compare_witnesses(grads: dict, coords, dtype, loss=None) -> dict[tuple[str, str], list[Agreement]]:
-    """Every pair of witnesses, layer by layer. Pairs with "fd" compare at the sampled coordinates.
-    `loss` (the batch loss) widens the bounds for very confident batches (see tolerances)."""
-    results, bound = {}, tolerances.witness_bounds(dtype, loss)
-    for a, b in itertools.combinations([w for w in WITNESSES if w in grads], 2):
-        if "fd" in (a, b):
-            analytic = grads[a]  # "fd" comes last in WITNESSES
-            rel, elem = bound["against fd"], bound["elementwise against fd"]
-            results[(a, b)] = [
-                measure(np.asarray(g).reshape(-1)[idx], fd, layer, param, rel, elem)
-                for layer, (pair, cpair, fpair) in enumerate(zip(analytic, coords, grads["fd"]), start=1)
-                for param, g, idx, fd in zip("Wb", pair, cpair, fpair)
-            ]
-        else:
-            results[(a, b)] = compare_grads(grads[a], grads[b], bound["between analytic witnesses"],
-                                            bound["elementwise between analytic witnesses"])
-    return results
-
-
-def format_table(results: dict[tuple[str, str], list[Agreement]], losses: dict | None = None) -> str:
-    """Relative error per layer/parameter (rows) and witness pair (columns); failures marked (by
-    either measure). `losses` (``compare_losses``) adds a last row, "loss", with the losses'
-    relative difference ("-" for a pair with a witness that computes no loss)."""
-    pairs = list(results)
-    first = results[pairs[0]]
-    header = ["layer", "param", "shape"] + [f"{a}~{b}" for a, b in pairs]
-    rows = [header]
-    for r, agr in enumerate(first):
-        cells = [str(agr.layer), agr.param, "x".join(map(str, agr.shape))]
-        for pair in pairs:
-            q = results[pair][r]
-            cells.append(f"{q.rel_err:.1e}" + ("" if q.ok else " FAIL"))
-        rows.append(cells)
-    if losses is not None:
-        cells = [losses.get(pair) for pair in pairs]
-        rows.append(["loss", "", ""] + ["-" if q is None else f"{q.rel_err:.1e}" + ("" if q.ok else " FAIL")
-                                        for q in cells])
-    return options.format_table(rows, align="l")
+def check_net(mlp: MLP, x, y, seed: int = 0, fd_samples: int = FD_SAMPLES) -> tuple[Report, str]:
+    """The referee's report on the net's loss at (x, y) with the chain as one more witness, and why
+    the chain was skipped ("")."""
+    more, skipped = chain(mlp, x, y)
+    subject = LayerSubject(ModelLoss(mlp), torch_loss(mlp), (x, np.asarray(y)), input_grads=False,
+                           name=f"gradcheck: MLP {'-'.join(map(str, mlp.sizes))} ({mlp.activation.name})")
+    report = check(subject, seed, tolerances.FD_STEP, fd_samples, fd_budget(mlp, fd_samples),
+                   others={"chain": lambda gs: {k: gs[0] * g for k, g in more.items()}} if more else None)
+    return report, skipped
 
 
 def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch: int, dtype, seed: int,
         fd_samples: int) -> dict:
     """The whole check on a batch drawn from (mnist_x, mnist_y). Returns a JSON-ready report."""
-    from compare.agreement import message, param_message
     from compare.check import check_model
 
     rng = np.random.default_rng(seed)
     mlp = MLP(sizes, activation, dtype, seed=rng)
     idx = np.sort(rng.choice(len(mnist_x), size=batch, replace=False))
     x, y = np.ascontiguousarray(mnist_x[idx], dtype=dtype), mnist_y[idx]
-    grads, coords, notes, loss = witness_grads(mlp, x, y, fd_samples, seed)
-    results = compare_witnesses(grads, coords, dtype, loss)
-    loss_values = witness_losses(mlp, x, y)
-    losses = compare_losses(loss_values, dtype)
-    n_fd = sum(len(i) for pair in coords for i in pair)
-    n_params = sum(W.size + b.size for W, b in mlp.parameters())
-    failures = [param_message(agr, pair) for pair, agrs in results.items() for agr in agrs if not agr.ok]
-    failures += [message(q, "loss", pair, shape=()) for pair, q in losses.items() if not q.ok]
-    culprit = check_model(mlp, x, y, seed=seed).headline() if failures else None
+    report, skipped = check_net(mlp, x, y, seed, fd_samples)
+    pairs = list(dict.fromkeys((c.a, c.b) for c in report.comparisons))
+    culprit = None if report.ok else check_model(mlp, x, y, seed=seed).headline()
+    coverage = next(n.text for n in report.notes if n.kind == "coverage")
     return {
         "config": {"sizes": list(mlp.sizes), "activation": activation, "batch": batch,
                    "dtype": np.dtype(dtype).name, "seed": seed, "image_indices": idx.tolist()},
-        "witnesses": {w: d for w, d in WITNESSES.items() if w in grads},
-        "skipped": notes,
-        "fd_coordinates": {"checked": n_fd, "of": n_params, "step": tolerances.FD_STEP},
-        "loss": loss,
-        "losses": loss_values,
-        "allowed": tolerances.witness_bounds(dtype, loss),
-        "pairs": [{"a": a, "b": b, "agreements": [agr.to_dict() for agr in agrs]} for (a, b), agrs in results.items()],
-        "loss_pairs": [{"a": a, "b": b, "a_value": q.a_value, "b_value": q.b_value, "rel_err": q.rel_err,
-                        "allowed": q.allowed, "ok": q.ok} for (a, b), q in losses.items()],
-        "table": format_table(results, losses),
-        "failures": failures,
+        "witnesses": {w: d for w, d in WITNESSES.items() if w != "chain" or not skipped},
+        "skipped": {"chain": skipped} if skipped else {},
+        "fd_coordinates": {"checked": coverage, "step": tolerances.FD_STEP},
+        "pairs": [{"a": a, "b": b, "comparisons": [{"tensor": c.tensor, **c.agreement.to_dict()}
+                                                   for c in report.comparisons if (c.a, c.b) == (a, b)]}
+                  for a, b in pairs],
+        "table": report.table(),
+        "notes": [text.line(n) for n in report.notes],
+        "failures": text.failures(report.failed, report.findings),
         "culprit": culprit,
-        "ok": not failures,
+        "ok": report.ok,
     }

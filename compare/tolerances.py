@@ -1,4 +1,4 @@
-"""The training app's bounds (``crosscheck train``, ``crosscheck gradcheck``), built on the referee's
+"""The training app's bounds (``crosscheck train``), built on the referee's
 (``compare.check.tolerances``, re-exported here), each with the reason for its value."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from compare.check.tolerances import (  # noqa: F401  (the referee's bounds, as the app names them)
-    FD_STEP, FINITE_DIFF_ELEM, FINITE_DIFF_REL, FLOAT32_ELEM, FLOAT32_REL, FLOAT64_ELEM, FLOAT64_REL, NOISE_FACTOR,
+    FD_STEP, FINITE_DIFF_REL, FLOAT32_ELEM, FLOAT32_REL, FLOAT64_ELEM, FLOAT64_REL, NOISE_FACTOR,
     TINY, TWO_COMPUTATIONS, elementwise_rel, gamma, gradient_rel, linear_bound, matmul_bound, noise_floor, sum_bound,
     unit_roundoff)
 
@@ -57,17 +57,6 @@ def update_bounds(dtype, grad_allowed: float, elem_allowed: float, norms: tuple[
     """
     k = UPDATE_ROUNDINGS * unit_roundoff(dtype)
     return (grad_allowed + k * norms[0] / max(norms[1], TINY), elem_allowed + k * peaks[0] / max(peaks[1], TINY))
-
-
-def witness_bounds(dtype, loss: float | None = None) -> dict[str, float]:
-    """The bounds of ``crosscheck gradcheck``'s comparisons, widened for very confident batches by
-    `loss` (see `gradient_rel`): relative and elementwise error between analytic witnesses and
-    against fd, and for the loss (a float64 forward pass for fd's, not a difference: the analytic
-    bound)."""
-    rel, elem = gradient_rel(dtype, loss), elementwise_rel(dtype, loss)
-    return {"between analytic witnesses": rel, "against fd": max(FINITE_DIFF_REL, rel),
-            "elementwise between analytic witnesses": elem,
-            "elementwise against fd": max(FINITE_DIFF_ELEM, elem), "loss": rel}
 
 
 def run_bounds(dtype, lockstep: bool) -> dict[str, float]:

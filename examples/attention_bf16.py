@@ -97,8 +97,13 @@ def inputs(dtype=torch.bfloat16, batch: int = 2, length: int = 8, dim: int = 16,
     return tuple(torch.randn(batch, length, dim, generator=gen).to(dtype) for _ in range(3))
 
 
-if __name__ == "__main__":
-    from compare.check import check_function
+def main() -> None:
+    from compare import check_function
 
-    for vjp in (attention_vjp, vjp_transposed):
-        print(check_function(attention, vjp, reference, *inputs(torch.bfloat16)), "\n")
+    print(check_function(attention, attention_vjp, reference, *inputs(torch.bfloat16)))
+    print()
+    print(check_function(attention, vjp_transposed, reference, *inputs(torch.bfloat16)))
+
+
+if __name__ == "__main__":
+    main()

@@ -36,7 +36,9 @@ What makes it fast (measurements and their history: docs/performance.md, "Manual
   products with cached vectors of ones (the bias step b − 1ᵀ(lr·δ) one ?gemv with β = 1 on b);
 - the input checks accept the common case (a (B, in) ndarray of the net's dtype, int64 labels in
   range) with a few attribute reads; anything else goes through the reference's own checks
-  (``MLP.check_input``, ``check_labels``), which say what is wrong.
+  (``MLP.check_input``, ``check_labels``), which say what is wrong. ``check(x, y)`` and
+  ``run(x, y, lr)`` split the call as ``FastTorchStep``'s do: ``run`` skips the scan of ẑ₁ for
+  NaN and inf (a batch checked once, as the bench's); it still checks the labels' range.
 
 This path keeps its own base points: after a step, ``mlp.zs``, ``mlp.zhats`` and the layers'
 stored inputs are those of the last reference forward, not of this step.
@@ -354,6 +356,22 @@ class FastStep:
         self._buffers: dict[int, dict] = {}
 
     def __call__(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        return self._step(x, y, lr, finite=True)
+
+    def check(self, x, y):
+        """The reference's checks of a batch -> (x, y) as ``run`` takes them: x as ``MLP.check_input``
+        passes it and finite, y its labels in range. One clear error otherwise."""
+        x = self.mlp.check_input(x)
+        check_finite_input(x, x)
+        return x, check_labels(y, len(x), self.mlp.sizes[-1])
+
+    def run(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        """The step on a batch that ``check`` has passed (the bench's, checked once outside the timed
+        region): as the call, but x is not scanned for NaN and inf (the labels' range, a few µs,
+        is still checked: a label −1 would index silently)."""
+        return self._step(x, y, lr, finite=False)
+
+    def _step(self, x, y, lr: float, finite: bool) -> float:
         mlp = self.mlp
         if not plain_batch(x, mlp.dtype, mlp.sizes[0]):
             x = mlp.check_input(x)
@@ -364,7 +382,7 @@ class FastStep:
         products = self._routes[self._small]
         with self._threads.limit(*self._thread_rule(self._small)):
             buf = self._buffers_for(len(x))
-            zs, logits = self._forward(x, buf, products)
+            zs, logits = self._forward(x, buf, products, finite)
             if not plain_labels(y, len(x), mlp.sizes[-1]):
                 y = check_labels(y, len(x), mlp.sizes[-1])
             row_sums = partial(products.row_sums, out=buf["total"])
@@ -387,14 +405,15 @@ class FastStep:
         every = [k for k in PRODUCTS if k != "weight gradient"]
         return every + (["weight gradient"] if not all(u["fused"] for u in self._updates) else [])
 
-    def _forward(self, x: np.ndarray, buf: dict, products: Products):
-        """ẑᵢ = zᵢWⁱᵀ + bⁱ and zᵢ₊₁ = σ(ẑᵢ) into the buffers; returns ([z₁, ...], logits)."""
+    def _forward(self, x: np.ndarray, buf: dict, products: Products, finite: bool = True):
+        """ẑᵢ = zᵢWⁱᵀ + bⁱ and zᵢ₊₁ = σ(ẑᵢ) into the buffers (ẑ₁ checked finite where `finite`);
+        returns ([z₁, ...], logits)."""
         f = ACTIVATIONS[self.mlp.activation.name][0]
         zs = [x]
         for i, (W, b) in enumerate(self.mlp.parameters()):
             zhat = products.forward(zs[-1], W, buf["zhat"][i])
             zhat += b
-            if i == 0:
+            if i == 0 and finite:
                 check_finite_input(x, zhat)
             if i < len(buf["z"]):
                 zs.append(f(zhat, out=buf["z"][i]))

@@ -92,6 +92,7 @@ class _CompiledStep:
         if W is None or type(W).__module__.split(".")[0] not in self.library.split("/") or mlp.activation.name != "sigmoid":
             raise TypeError(f"{type(self).__name__} takes a sigmoid MLP of {self.library} arrays (mlp.to(...))")
         self.mlp = mlp
+        self._scale = {}
 
     def __call__(self, x, y, lr: float) -> float:
         x, y = self.check(x, y)
@@ -107,10 +108,17 @@ class _CompiledStep:
 
     def run(self, x, y, lr: float) -> float:
         """The step on a batch that ``check`` has passed -> the loss before it, a float."""
+        return float(self.launch(x, y, lr))
+
+    def launch(self, x, y, lr: float):
+        """``run`` without waiting: the loss as the library's 0-d array (JAX dispatches asynchronously)."""
         lr = float(lr)
         if not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {lr}")
-        return self._run(x, y, lr / x.shape[0])
+        scale = lr / x.shape[0]
+        if scale not in self._scale:  # a 0-d array of the net's: a new lr does not recompile, nor is sent each call
+            self._scale = {scale: self._scalar(scale, x)}
+        return self._launch(x, y, self._scale[scale])
 
 
 class CompiledTorchStep(_CompiledStep):
@@ -124,19 +132,22 @@ class CompiledTorchStep(_CompiledStep):
 
         super().__init__(mlp)
         self.fn = torch.compile(torch_update, dynamic=False) if compile else torch_update
-        self._scale = {}
 
     def check(self, x, y):
         x, y = super().check(x, y)
         return x, y.long()
 
-    def _run(self, x, y, scale: float) -> float:
+    @staticmethod
+    def _scalar(scale: float, x):
         import torch
 
-        if scale not in self._scale:  # a 0-d tensor: a new lr does not recompile
-            self._scale = {scale: torch.tensor(scale, dtype=x.dtype, device=x.device)}
+        return torch.tensor(scale, dtype=x.dtype, device=x.device)
+
+    def _launch(self, x, y, scale):
+        import torch
+
         with torch.no_grad():
-            return float(self.fn(self.mlp.parameters(), x, y, self._scale[scale]))
+            return self.fn(self.mlp.parameters(), x, y, scale)
 
 
 class JaxStep(_CompiledStep):
@@ -155,8 +166,15 @@ class JaxStep(_CompiledStep):
         x, y = super().check(x, y)
         return x, y.astype("int32")
 
-    def _run(self, x, y, scale: float) -> float:
-        loss, new = self.fn(self.mlp.parameters(), x, y, scale)
-        for linear, (W, b) in zip(self.mlp.linears, new):
+    @staticmethod
+    def _scalar(scale: float, x):
+        import jax
+
+        return jax.device_put(x.dtype.type(scale), x.device)
+
+    def _launch(self, x, y, scale):
+        linears = self.mlp.linears
+        loss, new = self.fn([(linear.params["W"], linear.params["b"]) for linear in linears], x, y, scale)
+        for linear, (W, b) in zip(linears, new):
             linear.params["W"], linear.params["b"] = W, b
-        return float(loss)
+        return loss

@@ -146,39 +146,36 @@ def test_a_relative_error_of_1e_7_in_one_layer_fails_the_default_run_at_step_1(t
 
 
 @pytest.fixture(scope="module")
-def witnesses(mnist64):
-    """gradcheck's witnesses on 8 MNIST images for a 784-16-10 net (every coordinate differenced)."""
-    mlp = MLP((784, 16, 10), "sigmoid", np.float64, seed=0)
-    x, y = mnist64.x_train[:8], mnist64.y_train[:8]
-    grads, coords, notes, loss = gradcheck.witness_grads(mlp, x, y)
-    assert "chain" in grads and sum(len(i) for pair in coords for i in pair) == 784 * 16 + 16 + 16 * 10 + 10
-    return grads, coords, loss
+def batch(mnist64):
+    """8 MNIST images for a 784-16-10 net, whose every coordinate gradcheck differences."""
+    return mnist64.x_train[:8], mnist64.y_train[:8]
 
 
-def with_manual_error(witnesses, what: str, eps: float):
-    """compare_witnesses after `what` ("relative error" or "elementwise error") of size eps in the
-    manual witness's layer 1 W; returns {pair: the layer 1 W Agreement}."""
-    grads, coords, loss = witnesses
-    grads = dict(grads, manual=gradcheck.copy_grads(grads["manual"]))
-    (spread_error if what == "relative error" else one_element_error)(grads["manual"][0][0], eps)
-    results = gradcheck.compare_witnesses(grads, coords, np.float64, loss)
-    return {pair: gs[0] for pair, gs in results.items()}
+def with_manual_error(batch, what: str, eps: float) -> dict:
+    """gradcheck's report (the referee's) after `what` ("relative error" or "elementwise error") of
+    size eps in the manual witness's layer 1 W; returns {(a, b): the parameter W1 Agreement}."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        inject(monkeypatch, what, eps)
+        found, skipped = gradcheck.check_net(MLP((784, 16, 10), "sigmoid", np.float64, seed=0), *batch)
+    assert not skipped and "parameter W1 12544/12544" in str(found)
+    return {(c.a, c.b): c.agreement for c in found.comparisons if c.tensor == "parameter W1"}
 
 
 @pytest.mark.parametrize("what, promise", [("relative error", 1e-5), ("elementwise error", 1e-5)])
-def test_every_gradcheck_bound_fails_an_error_just_above_it(witnesses, what, promise):
-    """Against finite differences (FINITE_DIFF_REL, FINITE_DIFF_ELEM) and between analytic witnesses
-    (FLOAT64_REL, FLOAT64_ELEM): the manual witness off by 3x the pair's bound fails that pair
-    through that measure, 1/3 of it passes; and against fd a 1e-5 error (ten times the bound, the
-    fd noise being ~1e-8) fails."""
-    exact = with_manual_error(witnesses, what, 0.0)
+def test_every_gradcheck_bound_fails_an_error_just_above_it(batch, what, promise):
+    """Against finite differences and between analytic witnesses (torch, the chain): the manual
+    witness off by 3x the pair's bound fails that pair through that measure, 1/3 of it passes; and
+    against fd a 1e-5 error (ten times the bound, the fd noise being ~1e-8) fails."""
+    exact = with_manual_error(batch, what, 0.0)
     assert all(agr.ok for agr in exact.values())
-    assert what in with_manual_error(witnesses, what, promise)[("manual", "fd")].failed
-    for pair in (("manual", "fd"), ("manual", "torch"), ("manual", "chain")):
-        bound = exact[pair].allowed if what == "relative error" else exact[pair].elem_allowed
-        assert what in with_manual_error(witnesses, what, 3 * bound)[pair].failed, pair
-        assert with_manual_error(witnesses, what, bound / 3)[pair].ok, pair
-    assert all(agr.ok for pair, agr in with_manual_error(witnesses, what, 1.0).items() if "manual" not in pair)
+    assert what in with_manual_error(batch, what, promise)[("manual", "fd")].failed
+    bounds = {pair: exact[pair].allowed if what == "relative error" else exact[pair].elem_allowed
+              for pair in (("manual", "fd"), ("manual", "torch"), ("manual", "chain"))}
+    for bound in sorted(set(bounds.values())):
+        above, below = with_manual_error(batch, what, 3 * bound), with_manual_error(batch, what, bound / 3)
+        for pair in (p for p, b in bounds.items() if b == bound):
+            assert what in above[pair].failed and below[pair].ok, pair
+    assert all(agr.ok for pair, agr in with_manual_error(batch, what, 1.0).items() if "manual" not in pair)
 
 
 # ------------------------------------------------------------------ (b) the partial last batch

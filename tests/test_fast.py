@@ -348,8 +348,17 @@ def test_bad_input_is_refused_before_any_weight_changes():
     ]:
         with pytest.raises(error, match=message):
             step(*args)
+        if "NaN" not in message:  # run checks all but the values of x (check's, once)
+            with pytest.raises(error, match=message):
+                step.run(*args)
+    with pytest.raises(ValueError, match=r"NaN or inf \(first at index \(2, 3\)\)"):
+        step.check(bad_x, y)
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.3"):
+        step.check(x, np.full(8, -1))
     for a, b in zip(mlp.weights + mlp.biases, before):
         np.testing.assert_array_equal(a, b)
+    expected = mlp.loss(x, y)
+    assert step.run(*step.check(x, y), 0.1) == pytest.approx(expected, rel=1e-12)
 
 
 def test_fast_step_refuses_a_net_it_cannot_run():

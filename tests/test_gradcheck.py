@@ -1,48 +1,47 @@
-"""compare/gradcheck.py and `crosscheck gradcheck`: four witnesses, pairwise, on real MNIST."""
+"""compare/gradcheck.py and `crosscheck gradcheck`: the referee's check of a whole net's gradient,
+with the notes' chain rule as one more witness, on real MNIST."""
 
 import json
 
 import numpy as np
 import pytest
 
-from compare import cli, gradcheck, tolerances
+from compare import cli, gradcheck
 from manual import functional as mf
 from manual.mlp import MLP
-from helpers import assert_close_bound, assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 RNG = np.random.default_rng(4)
 
 
-def test_choose_coordinates_all_or_sampled():
-    small = MLP((20, 7, 5), seed=0)
-    coords = gradcheck.choose_coordinates(small, 10, RNG)
-    assert [len(i) for pair in coords for i in pair] == [140, 7, 35, 5]
-    big = MLP((784, 100, 10), seed=0)
-    coords = gradcheck.choose_coordinates(big, 50, RNG)
-    assert [len(i) for pair in coords for i in pair] == [50, 50, 50, 10]
-    assert all(len(np.unique(i)) == len(i) and i.max() < 78400 for i in coords[0])
+def failing(report) -> set:
+    return {(c.tensor, c.a, c.b) for c in report.failures}
 
 
-def test_finite_differences_match_the_analytic_gradient_at_the_chosen_coordinates():
-    mlp = MLP((10, 6, 3), dtype=np.float32, seed=0)
-    x, y = RNG.standard_normal((4, 10)).astype(np.float32), np.array([0, 1, 2, 1])
-    coords = [(np.array([0, 7, 59]), np.array([2])), (np.array([1, 17]), np.array([0, 2]))]
-    fd = gradcheck.finite_differences(mlp, x, y, coords)
-    net64 = MLP((10, 6, 3), seed=0)
-    net64.set_parameters(mlp.weights, mlp.biases)
-    _, grads = net64.loss_and_grads(x.astype(np.float64), y)
-    for (dW, db), (iW, ib), (fW, fb) in zip(grads, coords, fd):
-        assert fW.dtype == np.float64  # the finite differences are taken in float64
-        for fd_values, exact in ((fW, dW.ravel()[iW]), (fb, db[ib])):
-            # FINITE_DIFF_REL bounds ‖fd − g‖ / max(‖fd‖, ‖g‖) over the chosen coordinates (the
-            # gradcheck's own measure), so each coordinate is within FINITE_DIFF_REL·max(‖fd‖, ‖g‖)
-            scale = max(np.linalg.norm(fd_values), np.linalg.norm(exact))
-            assert_close_bound(fd_values, exact, tolerances.FINITE_DIFF_REL * scale)
+def test_a_right_net_passes_every_witness_pair_with_every_coordinate_differenced():
+    mlp = MLP((12, 8, 4), seed=0)
+    x, y = RNG.standard_normal((5, 12)), RNG.integers(0, 4, 5)
+    report, skipped = gradcheck.check_net(mlp, x, y)
+    assert report.ok and not skipped, str(report)
+    pairs = {(c.a, c.b) for c in report.comparisons}
+    assert {("manual", "torch"), ("manual", "fd"), ("torch", "fd"), ("manual", "chain"), ("chain", "torch")} <= pairs
+    coverage = next(n.text for n in report.notes if n.kind == "coverage")
+    assert coverage == "fd coordinates: parameter W1 96/96, parameter b1 8/8, parameter W2 32/32, parameter b2 4/4"
+    assert "manual~chain" in report.table()
+
+
+def test_float32_is_judged_in_float64_with_the_chain_against_the_float64_witnesses():
+    mlp = MLP((12, 8, 4), dtype=np.float32, seed=0)
+    x, y = RNG.standard_normal((5, 12)).astype(np.float32), RNG.integers(0, 4, 5)
+    report, _ = gradcheck.check_net(mlp, x, y)
+    assert report.ok, str(report)
+    assert {("manual64", "chain"), ("chain", "torch64"), ("manual", "torch")} <= {(c.a, c.b) for c in report.comparisons}
     assert mlp.weights[0].dtype == np.float32  # the net itself is untouched
 
 
 def test_the_witnesses_point_at_the_wrong_one(monkeypatch):
-    """A bug in the fast path fails exactly the three pairs that contain it."""
+    """A bug in the fast path (db doubled) fails exactly the pairs that contain manual, on the
+    biases alone, and is diagnosed as the factor 2."""
     right = mf.linear_backward
 
     def bad_bias(delta, x, W, need_dx=True):
@@ -52,23 +51,40 @@ def test_the_witnesses_point_at_the_wrong_one(monkeypatch):
     monkeypatch.setattr(mf, "linear_backward", bad_bias)
     mlp = MLP((12, 8, 4), seed=0)
     x, y = RNG.standard_normal((5, 12)), RNG.integers(0, 4, 5)
-    grads, coords, notes, loss = gradcheck.witness_grads(mlp, x, y)
-    results = gradcheck.compare_witnesses(grads, coords, np.float64, loss)
-    failed = {pair for pair, agrs in results.items() if not all(agr.ok for agr in agrs)}
-    assert failed == {("manual", "chain"), ("manual", "torch"), ("manual", "fd")}
-    bad = {(agr.layer, agr.param) for agr in results[("manual", "torch")] if not agr.ok}
-    assert bad == {(1, "b"), (2, "b")}
-    assert "FAIL" in gradcheck.format_table(results)
+    report, _ = gradcheck.check_net(mlp, x, y)
+    assert {t for t, _, _ in failing(report)} == {"parameter b1", "parameter b2"}
+    assert {(a, b) for _, a, b in failing(report)} == {("manual", "torch"), ("manual", "fd"), ("manual", "dir"),
+                                                      ("manual", "chain")}
+    for tensor in ("parameter b1", "parameter b2"):
+        d = report.diagnoses[tensor]
+        assert d.kind == "constant factor" and d.value == pytest.approx(2.0), d
+        assert report.suspects[tensor].side == "yours"
+    assert "FAIL" in report.table()
 
 
-def test_chain_witness_is_skipped_with_a_note_for_big_nets():
+def test_a_wrong_chain_fails_its_own_pairs_and_no_other(monkeypatch):
+    """The chain is a witness, not a bystander: a chain off by a factor fails both of its pairs
+    on every tensor, while manual, torch and the finite differences still agree."""
+    right = gradcheck.jacobians.batch_grads
+    monkeypatch.setattr(gradcheck.jacobians, "batch_grads",
+                        lambda *args: [(1.01 * dW, 1.01 * db) for dW, db in right(*args)])
+    mlp = MLP((12, 8, 4), seed=0)
+    x, y = RNG.standard_normal((5, 12)), RNG.integers(0, 4, 5)
+    report, _ = gradcheck.check_net(mlp, x, y)
+    assert {(a, b) for _, a, b in failing(report)} == {("manual", "chain"), ("chain", "torch")}
+    assert {t for t, _, _ in failing(report)} == {f"parameter {p}{i}" for i in (1, 2) for p in "Wb"}
+
+
+def test_chain_witness_is_skipped_with_a_note_and_fd_samples_each_tensor_of_a_big_net():
     mlp = MLP((784, 256, 10), seed=0)
     x, y = RNG.standard_normal((2, 784)), np.array([1, 2])
-    grads, coords, notes, _ = gradcheck.witness_grads(mlp, x, y, fd_samples=20)
-    assert "chain" not in grads and "skipped" in notes["chain"] and "layer 1" in notes["chain"]
-    results = gradcheck.compare_witnesses(grads, coords, np.float64)
-    assert set(results) == {("manual", "torch"), ("manual", "fd"), ("torch", "fd")}
-    assert all(agr.ok for agrs in results.values() for agr in agrs)
+    report, skipped = gradcheck.check_net(mlp, x, y, fd_samples=20)
+    assert "skipped" in skipped and "layer 1" in skipped
+    assert "chain" not in {w for c in report.comparisons for w in (c.a, c.b)}
+    coverage = next(n.text for n in report.notes if n.kind == "coverage")
+    assert coverage == ("fd coordinates: parameter W1 20/200704, parameter b1 20/256, parameter W2 20/2560, "
+                        "parameter b2 10/10")
+    assert report.ok, str(report)
 
 
 # ------------------------------------------------------------------ on MNIST, through the CLI
@@ -79,9 +95,9 @@ def test_cli_gradcheck_default_net_passes(mnist_dir):
     proc = run_cli("gradcheck", "--data-dir", mnist_dir, "--offline")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "PASS: all 6 pairs" in out and "FAIL" not in out
-    assert "50,890 of 50,890 coordinates" in out
-    for row in ("1      W      64x784", "2      b      10"):
+    assert "PASS: all 7 pairs" in out and "FAIL" not in out
+    assert "parameter W1 50176/50176, parameter b1 64/64, parameter W2 640/640, parameter b2 10/10" in out
+    for row in ("parameter W1  64x784", "parameter b2  10"):
         assert row in out
 
 
@@ -92,12 +108,11 @@ def test_cli_gradcheck_three_hidden_layers_json(mnist_dir):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["ok"] and report["config"]["sizes"] == [784, 64, 32, 16, 10]
-    assert len(report["pairs"]) == 6
+    assert len(report["pairs"]) == 7
     for pair in report["pairs"]:
-        assert [(g["layer"], g["param"]) for g in pair["agreements"]] == [
-            (i, p) for i in range(1, 5) for p in "Wb"]
-        allowed = tolerances.FINITE_DIFF_REL if pair["b"] == "fd" else tolerances.FLOAT64_REL
-        assert all(g["ok"] and g["rel_err"] <= allowed for g in pair["agreements"])
+        tensors = [c["tensor"] for c in pair["comparisons"] if c["tensor"] != "output"]
+        assert tensors == [f"parameter {p}{i}" for i in range(1, 5) for p in "Wb"], pair
+        assert all(c["ok"] and c["rel_err"] <= c["allowed"] for c in pair["comparisons"])
 
 
 @pytest.mark.slow
@@ -107,8 +122,9 @@ def test_cli_gradcheck_fails_on_a_wrong_derivative(mnist_dir, monkeypatch, capsy
     code = cli.main(["gradcheck", "--data-dir", str(mnist_dir), "--offline", "--batch", "4"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "FAIL:" in out and "layer 1 W" in out and "layer 1 b" in out
-    assert "layer 2 W" not in out.split("FAIL:")[1]
+    after = out.split("FAIL:")[1]
+    assert "parameter W1 (64, 784): manual vs torch" in after and "parameter b1 (64,): manual vs torch" in after
+    assert "parameter W2" not in after and "parameter b2" not in after
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -101,9 +101,27 @@ def test_autograd_function_with_a_vjp_is_refused_in_one_line():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_tensors_stay_on_the_device():
+    """Every tensor the user's code and the counterpart are handed is on the device (the float64
+    truth too); the verdicts are those of the CPU."""
+    seen = set()
+
+    class Watched(sce.SoftmaxCrossEntropy):
+        @staticmethod
+        def forward(ctx, z, y):
+            seen.update((z.device.type, y.device.type))
+            return sce.SoftmaxCrossEntropy.forward(ctx, z, y)
+
+    def reference(z, y):
+        seen.update((z.device.type, y.device.type))
+        return sce.reference(z, y)
+
     z, y = (t.cuda() for t in sce.inputs(torch.bfloat16))
-    assert check_function(sce.SoftmaxCrossEntropy, None, sce.reference, z, y).ok
+    report = check_function(Watched, None, reference, z, y)
+    assert report.ok and seen == {"cuda"}, (seen, str(report))
     assert not check_function(sce.ScaledBackward, None, sce.reference, z, y).ok
+    layer, x = dense(torch.bfloat16)
+    layer.params = {n: p.cuda() for n, p in layer.params.items()}
+    assert check_layer(layer, torch.nn.Linear(7, 5), x.cuda(), torch_params={"W": "weight", "b": "bias"}).ok
 
 
 # ------------------------------------------------------------------------------ attention in bfloat16
@@ -224,7 +242,7 @@ def test_layer_on_tensors_mistake_and_write_are_named():
 
 
 def test_jax_custom_vjp():
-    jax = pytest.importorskip("jax", reason="jax not installed: pip install jax")
+    jax = pytest.importorskip("jax", reason="jax not installed: pip install -e '.[jax]'")
     jnp = jax.numpy
 
     def make(vjp):
@@ -371,3 +389,29 @@ def test_model_on_tensors_names_the_first_wrong_layer():
     right = [(first, torch.nn.Linear(7, 5), dict(names)), (Relu(), torch.nn.ReLU()),
              (Dense(second.params["W"], second.params["b"]), torch.nn.Linear(5, 3), dict(names))]
     assert check_model(right, x, y, loss=(CrossEntropy(), torch.nn.CrossEntropyLoss())).ok
+
+
+class NumpyDense:
+    """y = x Wᵀ + b in NumPy, in the arrays' dtype (float16 here)."""
+
+    def __init__(self, W, b, scale=1.0):
+        self.params, self.grads, self.scale = {"W": W, "b": b}, {}, scale
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.params["W"].T + self.params["b"]
+
+    def backward(self, dy):
+        self.grads = {"W": dy.T @ self.x, "b": (self.scale * dy.sum(0)).astype(dy.dtype)}
+        return dy @ self.params["W"]
+
+
+def test_numpy_float16_layer():
+    rng = np.random.default_rng(0)
+    W, b, x = (rng.standard_normal(s).astype(np.float16) for s in ((5, 7), (5,), (4, 7)))
+    names = {"W": "weight", "b": "bias"}
+    report = check_layer(NumpyDense(W, b), torch.nn.Linear(7, 5), x, torch_params=names)
+    assert report.ok and "float16" in report.title, str(report)
+    wrong = check_layer(NumpyDense(W, b, scale=2.0), torch.nn.Linear(7, 5), x, torch_params=names)
+    assert {c.tensor for c in wrong.failures} == {"parameter b"}
+    assert wrong.diagnoses["parameter b"].kind == "constant factor"

@@ -13,8 +13,11 @@ from compare.bench import machine, reliability
 DEFAULT_ARCHS = ("784-128-10", "784-1024-10", "784-512-256-10")
 DEFAULT_BATCHES = (32, 64, 256, 1024)
 QUICK_ARCHS, QUICK_BATCHES, QUICK_EPOCH_IMAGES = ("784-128-10",), (32, 256), 6400
-IMPLS = ("manual", "manual_torch", "yardstick", "torch", "compiled", "jax", "floor_numpy", "floor_torch")
-OPTIONAL = ("compiled", "jax")  # a failure skips the column (with its reason) instead of the bench
+IMPLS = ("manual", "manual_torch", "yardstick", "torch", "compiled", "manual_compiled", "jax_eager", "manual_jax_eager",
+         "jax", "manual_jax", "floor_numpy", "floor_torch")
+COMPILED = ("compiled", "manual_compiled")  # torch.compile: autograd's, the hand-derived step's
+JAX_IMPLS = ("jax_eager", "manual_jax_eager", "jax", "manual_jax")  # autograd and hand-derived, eager and jax.jit
+OPTIONAL = COMPILED + JAX_IMPLS  # a failure skips the column (with its reason) instead of the bench
 LR = 0.01  # small: an update costs the same whatever its size, and many steps on one batch stay far
 #            from saturated (slow, denormal) numbers
 EPOCH_SIZES, EPOCH_BATCH = (784, 256, 10), 32
@@ -106,13 +109,13 @@ def skipped_implementations(args) -> dict[str, str]:
     """Implementation -> why it is skipped, from the options and what is installed."""
     skipped = {}
     if args.no_compile:
-        skipped["compiled"] = "skipped: --no-compile"
+        skipped.update(dict.fromkeys(COMPILED, "skipped: --no-compile"))
     elif args.quick:
-        skipped["compiled"] = "skipped: --quick (a cold torch.compile takes tens of seconds)"
+        skipped.update(dict.fromkeys(COMPILED, "skipped: --quick (a cold torch.compile takes tens of seconds)"))
     if args.no_jax:
-        skipped["jax"] = "skipped: --no-jax"
+        skipped.update(dict.fromkeys(JAX_IMPLS, "skipped: --no-jax"))
     elif _jax_missing():
-        skipped["jax"] = f"skipped: JAX is not installed (add it with {JAX_HINT})"
+        skipped.update(dict.fromkeys(JAX_IMPLS, f"skipped: JAX is not installed (add it with {JAX_HINT})"))
     if args.device != "cpu":
         skipped.update(dict.fromkeys(CPU_ONLY, f"skipped: NumPy runs on the CPU only (--device {args.device})"))
     return skipped

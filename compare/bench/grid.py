@@ -95,7 +95,9 @@ def summarize_runs(runs: dict[str, list[dict]], threads: int) -> dict:
 RATIOS = {"manual_over_torch": ("manual", "torch"), "manual_over_compiled": ("manual", "compiled"),
           "manual_over_jax": ("manual", "jax"), "manual_over_floor": ("manual", "floor_numpy"),
           "manual_torch_over_yardstick": ("manual_torch", "yardstick"),
-          "autograd_cost": ("torch", "manual_torch")}  # torch eager / the same derivation on torch tensors
+          # autograd's own cost per library and mode: the autograd step over the same derivation by hand
+          "autograd_cost": ("torch", "manual_torch"), "autograd_cost_compiled": ("compiled", "manual_compiled"),
+          "autograd_cost_jax_eager": ("jax_eager", "manual_jax_eager"), "autograd_cost_jax": ("jax", "manual_jax")}
 
 
 def _ratios(results: dict) -> dict:

@@ -10,14 +10,20 @@ from compare import options
 from compare.bench import reliability
 from compare.bench.config import IMPLS
 
-COLUMNS = {"manual": "manual µs", "manual_torch": "manual on torch µs", "yardstick": "20-line µs", "torch": "torch µs", "compiled": "compiled µs", "jax": "jax.jit µs",
+COLUMNS = {"manual": "manual µs", "manual_torch": "manual on torch µs", "yardstick": "20-line µs", "torch": "torch µs", "compiled": "compiled µs",
+           "manual_compiled": "manual compiled µs", "jax_eager": "jax eager µs", "manual_jax_eager": "manual jax eager µs",
+           "jax": "jax.jit µs", "manual_jax": "manual jax.jit µs",
            "floor_numpy": "floor µs (numpy)", "floor_torch": "floor µs (torch)"}
 RATIOS = {"manual_over_torch": "manual/torch", "manual_over_jax": "manual/jax", "manual_over_floor": "manual/floor", "manual_torch_over_yardstick": "on torch/20-line",
-          "autograd_cost": "autograd ×"}
-AUTOGRAD_LINE = ("autograd × = torch / manual on torch: torch eager autograd over the same hand-derived step on torch "
-                 "tensors without autograd, the same library's kernels: what autograd itself costs")
+          "autograd_cost": "autograd × torch", "autograd_cost_compiled": "× torch.compile",
+          "autograd_cost_jax_eager": "× jax eager", "autograd_cost_jax": "× jax.jit"}
+AUTOGRAD_LINE = ("autograd × torch = torch / manual on torch, × torch.compile = compiled / manual compiled, × jax eager "
+                 "= jax eager / manual jax eager, × jax.jit = jax.jit / manual jax.jit: each autograd step over the same "
+                 "hand-derived step in the same library and mode (eager or compiled), the same kernels: what autograd "
+                 "itself costs")
 SHOWN_VERSIONS = ("numpy", "scipy", "torch", "jax")
-NAMES = {"compiled": "torch.compile", "jax": "jax.jit"}
+NAMES = {"compiled": "torch.compile", "manual_compiled": "torch.compile of the hand-derived step", "jax": "jax.jit",
+         "manual_jax": "jax.jit of the hand-derived step", "jax_eager": "jax eager", "manual_jax_eager": "hand-derived jax eager"}
 
 
 def _library(lib: dict) -> str:
@@ -139,7 +145,7 @@ def tail(points: list[dict], epoch: dict | None, threads: int) -> list[str]:
     lines = [f"µs: the median over processes of each process's median step; ±: the wider side of its "
              f"{100 * reliability.CONFIDENCE:.0f} % interval (order statistics of the processes); "
              f"floor = the step's matrix products alone"]
-    if any("autograd_cost" in p for p in points):
+    if any(key.startswith("autograd_cost") for p in points for key in p):
         lines.append(AUTOGRAD_LINE)
     for name in IMPLS:
         what = NAMES.get(name, name)
@@ -163,7 +169,8 @@ def tail(points: list[dict], epoch: dict | None, threads: int) -> list[str]:
 
 
 STYLES = {"manual": ("C0", "-", "o"), "manual_torch": ("C4", "-", "v"), "yardstick": ("C5", ":", "x"), "torch": ("C1", "-", "s"), "compiled": ("C2", "-", "^"),
-          "jax": ("C3", "-", "D"), "floor_numpy": ("k", "--", "."), "floor_torch": ("0.5", ":", ".")}
+          "manual_compiled": ("C2", ":", "^"), "jax_eager": ("C8", "-", "d"), "manual_jax_eager": ("C8", ":", "d"),
+          "jax": ("C3", "-", "D"), "manual_jax": ("C3", ":", "D"), "floor_numpy": ("k", "--", "."), "floor_torch": ("0.5", ":", ".")}
 
 
 def _panel(ax, pts: list[dict]) -> None:

@@ -94,12 +94,13 @@ def manual_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "c
     cpu_only(device, "the NumPy step")
     mlp = initial(sizes, x.dtype)
     fast = FastStep(mlp)
+    x, y = fast.check(x, y)  # once, outside the timed region: each timed step is FastStep.run
 
     def train(xb, yb):
         return fast(xb, yb, lr)
 
     info = {"function": "manual.fast.FastStep", "checked_by": "crosscheck train --step fast"}
-    return Step(lambda: train(x, y), lambda: _manual_weights(mlp), None, info, train, fast.how_it_ran,
+    return Step(lambda: fast.run(x, y, lr), lambda: _manual_weights(mlp), None, info, train, fast.how_it_ran,
                 parts=fast_step_parts(fast, x, y, lr))
 
 
@@ -327,6 +328,36 @@ def compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = 
                 sync=torch_sync(device), parts=parts)
 
 
+def manual_compiled_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
+    """``torch.compile(dynamic=False)`` of the hand-derived step on torch tensors
+    (``manual.fast_compiled.CompiledTorchStep``, held to the reference in tests/test_fast_compiled.py):
+    the compiled column's hand-derived twin. A first call compiles (``compile_s``; its update is undone)."""
+    import torch
+
+    from manual.fast_compiled import CompiledTorchStep
+
+    mlp = initial(sizes, x.dtype).to(torch, device)
+    step = CompiledTorchStep(mlp)
+    tx, ty = step.check(to_device(x, device), to_device(y, device))
+    compile_s = _first_call_s(lambda: step.run(tx, ty, lr), sync=torch_sync(device))
+    mlp.set_parameters(*zip(*initial(sizes, x.dtype).parameters()))  # the compiling step does not count
+
+    def weights():
+        return [(W.cpu().numpy().copy(), b.cpu().numpy().copy()) for W, b in mlp.parameters()]
+
+    info = {"function": "torch.compile(dynamic=False) of manual.fast_compiled.torch_update (no autograd)"}
+    return Step(lambda: step.run(tx, ty, lr), weights, compile_s, info, sync=torch_sync(device))
+
+
+def _first_call_s(call, sync=None) -> float:
+    """Seconds of `call`'s first run (tracing and compiling), waiting for the device where `sync`."""
+    t0 = time.perf_counter()
+    call()
+    if sync:
+        sync()
+    return time.perf_counter() - t0
+
+
 # ------------------------------------------------------------------------------ JAX
 
 
@@ -387,9 +418,7 @@ def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu"
     exist. `device` "cuda": JAX's first GPU (RuntimeError where JAX sees none)."""
     import jax
 
-    if x.dtype == np.float64:
-        jax.config.update("jax_enable_x64", True)  # JAX computes in float32 unless told
-    where = jax_device(device)
+    where = _jax_where(x, device)
     mlp = initial(sizes, x.dtype)
 
     def start():  # fresh copies of the initial weights on the step's device (they are donated)
@@ -415,6 +444,64 @@ def jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu"
     return Step(run, weights, compile_s, info, prefixes=jax_prefixes(state, jx, jy, run))
 
 
+def jax_eager_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
+    """``jax_sgd`` (``jax.value_and_grad`` + the SGD update) op by op, without ``jax.jit``: autograd
+    eager in JAX, each call waited for."""
+    import jax
+
+    where = _jax_where(x, device)
+    state = {"params": [(jax.device_put(np.array(W), where), jax.device_put(np.array(b), where))
+                        for W, b in initial(sizes, x.dtype).parameters()]}
+    jx, jy = jax.device_put(x, where), jax.device_put(y.astype(np.int32), where)
+
+    def run():
+        loss, state["params"] = jax_sgd(state["params"], jx, jy, lr)
+        return jax.block_until_ready((loss, state["params"]))[0]
+
+    info = {"function": "jax.value_and_grad + SGD update, op by op (no jax.jit)", "device": str(where)}
+    return Step(run, lambda: [(np.array(W), np.array(b)) for W, b in state["params"]], None, info)
+
+
+def manual_jax_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu", compile: bool = True) -> Step:
+    """The hand-derived step in ``jax.numpy`` (``manual.fast_compiled.JaxStep``, held to the reference in
+    tests/test_fast_compiled.py): under ``jax.jit`` with donated parameters, or op by op
+    (``compile=False``, the builder ``manual_jax_eager_step``). A jitted first call compiles
+    (``compile_s``; its update is undone)."""
+    import jax
+    import jax.numpy as jnp
+
+    from manual.fast_compiled import JaxStep
+
+    where = _jax_where(x, device)
+    mlp = initial(sizes, x.dtype).to(jnp, device=where)
+    step = JaxStep(mlp, compile=compile)
+    jx, jy = step.check(jax.device_put(x, where), jax.device_put(y, where))
+
+    def run():  # the loss and the new parameters waited for, as in jax_step
+        return jax.block_until_ready((step.launch(jx, jy, lr), [linear.params for linear in mlp.linears]))[0]
+
+    compile_s = _first_call_s(run) if compile else None
+    for linear, (W, b) in zip(mlp.linears, initial(sizes, x.dtype).parameters()):  # the compiling step does not count
+        linear.params["W"], linear.params["b"] = jax.device_put(W, where), jax.device_put(b, where)
+    info = {"function": f"{'jax.jit(donated parameters) of ' if compile else ''}manual.fast_compiled.jax_update"
+                        f"{'' if compile else ' op by op'} (no jax.grad)", "device": str(where)}
+    return Step(run, lambda: [(np.array(W), np.array(b)) for W, b in mlp.parameters()], compile_s, info)
+
+
+def manual_jax_eager_step(sizes, x: np.ndarray, y: np.ndarray, lr: float, device: str = "cpu") -> Step:
+    """``manual_jax_step`` op by op: the hand-derived step in ``jax.numpy`` without ``jax.jit``."""
+    return manual_jax_step(sizes, x, y, lr, device, compile=False)
+
+
+def _jax_where(x: np.ndarray, device: str):
+    """The JAX device of ``jax_device``, with 64-bit arrays switched on for a float64 batch."""
+    import jax
+
+    if x.dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)  # JAX computes in float32 unless told
+    return jax_device(device)
+
+
 def jax_prefixes(state: dict, jx, jy, run) -> dict:
     """The step's prefixes as programs of their own, each ``jax.jit``-compiled (on first call) and
     waited for: forward (the logits), + loss, + backward (``value_and_grad``), + update (``run``)."""
@@ -429,4 +516,5 @@ def jax_prefixes(state: dict, jx, jy, run) -> dict:
 
 
 BUILDERS = {"manual": manual_step, "manual_torch": manual_torch_step, "yardstick": yardstick_step, "torch": torch_step, "compiled": compiled_step,
-            "jax": jax_step}
+            "manual_compiled": manual_compiled_step, "jax_eager": jax_eager_step, "manual_jax_eager": manual_jax_eager_step,
+            "jax": jax_step, "manual_jax": manual_jax_step}

@@ -29,7 +29,7 @@ from compare import spin
 WORKER_MARK = spin.WORKER_MARK
 REPORTED_ENV = ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS")
-TORCH_IMPLS = ("manual_torch", "yardstick", "torch", "compiled", "floor_torch", "epoch_torch")  # the workers that load torch
+TORCH_IMPLS = ("manual_torch", "yardstick", "torch", "compiled", "manual_compiled", "floor_torch", "epoch_torch")  # the workers that load torch
 TIMEOUT_S = 1800  # a cold torch.compile of the largest net takes ~1 min; anything past this is hung
 
 
@@ -93,8 +93,10 @@ def _jax_affinity(threads: int) -> list[int] | None:
 def _load_library(impl: str, threads: int) -> dict:
     """Import the library `impl` times before the budget is applied (threadpoolctl sees only loaded
     pools). Returns the record of how the budget was applied."""
+    from compare.bench.config import JAX_IMPLS
+
     applied = {}
-    if impl == "jax":
+    if impl in JAX_IMPLS:
         pinned = _jax_affinity(threads)
         if pinned is not None:
             applied["affinity"] = pinned
@@ -127,7 +129,7 @@ def gpu_memory(impl: str, device: str):
     its GPU reports one (not resettable: it includes the compiling step); else None."""
     if device == "cpu":
         return None
-    if impl == "jax":
+    if impl.endswith("jax") or impl.endswith("jax_eager"):
         import jax
 
         gpu = jax.devices("gpu")[0]

@@ -30,7 +30,10 @@ torch tensors, and autograd carries the gradients back through them, so no inver
     torch_inputs=lambda x, h, c: (x, (h, c))                      #   arguments (nn.LSTMCell)
     torch_outputs=lambda y: y.permute(0, 2, 3, 1)                 # back to the layer's layout
 
-Inputs of float32 or float64 are differentiated; integer and bool arrays (ids, masks, labels)
+Tensors in, tensors out: the user's side may compute on torch tensors (CPU or CUDA), JAX arrays or
+NumPy float16, in float64, float32, float16 or bfloat16; a ``torch.autograd.Function`` or a
+``jax.custom_vjp`` is handed with vjp=None (``compare.check.tensors``; the half-precision rule in
+``compare.check.precision``). Inputs of float32 or float64 are differentiated; integer and bool arrays (ids, masks, labels)
 pass to both sides unchanged, never perturbed. Every witness runs on its own copies of the layer,
 the inputs and the upstream gradients: what user code writes into its arguments reaches no other
 witness, and is reported as a note ("backward wrote into dy"). The caller's layer and module are
@@ -68,7 +71,7 @@ detects.
 
 from __future__ import annotations
 
-from compare.check import tensors, tolerances
+from compare.check import tensor_layers, tensors, tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
 from compare.check.findings import (BuffersDiffer, Diagnosis, Failure, Float32Only, ForwardsDiffer, Greatest, Measure,
                                     Note, OutputsDiffer, Suspect)
@@ -94,13 +97,16 @@ def check_function(fn, vjp, torch_fn, *inputs, seed: int = 0, h: float = toleran
     """Check a hand-derived vector–Jacobian product against autograd and finite differences.
 
     Args:
-        fn: fn(*inputs) -> y, a NumPy array, or a tuple of them (several outputs).
+        fn: fn(*inputs) -> y, an array or tensor, or a tuple of them (several outputs); or a
+            ``torch.autograd.Function`` subclass or a ``jax.custom_vjp`` function (vjp None).
         vjp: vjp(g, *inputs) -> Jᵀg, one gradient per input of its input's shape: a tuple, or the
             array alone for one input (None for an integer or bool input). g has y's shape and
-            dtype; with several outputs it is a tuple, one per output.
+            dtype; with several outputs it is a tuple, one per output. None for a Function or a
+            custom_vjp: their own backward is checked.
         torch_fn: the same function on torch tensors (e.g. ``torch.nn.functional.softplus``).
-        inputs: NumPy arrays: finite float32/float64 ones are differentiated (float32 gets the
-            float64 referee); integer and bool ones pass unchanged.
+        inputs: NumPy arrays, torch tensors (CPU or CUDA) or JAX arrays: finite float ones are
+            differentiated (below float64 with the float64 referee; float16 and bfloat16 by the
+            rule of ``compare.check.precision``); integer and bool ones pass unchanged.
         seed: draws g, the directions u and the sampled fd coordinates.
         h: the finite-difference step.
         fd_samples, fd_budget: how many coordinates fd may take (``compare.check.engine``).
@@ -151,7 +157,7 @@ def check_layer(layer, module, x, seed: int = 0, h: float = tolerances.FD_STEP, 
         ValueError instead.
     """
     xs = x if isinstance(x, (tuple, list)) else (x,)
-    foreign = tensors.holds_tensors(layer) or any(tensors.is_tensor(v) for v in xs)
-    subject = (tensors.TensorLayerSubject if foreign else LayerSubject)(
+    foreign = tensor_layers.holds_tensors(layer) or any(tensors.is_tensor(v) for v in xs)
+    subject = (tensor_layers.TensorLayerSubject if foreign else LayerSubject)(
         layer, module, x, torch_params, torch_inputs, torch_outputs, training, name, torch_fixed=torch_fixed)
     return check(subject, seed, h, fd_samples, fd_budget, self_test)

@@ -23,7 +23,7 @@ from compare.check.findings import Note
 from compare.check.measure import measure
 from compare.check.report import NOTHING, Report
 from compare.check.witnesses import (FD_BUDGET, FD_SAMPLES, LeftOut, Numeric, analytic,  # noqa: F401
-                                     compare_analytic, output_labels, rerun)
+                                     compare_analytic, compare_more, output_labels, rerun)
 
 # ------------------------------------------------------------------------------ determinism
 
@@ -108,11 +108,14 @@ def _notes(subject, runs) -> list[Note]:
     return notes
 
 
-def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_test: bool = False) -> Report:
+def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_test: bool = False,
+          others: dict | None = None) -> Report:
     """Every witness of every tensor of `subject`, compared pair by pair, with the findings: which
     side is the suspect (``blame``) and what kind of mistake it is (``diagnose``); with
     `self_test`, the standard wrong variants of the hand-written gradients through the same
-    comparisons (``selftest``)."""
+    comparisons (``selftest``); `others`, {witness: function of the upstream gradients (float64) ->
+    {tensor: gradient}}: other analytic witnesses, each compared with the exact pair
+    (``witnesses.compare_more``)."""
     rng = draws(seed)
     refusal = nothing_to_compare(subject)
     if not refusal:
@@ -136,6 +139,8 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
     if half_only:  # the user's code runs in no float64: its low-precision run is the one to judge
         exact = ("manual", "torch64")
     numeric = LeftOut(half_only) if half_only else Numeric(subject, gs, rng, h, fd_samples, fd_budget)
+    gs64 = [np.asarray(g, np.float64) for g in gs]
+    comparisons += compare_more(runs, {w: f(gs64) for w, f in (others or {}).items()}, exact)
     more, coverage = numeric.compare(runs, exact)
     comparisons += more
     notes = _notes(subject, runs) + coverage

@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from compare.check import tensors, text, tolerances
+from compare.check import tensor_layers, tensors, text, tolerances
 from compare.check.engine import FD_BUDGET, FD_SAMPLES, check
 from compare.check.findings import Diagnosis, Suspect
 from compare.check.report import NOTHING, DerivationError, Report
@@ -177,8 +177,9 @@ def check_model(model, x, y=None, seed: int = 0, h: float = tolerances.FD_STEP, 
     items = entries(model)
     loss_entry = _loss_entry(model, loss) if y is not None else None
     # a model on tensors (torch, JAX, NumPy float16) is checked layer by layer on tensors
-    foreign = tensors.is_tensor(x) or any(tensors.holds_tensors(layer) for layer, _, _ in items)
-    subject_of, fresh = (tensors.TensorLayerSubject, tensors.fresh) if foreign else (LayerSubject, np.array)
+    foreign = tensors.is_tensor(x) or any(tensor_layers.holds_tensors(layer) for layer, _, _ in items)
+    subject_of, fresh = (tensor_layers.TensorLayerSubject, tensor_layers.fresh) if foreign else \
+        (LayerSubject, np.array)
     inputs, current = [], fresh(x)
     for layer, _, _ in items:  # the forward pass, on copies, to learn what each layer receives
         inputs.append(current)

@@ -113,6 +113,7 @@ class Report:
         """Relative error per tensor (rows) and witness pair (columns); failures marked, '-' where
         a pair does not apply."""
         pairs = [p for p in COLUMNS if any((c.a, c.b) == p for c in self.comparisons)]
+        pairs += [p for p in dict.fromkeys((c.a, c.b) for c in self.comparisons) if p not in COLUMNS]  # more witnesses
         cells = {(c.tensor, (c.a, c.b)): c for c in self.comparisons}
         rows = [["tensor", "shape", *(f"{a}~{b}" for a, b in pairs)]]
         for tensor, shape in dict.fromkeys((c.tensor, c.shape) for c in self.comparisons):

@@ -13,7 +13,6 @@ has float64); only results come back, converted once.
 
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 
@@ -21,9 +20,7 @@ import numpy as np
 
 from compare.check import precision, tolerances, usage
 from compare.check.measure import measure
-from compare.check.subjects import FunctionSubject, LayerSubject, Referee, Run, _flat
-
-JAX_HINT = "pip install jax (CPU: pip install jax; CUDA: pip install 'jax[cuda12]')"
+from compare.check.subjects import FunctionSubject, Referee, Run, _flat
 
 
 def _torch():
@@ -123,9 +120,10 @@ def results(y, who: str, precise: bool, expected=None) -> list[np.ndarray]:
 
 def changed(before, after) -> bool:
     """Whether a call changed a tensor's values (what user code wrote into its argument)."""
-    if hasattr(before, "detach"):
-        before, after = before.detach().cpu().double().numpy(), after.detach().cpu().double().numpy()
-    return not np.array_equal(np.asarray(before, np.float64), np.asarray(after, np.float64), equal_nan=True)
+    def values(v):
+        return v.detach().to("cpu", _torch().float64).numpy() if hasattr(v, "detach") else np.asarray(v, np.float64)
+
+    return not np.array_equal(values(before), values(after), equal_nan=True)
 
 
 def below_float64(subject) -> str:
@@ -343,8 +341,6 @@ def torch_tensor(adapter: Adapter, a: np.ndarray, precise: bool, grad: bool, dev
     if not adapter.precision:
         return torch.tensor(a, device=device)
     name = "float64" if precise else adapter.precision
-    if precise and device is not None and device.type == "mps":  # no float64 there
-        device = "cpu"
     return torch.tensor(a, dtype=getattr(torch, name), device=device).requires_grad_(grad)
 
 
@@ -363,182 +359,3 @@ def _x64(on: bool):
     import jax
 
     return jax.enable_x64(True)
-
-
-# ------------------------------------------------------------------------------ layers on tensors
-
-
-def fresh(v):
-    """A copy of a tensor (torch: detached, on its device) or array, for the next layer's input."""
-    if hasattr(v, "detach"):
-        return v.detach().clone()
-    return np.array(v) if isinstance(v, np.ndarray) else v
-
-
-def holds_tensors(layer) -> bool:
-    """A layer whose parameters are tensors (torch or JAX) or NumPy float16 arrays."""
-    params = getattr(layer, "params", None)
-    return isinstance(params, dict) and any(is_tensor(p) for p in params.values())
-
-
-def _retyped(obj, precise: bool):
-    """A deep copy of a layer on torch tensors; with `precise`, every float tensor it holds (and
-    every torch float dtype attribute) in float64, on the same device, sharing kept."""
-    from compare.check.copies import _reachable
-
-    torch = _torch()
-    originals = list(_reachable(obj, set())) if precise else []
-    memo = {id(t): t.detach().to(torch.float64).clone() for t in originals
-            if isinstance(t, torch.Tensor) and t.is_floating_point()}
-    memo[id(memo)] = originals
-    try:
-        clone = copy.deepcopy(obj, memo)
-    except Exception as e:
-        raise TypeError(f"{type(obj).__name__} cannot be copied (copy.deepcopy: {type(e).__name__}: {e}); the check "
-                        "runs every witness on a copy of it") from None
-    if precise:
-        for part in _reachable(clone, set()):
-            value = vars(part).get("dtype") if hasattr(part, "__dict__") else None
-            if isinstance(value, torch.dtype) and value.is_floating_point:
-                part.dtype = torch.float64
-    return clone
-
-
-class TensorLayerView:
-    """The layer protocol on NumPy float64 arrays over a layer on tensors: each call converts its
-    arrays to the layer's tensors (its dtype and device, or float64 for the referee), and what the
-    layer's code wrote into a tensor it was handed is copied back into the array, so that the
-    check sees the write. ``params`` are float64 arrays read into the layer's own parameter
-    tensors at every forward (the finite differences perturb them in place)."""
-
-    def __init__(self, layer, params: dict, adapters: dict, precise: bool):
-        self.layer, self.adapters, self.precise = layer, adapters, precise
-        self.params = {n: np.array(a) for n, a in params.items()}
-        self.grads = {}
-        self.torch_names = getattr(layer, "torch_names", None)
-        self.inputs = None  # Adapters of the inputs, set by the subject
-        if getattr(layer, "buffers", None):
-            self.buffers = {n: to_numpy(b, f"buffer {n}", False) for n, b in layer.buffers.items()}
-
-    @property
-    def training(self):
-        return self.layer.training
-
-    @training.setter
-    def training(self, value):
-        self.layer.training = value
-
-    def _sync_params(self) -> None:
-        for n, a in self.params.items():
-            with _torch().no_grad():
-                self.layer.params[n].copy_(_torch().from_numpy(a))
-
-    def _write_back(self, arrays, tensors) -> None:
-        for a, t in zip(arrays, tensors):
-            if a is not None and t is not None and hasattr(t, "detach") and changed(_torch().from_numpy(a), t):
-                np.copyto(a, to_numpy(t, "", False))
-
-    def forward(self, *xs):
-        self._sync_params()
-        ts = [ad.user(x, self.precise) for ad, x in zip(self.inputs, xs)]
-        ys = self.layer.forward(*ts)
-        self._write_back(xs, ts)
-        self._write_back(self.params.values(), self.layer.params.values())
-        if getattr(self.layer, "buffers", None):
-            self.buffers = {n: to_numpy(b, f"buffer {n}", False) for n, b in self.layer.buffers.items()}
-        outs = results(ys, f"{type(self.layer).__name__}.forward", self.precise)
-        return outs[0] if not isinstance(ys, (tuple, list)) else tuple(outs)
-
-    def backward(self, *dys):
-        torch = _torch()
-        device = next(iter(self.layer.params.values())).device if self.layer.params else None
-        dtype = self._out_dtype
-        ts = [torch.tensor(g, dtype=torch.float64 if self.precise else d, device=device) for g, d in zip(dys, dtype)]
-        dxs = self.layer.backward(*ts)
-        self._write_back(dys, ts)
-        self._write_back(self.params.values(), self.layer.params.values())
-        grads = getattr(self.layer, "grads", None)
-        self.grads = grads if not isinstance(grads, dict) else \
-            {n: None if g is None else to_numpy(g, f"grads[{n!r}]", False) for n, g in grads.items()}
-        many = isinstance(dxs, (tuple, list))
-        out = [None if d is None else to_numpy(d, "dx", False) for d in (dxs if many else [dxs])]
-        return tuple(out) if many else out[0]
-
-
-class TensorLayerSubject(LayerSubject):
-    """check_layer's subject for a layer on tensors: the ``LayerSubject`` of its ``TensorLayerView``,
-    in the precision of its tensors (the lowest of them)."""
-
-    def __init__(self, layer, counterpart, x, *args, **kwargs):
-        xs = list(x) if isinstance(x, (tuple, list)) else [x]
-        usage.check_protocol(layer)
-        self.user_layer = layer
-        self.in_adapters = [Adapter(v, f"input {i}") for i, v in enumerate(xs)]
-        self.param_adapters = {n: Adapter(p, f"parameter {n}") for n, p in layer.params.items()}
-        for n, ad in self.param_adapters.items():
-            if not ad.precision:
-                raise TypeError(f"parameter {n} has dtype {ad.dtype}; expected a float tensor")
-        arrays = [ad.array(v, f"input {i}") for i, (ad, v) in enumerate(zip(self.in_adapters, xs))]
-        params = {n: ad.array(p, f"parameter {n}") for (n, ad), p in zip(self.param_adapters.items(),
-                                                                          layer.params.values())}
-        self.out_precisions = None
-        super().__init__(self._view(_retyped(layer, False), params, False), counterpart, tuple(arrays), *args,
-                         **kwargs)
-        self.name = type(layer).__name__
-        self.input_labels = [f"input {n}" for n in usage.positional_names(layer.forward, len(xs))]
-        self.names = [lab.removeprefix("input ") for lab in self.input_labels]
-        if kwargs.get("name") is None and not (len(args) > 4 and args[4]):
-            self.title = f"check_layer({self.name}, {counterpart if self.side.is_module else self.counterpart_name})"
-
-    def _view(self, layer, params, precise):
-        view = TensorLayerView(layer, params, self.param_adapters, precise)
-        view.inputs, view._out_dtype = self.in_adapters, self._out_dtypes(precise)
-        return view
-
-    def _out_dtypes(self, precise):
-        torch = _torch()
-        return [getattr(torch, p) for p in (self.out_precisions or [])]
-
-    @property
-    def float32(self) -> bool:
-        return self.precision != "float64"
-
-    @property
-    def precision(self) -> str:
-        names = [a.precision for a in self.in_adapters if a.precision]
-        return precision.lowest(names + [a.precision for a in self.param_adapters.values()])
-
-    def rounded(self, i: int, g: np.ndarray) -> np.ndarray:
-        return precision.rounded(np.asarray(g, np.float64), self.out_precisions[i])
-
-    @functools.cached_property
-    def half_only(self) -> str:
-        """Why the code runs in no float64 (``below_float64``), or ""."""
-        return below_float64(self)
-
-    def copy_layer(self, precise: bool):
-        view = self._view(_retyped(self.user_layer, precise), self.params, precise)
-        if self.training is not None:
-            view.training = self.training
-        return view
-
-    def forward(self, precise: bool, layer=None) -> list[np.ndarray]:
-        layer = self.copy_layer(precise) if layer is None else layer
-        layer._sync_params()
-        ts = [ad.user(x, precise) for ad, x in zip(self.in_adapters, self.inputs(precise))]
-        ys = layer.layer.forward(*ts)
-        outs = ys if isinstance(ys, (tuple, list)) else [ys]
-        if self.out_precisions is None:
-            self.out_precisions = [precision.name_of(y.dtype) or "float64" for y in outs]
-        return results(ys, f"{self.name}.forward", precise)
-
-    def torch_dtype(self, precise: bool):
-        return getattr(_torch(), "float64" if precise else self.precision)
-
-    def _numpy(self, t):
-        return to_numpy(t, "", False)
-
-    @property
-    def device(self):
-        return next((ad.device for ad in self.in_adapters if ad.kind == "torch" and ad.precision), None) or \
-            next((ad.device for ad in self.param_adapters.values() if ad.kind == "torch"), None)

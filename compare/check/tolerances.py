@@ -232,16 +232,19 @@ def difference_error(rounding, truncation):
 # same truth, measured on the spot per tensor, norm-wise and elementwise, but never less than
 # LOW_FLOOR unit roundoffs (autograd can be exact by luck: a 10-element bias, a sum of few terms).
 #
-# Measured (tools/calibrate_precision.py, 100 seeds and shapes x bfloat16 and float16 x five right
-# hand-written backwards: fused softmax + cross-entropy, softplus, layer norm, gelu, matmul; 1,200
-# gradient tensors, norm-wise and elementwise): right code's error was at most 1.9x autograd's (an
-# elementwise error of 1.3u where autograd's was 0.7u), and never above 1.3u; the worst used 0.32 of
-# the bound below. FlashAttention's tests allow 2x (outputs) and 3x (gradients) against a float32
-# reference; ours is measured against float64 and allows LOW_FACTOR = 4: a margin of 2 over the
-# worst ratio seen. A factor of 1.05 in a bfloat16 gradient (error 5e-2) stays 3x above the floor.
+# Measured (tools/calibrate_precision.py: 200 seeds and shapes x bfloat16 and float16 x six right
+# hand-written backwards: fused softmax + cross-entropy, softplus, layer norm, gelu, matmul,
+# attention; every gradient tensor, norm-wise and elementwise): the worst right result used 0.34
+# of the bound below (float16 softplus: an elementwise error of 1.35u where autograd's was 0.8u,
+# 1.65x; in bfloat16, softplus again: 1.3u, 1.9x, 0.32 of the bound). Where the factor rather than
+# the floor decides (4x autograd's error above 4u), right code stayed within 0.96x autograd's; the
+# largest ratio anywhere, 1.9x, was where the floor decides. FlashAttention's tests allow 2x
+# (outputs) and 3x (gradients) against a float32 reference; ours is measured against float64 and
+# allows LOW_FACTOR = 4, twice the largest ratio seen. A factor of 1.05 in a bfloat16 gradient
+# (error 5e-2) is 3x above the floor.
 LOW_FACTOR = 4
 # LOW_FLOOR: a result rounded once to the dtype is off by up to u; autograd may be exact by luck
 # (a short sum, a 10-element bias), and right code a few roundings off. 4u (bfloat16: 1.6e-2,
-# float16: 2e-3) is three times the worst right error measured (1.3u); a factor of 1.02 in
-# bfloat16 is still seen.
+# float16: 2e-3) is about three times the worst right error measured against it (1.35u, 0.34 of
+# the bound); a factor of 1.02 in bfloat16 is still seen.
 LOW_FLOOR = 4

@@ -80,6 +80,19 @@ def compare_analytic(subject, runs) -> list[Comparison]:
     return out
 
 
+def compare_more(runs, more: dict, exact: tuple[str, str]) -> list[Comparison]:
+    """Other analytic witnesses (`more`: {witness: {tensor: gradient}}, in float64) between the
+    exact pair, at the float64 bounds: exact[0] ~ witness and witness ~ exact[1] per tensor."""
+    bounds = (tolerances.gradient_rel(np.float64), tolerances.elementwise_rel(np.float64))
+    out = []
+    for name, grads in more.items():
+        for label, g in grads.items():
+            a, b = (np.asarray(runs[w].grads[label], np.float64) for w in exact)
+            out += [pair(label, g.shape, exact[0], name, a, g, bounds),
+                    pair(label, g.shape, name, exact[1], g, b, bounds)]
+    return out
+
+
 def rerun(subject, runs: dict, again) -> list[Comparison]:
     """A second hand-written run of a half-precision kernel that is not bit-deterministic, against
     the first: each tensor held to the precision's bounds (``precision.bounds`` of autograd's error)."""
@@ -121,29 +134,33 @@ class Numeric:
                 self.fd[label] = fd.coordinates(t, self.coords[label], self.referee.evaluate, self.g, h)
             self.dir[label] = fd.direction(t, self.u[label], self.referee.evaluate, self.g, h)
 
-    def at_2h(self, label: str):
-        """(fd values, dir value) of `label` with the step 2h, taken once: from them
-        ``compare.check.fd.truncation`` estimates the differences' truncation error."""
-        if label not in self.twice:
-            t, coords, evaluate = self.referee.tensors[label], self.coords[label], self.referee.evaluate
-            values = None if coords is None else fd.coordinates(t, coords, evaluate, self.g, 2 * self.h)[0]
-            self.twice[label] = values, fd.direction(t, self.u[label], evaluate, self.g, 2 * self.h)[0]
-        return self.twice[label]
+    def at_2h(self, label: str, kinds=("fd", "dir")):
+        """(fd values, dir value) of `label` with the step 2h (of `kinds`, None for the others),
+        each taken once: from them ``compare.check.fd.truncation`` estimates the differences'
+        truncation error."""
+        t, coords, evaluate = self.referee.tensors[label], self.coords[label], self.referee.evaluate
+        if "fd" in kinds and (label, "fd") not in self.twice:  # two forwards per coordinate: only when asked
+            self.twice[(label, "fd")] = None if coords is None else \
+                fd.coordinates(t, coords, evaluate, self.g, 2 * self.h)[0]
+        if "dir" in kinds and (label, "dir") not in self.twice:
+            self.twice[(label, "dir")] = fd.direction(t, self.u[label], evaluate, self.g, 2 * self.h)[0]
+        return self.twice.get((label, "fd")), self.twice.get((label, "dir"))
 
-    def _compare(self, label, grads, exact, widen: bool) -> list[Comparison]:
-        """Each exact witness against fd and dir of one tensor; with `widen`, the differences' own
-        error includes their truncation, estimated from the step 2h."""
+    def _compare(self, label, grads, exact, widen=()) -> list[Comparison]:
+        """Each exact witness against fd and dir of one tensor; for the kinds in `widen` ("fd",
+        "dir"), the differences' own error includes their truncation, estimated from the step 2h."""
         t, coords, out = self.referee.tensors[label], self.coords[label], []
-        fd_2h, dir_2h = self.at_2h(label) if widen else (None, None)
+        fd_2h, dir_2h = self.at_2h(label, widen)
         if coords is not None:
             values, rounding = self.fd[label]
-            error = tolerances.difference_error(rounding, fd.truncation(values, fd_2h)) if widen else rounding
+            error = tolerances.difference_error(rounding, fd.truncation(values, fd_2h)) if "fd" in widen else rounding
             for w in exact:
                 at = grads[w].reshape(-1)[coords]
                 bounds = tolerances.finite_difference_bounds(at, values, error)
                 out.append(pair(label, t.shape, w, "fd", at, values, bounds, coords))
         value, rounding = self.dir[label]
-        error = tolerances.difference_error(rounding, float(fd.truncation(value, dir_2h))) if widen else rounding
+        error = tolerances.difference_error(rounding, float(fd.truncation(value, dir_2h))) if "dir" in widen \
+            else rounding
         for w in exact:
             along = np.array([float(np.dot(grads[w].reshape(-1), self.u[label].reshape(-1)))])
             bounds = tolerances.finite_difference_bounds(along, [value], [error])
@@ -163,11 +180,11 @@ class Numeric:
             t = self.referee.tensors[label]
             grads = {w: np.asarray(runs[w].grads[label], np.float64) for w in exact}
             coords = self.coords[label]
-            first = self._compare(label, grads, exact, widen=False)
+            first = self._compare(label, grads, exact)
             if all(c.ok for c in first):
                 out += first
             else:
-                again = self._compare(label, grads, exact, widen=True)
+                again = self._compare(label, grads, exact, widen={c.b for c in first if not c.ok})
                 out += again
                 if sum(c.ok for c in again) > sum(c.ok for c in first):
                     notes.append(Note("truncation", f"{label}: the finite differences' truncation error, estimated "
