@@ -72,6 +72,25 @@ def test_right_code_passes_over_seeds_and_shapes_in_half_precision():
             assert report.ok, str(report)
 
 
+@pytest.mark.slow
+def test_right_code_passes_over_200_seeds_and_shapes_in_half_precision():
+    """No false alarm, the long sweep: 200 seeds in each of bfloat16 and float16, each seed a shape
+    of its own, through the public check_function, alternating the fused softmax + cross-entropy
+    Function and the attention backward. The sweep is about the half-precision bound, so per-coordinate
+    finite differences give way to the directional witness on all but the smallest shapes (fd_budget:
+    45 s against 5 s here). Marked slow for its length (no MNIST): it runs in CI too."""
+    for dtype in (torch.bfloat16, torch.float16):
+        for seed in range(200):
+            if seed % 2:
+                q, k, v = attn.inputs(dtype, 1 + seed % 2, 2 + seed % 9, 4 + seed % 13, seed)
+                report = check_function(attn.attention, attn.attention_vjp, attn.reference, q, k, v, seed=seed,
+                                        fd_budget=2_000)
+            else:
+                z, y = sce.inputs(dtype, 2 + seed % 30, 2 + (seed * 7) % 40, seed)
+                report = check_function(sce.SoftmaxCrossEntropy, None, sce.reference, z, y, seed=seed, fd_budget=2_000)
+            assert report.ok, f"{dtype} seed {seed}:\n{report}"
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_torch_function_with_torch_vjp(dtype):
     x = (3 * torch.randn(6, 10, generator=torch.Generator().manual_seed(0))).to(dtype)
