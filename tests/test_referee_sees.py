@@ -8,6 +8,7 @@ in, the Agreement of non-finite gradients, the float64 copy of layers holding te
 The resolutions are those docs/referee.md promises to a user, not read from the constants that
 implement them: a bound loosened (or tightened) in compare/check/tolerances.py fails here."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -313,15 +314,15 @@ def test_the_bound_of_a_product_is_in_the_lower_precision_of_its_operands():
     expect32 = 2 * gamma(3, U32) * magnitude + 3 * TINY32
     for a_, b_ in ((a.astype(np.float32), b.astype(np.float32)), (a, b.astype(np.float32)),
                    (a.astype(np.float32), b)):
-        assert tolerances.matmul_bound(a_, b_)[0, 0] == pytest.approx(expect32, rel=1e-12)
-    assert tolerances.matmul_bound(a, b)[0, 0] == pytest.approx(2 * gamma(3, U64) * magnitude, rel=1e-12)
-    assert tolerances.matmul_bound(a, b, np.float32)[0, 0] == pytest.approx(expect32, rel=1e-12)  # as asked
-    assert tolerances.matmul_bound(a, b, factor=1)[0, 0] == pytest.approx(gamma(3, U64) * magnitude, rel=1e-12)
+        assert tolerances.matmul_bound(a_, b_)[0, 0] == pytest.approx(expect32, rel=1e-12, abs=0)
+    assert tolerances.matmul_bound(a, b)[0, 0] == pytest.approx(2 * gamma(3, U64) * magnitude, rel=1e-12, abs=0)
+    assert tolerances.matmul_bound(a, b, np.float32)[0, 0] == pytest.approx(expect32, rel=1e-12, abs=0)  # as asked
+    assert tolerances.matmul_bound(a, b, factor=1)[0, 0] == pytest.approx(gamma(3, U64) * magnitude, rel=1e-12, abs=0)
 
 
 def test_a_product_of_integers_is_bounded_in_float64():
     a, b = np.array([[1, 2]]), np.array([[3], [4]])
-    assert tolerances.matmul_bound(a, b)[0, 0] == pytest.approx(2 * gamma(2, U64) * 11, rel=1e-12)
+    assert tolerances.matmul_bound(a, b)[0, 0] == pytest.approx(2 * gamma(2, U64) * 11, rel=1e-12, abs=0)
 
 
 def test_zero_operands_leave_the_underflow_allowance_of_their_precision():
@@ -333,11 +334,11 @@ def test_zero_operands_leave_the_underflow_allowance_of_their_precision():
 
 def test_the_bound_of_a_sum_counts_k_minus_1_roundings_in_the_precision_asked():
     x = np.array([[1.0, -2.0, 3.0], [0.5, 0.5, 0.5]])
-    assert tolerances.sum_bound(x, axis=1) == pytest.approx(2 * gamma(2, U64) * np.array([6.0, 1.5]), rel=1e-12)
+    assert tolerances.sum_bound(x, axis=1) == pytest.approx(2 * gamma(2, U64) * np.array([6.0, 1.5]), rel=1e-12, abs=0)
     assert tolerances.sum_bound(x, axis=1, dtype=np.float32) == pytest.approx(
-        2 * gamma(2, U32) * np.array([6.0, 1.5]) + 3 * TINY32, rel=1e-12)
+        2 * gamma(2, U32) * np.array([6.0, 1.5]) + 3 * TINY32, rel=1e-12, abs=0)
     assert tolerances.sum_bound(x.astype(np.float32)) == pytest.approx(2 * gamma(5, U32) * 7.5 + 6 * TINY32,
-                                                                       rel=1e-12)
+                                                                       rel=1e-12, abs=0)
 
 
 def test_the_bound_of_a_linear_layer_takes_each_operand_and_the_bias_in_float64():
@@ -345,13 +346,13 @@ def test_the_bound_of_a_linear_layer_takes_each_operand_and_the_bias_in_float64(
     W = np.array([[3.0, 0.5], [-1.0, 1.0]])
     b = np.array([0.25, -4.0])
     magnitude = np.abs(x) @ np.abs(W).T + np.abs(b)  # [[4.25, 7.0]]
-    assert tolerances.linear_bound(x, W, b) == pytest.approx(2 * gamma(3, U64) * magnitude, rel=1e-12)
+    assert tolerances.linear_bound(x, W, b) == pytest.approx(2 * gamma(3, U64) * magnitude, rel=1e-12, abs=0)
     expect32 = 2 * gamma(3, U32) * magnitude + 3 * TINY32
     f32 = np.float32
     for args in ((x.astype(f32), W, b), (x, W.astype(f32), b), (x, W, b.astype(f32))):
-        assert tolerances.linear_bound(*args) == pytest.approx(expect32, rel=1e-12)
-    assert tolerances.linear_bound(x, W, b, dtype=f32) == pytest.approx(expect32, rel=1e-12)
-    assert tolerances.linear_bound(x, W, b, factor=1) == pytest.approx(gamma(3, U64) * magnitude, rel=1e-12)
+        assert tolerances.linear_bound(*args) == pytest.approx(expect32, rel=1e-12, abs=0)
+    assert tolerances.linear_bound(x, W, b, dtype=f32) == pytest.approx(expect32, rel=1e-12, abs=0)
+    assert tolerances.linear_bound(x, W, b, factor=1) == pytest.approx(gamma(3, U64) * magnitude, rel=1e-12, abs=0)
     # float32 values that float32 cannot hold: |x| summed in float64 (1 + 2^-30 is no float32)
     fine = np.array([[1 + 2.0**-30, 0.0]])
     assert tolerances.linear_bound(fine, np.eye(2), np.zeros(2), np.float64)[0, 0] > \
@@ -377,7 +378,7 @@ def test_a_non_finite_gradient_is_measured_at_its_first_non_finite_element():
     assert math.isnan(agr.cosine) and math.isnan(agr.norm_a) and math.isinf(agr.norm_b)
     assert agr.failed == ["relative error", "elementwise error"] and not agr.ok
     finite_a = measure(np.array([1.0, 2.0]), np.array([np.inf, 2.0]), 0, "b", 1e-10)
-    assert finite_a.norm_a == pytest.approx(math.sqrt(5)) and finite_a.a_value == 1.0 and finite_a.b_value == math.inf
+    assert finite_a.norm_a == pytest.approx(math.sqrt(5), rel=1e-9, abs=0) and finite_a.a_value == 1.0 and finite_a.b_value == math.inf
 
 
 # ------------------------------------------------------------------------------ the float64 copy
@@ -402,6 +403,8 @@ class Holder:
         self.inner = type("Inner", (), {})()
         self.inner.dtype = torch.float32
         self.inner.int_dtype = torch.int64
+        self.ints = type("Ints", (), {})()
+        self.ints.dtype = np.dtype(np.int64)  # a dtype, but not float32: kept
 
 
 def test_the_float64_copy_turns_tensors_float32_arrays_and_float_dtypes_into_float64():
@@ -409,7 +412,7 @@ def test_the_float64_copy_turns_tensors_float32_arrays_and_float_dtypes_into_flo
     assert isinstance(clone.w, np.ndarray) and clone.w.dtype == np.float64 and clone.w.flags.c_contiguous
     assert isinstance(clone.ids, torch.Tensor)  # an integer tensor stays as it is
     assert clone.dtype == np.float64 and clone.inner.dtype == np.float64
-    assert clone.kept is np.int64 and clone.inner.int_dtype is torch.int64
+    assert clone.kept is np.int64 and clone.inner.int_dtype is torch.int64 and clone.ints.dtype == np.int64
     deepest = clone.deep
     for _ in range(30):
         deepest = deepest[0]
@@ -447,7 +450,11 @@ def test_a_copy_that_fails_names_the_object_and_why():
 
 def test_the_noise_floor_of_confident_batches_widens_the_bounds_only_for_small_losses():
     eps32 = float(np.finfo(np.float32).eps)
-    assert tolerances.noise_floor(np.float32, 1e-3, 9.0) == pytest.approx(tolerances.NOISE_FACTOR * eps32 * 10 / 1e-3)
+    assert tolerances.noise_floor(np.float32, 1e-3, 9.0) == pytest.approx(tolerances.NOISE_FACTOR * eps32 * 10 / 1e-3, rel=1e-9, abs=0)
+    assert tolerances.noise_floor(np.float32, 1e-3) == pytest.approx(tolerances.NOISE_FACTOR * eps32 / 1e-3, rel=1e-9,
+                                                                     abs=0)  # no logit scale given: 0
+    assert tolerances.gradient_rel(np.float32, loss=1e-5) == tolerances.noise_floor(np.float32, 1e-5, 0.0)
+    assert tolerances.elementwise_rel(np.float32, loss=1e-5) == tolerances.noise_floor(np.float32, 1e-5, 0.0)
     for loss in (0.0, -1.0, math.inf, math.nan):
         assert tolerances.noise_floor(np.float32, loss) == 0.0
     base = tolerances.gradient_rel(np.float32)
@@ -467,3 +474,132 @@ def test_an_agreement_as_a_dict_and_as_the_training_loops_line():
     line = param_message(agr, ("manual", "torch"), (a, b))
     assert line.startswith("layer 2 W (2, 2): manual vs torch: ") and "1 of 4 elements differ" in line
     assert "at index (1, 1) (manual 4, torch 5)" in line
+
+
+# ------------------------------------------------------------------------------ the measures, field by field
+
+
+def fields(agr) -> tuple:
+    """An Agreement as a tuple, NaN as the string "nan" so that tuples compare."""
+    return tuple("nan" if isinstance(v, float) and math.isnan(v) else v for v in dataclasses.astuple(agr))
+
+
+def test_arrays_of_other_shapes_or_of_no_elements_are_measured_field_by_field():
+    assert fields(measure(np.ones(2), np.ones(3), 4, "W", 0.1, 0.2)) == (
+        4, "W", (2,), math.inf, math.inf, (), "nan", "nan", "nan", 0.1, "shapes differ: (2,) vs (3,)", "nan", "nan",
+        math.inf, 0.2, "nan")
+    assert fields(measure(np.zeros((0, 3)), np.zeros((0, 3)), 4, "W", 0.1, 0.2)) == (
+        4, "W", (0, 3), 0.0, 0.0, (), 0.0, 0.0, 1.0, 0.1, "", 0.0, 0.0, 0.0, 0.2, 0.0)
+    assert measure(np.ones(2), np.ones(2), 0, "b", 0.3).elem_allowed == 0.3  # the elementwise bound by default
+
+
+def test_two_arrays_are_measured_field_by_field():
+    a, b = np.array([[1.0, 0.0], [0.0, 1e-3]]), np.array([[1.0, 1.0], [0.0, 2e-3]])
+    agr = measure(a, b, 1, "W", 0.1, 0.2)
+    assert fields(agr)[:11] == (1, "W", (2, 2), pytest.approx(math.sqrt(1 + 1e-6) / math.sqrt(2 + 4e-6), rel=1e-9, abs=0), 1.0, (0, 1),
+                                0.0, 1.0, pytest.approx((1 + 2e-6) / math.sqrt((1 + 1e-6) * (2 + 4e-6)), rel=1e-9, abs=0), 0.1, "")
+    assert (agr.norm_a, agr.norm_b) == (pytest.approx(math.sqrt(1 + 1e-6), rel=1e-9, abs=0), pytest.approx(math.sqrt(2 + 4e-6), rel=1e-9, abs=0))
+    assert (agr.elem_rel, agr.elem_allowed, agr.peak) == (1.0, 0.2, 1.0)
+    small = measure(np.array([1e-3]), np.array([2e-3]), 0, "b", 1.0)  # magnitudes below 1 set the scale
+    assert small.peak == 2e-3 and small.elem_rel == pytest.approx(0.5, rel=1e-9, abs=0)
+
+
+def test_the_cosine_is_clamped_to_its_range_and_one_for_two_zero_arrays():
+    three = np.ones(3)  # √3·√3 rounds below 3: unclamped, the cosine would leave [-1, 1]
+    assert measure(three, three, 0, "x", 1.0).cosine == 1.0
+    assert measure(three, -three, 0, "x", 1.0).cosine == -1.0
+    assert measure(np.zeros(2), np.zeros(2), 0, "x", 1.0).cosine == 1.0
+    assert measure(np.zeros(2), np.ones(2), 0, "x", 1.0).cosine == 0.0
+    assert measure(np.ones(2), np.zeros(2), 0, "x", 1.0).cosine == 0.0
+    assert measure(np.array([1.0, 0.0]), np.array([1.0, 1.0]), 0, "x", 1.0).cosine == pytest.approx(2**-0.5, rel=1e-9, abs=0)
+
+
+def test_finite_values_whose_squares_overflow_are_measured_rescaled():
+    a, b = np.array([1e200, 1e150]), np.array([1e200, 0.0])  # ‖a‖², ‖b‖² overflow, ‖a − b‖² does not
+    agr = measure(a, b, 0, "x", 1.0)
+    assert agr.norm_a == pytest.approx(1e200, rel=1e-9, abs=0) and agr.norm_b == pytest.approx(1e200, rel=1e-9, abs=0)
+    assert agr.rel_err == pytest.approx(1e-50, rel=1e-9, abs=0)
+    both = measure(np.array([1e200, 2e200]), np.array([1e200, 2.2e200]), 0, "x", 1.0)  # every square overflows
+    assert both.rel_err == pytest.approx(0.2e200 / math.hypot(1e200, 2.2e200), rel=1e-9, abs=0)
+    assert both.norm_a == pytest.approx(math.hypot(1e200, 2e200), rel=1e-9, abs=0)
+    one_side = measure(np.array([1.0, 2.0]), np.array([1e200, 1.0]), 0, "x", 1.0)
+    assert one_side.rel_err == pytest.approx(1.0, rel=1e-9, abs=0) and one_side.norm_b == pytest.approx(1e200, rel=1e-9, abs=0)
+    inf_one_side = measure(np.array([1.0, 2.0]), np.array([np.inf, 2.0]), 0, "b", 1e-10)
+    assert inf_one_side.rel_err == math.inf and inf_one_side.worst_index == (0,)
+
+
+def test_the_sums_are_taken_in_float64_for_float32_arrays():
+    from compare.check.measure import one_pass
+
+    tiny = np.array([1.0, 2.0**-13], np.float32)  # 1 + 2^-26: lost in a float32 sum, kept in float64
+    aa, bb, dd, k, max_a, max_b, max_d = one_pass(tiny, np.zeros(2, np.float32))
+    assert aa == 1 + 2.0**-26 and bb == 0.0 and dd == aa and k == 0 and (max_a, max_b, max_d) == (1.0, 0.0, 1.0)
+    assert one_pass(np.zeros(2, np.float32), tiny)[1] == 1 + 2.0**-26
+
+
+def test_count_differing_counts_beyond_the_elementwise_bound_of_the_greatest_magnitude():
+    from compare.check.measure import count_differing
+
+    a, b = np.array([4.0, 0.0, 1.0, 2.0]), np.array([4.0, 1.0, 2.5, 2.0])
+    agr = measure(a, b, 0, "x", 1.0, 0.25)  # bound 0.25 × 4 = 1: a difference of exactly 1 is within
+    assert count_differing(a, b, agr) == 1
+    huge = np.array([1e308, -1e308])
+    assert count_differing(huge, -huge, measure(huge, -huge, 0, "x", 1.0, 0.5)) == 2  # inf differences, no warning
+
+
+def test_finite_difference_bounds_take_the_greater_of_both_sides_and_their_rounding():
+    for a, d in (([1.0], [2.0]), ([2.0], [1.0])):
+        rel, elem = tolerances.finite_difference_bounds(a, d, [1e-3])
+        assert rel == pytest.approx(tolerances.NOISE_FACTOR * 1e-3 / 2, rel=1e-9, abs=0) == elem
+    rel, elem = tolerances.finite_difference_bounds([1e-3], [2e-3], [1e-9])  # small derivatives: their own scale
+    assert elem == pytest.approx(tolerances.NOISE_FACTOR * 1e-9 / 2e-3, rel=1e-9, abs=0) and rel == pytest.approx(elem, rel=1e-9, abs=0)
+    assert tolerances.finite_difference_bounds([1e200], [1e200], [0.0]) == (tolerances.FINITE_DIFF_REL,
+                                                                            tolerances.FINITE_DIFF_ELEM)
+
+
+def test_each_precision_gets_its_own_bounds():
+    assert tolerances.gradient_rel(np.float32) == tolerances.FLOAT32_REL
+    assert tolerances.gradient_rel(np.float64) == tolerances.FLOAT64_REL
+    assert tolerances.elementwise_rel(np.float32) == tolerances.FLOAT32_ELEM
+    assert tolerances.elementwise_rel(np.float64) == tolerances.FLOAT64_ELEM
+
+
+# ------------------------------------------------------------------------------ fd's coordinates
+
+
+def test_fd_takes_every_coordinate_while_affordable_else_a_sorted_sample_without_repeats_else_none():
+    rng = np.random.default_rng(0)
+    assert np.array_equal(fd.choose(10, 10, 256, 8, rng), np.arange(10))
+    picked = fd.choose(1000, 100, 20, 8, rng)
+    assert len(picked) == 20 and np.all(np.diff(picked) > 0) and picked.min() >= 0 and picked.max() < 1000
+    assert len(fd.choose(1000, 100, 256, 8, rng)) == 100  # no more than affordable
+    nearly_all = fd.choose(30, 29, 256, 8, rng)
+    assert len(np.unique(nearly_all)) == 29  # without replacement
+    assert len(fd.choose(1000, 8, 256, 8, rng)) == 8  # exactly the least: still sampled
+    assert fd.choose(1000, 7, 256, 8, rng) is None
+
+
+def test_a_comparison_becomes_a_failure_with_its_measures_greatest_difference_and_count():
+    from compare.check.findings import Greatest, Measure
+    from compare.check.measure import failure, message
+    from compare.check.text import one_line
+
+    a, b = np.array([1.0, 2.0]), np.array([1.0, 2.5])
+    first = measure(a, b, 0, "x", 1.0)
+    at_bounds = measure(a, b, 0, "x", first.rel_err, first.elem_rel)  # exactly at both bounds: within
+    f = failure(at_bounds, "input x", ("manual", "torch"))
+    assert (f.tensor, f.shape, f.witnesses, f.what, f.differ, f.compared) == ("input x", (2,), ("manual", "torch"),
+                                                                              "elements", None, 1)
+    assert f.measures == (Measure("relative error", first.rel_err, first.rel_err, True),
+                          Measure("elementwise error", first.elem_rel, first.elem_rel, True))
+    assert f.greatest == Greatest((1,), 2.0, 2.5, 0.5) and f.problem == ""
+    tight = measure(a, b, 0, "x", 1e-3)
+    g = failure(tight, "input x", ("manual", "fd"), (1, 2), "coordinates", (9,), (7,))
+    assert (g.shape, g.greatest.index, g.differ, g.compared, g.what) == ((9,), (7,), 1, 2, "coordinates")
+    assert [m.ok for m in g.measures] == [False, False]
+    along = failure(tight, "input x", ("manual", "dir"), what="direction")
+    assert along.measures == (Measure("relative error", tight.rel_err, 1e-3, False),)
+    other = failure(measure(np.ones(2), np.ones(3), 0, "x", 1.0), "input x")
+    assert other.greatest is None and other.problem == "shapes differ: (2,) vs (3,)"
+    assert message(tight, "input x", ("manual", "fd"), (1, 2), "coordinates", (9,), (7,)) == one_line(g)
+    assert "layer 0 x (2,): manual vs torch" in param_message(tight) and "differ by more" not in param_message(tight)
