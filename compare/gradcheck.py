@@ -16,8 +16,9 @@ import numpy as np
 from compare.check import text, tolerances
 from compare.check.copies import float64_copy
 from compare.check.engine import FD_SAMPLES, check
-from compare.check.report import Report
+from compare.check.report import Comparison, Report
 from compare.check.subjects import LayerSubject
+from compare.check.witnesses import pair
 from manual import jacobians
 from manual.mlp import MLP
 
@@ -98,7 +99,23 @@ def check_net(mlp: MLP, x, y, seed: int = 0, fd_samples: int = FD_SAMPLES) -> tu
                            name=f"gradcheck: MLP {'-'.join(map(str, mlp.sizes))} ({mlp.activation.name})")
     report = check(subject, seed, tolerances.FD_STEP, fd_samples, fd_budget(mlp, fd_samples),
                    others={"chain": lambda gs: {k: gs[0] * g for k, g in more.items()}} if more else None)
+    report.comparisons.append(backward_loss(mlp, x, y))
     return report, skipped
+
+
+def backward_loss(mlp: MLP, x, y) -> Comparison:
+    """The loss the backward pass returns (``MLP.loss_and_grads``, the one training reports) against
+    torch's, at the net's dtype bounds. The referee's own rows see the forward's loss (``MLP.loss``,
+    which finite differences differentiate), so a loss that only the backward pass gets wrong, with
+    its gradients right, shows here alone."""
+    import torch
+
+    ours = np.asarray(mlp.loss_and_grads(x, y)[0], np.float64)
+    with torch.no_grad():
+        theirs = torch_loss(mlp)(torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y))).double().numpy()
+    dtype = np.dtype(mlp.dtype)
+    bounds = (tolerances.gradient_rel(dtype), tolerances.elementwise_rel(dtype))
+    return pair("loss (backward pass)", (), "manual", "torch", ours, theirs, bounds)
 
 
 def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch: int, dtype, seed: int,

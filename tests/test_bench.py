@@ -703,8 +703,9 @@ def test_quick_run_writes_a_json_entry_for_every_point_and_implementation(tmp_pa
     assert (out / bench.PLOT_NAME).read_bytes()[:8] == PNG_MAGIC
 
     report = json.loads((out / bench.JSON_NAME).read_text())
-    timed = {"manual", "manual_torch", "yardstick", "torch", "floor_numpy", "floor_torch"} | ({"jax"} if "jax" not in report["config"]["skipped"]
-                                                                else set())
+    jax_columns = {"jax", "jax_eager", "manual_jax_eager", "manual_jax"}
+    timed = ({"manual", "manual_torch", "yardstick", "torch", "floor_numpy", "floor_torch"}
+             | (jax_columns if "jax" not in report["config"]["skipped"] else set()))
     [p] = report["points"]
     assert (p["arch"], p["batch"], p["dtype"]) == ("784-128-10", 32, "float32")
     assert set(p["results"]) == timed and "--no-compile" in p["skipped"]["compiled"]
