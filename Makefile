@@ -27,7 +27,7 @@ bench: $(VENV)/.installed-jax
 # Mutation testing of the referee's core (not in CI; its run time and score: docs/referee.md);
 # [tool.mutmut] in pyproject.toml says which modules and tests (a full run: ~40 min on 2 loaded cores).
 mutate: $(VENV)/.installed-mutate
-	nice -n 15 $(BIN)/mutmut run; $(BIN)/mutmut results
+	nice -n 15 $(BIN)/mutmut run; status=$$?; $(BIN)/mutmut results; exit $$status
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
