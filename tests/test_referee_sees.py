@@ -393,6 +393,7 @@ class Holder:
 
     def __init__(self):
         self.w = torch.ones(3, dtype=torch.float32)
+        self.leaf = torch.full((2, 2), 0.5, requires_grad=True)  # a parameter as torch holds it: read through detach()
         self.ids = torch.arange(3)
         self.dtype = np.float32
         self.kept = np.int64
@@ -410,6 +411,7 @@ class Holder:
 def test_the_float64_copy_turns_tensors_float32_arrays_and_float_dtypes_into_float64():
     clone = float64_copy(Holder())
     assert isinstance(clone.w, np.ndarray) and clone.w.dtype == np.float64 and clone.w.flags.c_contiguous
+    assert isinstance(clone.leaf, np.ndarray) and clone.leaf.dtype == np.float64 and (clone.leaf == 0.5).all()
     assert isinstance(clone.ids, torch.Tensor)  # an integer tensor stays as it is
     assert clone.dtype == np.float64 and clone.inner.dtype == np.float64
     assert clone.kept is np.int64 and clone.inner.int_dtype is torch.int64 and clone.ints.dtype == np.int64
