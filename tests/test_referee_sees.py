@@ -1,4 +1,4 @@
-"""The referee's own tests see a mistake made in the referee (issue 28): the finite differences'
+"""The referee's own tests see a mistake made in the referee: the finite differences'
 formula and its order, the diagnosis held to the check's bounds on a near miss, the note for writes
 into integer inputs, and each measure on its own (an error only it can see, just above the
 resolution fails, just below passes); then the core pinned where `make mutate` found its tests
