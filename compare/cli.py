@@ -65,17 +65,21 @@ def cmd_data(args, parser) -> int:
 def cmd_gradcheck(args, parser) -> int:
     from compare import data, gradcheck
 
+    if args.device != "cpu" and args.manual_arrays == "numpy":
+        raise UsageError(f"argument --device: {args.device!r} needs --manual-arrays torch (the hand-derived net on "
+                         f"NumPy arrays runs on the CPU only)")
     log = options.logger(args.json)
     mnist = data.load_mnist(args.data_dir, dtype=args.dtype, offline=args.offline, log=log)
     report = gradcheck.run(mnist.x_train, mnist.y_train, args.sizes, args.activation, args.batch,
-                           args.dtype, args.seed, args.fd_samples)
+                           args.dtype, args.seed, args.fd_samples, args.manual_arrays, args.device)
     report["data"] = mnist.prepared.description
     if args.json:
         print(json.dumps(report, indent=1))
         return 0 if report["ok"] else 1
     cfg, fd = report["config"], report["fd_coordinates"]
+    where = "" if cfg["arrays"] == "numpy" else f", the hand-derived net on torch tensors on {cfg['device']}"
     print(f"gradcheck: sizes {'-'.join(map(str, cfg['sizes']))}, {cfg['activation']}, {cfg['dtype']}, "
-          f"{cfg['batch']} MNIST training images (seed {cfg['seed']})")
+          f"{cfg['batch']} MNIST training images (seed {cfg['seed']}){where}")
     step = f" (step {fd['step']:g})"
     for name, what in report["witnesses"].items():
         print(f"  {name:7} {what}{step if name == 'fd' else ''}")
@@ -265,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fd-samples", type=positive_int, default=500,
                    help="finite differences per parameter array for nets with >= "
                         "60,000 parameters (smaller nets: every coordinate; default: 500)")
+    p.add_argument("--manual-arrays", choices=("numpy", "torch"), default="numpy",
+                   help="the array library the hand-derived net computes on: numpy (the default) or torch (the "
+                        "same code on torch tensors, no autograd, on --device; the referee's tensor path)")
+    p.add_argument("--device", type=options.device, default="cpu",
+                   help="where torch computes: cpu (the default), cuda or cuda:N where torch sees a GPU (every "
+                        "witness there, float64 truth included; needs --manual-arrays torch)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_data_options(p)
     p.set_defaults(func=cmd_gradcheck)

@@ -3,13 +3,19 @@ plus the notes' chain rule multiplied out as one more witness.
 
 The net's batch-mean loss, as a function of every Wⁱ and bⁱ, is handed to the referee
 (``compare.check``) as a layer (``ModelLoss``) with ``TorchMLP``'s loss as its counterpart: the
-referee's witnesses, finite differences, bounds and messages judge it (manual: the fast NumPy
-backward pass; torch: autograd; fd and dir: central differences in float64 of the NumPy forward;
-in float32 also manual64 and torch64). The chain (``manual.jacobians``, small nets only) is
-compared with the referee's exact witnesses by the referee's own ``pair`` and bounds.
+referee's witnesses, finite differences, bounds and messages judge it (manual: the hand-derived
+backward pass; torch: autograd; fd and dir: central differences in float64 of the hand-derived
+forward; in float32 also manual64 and torch64). The chain (``manual.jacobians``, small nets only)
+is compared with the referee's exact witnesses by the referee's own ``pair`` and bounds.
+
+The hand-derived net computes on NumPy arrays, or (``arrays="torch"``) on torch tensors on a
+device, CPU or CUDA: the same ``manual`` code through the array API, judged by the referee's
+tensor path (``compare.check.tensor_layers``), every witness on that device, the counterpart too.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -18,12 +24,15 @@ from compare.check.copies import float64_copy
 from compare.check.engine import FD_SAMPLES, check
 from compare.check.report import Comparison, Report
 from compare.check.subjects import LayerSubject
+from compare.check.tensor_layers import TensorLayerSubject
 from compare.check.witnesses import pair
 from manual import jacobians
 from manual.mlp import MLP
 
+ARRAYS = ("numpy", "torch")
+
 WITNESSES = {
-    "manual": "the fast NumPy backward pass",
+    "manual": "the hand-derived backward pass (MLP.loss_and_grads)",
     "chain": "the notes' Jacobians multiplied out, example by example",
     "torch": "PyTorch autograd",
     "fd": "central finite differences in float64",
@@ -36,8 +45,9 @@ FD_ALL_BELOW = 60_000
 
 class ModelLoss:
     """An MLP's batch-mean loss as a layer of the referee's protocol: params {"W1", "b1", ...} (the
-    net's own arrays, which finite differences perturb), forward(x, y) -> the loss (a 0-d array),
-    backward(dL) -> (None, None) with grads from ``MLP.loss_and_grads`` times dL."""
+    net's own arrays or tensors, which finite differences perturb), forward(x, y) -> the loss (a 0-d
+    array of the net's library, dtype and device), backward(dL) -> (None, None) with grads from
+    ``MLP.loss_and_grads`` times dL."""
 
     def __init__(self, mlp: MLP):
         self.mlp, self.grads = mlp, {}
@@ -47,11 +57,15 @@ class ModelLoss:
 
     def forward(self, x, y):
         self.x, self.y = x, y
-        return np.asarray(self.mlp.loss(x, y), dtype=self.mlp.dtype)
+        loss = self.mlp.loss(x, y)
+        if isinstance(x, np.ndarray):
+            return np.asarray(loss, dtype=self.mlp.dtype)
+        return x.new_tensor(loss) if not hasattr(loss, "reshape") else loss.reshape(()).to(x.dtype)
 
     def backward(self, dL):
         grads = self.mlp.loss_and_grads(self.x, self.y)[1]
-        self.grads = {f"{p}{i}": dL * np.asarray(g) for i, gs in enumerate(grads, start=1) for p, g in zip("Wb", gs)}
+        self.grads = {f"{p}{i}": dL * (np.asarray(g) if isinstance(dL, np.ndarray) else g)
+                      for i, gs in enumerate(grads, start=1) for p, g in zip("Wb", gs)}
         return None, None
 
 
@@ -75,19 +89,31 @@ def torch_loss(mlp: MLP):
 def chain(mlp: MLP, x, y) -> tuple[dict, str]:
     """The chain witness's gradients of the loss, {tensor: gradient} on the float64 copy of the
     net, and why it was skipped ("" when it ran)."""
-    net = float64_copy(mlp)
+    net = float64_copy(mlp) if isinstance(x, np.ndarray) else None
+    weights = net.weights if net is not None else [as_float64(W) for W in mlp.weights]
+    biases = net.biases if net is not None else [as_float64(b) for b in mlp.biases]
     try:
-        grads = jacobians.batch_grads(net.weights, net.biases, np.asarray(x, np.float64), y, net.activation)
+        grads = jacobians.batch_grads(weights, biases, as_float64(x), as_float64(y, None), mlp.activation)
     except ValueError as e:
         return {}, f"skipped: {e}"
     return {f"parameter {p}{i}": np.asarray(g) for i, gs in enumerate(grads, start=1) for p, g in zip("Wb", gs)}, ""
+
+
+def as_float64(a, dtype=np.float64) -> np.ndarray:
+    """A NumPy array, or a torch tensor on any device, as a NumPy array (float64, exactly; `dtype`
+    None: its own)."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu()
+        a = a.double() if dtype is not None else a
+        return a.numpy()
+    return np.asarray(a, dtype)
 
 
 def fd_budget(mlp: MLP, fd_samples: int) -> int:
     """The referee's fd budget (``compare.check.witnesses.Numeric``: a forward pass costs the
     parameters and the loss, two per coordinate) that affords every coordinate of every tensor
     below FD_ALL_BELOW parameters, and fd_samples coordinates of each tensor above."""
-    total = sum(W.size + b.size for W, b in mlp.parameters())
+    total = sum(math.prod(W.shape) + math.prod(b.shape) for W, b in mlp.parameters())
     return 2 * (total + 1) * (total if total < FD_ALL_BELOW else fd_samples)
 
 
@@ -95,8 +121,9 @@ def check_net(mlp: MLP, x, y, seed: int = 0, fd_samples: int = FD_SAMPLES) -> tu
     """The referee's report on the net's loss at (x, y) with the chain as one more witness, and why
     the chain was skipped ("")."""
     more, skipped = chain(mlp, x, y)
-    subject = LayerSubject(ModelLoss(mlp), torch_loss(mlp), (x, np.asarray(y)), input_grads=False,
-                           name=f"gradcheck: MLP {'-'.join(map(str, mlp.sizes))} ({mlp.activation.name})")
+    kind = LayerSubject if isinstance(x, np.ndarray) else TensorLayerSubject
+    subject = kind(ModelLoss(mlp), torch_loss(mlp), (x, y), input_grads=False,
+                   name=f"gradcheck: MLP {'-'.join(map(str, mlp.sizes))} ({mlp.activation.name})")
     report = check(subject, seed, tolerances.FD_STEP, fd_samples, fd_budget(mlp, fd_samples),
                    others={"chain": lambda gs: {k: gs[0] * g for k, g in more.items()}} if more else None)
     report.comparisons.append(backward_loss(mlp, x, y))
@@ -110,30 +137,38 @@ def backward_loss(mlp: MLP, x, y) -> Comparison:
     its gradients right, shows here alone."""
     import torch
 
-    ours = np.asarray(mlp.loss_and_grads(x, y)[0], np.float64)
+    ours = as_float64(mlp.loss_and_grads(x, y)[0])
+    tx, ty = (torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y))) if isinstance(x, np.ndarray) else (x, y)
     with torch.no_grad():
-        theirs = torch_loss(mlp)(torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y))).double().numpy()
-    dtype = np.dtype(mlp.dtype)
+        theirs = as_float64(torch_loss(mlp).to(tx.device)(tx, ty))
+    dtype = np.dtype(str(mlp.dtype).removeprefix("torch."))
     bounds = (tolerances.gradient_rel(dtype), tolerances.elementwise_rel(dtype))
     return pair("loss (backward pass)", (), "manual", "torch", ours, theirs, bounds)
 
 
 def run(mnist_x: np.ndarray, mnist_y: np.ndarray, sizes, activation: str, batch: int, dtype, seed: int,
-        fd_samples: int) -> dict:
-    """The whole check on a batch drawn from (mnist_x, mnist_y). Returns a JSON-ready report."""
+        fd_samples: int, arrays: str = "numpy", device: str = "cpu") -> dict:
+    """The whole check on a batch drawn from (mnist_x, mnist_y), the hand-derived net on `arrays`
+    ("numpy", or "torch" on `device`). Returns a JSON-ready report."""
     from compare.check import check_model
 
     rng = np.random.default_rng(seed)
     mlp = MLP(sizes, activation, dtype, seed=rng)
     idx = np.sort(rng.choice(len(mnist_x), size=batch, replace=False))
     x, y = np.ascontiguousarray(mnist_x[idx], dtype=dtype), mnist_y[idx]
+    if arrays == "torch":
+        import torch
+
+        mlp.to(torch, device)
+        x, y = torch.from_numpy(x).to(device), torch.from_numpy(np.asarray(y, np.int64)).to(device)
     report, skipped = check_net(mlp, x, y, seed, fd_samples)
     pairs = list(dict.fromkeys((c.a, c.b) for c in report.comparisons))
     culprit = None if report.ok else check_model(mlp, x, y, seed=seed).headline()
     coverage = next(n.text for n in report.notes if n.kind == "coverage")
     return {
         "config": {"sizes": list(mlp.sizes), "activation": activation, "batch": batch,
-                   "dtype": np.dtype(dtype).name, "seed": seed, "image_indices": idx.tolist()},
+                   "dtype": np.dtype(dtype).name, "seed": seed, "image_indices": idx.tolist(),
+                   "arrays": arrays, "device": str(device)},
         "witnesses": {w: d for w, d in WITNESSES.items() if w != "chain" or not skipped},
         "skipped": {"chain": skipped} if skipped else {},
         "fd_coordinates": {"checked": coverage, "step": tolerances.FD_STEP},

@@ -117,6 +117,50 @@ def test_gradients_in_their_tensors_dtype_pass_in_float32_and_float64():
         assert check_function(softplus, softplus_vjp, F.softplus, x.astype(dtype)).ok
 
 
+def test_a_torch_vjp_returning_float32_for_a_float64_input_is_refused_in_one_line():
+    """The tensor path keeps the NumPy path's rule: a gradient in another dtype is not measured."""
+    x = torch.randn(4, 5, dtype=torch.float64)
+    with pytest.raises(TypeError) as e:
+        check_function(F.softplus, lambda g, x: (g * torch.sigmoid(x)).float(), F.softplus, x)
+    line = one_line(e)
+    assert "vjp's gradient for input x is float32 for a float64 tensor" in line
+    assert "cast the result with .to(x.dtype)" in line
+
+
+def test_a_torch_vjp_returning_float32_for_a_bfloat16_input_is_refused_in_one_line():
+    x = torch.randn(4, 5).to(torch.bfloat16)
+    with pytest.raises(TypeError, match="is float32 for a bfloat16 tensor"):
+        check_function(F.softplus, lambda g, x: g.float() * torch.sigmoid(x.float()), F.softplus, x)
+
+
+def test_a_tensor_layer_whose_weight_gradient_changes_dtype_is_refused_in_one_line():
+    class Linear32:
+        """A bfloat16 layer whose dW is left in float32 (the product accumulated in float32)."""
+
+        def __init__(self):
+            self.params = {"W": torch.randn(3, 5).to(torch.bfloat16), "b": torch.zeros(3, dtype=torch.bfloat16)}
+            self.grads = {}
+
+        def forward(self, x):
+            self.x = x
+            return x @ self.params["W"].T + self.params["b"]
+
+        def backward(self, dy):
+            self.grads = {"W": dy.float().T @ self.x.float(), "b": dy.sum(0)}
+            return dy @ self.params["W"]
+
+    with pytest.raises(TypeError) as e:
+        check_layer(Linear32(), torch.nn.functional.linear, torch.randn(4, 5).to(torch.bfloat16),
+                    torch_params={"W": "weight", "b": "bias"})
+    assert "Linear32.grads['W'] is float32 for a bfloat16 tensor" in one_line(e)
+
+
+def test_torch_gradients_in_their_tensors_dtype_pass_in_each_precision():
+    for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
+        x = torch.randn(4, 5, generator=torch.Generator().manual_seed(0)).to(dtype)
+        assert check_function(F.softplus, lambda g, x: g * torch.sigmoid(x), F.softplus, x).ok, dtype
+
+
 # ------------------------------------------------------------------------------ a counterpart outside torch
 
 

@@ -518,6 +518,17 @@ def test_a_forward_that_is_not_deterministic_gets_that_said_instead_of_a_verdict
     assert "not deterministic" in str(e.value)
 
 
+def test_a_function_that_is_not_deterministic_is_told_to_take_its_draws_as_an_input():
+    """check_function's advice names no parameters (a function has none)."""
+    def noisy(x):
+        return x * (np.random.default_rng().random(x.shape) > 0.5)
+
+    report = check_function(noisy, lambda g, x: g, torch.nn.functional.dropout, np.ones((3, 4)))
+    assert "the hand-written forward is not deterministic" in report.refusal
+    assert "outside the function, and pass them in as an input" in report.refusal
+    assert "parameters" not in report.refusal
+
+
 def test_a_torch_counterpart_that_is_not_deterministic_is_named():
     class Mask:
         params, grads = {}, {}

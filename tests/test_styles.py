@@ -129,6 +129,37 @@ def test_check_layer_in_evaluation_mode_with_no_backward_there_checks_the_forwar
     assert report.ok and "training=False: Norm.backward raised AttributeError" in str(report)
 
 
+class BrokenNorm:
+    """Its backward fails in every mode (a shape bug), not for want of a cache."""
+
+    def __init__(self):
+        self.params, self.grads, self.training = {}, {}, True
+        self.buffers = {"running_mean": np.zeros(3), "running_var": np.ones(3)}
+
+    def forward(self, x):
+        self.cache = x
+        return (x - self.buffers["running_mean"]) / np.sqrt(self.buffers["running_var"] + 1e-5)
+
+    def backward(self, dy):
+        return dy @ np.ones((4, 3))  # (B, 3) @ (4, 3): a shape error whatever the mode
+
+
+def test_in_evaluation_mode_a_backward_broken_in_every_mode_raises_its_error_not_a_forward_only_pass():
+    module = torch.nn.BatchNorm1d(3, affine=False, dtype=torch.float64)
+    with pytest.raises(ValueError, match="matmul"):
+        check_layer(BrokenNorm(), module, x[:, :3], training=False)
+
+
+def test_in_evaluation_mode_a_backward_saying_not_implemented_checks_the_forward_alone():
+    class InferenceOnly(BrokenNorm):
+        def backward(self, dy):
+            raise NotImplementedError("inference only")
+
+    module = torch.nn.BatchNorm1d(3, affine=False, dtype=torch.float64)
+    report = check_layer(InferenceOnly(), module, x[:, :3], training=False)
+    assert report.ok and "training=False: InferenceOnly.backward raised NotImplementedError" in str(report)
+
+
 def test_an_lstm_cell_against_stock_lstmcell_through_packing_and_its_gate_order_mistake():
     lstm = torch.nn.LSTMCell(5, 3, dtype=torch.float64)
     h, c = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))

@@ -48,11 +48,14 @@ def probe(subject) -> tuple[list, str, str]:
     spread = precision.spread(subject.precision, first, again) or precision.spread(subject.precision, first, other)
     where = "" if spread else _differs(first, again, dtype) or _differs(first, other, dtype)
     if where:
+        fix = ("draw random numbers (a dropout mask) once, or create the parameters before the check"
+               if hasattr(subject, "layer") else "draw random numbers (a dropout mask) once, outside the function, "
+               "and pass them in as an input")
         return first, (f"the hand-written forward is not deterministic: two forwards at the same point differ "
                        f"({where}); gradients cannot be checked against a function that changes between calls: "
-                       "draw random numbers (a dropout mask) once, or create the parameters before the check; state "
-                       "carried from one call to the next (a recurrent cell that keeps h, a step counter) changes the "
-                       "forward too: pass that state in as an input, or reset it at the start of forward"), ""
+                       f"{fix}; state carried from one call to the next (a recurrent cell that keeps h, a step "
+                       "counter) changes the forward too: pass that state in as an input, or reset it at the start "
+                       "of forward"), ""
     gs = [np.zeros(y.shape, y.dtype) for y in first]
     torch_a, torch_b = subject.torch(False, gs).outputs, subject.torch(False, gs).outputs
     where = _differs(torch_a, torch_b, dtype)

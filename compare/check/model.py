@@ -71,7 +71,17 @@ class _LossLayer:
 
     def forward(self, logits, y):
         loss = self.loss_layer.forward(logits, y)
-        return loss if tensors.is_tensor(logits) else np.asarray(loss, dtype=logits.dtype)
+        if not tensors.is_tensor(logits):
+            return np.asarray(loss, dtype=logits.dtype)
+        if hasattr(loss, "dtype") and hasattr(loss, "shape"):
+            return loss
+        if hasattr(logits, "new_tensor"):  # a Python float from a loss on torch tensors: back on their device
+            return logits.new_tensor(loss)
+        if isinstance(logits, np.ndarray):  # NumPy float16
+            return np.asarray(loss, dtype=logits.dtype)
+        import jax.numpy as jnp
+
+        return jnp.asarray(loss, logits.dtype)
 
     def backward(self, dL):
         return dL * self.loss_layer.backward(), None

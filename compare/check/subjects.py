@@ -321,7 +321,8 @@ class LayerSubject(Subject):
             {n: np.array(p) for n, p in layer.params.items()}
         usage.check_arity(layer.backward, len(g_in), f"{self.name}.backward",
                           f"one dy per output of forward, which returned {len(g_in)}")
-        dxs = usage.per_input(self._backward(layer, g_in), len(xs), f"{self.name}.backward", self.names, "dx")
+        dxs = usage.per_input(self._backward(layer, g_in, precise), len(xs), f"{self.name}.backward", self.names,
+                              "dx")
         notes += _written(gs, g_in, ["dy" if len(gs) == 1 else f"dy {i}" for i in range(len(gs))], "backward")
         notes += _written(before, xs, self.input_labels, "backward")
         notes += _written(params.values(), layer.params.values(), [f"parameter {n}" for n in params], "backward")
@@ -329,9 +330,11 @@ class LayerSubject(Subject):
         grads.update(self._param_grads(layer))
         return Run(ys, grads, buffers, notes)
 
-    def _backward(self, layer, g_in):
+    def _backward(self, layer, g_in, precise: bool):
         """layer.backward(*g_in); in evaluation mode (training=False) a backward that fails is taken
-        for what it most often is, a layer with no backward in that mode (``forward_only``)."""
+        for a layer with no backward in that mode (``forward_only``) where it says so
+        (NotImplementedError) or where it runs in training mode; one that fails there too is broken,
+        and its error is raised, not hidden behind a forward-only pass."""
         if self.training is not False:
             return layer.backward(*g_in)
         try:
@@ -339,7 +342,20 @@ class LayerSubject(Subject):
         except NoBackward:
             raise
         except Exception as e:
+            if not isinstance(e, NotImplementedError) and not self._backward_runs_in_training(precise, g_in):
+                raise
             raise NoBackward(f"training=False: {self.name}.backward raised {type(e).__name__}: {e}") from None
+
+    def _backward_runs_in_training(self, precise: bool, g_in) -> bool:
+        """Whether forward and backward run without an error on a fresh copy in training mode."""
+        probe = self.copy_layer(precise)
+        probe.training = True
+        try:
+            probe.forward(*self.inputs(precise))
+            probe.backward(*[np.array(g) for g in g_in])
+        except Exception:
+            return False
+        return True
 
     def _param_grads(self, layer) -> dict:
         grads = getattr(layer, "grads", None)

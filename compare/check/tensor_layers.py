@@ -14,7 +14,8 @@ import numpy as np
 
 from compare.check import precision, usage
 from compare.check.subjects import LayerSubject
-from compare.check.tensors import Adapter, _torch, below_float64, changed, is_tensor, results, to_numpy, upstream
+from compare.check.tensors import (Adapter, _torch, below_float64, changed, gradient_array, is_tensor, results, to_numpy,
+                                   upstream)
 
 
 def fresh(v):
@@ -113,12 +114,24 @@ class TensorLayerView:
         dxs = self.layer.backward(*ts)
         self._write_back(dys, ts)
         self._write_back(self.params.values(), self.layer.params.values())
-        grads = getattr(self.layer, "grads", None)
+        grads, name = getattr(self.layer, "grads", None), type(self.layer).__name__
         self.grads = grads if not isinstance(grads, dict) else \
-            {n: None if g is None else to_numpy(g, f"grads[{n!r}]", False) for n, g in grads.items()}
+            {n: None if g is None else gradient_array(g, self._precision(self.adapters.get(n)), f"{name}.grads[{n!r}]")
+             for n, g in grads.items()}
         many = isinstance(dxs, (tuple, list))
-        out = [None if d is None else to_numpy(d, "dx", False) for d in (dxs if many else [dxs])]
+        dxs = list(dxs) if many else [dxs]
+        adapters = list(self.inputs) + [None] * (len(dxs) - len(self.inputs))  # too many: usage says so later
+        out = [None if d is None else gradient_array(d, self._precision(ad), f"{name}.backward's dx"
+                                                     + (f" for input {i}" if many else ""))
+               for i, (d, ad) in enumerate(zip(dxs, adapters))]
         return tuple(out) if many else out[0]
+
+    def _precision(self, adapter) -> str | None:
+        """The precision a gradient of the tensor of `adapter` must have in this run (None: any, for
+        a tensor that is not differentiated)."""
+        if adapter is None or not adapter.precision:
+            return None
+        return "float64" if self.precise else adapter.precision
 
 
 class TensorLayerSubject(LayerSubject):

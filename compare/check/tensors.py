@@ -109,6 +109,20 @@ def to_numpy(v, who: str, precise: bool) -> np.ndarray:
     return np.array(v, dtype=np.float64)
 
 
+def gradient_array(d, expected: str | None, what: str) -> np.ndarray:
+    """One returned gradient as a float64 NumPy array (exact), refused in one line when its precision
+    is not its tensor's (`expected`; None: any), as ``usage.gradient`` refuses it on NumPy: a float32 gradient of
+    a float64 tensor fails the float64 bounds by its rounding alone, and a gradient in more
+    precision than its tensor is a computation the run in that precision did not make."""
+    a = to_numpy(d, what, False)
+    got = precision.name_of(d.dtype) if hasattr(d, "dtype") else "float64"
+    if expected is not None and got != expected:
+        cast = ".to(x.dtype)" if hasattr(d, "detach") else ".astype(x.dtype)"
+        raise TypeError(f"{what} is {got} for a {expected} tensor; a gradient must have its tensor's dtype (compute "
+                        f"in it, or cast the result with {cast})")
+    return a
+
+
 def results(y, who: str, precise: bool, expected=None) -> list[np.ndarray]:
     """A forward's result (one tensor or a tuple) as float64 arrays."""
     ys = list(y) if isinstance(y, (tuple, list)) else [y]
@@ -246,14 +260,15 @@ class TensorFunctionSubject(FunctionSubject):
         notes = [f"{who} wrote into {lab}" for lab, b, a in zip(labels, g_before, g_user) if changed(b, a)]
         notes += [f"the function wrote into {lab}" for lab, b, a, d in zip(self.input_labels, before, xs,
                                                                           self.differentiable) if changed(b, a)]
-        grads = {lab: self._gradient(d, a.shape, f"{who}'s gradient for {lab}", precise)
-                 for lab, d, a, diff in zip(self.input_labels, dxs, self.pristine, self.differentiable) if diff}
+        grads = {lab: self._gradient(d, a.shape, f"{who}'s gradient for {lab}", "float64" if precise else ad.precision)
+                 for lab, d, a, ad, diff in zip(self.input_labels, dxs, self.pristine, self.adapters, self.differentiable)
+                 if diff}
         return Run(outputs, grads, {}, notes)
 
-    def _gradient(self, d, shape, what, precise) -> np.ndarray:
+    def _gradient(self, d, shape, what, expected: str) -> np.ndarray:
         if d is None:
             return np.zeros(shape)
-        a = to_numpy(d, what, False)
+        a = gradient_array(d, expected, what)
         if a.shape != tuple(shape):
             raise ValueError(f"{what} has shape {a.shape}; expected {tuple(shape)} (the shape of its input)")
         return a
