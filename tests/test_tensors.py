@@ -273,12 +273,17 @@ def test_jax_custom_vjp():
         return softplus_j
 
     right, wrong = make(lambda x, g: (g * jax.nn.sigmoid(x),)), make(lambda x, g: (jax.nn.sigmoid(x),))
-    for dtype in (jnp.float32, jnp.bfloat16):
-        x = jnp.asarray(3 * np.random.default_rng(0).standard_normal((2, 3)), dtype)
-        assert check_function(right, None, torch.nn.functional.softplus, x).ok
-        report = check_function(wrong, None, torch.nn.functional.softplus, x)
-        assert {c.tensor for c in report.failures} == {"input x"}
-    assert not jax.config.jax_enable_x64  # the referee's float64 runs leave JAX's setting as it was
+    x64 = jax.config.jax_enable_x64  # on where a test before this one in the process (a float64 JAX step) set it
+    jax.config.update("jax_enable_x64", False)  # JAX's default, which the referee's float64 runs must leave alone
+    try:
+        for dtype in (jnp.float32, jnp.bfloat16):
+            x = jnp.asarray(3 * np.random.default_rng(0).standard_normal((2, 3)), dtype)
+            assert check_function(right, None, torch.nn.functional.softplus, x).ok
+            report = check_function(wrong, None, torch.nn.functional.softplus, x)
+            assert {c.tensor for c in report.failures} == {"input x"}
+        assert not jax.config.jax_enable_x64  # the referee's float64 runs leave JAX's setting as it was
+    finally:
+        jax.config.update("jax_enable_x64", x64)
 
 
 # ------------------------------------------------------------------------------ code with no float64 run
