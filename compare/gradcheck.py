@@ -20,7 +20,6 @@ import math
 import numpy as np
 
 from compare.check import text, tolerances
-from compare.check.copies import float64_copy
 from compare.check.engine import FD_SAMPLES, check
 from compare.check.report import Comparison, Report
 from compare.check.subjects import LayerSubject
@@ -28,8 +27,6 @@ from compare.check.tensor_layers import TensorLayerSubject
 from compare.check.witnesses import pair
 from manual import jacobians
 from manual.mlp import MLP
-
-ARRAYS = ("numpy", "torch")
 
 WITNESSES = {
     "manual": "the hand-derived backward pass (MLP.loss_and_grads)",
@@ -89,9 +86,7 @@ def torch_loss(mlp: MLP):
 def chain(mlp: MLP, x, y) -> tuple[dict, str]:
     """The chain witness's gradients of the loss, {tensor: gradient} on the float64 copy of the
     net, and why it was skipped ("" when it ran)."""
-    net = float64_copy(mlp) if isinstance(x, np.ndarray) else None
-    weights = net.weights if net is not None else [as_float64(W) for W in mlp.weights]
-    biases = net.biases if net is not None else [as_float64(b) for b in mlp.biases]
+    weights, biases = [as_float64(W) for W in mlp.weights], [as_float64(b) for b in mlp.biases]
     try:
         grads = jacobians.batch_grads(weights, biases, as_float64(x), as_float64(y, None), mlp.activation)
     except ValueError as e:
