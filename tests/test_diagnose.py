@@ -266,6 +266,57 @@ def test_non_finite_values_are_counted():
     assert d.kind == "non-finite" and d.value == 6
 
 
+# ------------------------------------------------------------------------------ float32 arithmetic in a float64 check
+
+
+def softplus_vjp(g, x):
+    return g / (1 + np.exp(-x))
+
+
+def in_float32(vjp):
+    """`vjp` computed in float32 and cast back, as a `.float()` ... `.to(x.dtype)` backward is."""
+    return lambda g, x: np.asarray(vjp(g.astype(np.float32), x.astype(np.float32))).astype(np.float64)
+
+
+softplus32_vjp = in_float32(softplus_vjp)
+
+
+def test_a_right_derivative_computed_in_float32_is_named_float32_precision_not_a_mistake():
+    x = np.random.default_rng(5).standard_normal((4, 5))
+    report = check_function(softplus, softplus32_vjp, F.softplus, x)
+    d = the_diagnosis(report, "input x")  # still a failure: the gradient is not float64's
+    assert d.kind == "float32 precision" and 1e-9 < d.value < 1e-6
+    assert "holds float32 numbers only and agrees with torch within float32's bounds" in d.text
+    assert "compute in float64, or check in float32" in d.text
+
+
+def test_a_torch_backward_cast_back_from_float32_is_named_float32_precision():
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    report = check_function(F.softplus, lambda g, x: (g.float() * torch.sigmoid(x.float())).to(x.dtype), F.softplus, x)
+    assert the_diagnosis(report, "input x").kind == "float32 precision"
+
+
+@pytest.mark.parametrize("wrong, kind, says", [
+    # a mistake made in float32 arithmetic is that mistake: the patterns fit within float32's bounds
+    (in_float32(lambda g, x: 2 * softplus_vjp(g, x)), "constant factor", "a constant factor ×2"),
+    (in_float32(lambda g, x: np.float32(1.001) * softplus_vjp(g, x)), "constant factor", "×1.001"),
+    (in_float32(lambda g, x: g * sigmoid(x) ** 2), "no simple pattern", "no simple pattern"),
+    # within float32's bounds a mistake cannot be told from its rounding, and the text says so (an ε)
+    (in_float32(lambda g, x: np.float32(1 + 1e-6) * softplus_vjp(g, x)), "float32 precision", "an ε"),
+])
+def test_float32_arithmetic_does_not_hide_a_mistake(wrong, kind, says):
+    x = np.random.default_rng(5).standard_normal((4, 5))
+    d = the_diagnosis(check_function(softplus, wrong, F.softplus, x), "input x")
+    assert d.kind == kind and says in d.text
+    assert ("within float32's bounds, not float64's" in d.text) == (kind != "no simple pattern")
+
+
+def test_a_mistake_in_float64_arithmetic_is_not_said_to_run_in_float32():
+    x = np.random.default_rng(5).standard_normal((4, 5))
+    d = the_diagnosis(check_function(softplus, lambda g, x: 2 * softplus_vjp(g, x), F.softplus, x), "input x")
+    assert d.kind == "constant factor" and "float32" not in d.text
+
+
 # ------------------------------------------------------------------------------ no false diagnosis
 
 

@@ -31,13 +31,19 @@ for two. Tried in this order, the first that fits is the diagnosis:
     mask           m = r except exactly where an input is 0 (a kink), < 0, > 0, ≤ 0 or ≥ 0, or
                    except on one row, column or index of an axis (with the count)
     zero, non-zero   m = r except exactly where m is 0 and r is not, or r is 0 and m is not
+    float32 precision   in a float64 comparison, m holds float32 numbers only (computed in float32,
+                   cast back) and m = r within the float32 check's bounds
 
-otherwise "no simple pattern", with the count of differing elements and the best constant factor
+In a float64 check where none fits and the hand-written gradient holds float32 numbers only (computed
+in float32 and cast back), the patterns but the last are tried again within the float32 check's
+bounds, and one that fits says so.
+Otherwise "no simple pattern", with the count of differing elements and the best constant factor
 (facts, not a kind). A pattern with a free constant needs two or more non-zero elements of r.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -45,7 +51,9 @@ import numpy as np
 from compare.check import patterns
 from compare.check.findings import Diagnosis, Suspect
 from compare.check.measure import measure
-from compare.check.tolerances import TINY
+from compare.check.tolerances import FLOAT32_ELEM, FLOAT32_REL, TINY
+
+FLOAT32_BOUNDS = (FLOAT32_REL, FLOAT32_ELEM)  # the float32 check's, for code that computes in float32
 
 # g₂ comes from its own stream of the check's seed, so that the check's own draws (g, u, the fd
 # coordinates) are those of a check without diagnosis or self-test.
@@ -386,6 +394,33 @@ def _mask(ev):
         return Diagnosis(ev.label, kind, f"{text}, right elsewhere", k)
 
 
+def _float32_values(ev) -> bool:
+    """Every element of m, for g and g₂, is a float32 number where r's are not all: the hand-written
+    result was computed in float32 and cast back (``.astype(np.float64)``, ``.to(x.dtype)``)."""
+    def float32(a):
+        return np.array_equal(a, a.astype(np.float32).astype(np.float64))
+    return all(float32(m) and not float32(r) for m, r, _ in ev.cases)
+
+
+def _float32_precision(ev):
+    """m computed in float32 (``_float32_values``) and within the float32 check's bounds of r, for g
+    and g₂, in a float64 comparison it fails: the derivation agrees as far as float32 shows (a
+    mistake as small as its rounding, an ε, would look the same). The check still fails: the
+    gradient is not float64's."""
+    if not _float32_values(ev):
+        return None
+    mn, rn = ev.names  # (a comparison held to bounds as wide as these failed them: it fails these too)
+    first, second = (measure(m, r, 0, ev.label, *FLOAT32_BOUNDS) for m, r, _ in ev.cases)
+    if not (first.ok and second.ok):
+        return None
+    return Diagnosis(ev.label, "float32 precision",
+                     f"{mn} holds float32 numbers only and agrees with {rn} within float32's bounds, not float64's "
+                     f"(relative error {first.rel_err:.2g}; float32's bound {FLOAT32_REL:g}, float64's "
+                     f"{ev.bounds[0]:g}): the computation runs in float32 and is cast back; compute in float64, or "
+                     "check in float32 (a mistake as small as float32's rounding, an ε, would look the same)",
+                     first.rel_err)
+
+
 def _nothing(ev):
     mn, rn = ev.names
     D = ev.differing(ev.m, ev.r)
@@ -407,7 +442,8 @@ def _named(pattern):
 
 
 PATTERNS = (_non_finite, _zero, _linearity, _local_derivative, _factor, _layout, _g_reduction, _r_reduction,
-            _misbroadcast, *map(_named, patterns.ALL), _mask)
+            _misbroadcast, *map(_named, patterns.ALL), _mask,
+            _float32_precision)  # last: an exact pattern (a factor 1 + 1e-06) is named before precision is
 
 
 # ------------------------------------------------------------------------------ the diagnoses
@@ -432,5 +468,22 @@ def diagnose(subject, comparisons, exact, findings, reruns: Reruns) -> dict[str,
         ev = Evidence(label, bounds, exact, reruns, subject.float32, subject)
         if not all(np.isfinite(r).all() for _, r, _ in ev.cases):
             continue  # torch's gradient is no reference here
-        out[label] = next((d for d in (p(ev) for p in PATTERNS) if d is not None), None) or _nothing(ev)
+        found = _first(ev, PATTERNS)
+        if found is None and bounds[0] < FLOAT32_REL and bounds[1] < FLOAT32_ELEM and _float32_values(ev):
+            found = _in_float32(_first(Evidence(label, FLOAT32_BOUNDS, exact, reruns, subject.float32, subject),
+                                       PATTERNS[:-1]))
+        out[label] = found or _nothing(ev)
     return out
+
+
+def _first(ev, patterns) -> Diagnosis | None:
+    return next((d for d in (p(ev) for p in patterns) if d is not None), None)
+
+
+def _in_float32(found: Diagnosis | None) -> Diagnosis | None:
+    """A pattern that fits within the float32 check's bounds only, said so: a mistake made in float32
+    arithmetic cast back (``_float32_values``) is that mistake, plus float32's rounding."""
+    if found is None:
+        return None
+    return dataclasses.replace(found, text=f"{found.text}, within float32's bounds, not float64's: the computation "
+                                           "runs in float32 and is cast back")

@@ -38,6 +38,16 @@ def lowest(names) -> str:
     return max(names, key=EPS.__getitem__, default="float64")
 
 
+def dtype_fix(got: str, expected: str, cast: str) -> str:
+    """How to give a gradient its tensor's precision `expected` instead of `got`: casting down
+    rounds once, which the bounds allow; casting up keeps the less precise arithmetic's rounding,
+    which the bounds of the more precise one reject (a float32 result of a float64 tensor: ~1e-8)."""
+    if EPS[got] > EPS[expected]:
+        return (f"compute in {expected}: a {got} result cast back with {cast} keeps {got}'s rounding, which "
+                f"{expected}'s bounds reject")
+    return f"compute in it, or cast the result with {cast}"
+
+
 def rounded(a: np.ndarray, name: str) -> np.ndarray:
     """`a` rounded to precision `name`: float32/float64 arrays as they are; the half precisions as
     float64 arrays holding the rounded values (NumPy has no bfloat16), converted exactly later."""

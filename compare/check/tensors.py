@@ -118,8 +118,8 @@ def gradient_array(d, expected: str | None, what: str) -> np.ndarray:
     got = precision.name_of(d.dtype) if hasattr(d, "dtype") else "float64"
     if expected is not None and got != expected:
         cast = ".to(x.dtype)" if hasattr(d, "detach") else ".astype(x.dtype)"
-        raise TypeError(f"{what} is {got} for a {expected} tensor; a gradient must have its tensor's dtype (compute "
-                        f"in it, or cast the result with {cast})")
+        raise TypeError(f"{what} is {got} for a {expected} tensor; a gradient must have its tensor's dtype "
+                        f"({precision.dtype_fix(got, expected, cast)})")
     return a
 
 

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from compare.check import precision
+
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -73,8 +75,9 @@ def gradient(d, shape: tuple, dtype, what: str, expected: str) -> np.ndarray:
     if d.shape != tuple(shape):
         raise ValueError(f"{what} has shape {d.shape}; expected {tuple(shape)} ({expected})")
     if d.dtype != dtype:
+        fix = precision.dtype_fix(str(d.dtype), str(np.dtype(dtype)), ".astype(x.dtype)")
         raise TypeError(f"{what} is {d.dtype} for a {np.dtype(dtype)} tensor; a gradient must have its tensor's dtype "
-                        f"(compute in it, or cast the result with .astype)")
+                        f"({fix})")
     return np.array(d)
 
 
