@@ -223,6 +223,7 @@ def test_a_worker_process_sees_only_the_spin_settings_the_user_made(tmp_path, mo
     assert result["pid"] != os.getpid() and result["budget"]["threadpoolctl"] == 1
     assert len(result["times_s"]) == 2 and result["steps"] >= 2 and result["wall_s"] > 0 and result["cpu_s"] > 0
     assert result["info"]["function"]  # what the manual column times, recorded
+    assert 0 < result["reference_s"] < 1  # the machine's speed around the work: one product, timed
 
 
 def test_a_failing_worker_reports_one_line(tmp_path):

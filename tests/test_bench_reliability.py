@@ -11,15 +11,16 @@ from compare.bench import config, grid, reliability, worker
 from compare.bench.config import Settings
 
 
-def result(median_s=1e-3, wall_s=0.5, cpu_s=1.0, others_s=0.01, steal_s=0.0, cpus=2, throttled_s=0.0):
+def result(median_s=1e-3, wall_s=0.5, cpu_s=1.0, others_s=0.01, steal_s=0.0, cpus=2, throttled_s=0.0,
+           reference_s=500e-6):
     """A synthetic worker result: 2 threads busy for 0.5 s on 2 CPUs, other programs using `others_s`
-    CPU seconds meanwhile (default: a daemon's tick)."""
-    return {"times_s": [median_s] * 3, "steps": 30, "wall_s": wall_s, "cpu_s": cpu_s,
+    CPU seconds meanwhile (default: a daemon's tick), the reference product taking `reference_s`."""
+    return {"times_s": [median_s] * 3, "steps": 30, "wall_s": wall_s, "cpu_s": cpu_s, "reference_s": reference_s,
             "machine": {"busy_s": cpu_s + others_s, "steal_s": steal_s, "cpus": cpus, "throttled_s": throttled_s}}
 
 
-def judge(results, threads=2):
-    return reliability.judge([grid.process_record(r) for r in results], threads)
+def judge(results, threads=2, reference=None):
+    return reliability.judge([grid.process_record(r) for r in results], threads, reference)
 
 
 def point(results_by_impl, threads=2):
@@ -98,8 +99,8 @@ def test_other_programs_cpu_use_steal_and_throttling_are_called_busy():
         "CPU quota throttled up to 10 % of the time in 5 of 5 processes"]
     p = point({"manual": QUIET, "torch": busy})
     line = reliability.summary_line([p, point({"manual": QUIET})], threads=2)
-    assert line.startswith("machine busy: other programs' CPU use seen at 1 of 2 points, marked !; on a machine that "
-                           "stays busy, --threads 1 leaves the other CPUs to them")
+    assert line.startswith("machine busy: other programs' CPU use or a slower machine seen at 1 of 2 points, marked !; "
+                           "on a machine that stays busy, --threads 1 leaves the other CPUs to them")
     assert "rerun when the machine is quieter" in reliability.summary_line([p], threads=1)
 
 
@@ -116,6 +117,30 @@ def test_disturbed_processes_are_set_aside_when_enough_quiet_ones_remain():
     assert figure["median_s"] == pytest.approx(1.01e-3)
     too_few = judge(QUIET[:4] + [result(5e-3, others_s=0.5)])
     assert not too_few["pinned"] and too_few["busy"][0].endswith("in 1 of 5 processes")
+
+
+def test_processes_in_a_slower_stretch_of_the_machine_are_set_aside():
+    """A shared host slows the machine down for tens of seconds with no trace in the CPU accounting;
+    the reference product, the same work in every process, shows it."""
+    slowed = [result(1.4e-3, reference_s=550e-6), result(1.5e-3, reference_s=540e-6)]  # 10 % and 8 % slower
+    figure = judge(QUIET + slowed)
+    assert figure["pinned"] and figure["set_aside"] == 2 and figure["median_s"] == pytest.approx(1.01e-3)
+    assert judge(QUIET + slowed[:1] + [result(1.4e-3, reference_s=520e-6)])["set_aside"] == 1  # 4 %: within SLOW_MAX
+    too_few = judge(QUIET[:4] + slowed)
+    assert not too_few["pinned"]
+    assert too_few["busy"] == ["the machine up to 10 % slower (a reference product timed in each process) in 2 of 6 "
+                               "processes"]
+    # the fastest reference of the whole point, not of one implementation's processes, is the machine's speed
+    all_slow = [result(1.4e-3, reference_s=550e-6)] * 5
+    assert judge(all_slow)["pinned"] and not judge(all_slow, reference=500e-6)["pinned"]
+
+
+def test_the_slower_machine_is_judged_against_every_implementation_at_the_point():
+    runs = {"manual": QUIET, "torch": [result(1.4e-3, reference_s=550e-6)] * 5}
+    figures = grid.summarize_runs(runs, threads=2)
+    assert figures["manual"]["pinned"] and not figures["torch"]["pinned"]
+    assert all(p["set_aside"] for p in figures["torch"]["processes"])
+    assert figures["torch"]["busy"][0].startswith("the machine up to 10 % slower")
 
 
 def test_a_figure_from_too_few_processes_does_not_stand():

@@ -50,8 +50,9 @@ def spawn_rounds(impls: list[str], spec_of, s: Settings, where: str, skipped: di
             first_rounds_s = first_rounds_s if first_rounds_s is not None else clock() - started
             if clock() - started >= s.timing.budget * first_rounds_s:
                 break
+            reference = reliability.fastest_reference(x for results in runs.values() for x in results)
             due = [impl for impl, results in runs.items() if len(results) < s.timing.max_processes
-                   and not reliability.judge([process_record(x) for x in results], s.threads)["pinned"]]
+                   and not reliability.judge([process_record(x) for x in results], s.threads, reference)["pinned"]]
             if not due:
                 break
         for impl in rotated(due, r):
@@ -76,17 +77,19 @@ def process_record(result: dict) -> dict:
 
 
 def summarize_runs(runs: dict[str, list[dict]], threads: int) -> dict:
-    """impl -> its figure (``reliability.judge``: median over processes, interval, whether it stands),
+    """impl -> its figure (``reliability.judge``: median over processes, interval, whether it stands,
+    each process's reference product against the fastest of all implementations' at the point),
     steps timed, the processes' records (``set_aside`` where the machine disturbed them), compile
     times and, on a GPU, the largest peak of GPU memory a process saw (``worker.gpu_memory``)."""
     results = {}
+    reference = reliability.fastest_reference(r for rs in runs.values() for r in rs)
     for impl, results_of in runs.items():
         records = [process_record(r) for r in results_of]
         for record in records:
-            record["set_aside"] = bool(reliability.disturbances(record, threads))
+            record["set_aside"] = bool(reliability.disturbances(record, threads, reference))
         compile_s = [r["compile_s"] for r in results_of if r.get("compile_s") is not None]
         peaks = [v for r in results_of for v in (r.get("gpu_memory") or {}).values() if v is not None]
-        results[impl] = {**reliability.judge(records, threads), "steps": sum(r["steps"] for r in results_of),
+        results[impl] = {**reliability.judge(records, threads, reference), "steps": sum(r["steps"] for r in results_of),
                          "processes": records, **({"compile_s": compile_s} if compile_s else {}),
                          **({"gpu_peak_bytes": max(peaks)} if peaks else {})}
     return results

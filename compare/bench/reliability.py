@@ -23,6 +23,11 @@ threads) and the machine's CPU accounting for the CPUs it may run on (``machine.
   (a two-thread step waits at every barrier for the thread that lost its core);
 - steal: time the hypervisor gave our virtual CPUs to someone else;
 - cgroup throttling: time a CPU quota kept the container's threads off the CPUs.
+- a slower machine: every worker also times one fixed product (``timing.reference_s``) just
+  before and after its work. On a shared host the machine slows down for tens of seconds at a
+  time, with no trace in the accounting above (another tenant on the same physical core, or
+  contending for its caches); a process whose reference product ran ``SLOW_MAX`` slower than the
+  fastest at its grid point ran in such a stretch.
 
 A process that saw any of these is set aside: the figure comes from the undisturbed processes
 when there are enough of them. Only then is "machine busy" said, and only about a figure that
@@ -48,6 +53,11 @@ STEAL_MAX = 0.03
 # Throttled time stalls the threads outright (often for a whole quota period, 100 ms); 1 % of the
 # wall time is already several stalls in a one-second region.
 THROTTLE_MAX = 0.01
+# The reference product (the faster of its two timings) in fresh processes on a quiet 2-core AMD
+# EPYC VM ranged 497-510 µs (2.6 %) over 30 processes; in stretches when the machine ran slow it
+# took 7-17 % longer, while a torch step timed in the same processes took 20-70 % longer. 5 %
+# is twice the quiet spread: it sets aside processes the machine slowed down, not quiet ones.
+SLOW_MAX = 0.05
 # The probability that a figure's interval holds the median of its processes' distribution.
 CONFIDENCE = 0.90
 # The widest interval the bench stands behind: its high end at most 10 % above its low end. The
@@ -88,9 +98,12 @@ def median(values: list[float]) -> float:
 
 
 def process_figures(result: dict) -> dict:
-    """One worker's figures for the checks: others' cores, steal share, throttled share, CPU use."""
+    """One worker's figures for the checks: others' cores, steal share, throttled share, CPU use,
+    the reference product's time."""
     wall, cpu, m = result["wall_s"], result["cpu_s"], result.get("machine") or {}
     figures = {"utilisation": cpu / wall if wall > 0 else None}
+    if "reference_s" in result:
+        figures["reference_s"] = result["reference_s"]
     if m:
         figures["others_cores"] = max(0.0, m["busy_s"] - cpu) / wall
         figures["steal"] = m["steal_s"] / (wall * m["cpus"])
@@ -100,15 +113,25 @@ def process_figures(result: dict) -> dict:
     return figures
 
 
-def disturbances(process: dict, threads: int) -> dict[str, float]:
+def fastest_reference(processes) -> float | None:
+    """The fastest reference product among `processes` (worker results or their records)."""
+    return min((p["reference_s"] for p in processes if "reference_s" in p), default=None)
+
+
+def disturbances(process: dict, threads: int, reference: float | None = None) -> dict[str, float]:
     """What disturbed one process (empty: nothing seen): "others" (cores other programs used beyond
-    those the bench leaves free), "steal" and "throttled" (shares), each only above its threshold.
+    those the bench leaves free), "steal" and "throttled" (shares), "slow" (how much slower its
+    reference product ran than `reference`), each only above its threshold.
 
     Args:
-        process: a worker's record with ``process_figures``' keys (others_cores, steal, cpus, throttled).
+        process: a worker's record with ``process_figures``' keys (others_cores, steal, cpus,
+            throttled, reference_s).
         threads: the thread budget (CPUs beyond it are left free for others).
+        reference: the fastest reference product at the process's grid point (None: not judged).
     """
     seen = {}
+    if reference and "reference_s" in process and process["reference_s"] > (1 + SLOW_MAX) * reference:
+        seen["slow"] = process["reference_s"] / reference - 1
     if "others_cores" in process:
         free = max(0, process["cpus"] - threads)
         if process["others_cores"] > free + OTHERS_MARGIN_CORES:
@@ -125,7 +148,8 @@ def _busy_reasons(disturbed: list[dict], n: int, cpus, threads: int) -> list[str
     reasons = []
     for key, words in (("others", "other programs used up to {:.1f} of {} CPUs ({} left free)"),
                        ("steal", "up to {:.0f} % of the CPU time stolen by the hypervisor"),
-                       ("throttled", "CPU quota throttled up to {:.0f} % of the time")):
+                       ("throttled", "CPU quota throttled up to {:.0f} % of the time"),
+                       ("slow", "the machine up to {:.0f} % slower (a reference product timed in each process)")):
         values = [d[key] for d in disturbed if key in d]
         if values:
             worst = max(values) if key == "others" else 100 * max(values)
@@ -141,20 +165,23 @@ def duration(seconds: float) -> str:
     return f"{1e3 * seconds:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def judge(processes: list[dict], threads: int) -> dict:
+def judge(processes: list[dict], threads: int, reference: float | None = None) -> dict:
     """One implementation's figure at one point, and whether the bench stands behind it.
 
     Args:
         processes: per worker process: {"median_s", and ``process_figures``' keys where the machine
             could be read}.
         threads: the thread budget.
+        reference: the fastest reference product at the grid point (``fastest_reference`` of all its
+            implementations' processes; None: the processes' own).
     Returns:
         {"median_s", "interval_s": [low, high] or None, "interval_rel": high/low − 1 or None,
         "coverage", "used": processes the figure comes from, "set_aside": disturbed processes left
         out, "pinned": True when the figure stands, "busy": [what other programs did, where the
         figure needed disturbed processes], "reasons": [why it does not stand]}.
     """
-    seen = [disturbances(p, threads) for p in processes]
+    reference = reference or fastest_reference(processes)
+    seen = [disturbances(p, threads, reference) for p in processes]
     quiet = [p for p, d in zip(processes, seen) if not d]
     enough = len(quiet) >= MIN_PROCESSES
     used = quiet if enough else processes
@@ -188,7 +215,7 @@ def classify_point(judged: dict[str, dict]) -> dict:
 
 def summary_line(points: list[dict], threads: int) -> str:
     """The closing line: every figure stood, or which points are marked and what was seen there.
-    "machine busy" only where other programs' CPU use (steal, throttling) was seen."""
+    "machine busy" only where other programs' CPU use (steal, throttling) or a slower machine was seen."""
     marked = [p for p in points if not p["reliability"]["reliable"]]
     if not marked:
         return (f"every figure stood: each one's {100 * CONFIDENCE:.0f} % interval within "
@@ -199,7 +226,8 @@ def summary_line(points: list[dict], threads: int) -> str:
     if busy:
         advice = ("on a machine that stays busy, --threads 1 leaves the other CPUs to them, and its figures hold up "
                   "while they need no more" if threads > 1 else "rerun when the machine is quieter")
-        parts.append(f"machine busy: other programs' CPU use seen at {len(busy)} of {len(points)} points, marked !; "
+        parts.append(f"machine busy: other programs' CPU use or a slower machine seen at {len(busy)} of {len(points)} "
+                     f"points, marked !; "
                      f"{advice}")
     if varied:
         widths = [p["reliability"]["widest"] for p in varied if p["reliability"]["widest"] is not None]

@@ -50,6 +50,29 @@ def calls_per_block(run, block_s: float, sync=_nothing) -> int:
     return max(1, int(round(block_s * n / elapsed)))
 
 
+# The machine's speed at the moment: a fixed float32 product, the size of a batch-256 forward of
+# 784-128-10, in NumPy (every worker loads it) under the worker's thread budget.
+REFERENCE_SHAPE = (256, 784, 128)
+
+
+def reference_s(repeats: int = 31) -> float:
+    """The median seconds of ``REFERENCE_SHAPE``'s product over `repeats` runs: the same work in every
+    worker process, so a process that finds it slower ran while the machine was slower
+    (``reliability.SLOW_MAX``), whatever its own step does."""
+    import numpy as np
+
+    m, k, n = REFERENCE_SHAPE
+    rng = np.random.default_rng(0)
+    a, b = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
+    a @ b  # the first call may load BLAS kernels
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[repeats // 2]
+
+
 def counter_deltas(before: dict | None, after: dict | None) -> dict:
     """What the machine did between two ``machine.counters()`` readings (empty when unreadable)."""
     if before is None or after is None:

@@ -93,6 +93,8 @@ def _jax_affinity(threads: int) -> list[int] | None:
 def _load_library(impl: str, threads: int) -> dict:
     """Import the library `impl` times before the budget is applied (threadpoolctl sees only loaded
     pools). Returns the record of how the budget was applied."""
+    import numpy  # noqa: F401  (every worker's: the reference product runs in its BLAS, under the budget)
+
     from compare.bench.config import JAX_IMPLS
 
     applied = {}
@@ -182,6 +184,7 @@ def _run(spec: dict) -> dict:
 
     impl, device = spec["impl"], spec.get("device", "cpu")
     applied = _load_library(impl, spec["threads"])
+    reference_before = timing.reference_s()
     if impl.startswith("epoch_"):
         record = _epoch(spec)
     else:
@@ -200,6 +203,9 @@ def _run(spec: dict) -> dict:
             record["gpu_memory"] = memory[1]()
         if "step" in record:
             record["info"] = record.pop("step").record()  # after timing: how the timed calls ran
+    # the faster of the two: an implementation's own threads still winding down after its region
+    # may slow the second, never the first; a slower machine slows both
+    record["reference_s"] = min(reference_before, timing.reference_s())
     record.update(impl=impl, device=device, pid=os.getpid(), budget=applied, threadpools=threadpool_info(),
                   env={k: os.environ.get(k) for k in REPORTED_ENV if k in os.environ})
     if device != "cpu" and "torch" in sys.modules:
