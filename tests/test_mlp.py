@@ -251,7 +251,7 @@ def rounding_sensitivity(mlp, x, y) -> tuple[float, float]:
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 def test_pre_activations_near_1000_and_logits_near_1e4(activation):
     mlp = MLP((20, 8, 5), activation, seed=0)
-    x = RNG.standard_normal((6, 20))
+    x = np.random.default_rng(3).standard_normal((6, 20))  # its own draw: the same in any test order
     x *= 1000 / np.abs(x @ mlp.weights[0].T).max()  # hidden pre-activations up to ±1000
     mlp.weights[1] *= 1e4 / np.abs(mlp.forward(x)).max()  # logits near ±1e4
     y = np.arange(6) % 5
@@ -260,7 +260,9 @@ def test_pre_activations_near_1000_and_logits_near_1e4(activation):
         loss, grads = mlp.loss_and_grads(x, y)
     assert np.abs(mlp.zhats[0]).max() > 900 and np.abs(mlp.zhats[1]).max() > 5e3
     assert np.isfinite(loss) and loss > 100
-    agree_with_torch(mlp, x, y)
+    # saturated units: σ' (tanh' = 1 − t²) from an output next to ±1 carries eps/σ' of relative
+    # rounding on each side (13 of 180 draws of x failed the plain float64 bound by up to 9e-10)
+    agree_with_torch(mlp, x, y, slack=rounding_sensitivity(mlp, x, y))
 
 
 # ------------------------------------------------------------------ validation
