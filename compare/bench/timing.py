@@ -12,6 +12,7 @@ triggered by one library's allocations would land on whichever step happens to r
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 
@@ -55,15 +56,20 @@ def calls_per_block(run, block_s: float, sync=_nothing) -> int:
 REFERENCE_SHAPE = (256, 784, 128)
 
 
-def reference_s(repeats: int = 31) -> float:
-    """The median seconds of ``REFERENCE_SHAPE``'s product over `repeats` runs: the same work in every
-    worker process, so a process that finds it slower ran while the machine was slower
-    (``reliability.SLOW_MAX``), whatever its own step does."""
+@functools.cache
+def _reference_operands():
     import numpy as np
 
     m, k, n = REFERENCE_SHAPE
     rng = np.random.default_rng(0)
-    a, b = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
+    return rng.random((m, k), np.float32), rng.random((k, n), np.float32)
+
+
+def reference_s(repeats: int = 31) -> float:
+    """The median seconds of ``REFERENCE_SHAPE``'s product over `repeats` runs: the same work in every
+    worker process, so a process that finds it slower ran while the machine was slower
+    (``reliability.SLOW_MAX``), whatever its own step does."""
+    a, b = _reference_operands()
     a @ b  # the first call may load BLAS kernels
     times = []
     for _ in range(repeats):

@@ -44,6 +44,7 @@ Otherwise "no simple pattern", with the count of differing elements and the best
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 
 import numpy as np
@@ -117,6 +118,15 @@ class Evidence:
         self.inputs = {lab: a for lab, a in zip(subject.input_labels, subject.inputs(True))}
         self.batch = next(((a.shape[0], lab) for lab, a in zip(subject.input_labels, subject.pristine)
                            if a.ndim >= 1), None)
+
+    @functools.cached_property
+    def float32_values(self) -> bool:
+        """Every element of m, for g and g₂, is a float32 number where r's are not all: the
+        hand-written result was computed in float32 and cast back (``.astype(np.float64)``,
+        ``.to(x.dtype)``)."""
+        def float32(a):
+            return np.array_equal(a, a.astype(np.float32).astype(np.float64))
+        return all(float32(m) and not float32(r) for m, r, _ in self.cases)
 
     def fit(self, a, b):
         """The Agreement of a and b when within the bounds, else None."""
@@ -394,20 +404,12 @@ def _mask(ev):
         return Diagnosis(ev.label, kind, f"{text}, right elsewhere", k)
 
 
-def _float32_values(ev) -> bool:
-    """Every element of m, for g and g₂, is a float32 number where r's are not all: the hand-written
-    result was computed in float32 and cast back (``.astype(np.float64)``, ``.to(x.dtype)``)."""
-    def float32(a):
-        return np.array_equal(a, a.astype(np.float32).astype(np.float64))
-    return all(float32(m) and not float32(r) for m, r, _ in ev.cases)
-
-
 def _float32_precision(ev):
-    """m computed in float32 (``_float32_values``) and within the float32 check's bounds of r, for g
+    """m computed in float32 (``Evidence.float32_values``) and within the float32 check's bounds of r, for g
     and g₂, in a float64 comparison it fails: the derivation agrees as far as float32 shows (a
     mistake as small as its rounding, an ε, would look the same). The check still fails: the
     gradient is not float64's."""
-    if not _float32_values(ev):
+    if not ev.float32_values:
         return None
     mn, rn = ev.names  # (a comparison held to bounds as wide as these failed them: it fails these too)
     first, second = (measure(m, r, 0, ev.label, *FLOAT32_BOUNDS) for m, r, _ in ev.cases)
@@ -469,7 +471,7 @@ def diagnose(subject, comparisons, exact, findings, reruns: Reruns) -> dict[str,
         if not all(np.isfinite(r).all() for _, r, _ in ev.cases):
             continue  # torch's gradient is no reference here
         found = _first(ev, PATTERNS)
-        if found is None and bounds[0] < FLOAT32_REL and bounds[1] < FLOAT32_ELEM and _float32_values(ev):
+        if found is None and bounds[0] < FLOAT32_REL and bounds[1] < FLOAT32_ELEM and ev.float32_values:
             found = _in_float32(_first(Evidence(label, FLOAT32_BOUNDS, exact, reruns, subject.float32, subject),
                                        PATTERNS[:-1]))
         out[label] = found or _nothing(ev)
@@ -482,7 +484,7 @@ def _first(ev, patterns) -> Diagnosis | None:
 
 def _in_float32(found: Diagnosis | None) -> Diagnosis | None:
     """A pattern that fits within the float32 check's bounds only, said so: a mistake made in float32
-    arithmetic cast back (``_float32_values``) is that mistake, plus float32's rounding."""
+    arithmetic cast back (``Evidence.float32_values``) is that mistake, plus float32's rounding."""
     if found is None:
         return None
     return dataclasses.replace(found, text=f"{found.text}, within float32's bounds, not float64's: the computation "
