@@ -24,7 +24,7 @@ DESCRIPTION = "A hand-derived NumPy backpropagation of an MLP, checked against P
 EPILOG = """\
 Run `crosscheck COMMAND --help` for a command's options. Exit codes: 0 success; 1 a failure the
 tool found (the two sides disagree, training diverged, a damaged file); 2 a bad command-line
-value; 130/143 interrupted (a training run can be resumed)."""
+value; 130/143 interrupted (a training run and a bench can be resumed)."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -68,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"layer widths joined by '-', 784 first and 10 last (default: {' '.join(DEFAULT_ARCHS)})")
     p.add_argument("--batches", nargs="+", type=options.int_in(1, options.N_TRAIN), default=None, metavar="B",
                    help=f"batch sizes, 1..{options.N_TRAIN} (default: {' '.join(map(str, DEFAULT_BATCHES))})")
-    p.add_argument("--dtype", choices=options.DTYPES, default="float32", help="default: float32")
+    p.add_argument("--dtype", choices=options.DTYPES, default=None, help="default: float32")
     p.add_argument("--threads", type=options.int_in(1, cores), default=None, metavar="N",
                    help=f"threads for every implementation, 1..{cores} (default: the physical cores; 1 leaves the "
                         f"other CPUs to other programs, which keeps figures robust on a busy machine)")
@@ -76,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"at most N processes per implementation and point, {reliability.MIN_PROCESSES}..99: each "
                         f"starts with {reliability.MIN_PROCESSES}, more are added while its figure's interval is too "
                         f"wide (default: {FULL.max_processes}, --quick {QUICK.max_processes})")
-    p.add_argument("--device", type=options.device, default="cpu",
+    p.add_argument("--device", type=options.device, default=None,
                    help="cpu (default), cuda or cuda:N where torch sees that GPU: the torch steps (the hand-derived "
                         "one on torch tensors too), torch.compile, the torch floor and jax.jit (where JAX sees a "
                         "GPU) there; the NumPy columns and the epoch figure are skipped")
@@ -90,6 +90,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"smoke run: {' '.join(QUICK_ARCHS)}, batches {' '.join(map(str, QUICK_BATCHES))} "
                         f"(unless given), short timings, no compile, epoch figure on {QUICK_EPOCH_IMAGES} images")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/bench-<timestamp>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="go on with the run in DIR, with its options, into a new directory: keep its points whose "
+                        "figures all stood, measure the others and those it did not reach (after a Ctrl-C, or a "
+                        "machine that slowed down)")
     p.add_argument("--json", action="store_true", help="print bench.json on stdout (the rest goes to stderr)")
     options.add_data_options(p)
 
@@ -116,7 +120,7 @@ def skipped_implementations(args) -> dict[str, str]:
         skipped.update(dict.fromkeys(JAX_IMPLS, "skipped: --no-jax"))
     elif _jax_missing():
         skipped.update(dict.fromkeys(JAX_IMPLS, f"skipped: JAX is not installed (add it with {JAX_HINT})"))
-    if args.device != "cpu":
+    if args.device not in (None, "cpu"):
         skipped.update(dict.fromkeys(CPU_ONLY, f"skipped: NumPy runs on the CPU only (--device {args.device})"))
     return skipped
 
@@ -127,10 +131,11 @@ def settings(args) -> Settings:
     archs = list(dict.fromkeys(parse_arch(a) for a in archs))  # in the order given, without repeats
     batches = sorted(set(args.batches or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)))
     threads = args.threads or machine.default_threads()
-    no_epoch = args.no_epoch or args.device != "cpu" or args.breakdown
+    device = args.device or "cpu"
+    no_epoch = args.no_epoch or device != "cpu" or args.breakdown
     epoch_images = 0 if no_epoch else QUICK_EPOCH_IMAGES if args.quick else options.N_TRAIN
     timing = QUICK if args.quick else FULL
     if args.max_processes is not None:
         timing = dataclasses.replace(timing, max_processes=args.max_processes)
-    return Settings(archs, batches, args.dtype, threads, skipped_implementations(args), epoch_images, timing, args.out,
-                    args.device, args.breakdown)
+    return Settings(archs, batches, args.dtype or "float32", threads, skipped_implementations(args), epoch_images,
+                    timing, args.out, device, args.breakdown)

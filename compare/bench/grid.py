@@ -11,6 +11,7 @@ long as its first rounds. Each figure is the median of its processes' medians, w
 
 from __future__ import annotations
 
+import datetime
 import time
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tu
     batch_file = tmp / f"{arch}-b{batch}.npz"
     np.savez(batch_file, x=x, y=y)
     skipped = dict(s.skipped)
-    load_before = machine.load_average()
+    load_before, started = machine.load_average(), _now()
     runs = spawn_rounds(list(IMPLS), lambda impl: worker_spec(impl, sizes, batch_file, s), s, f"{arch} batch {batch}",
                       skipped)
     results = summarize_runs(runs, s.threads)
@@ -129,18 +130,30 @@ def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tu
                                                         for p in floor]},
              **_ratios(results),
              **({"images_per_s_manual": batch / results["manual"]["median_s"]} if "manual" in results else {}),
-             "loadavg_before": load_before, "loadavg_after": machine.load_average(),
+             "loadavg_before": load_before, "loadavg_after": machine.load_average(), "measured": [started, _now()],
              "reliability": reliability.classify_point(results)}
     return point, {impl: r[0] for impl, r in runs.items()}
 
 
-def run_grid(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path, log=print):
+def run_grid(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path, log=print, kept=None,
+             done=lambda points, workers: None):
     """Every (architecture, batch size) of `s`, each on the first B images of one seeded permutation
-    of the training set, cast to `s.dtype` -> (points, impl -> a worker result)."""
+    of the training set, cast to `s.dtype` -> (points, impl -> a worker result).
+
+    Args:
+        kept: (arch, batch) -> a point of an earlier run, taken as it is instead of measured (``resume``).
+        done: called with the points so far and the worker results after each point, so that a
+            caller can save them before the next one.
+    """
     perm = np.random.default_rng(0).permutation(len(x_train))
     points, seen = [], {}
     for sizes in s.archs:
         for batch in s.batches:
+            arch = "-".join(map(str, sizes))
+            if (arch, batch) in (kept or {}):
+                points.append(kept[arch, batch])
+                log(f"  {arch} batch {batch}: kept, every figure stood (measured {_when(points[-1])})")
+                continue
             idx = perm[:batch]
             x = np.ascontiguousarray(x_train[idx], dtype=s.dtype)
             point, workers = run_point(sizes, x, np.ascontiguousarray(y_train[idx]), s, tmp)
@@ -151,7 +164,17 @@ def run_grid(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path, l
                 + ", ".join(f"{name} {1e6 * r[name]['median_s']:.0f} µs ({len(r[name]['processes'])})"
                             for name in IMPLS if name in r) + flag)
             points.append(point)
+            done(points, seen)
     return points, seen
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _when(point: dict) -> str:
+    """When a point was measured, for the log: 'from to', or 'in the earlier run' when not recorded."""
+    return " to ".join(point["measured"]) if point.get("measured") else "in the earlier run"
 
 
 def run_epoch(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path) -> dict:
