@@ -118,7 +118,7 @@ def main(args) -> int:
     if previous:
         log(f"going on with the run in {args.resume} ({previous['date']}): {len(kept)} of "
             f"{len(s.archs) * len(s.batches)} points kept (every figure stood), the epoch figure "
-            f"{'kept' if kept_epoch else 'measured again' if s.epoch_images else 'skipped'}")
+            f"{'kept' if kept_epoch else 'measured' if s.epoch_images else 'skipped'}")
     for name in ("compiled", "jax"):
         if name in s.skipped:
             log(f"{output.NAMES[name]}: {s.skipped[name]}")
