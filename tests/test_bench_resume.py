@@ -7,7 +7,7 @@ import re
 import pytest
 
 from compare import bench
-from compare.bench import worker
+from compare.bench import resume, worker
 from compare.errors import UsageError
 from test_bench import parse
 from test_bench_reliability import QUIET, TWO_MODES, result
@@ -82,6 +82,33 @@ def test_resume_measures_only_the_points_that_did_not_stand_into_a_new_directory
     again = tmp_path / "third"
     assert bench.main(parse("--resume", out, "--out", again, *data_args(mnist_dir))) == 0
     assert not again.exists()
+
+
+def test_resume_keeps_no_point_that_other_code_timed(interrupted, tmp_path, mnist_dir, monkeypatch, capsys):
+    first, _ = interrupted
+    report = json.loads((first / bench.JSON_NAME).read_text())
+    assert report["points"][0]["code"] == resume.code_fingerprint()
+    report["points"][0]["code"] = "0123456789ab"  # as if a step had changed since
+    (first / bench.JSON_NAME).write_text(json.dumps(report))
+    seen = []
+    monkeypatch.setattr(worker, "spawn", fake_spawn(seen=seen))
+    assert bench.main(parse("--resume", first, "--out", tmp_path / "second", *data_args(mnist_dir))) == 0
+    assert set(seen) == {32, 64, 256}
+    assert "not kept: 1 that stood there but were timed by other code" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("changed", ["manual/fast_torch.py", "compare/bench/yardstick.py", "compare/bench/reliability.py"])
+def test_the_code_fingerprint_changes_with_one_timed_file(changed, monkeypatch):
+    before = resume.code_fingerprint()
+    real = resume.Path.read_bytes
+    monkeypatch.setattr(resume.Path, "read_bytes", lambda self: real(self) + b"#" * self.as_posix().endswith(changed))
+    assert resume.code_fingerprint() != before
+
+
+def test_the_code_fingerprint_changes_with_a_library_version(monkeypatch):
+    before = resume.code_fingerprint()
+    monkeypatch.setattr(resume.machine, "versions", lambda real=resume.machine.versions: {**real(), "torch": "9.9.9"})
+    assert resume.code_fingerprint() != before
 
 
 def test_resume_takes_the_runs_own_options(interrupted, mnist_dir):

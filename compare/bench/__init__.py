@@ -100,8 +100,9 @@ def main(args) -> int:
     option value."""
     log = options.logger(args.json)
     s, previous = _settings_and_earlier(args)
-    kept = resume.standing(previous) if previous else {}
-    kept_epoch = resume.standing_epoch(previous) if previous else None
+    code = resume.code_fingerprint()
+    kept = resume.standing(previous, code) if previous else {}
+    kept_epoch = resume.standing_epoch(previous, code) if previous else None
     if previous and len(kept) == len(s.archs) * len(s.batches) and (kept_epoch or not s.epoch_images):
         log(f"every figure of the run in {args.resume} stood: nothing to measure again")
         return 0
@@ -119,6 +120,10 @@ def main(args) -> int:
         log(f"going on with the run in {args.resume} ({previous['date']}): {len(kept)} of "
             f"{len(s.archs) * len(s.batches)} points kept (every figure stood), the epoch figure "
             f"{'kept' if kept_epoch else 'measured' if s.epoch_images else 'skipped'}")
+        changed = resume.other_code(previous, code)
+        if changed:
+            log(f"  not kept: {changed} that stood there but were timed by other code than this (a change since in "
+                f"{', '.join(resume.TIMED)} or a library's version): measured again")
     for name in ("compiled", "jax"):
         if name in s.skipped:
             log(f"{output.NAMES[name]}: {s.skipped[name]}")

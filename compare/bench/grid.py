@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compare.bench import machine, reliability, timing, worker
+from compare.bench import machine, reliability, resume, timing, worker
 from compare.bench.config import EPOCH_BATCH, EPOCH_SIZES, IMPLS, LR, OPTIONAL, Settings
 from compare.errors import CrosscheckError
 
@@ -117,7 +117,7 @@ def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tu
     batch_file = tmp / f"{arch}-b{batch}.npz"
     np.savez(batch_file, x=x, y=y)
     skipped = dict(s.skipped)
-    load_before, started = machine.load_average(), _now()
+    load_before, started, code = machine.load_average(), _now(), resume.code_fingerprint()
     runs = spawn_rounds(list(IMPLS), lambda impl: worker_spec(impl, sizes, batch_file, s), s, f"{arch} batch {batch}",
                       skipped)
     results = summarize_runs(runs, s.threads)
@@ -131,7 +131,7 @@ def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tu
              **_ratios(results),
              **({"images_per_s_manual": batch / results["manual"]["median_s"]} if "manual" in results else {}),
              "loadavg_before": load_before, "loadavg_after": machine.load_average(), "measured": [started, _now()],
-             "reliability": reliability.classify_point(results)}
+             "code": code, "reliability": reliability.classify_point(results)}
     return point, {impl: r[0] for impl, r in runs.items()}
 
 
@@ -187,6 +187,7 @@ def run_epoch(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path) 
     data_file = tmp / "epoch.npz"
     np.savez(data_file, x=np.ascontiguousarray(x_train, dtype=np.float32), y=y_train, order=order)
     spec = {"sizes": list(EPOCH_SIZES), "batch_file": str(data_file), "threads": s.threads, "lr": LR}
+    code = resume.code_fingerprint()
     runs = spawn_rounds(["epoch_manual", "epoch_torch"], lambda impl: {**spec, "impl": impl}, s, "the epoch figure", {})
     record = {"arch": "-".join(map(str, EPOCH_SIZES)), "dtype": "float32", "batch": EPOCH_BATCH, "images": n, "lr": LR}
     judged = summarize_runs(runs, s.threads)
@@ -195,4 +196,5 @@ def run_epoch(x_train: np.ndarray, y_train: np.ndarray, s: Settings, tmp: Path) 
         record[side] = {**figure, "seconds": figure["median_s"], "images_per_s": n / figure["median_s"],
                         "pass_seconds": [t for r in runs[impl] for t in r["times_s"]]}
     record["reliability"] = reliability.classify_point(judged)
+    record["code"] = code
     return record

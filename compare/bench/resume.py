@@ -6,10 +6,15 @@ stood (and the epoch figure, if it stood) and measures the others, and the point
 run never reached, with DIR's own options. Each point's implementations are still timed together,
 interleaved, so every ratio comes from one stretch of time; the point records when it was measured.
 DIR itself is left as it is: the run goes to a new directory (--out, or runs/bench-<timestamp>).
+A point is kept only if the same code on the same libraries timed it (``code_fingerprint``, recorded
+with each point): after a change to a step, the timing, the rule for figures or a library's version,
+the earlier figures would not compare.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,6 +24,26 @@ from compare.errors import UsageError
 # The options that define a run: with --resume they come from the run, never from the command line.
 RUN_OPTIONS = ("archs", "batches", "dtype", "threads", "max_processes", "device", "breakdown", "no_compile",
                "no_jax", "no_epoch", "quick")
+
+
+# What a figure times and how it is judged. grid (how many processes, in which order) is left out:
+# it decides how a figure is pinned down, not what it means.
+TIMED = ("manual", "torch_ref", "compare.spin", "compare.bench.steps", "compare.bench.yardstick", "compare.bench.floor",
+         "compare.bench.worker", "compare.bench.timing", "compare.bench.reliability")
+
+
+def code_fingerprint() -> str:
+    """The first 12 hex digits of a SHA-256 over the source of the ``TIMED`` modules and packages
+    (found, not imported) and the installed library versions (``machine.versions``): the same for
+    two points exactly when the same code, on the same libraries, timed and judged them."""
+    digest = hashlib.sha256(json.dumps(machine.versions(), sort_keys=True).encode())
+    for name in TIMED:
+        spec = importlib.util.find_spec(name)
+        files = ([spec.origin] if not spec.submodule_search_locations
+                 else sorted(str(f) for d in spec.submodule_search_locations for f in Path(d).glob("*.py")))
+        for file in files:
+            digest.update(Path(file).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _error(path, what: str) -> UsageError:
@@ -66,12 +91,23 @@ def settings(report: dict, path: Path, out: Path | None) -> config.Settings:
     return s
 
 
-def standing(report: dict) -> dict[tuple[str, int], dict]:
-    """(arch, batch) -> the earlier run's point, for each point whose figures all stood."""
-    return {(p["arch"], p["batch"]): p for p in report["points"] if p.get("reliability", {}).get("reliable")}
+def _stands(figure: dict, code: str) -> bool:
+    return bool(figure.get("reliability", {}).get("reliable")) and figure.get("code") == code
 
 
-def standing_epoch(report: dict) -> dict | None:
-    """The earlier run's epoch figure if it stood, else None."""
+def standing(report: dict, code: str) -> dict[tuple[str, int], dict]:
+    """(arch, batch) -> the earlier run's point, for each point whose figures all stood and which
+    this `code` (``code_fingerprint``) timed: a point timed by other code would not compare."""
+    return {(p["arch"], p["batch"]): p for p in report["points"] if _stands(p, code)}
+
+
+def standing_epoch(report: dict, code: str) -> dict | None:
+    """The earlier run's epoch figure if it stood and this `code` timed it, else None."""
     epoch = report.get("epoch")
-    return epoch if epoch and epoch.get("reliability", {}).get("reliable") else None
+    return epoch if epoch and _stands(epoch, code) else None
+
+
+def other_code(report: dict, code: str) -> int:
+    """How many of the earlier run's figures (points, epoch) stood but were timed by other code."""
+    figures = report["points"] + [report["epoch"]] * bool(report.get("epoch"))
+    return sum(bool(f.get("reliability", {}).get("reliable")) and f.get("code") != code for f in figures)
