@@ -40,7 +40,7 @@ def code_fingerprint() -> str:
     for name in TIMED:
         spec = importlib.util.find_spec(name)
         files = ([spec.origin] if not spec.submodule_search_locations
-                 else sorted(str(f) for d in spec.submodule_search_locations for f in Path(d).glob("*.py")))
+                 else sorted(str(f) for d in spec.submodule_search_locations for f in Path(d).rglob("*.py")))
         for file in files:
             digest.update(Path(file).read_bytes())
     return digest.hexdigest()[:12]
