@@ -99,16 +99,16 @@ def test_resume_keeps_no_point_that_other_code_timed(interrupted, tmp_path, mnis
 
 @pytest.mark.parametrize("changed", ["manual/fast_torch.py", "compare/bench/yardstick.py", "compare/bench/reliability.py"])
 def test_the_code_fingerprint_changes_with_one_timed_file(changed, monkeypatch):
-    before = resume.code_fingerprint()
+    fingerprint = resume.code_fingerprint()
     real = resume.Path.read_bytes
     monkeypatch.setattr(resume.Path, "read_bytes", lambda self: real(self) + b"#" * self.as_posix().endswith(changed))
-    assert resume.code_fingerprint() != before
+    assert resume.code_fingerprint() != fingerprint
 
 
 def test_the_code_fingerprint_changes_with_a_library_version(monkeypatch):
-    before = resume.code_fingerprint()
+    fingerprint = resume.code_fingerprint()
     monkeypatch.setattr(resume.machine, "versions", lambda real=resume.machine.versions: {**real(), "torch": "9.9.9"})
-    assert resume.code_fingerprint() != before
+    assert resume.code_fingerprint() != fingerprint
 
 
 def test_resume_takes_the_runs_own_options(interrupted, mnist_dir):

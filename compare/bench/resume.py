@@ -91,8 +91,12 @@ def settings(report: dict, path: Path, out: Path | None) -> config.Settings:
     return s
 
 
+def _stood(figure: dict) -> bool:
+    return bool(figure.get("reliability", {}).get("reliable"))
+
+
 def _stands(figure: dict, code: str) -> bool:
-    return bool(figure.get("reliability", {}).get("reliable")) and figure.get("code") == code
+    return _stood(figure) and figure.get("code") == code
 
 
 def standing(report: dict, code: str) -> dict[tuple[str, int], dict]:
@@ -110,4 +114,4 @@ def standing_epoch(report: dict, code: str) -> dict | None:
 def other_code(report: dict, code: str) -> int:
     """How many of the earlier run's figures (points, epoch) stood but were timed by other code."""
     figures = report["points"] + [report["epoch"]] * bool(report.get("epoch"))
-    return sum(bool(f.get("reliability", {}).get("reliable")) and f.get("code") != code for f in figures)
+    return sum(_stood(f) and f.get("code") != code for f in figures)
