@@ -117,6 +117,8 @@ def run_point(sizes, x: np.ndarray, y: np.ndarray, s: Settings, tmp: Path) -> tu
     batch_file = tmp / f"{arch}-b{batch}.npz"
     np.savez(batch_file, x=x, y=y)
     skipped = dict(s.skipped)
+    # the fingerprint of the code these workers import now, read per point: an edit during a long run
+    # shows in the points timed after it
     load_before, started, code = machine.load_average(), _now(), resume.code_fingerprint()
     runs = spawn_rounds(list(IMPLS), lambda impl: worker_spec(impl, sizes, batch_file, s), s, f"{arch} batch {batch}",
                       skipped)
