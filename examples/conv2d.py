@@ -38,7 +38,8 @@ swapped (C_out in, C_in out): the forward's own correlation, with K' = K[::-1, :
 to (kh, kw, C_out, C_in). ∂L/∂x is ∂L/∂xp without its padding border.
 
 ``Conv2DUnflippedKernel`` forgets the flip (it swaps the channels alone), the classic slip:
-``check_layer`` names input x, while K and b still pass.
+``check_layer`` names input x, while K and b still pass, and says which slip: "a kernel not flipped
+in the backward" (∂L/∂x is torch's with K reversed along axes (0, 1)).
 
     python examples/conv2d.py         # both checks, printed
 """

@@ -140,6 +140,8 @@ def test_conv2d_with_the_kernel_not_flipped_fails_naming_input_x_while_K_and_b_p
     layer = conv2d.Conv2DUnflippedKernel(3, 4, rng=np.random.default_rng(5))
     report = check_layer(layer, torch.nn.Conv2d(3, 4, 3, padding=1), nhwc(), **conv2d.torch_layouts())
     assert_names_the_error(report, "input x")
+    d = report.diagnoses["input x"]
+    assert d.kind == "kernel not flipped" and d.value == ("parameter K", (0, 1)), d
 
 
 def qkv(batch=(2,), dtype=np.float64):

@@ -46,14 +46,14 @@ def conv_forward(x, w):
     return np.einsum("nchwij,fcij->nfhw", windows, w), (x, w)
 
 
-def conv_backward(dout, cache, rotated=False):
+def conv_backward(dout, cache, rotated=False, unflipped=False):
     x, w = cache
     _, _, kh, kw = w.shape
     windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
     dw = np.einsum("nchwij,nfhw->fcij", windows, dout)
     padded = np.pad(dout, ((0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
     dwin = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
-    dx = np.einsum("nfhwij,fcij->nchw", dwin, w[:, :, ::-1, ::-1])
+    dx = np.einsum("nfhwij,fcij->nchw", dwin, w if unflipped else w[:, :, ::-1, ::-1])
     return dx, (dw[:, :, ::-1, ::-1] if rotated else dw)
 
 
@@ -74,6 +74,26 @@ def norm_backward(dout, cache, missing=()):
         dx -= xhat * (dxhat * xhat).mean(axis=axis, keepdims=True)
     dgamma = (dout * xhat).sum(axis=tuple(a for a in range(dout.ndim) if a != (axis % dout.ndim) or axis == 1))
     return dx / std, dgamma if gamma.ndim else dgamma
+
+
+def group_norm_forward(x, groups):
+    """F.group_norm without an affine part: each sample's channels in `groups` groups, each group
+    (its channels and positions) normalised on its own."""
+    xs = x.reshape(x.shape[0], groups, -1)
+    std = np.sqrt(xs.var(axis=2, keepdims=True) + 1e-5)
+    xhat = (xs - xs.mean(axis=2, keepdims=True)) / std
+    return xhat.reshape(x.shape), (xhat, std, x.shape)
+
+
+def group_norm_backward(dout, cache, missing=()):
+    xhat, std, shape = cache
+    d = dout.reshape(xhat.shape)
+    dx = d.copy()
+    if "mean" not in missing:
+        dx -= d.mean(axis=2, keepdims=True)
+    if "variance" not in missing:
+        dx -= xhat * (d * xhat).mean(axis=2, keepdims=True)
+    return (dx / std).reshape(shape)
 
 
 def rnn_forward(x, h0, Wx, Wh):
@@ -140,6 +160,14 @@ def test_a_kernel_gradient_rotated_by_180_degrees_is_named():
     assert d.kind == "kernel flipped" and d.value == (2, 3) and "rotated by 180°, reversed along axes (2, 3)" in d.text
 
 
+def test_an_input_gradient_that_does_not_flip_the_kernel_is_named_with_the_kernel_and_its_axes():
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 2))
+    report = check_forward_backward(conv_forward, lambda d, c: conv_backward(d, c, unflipped=True), F.conv2d, x, w)
+    d = the_diagnosis(report, "input x")
+    assert d.kind == "kernel not flipped" and d.value == ("input w", (2, 3))
+    assert "with input w reversed along axes (2, 3) (rotated by 180°)" in d.text
+
+
 @pytest.mark.parametrize("missing, words", [
     (("mean",), "missing the term −mean(dx̂) along axis 0"),
     (("variance",), "missing the term −x̂·mean(dx̂ ⊙ x̂) along axis 0"),
@@ -165,6 +193,18 @@ def test_a_layer_norm_backward_missing_its_mean_term_is_named_along_the_feature_
                                     constant=("gamma",))
     d = the_diagnosis(report, "input x")
     assert d.kind == "missing mean terms" and d.value == (1,) and "−mean(dx̂) along axis 1" in d.text
+
+
+@pytest.mark.parametrize("missing, words", [
+    (("mean",), "missing the term −mean(dx̂) along axes (1, 2, 3) in 3 groups of axis 1 (a group norm)"),
+    (("variance",), "missing the term −x̂·mean(dx̂ ⊙ x̂) along axes (1, 2, 3) in 3 groups of axis 1"),
+    (("mean", "variance"), "missing both terms along axes (1, 2, 3) in 3 groups of axis 1")])
+def test_a_group_norm_backward_missing_mean_terms_names_the_groups(missing, words):
+    x = rng.standard_normal((2, 6, 3, 3))
+    report = check_forward_backward(lambda x: group_norm_forward(x, 3),
+                                    lambda d, c: group_norm_backward(d, c, missing), lambda x: F.group_norm(x, 3), x)
+    d = the_diagnosis(report, "input x")
+    assert d.kind == "missing mean terms" and d.value == ((1, 2, 3), 3) and words in d.text
 
 
 def test_a_recurrence_that_does_not_carry_dh_back_is_named_accumulation_cut_short():
@@ -209,6 +249,8 @@ def test_the_right_layers_pass_with_no_diagnosis():
                                lambda x, gamma: F.batch_norm(x, None, None, gamma, None, True, 0.0, 1e-5), x, gamma,
                                constant=("gamma",)),
         check_forward_backward(rnn_forward, rnn_backward, torch_rnn, xs, h0, Wx, Wh),
+        check_forward_backward(lambda x: group_norm_forward(x, 3), group_norm_backward, lambda x: F.group_norm(x, 3),
+                               rng.standard_normal((2, 6, 3, 3))),
         check_forward_backward(softmax_forward, softmax_backward, lambda x: torch.softmax(x, dim=1), x),
     ]
     assert all(r.ok and r.diagnoses == {} for r in reports), "\n\n".join(str(r) for r in reports if not r.ok)

@@ -26,7 +26,8 @@ for two. Tried in this order, the first that fits is the diagnosis:
     g mis-broadcast   m(g) = r(P g): torch's gradient for g transposed, or summed or averaged
                    over an axis and broadcast back
     (compare.check.patterns)   a flipped mask, repeated indices dropped by a scatter, a kernel
-                   flipped along several axes, a normalisation's missing mean terms, accumulation
+                   flipped along several axes, an input's gradient with the kernel not flipped
+                   (torch rerun with the kernel reversed), a normalisation's missing mean terms, accumulation
                    cut short in a recurrence, a reduction over the wrong axis inside a Jacobian
     mask           m = r except exactly where an input is 0 (a kink), < 0, > 0, ≤ 0 or ≥ 0, or
                    except on one row, column or index of an axis (with the count)
@@ -76,7 +77,7 @@ class Reruns:
         self.gs2 = [subject.rounded(i, np.asarray(rng.standard_normal(g.shape)).astype(g.dtype)) for i, g in enumerate(gs)]
         self._runs = {}  # (side, which, precise, change of g): Run; first the check's own, with g
         for w, run in runs.items():
-            self._runs[(w.removesuffix("64"), "g", w.endswith("64"), None)] = run
+            self._runs[(w.removesuffix("64"), "g", w.endswith("64"), None, None)] = run
 
     def upstream(self, which: str, precise: bool) -> list:
         gs = {"g": self.gs, "g2": self.gs2, "2g": [2 * g for g in self.gs]}[which]
@@ -84,20 +85,21 @@ class Reruns:
 
     def manual(self, which: str, precise: bool):
         precise = precise and not getattr(self.subject, "half_only", "")  # a kernel with no float64 run
-        key = ("manual", which, precise, None)
+        key = ("manual", which, precise, None, None)
         if key not in self._runs:
             self._runs[key] = self.subject.manual(precise, self.upstream(which, precise))
         return self._runs[key]
 
-    def torch(self, which: str, precise: bool, change=None):
+    def torch(self, which: str, precise: bool, change=None, replace=None):
         """torch's run with the upstream gradients `which`; with change = (j, name, function), the
-        j-th of them replaced by function(g_j)."""
-        key = ("torch", which, precise, None if change is None else change[:2])
+        j-th of them replaced by function(g_j); with replace = (name, {label: array}), those inputs
+        or parameters run with other values."""
+        key = ("torch", which, precise, None if change is None else change[:2], None if replace is None else replace[0])
         if key not in self._runs:
             gs = list(self.upstream(which, precise))
             if change is not None:
                 gs[change[0]] = np.ascontiguousarray(change[2](gs[change[0]]))
-            self._runs[key] = self.subject.torch(precise, gs)
+            self._runs[key] = self.subject.torch(precise, gs, None if replace is None else replace[1])
         return self._runs[key]
 
 

@@ -7,8 +7,12 @@ g and a second g₂ (``Evidence.holds``), never guessed:
     repeated indices      m = r except on exactly the rows whose index repeats in an integer input:
                           a scatter ``dW[ids] += g`` that keeps one occurrence (``np.add.at`` adds all)
     kernel flipped        m = r reversed along two or more axes (a convolution kernel rotated 180°)
-    missing mean terms    r a normalisation's gradient (summing to 0 over each slice along axes A: the
-                          output ignores a shift), and m − r = a (the −mean(dx̂) term missing), m − r = b·x̂
+    kernel not flipped    m = torch's gradient with another input or parameter k reversed along two
+                          or three axes: an input's gradient that correlates g with the kernel as the
+                          forward does, where it takes the kernel rotated by 180°
+    missing mean terms    r a normalisation's gradient (summing to 0 over each slice along axes A, or
+                          over groups of an axis as in a group norm: the output ignores a shift),
+                          and m − r = a (the −mean(dx̂) term missing), m − r = b·x̂
                           (−x̂·mean(dx̂·x̂) missing), or m = κ·dx̂ with dx̂ = g or g ⊙ a parameter
                           (both: the statistics treated as constants); a, b, κ one per slice
     accumulation cut short   m at step t of an axis (time) = torch's gradient of g at step t
@@ -109,6 +113,31 @@ def kernel_flipped(ev):
                         f"gradient {turned}reversed along {_axes(axes)} ({_res(fit)})", axes)
 
 
+def kernel_not_flipped(ev):
+    mn, rn = ev.names
+    params = {f"parameter {n}": p for n, p in ev.reruns.subject.params.items()}
+    for lab, k in {**ev.inputs, **params}.items():
+        k = np.asarray(k)
+        if lab == ev.label or not np.issubdtype(k.dtype, np.floating):
+            continue
+        long_axes = [a for a in range(k.ndim) if k.shape[a] > 1]
+        for n in range(2, min(len(long_axes), 3) + 1):  # a 2-D or 3-D convolution's spatial axes
+            for axes in itertools.combinations(long_axes, n):
+                what = (f"{lab} reversed along {_axes(axes)}", {lab: np.ascontiguousarray(np.flip(k, axes))})
+
+                def predict(i, r, gs):
+                    run = ev.reruns.torch(("g", "g2")[i], ev.precise, replace=what)
+                    return np.asarray(run.grads[ev.label], np.float64)
+
+                fit = ev.holds(predict)
+                if fit is not None:
+                    turned = " (rotated by 180°)" if n == 2 else ""
+                    return ("kernel not flipped", f"a kernel not flipped in the backward: {mn} is {rn}'s gradient "
+                            f"with {lab} reversed along {_axes(axes)}{turned}: the gradient for {ev.label} must "
+                            f"correlate g with {lab} reversed along those axes (the forward's correlation turned "
+                            f"around); {mn} correlates g with {lab} as the forward does ({_res(fit)})", (lab, axes))
+
+
 def _project(d, basis, axes) -> np.ndarray:
     """d's projection, slice by slice along `axes`, onto the span of `basis` (mutually orthogonal
     along `axes`)."""
@@ -123,6 +152,16 @@ def _subsets(n: int) -> list:
     return [s for k in range(1, n + 1) for s in itertools.combinations(range(n), k)] if n <= 5 else []
 
 
+def _groups(shape) -> list:
+    """(view shape, a, G) of `shape` with axis a split into G groups of shape[a] // G (a group
+    norm's channels), G from 2 to shape[a] / 2; first (shape, None, None), the axes as they are."""
+    views = [(tuple(shape), None, None)]
+    for a, c in enumerate(shape):
+        views += [(tuple(shape[:a]) + (g, c // g) + tuple(shape[a + 1:]), a, g) for g in range(2, c // 2 + 1)
+                  if c % g == 0]
+    return views
+
+
 def missing_mean_terms(ev):
     mn, rn = ev.names
     scales = [np.asarray(p, np.float64) for p in [*ev.reruns.subject.params.values(), *ev.inputs.values()]
@@ -130,33 +169,58 @@ def missing_mean_terms(ev):
     for lab, x in ev.inputs.items():
         if x.shape != ev.m.shape or not np.issubdtype(x.dtype, np.floating):
             continue
-        for axes in _subsets(x.ndim):
-            size = int(np.prod([x.shape[a] for a in axes]))
-            if size < 2 + SPARE:
-                continue
-            ones, xc = np.ones_like(x), x - x.mean(axis=axes, keepdims=True)
-            if ev.holds(lambda i, r, gs: r - _project(r, (ones,), axes), of="r") is None:
-                continue  # r sums to more than 0 over each slice: no normalisation's gradient along these axes
-            where = f"along {_axes(axes)}"
-            terms = ((ones, f"the term −mean(dx̂) {where}: the mean's dependence on every element"),
-                     (xc, f"the term −x̂·mean(dx̂ ⊙ x̂) {where}: the variance's dependence on every element"))
-            for v, words in terms:
-                fit = ev.holds(lambda i, r, gs: r + _project(ev.cases[i][0] - r, (v,), axes))
-                if fit is not None:
-                    return ("missing mean terms", f"a normalisation's backward missing {words} ({mn} − {rn} is "
-                            f"{'constant' if v is ones else 'proportional to x − mean(x)'} in each slice, "
-                            f"{_res(fit)})", axes)
-            for j, g in enumerate(ev.gs):
-                if g.shape != x.shape:
-                    continue
-                for scale in [None] + [p for p in scales if p.ndim < g.ndim and p.shape == g.shape[g.ndim - p.ndim:]]:
-                    def dxhat(gs):
-                        return gs[j] if scale is None else gs[j] * scale
-                    fit = ev.holds(lambda i, r, gs: _project(ev.cases[i][0], (dxhat(gs),), axes))
-                    if fit is not None:
-                        return ("missing mean terms", f"a normalisation's backward missing both terms {where}, "
-                                f"−mean(dx̂) and −x̂·mean(dx̂ ⊙ x̂): {mn} is dx̂ times one number per slice, the "
-                                f"statistics treated as constants ({_res(fit)})", axes)
+        for view, split, groups in _groups(x.shape):
+            for axes in _subsets(len(view)):
+                if split is not None and (split in axes or split + 1 not in axes):
+                    continue  # the groups' statistics: within a group (a + 1), one per group (not a)
+                found = _mean_terms(ev, x.reshape(view), view, axes, scales, split, groups)
+                if found is not None:
+                    return found
+
+
+def _mean_terms(ev, x, view, axes, scales, split, groups):
+    """missing_mean_terms along `axes` of the arrays seen in the shape `view`."""
+    mn, rn = ev.names
+    size = int(np.prod([view[a] for a in axes]))
+    if size < 2 + SPARE:
+        return None
+
+    def seen(a):
+        return np.reshape(a, view)
+
+    def back(a):
+        return np.reshape(a, ev.m.shape)
+
+    ones, xc = np.ones_like(x), x - x.mean(axis=axes, keepdims=True)
+    if ev.holds(lambda i, r, gs: back(seen(r) - _project(seen(r), (ones,), axes)), of="r") is None:
+        return None  # r sums to more than 0 over each slice: no normalisation's gradient along these axes
+    if split is None:
+        where = f"along {_axes(axes)}"
+        value = axes
+    else:
+        within = tuple(a if a < split else a - 1 for a in axes)  # the axes of the unsplit array
+        where = f"along {_axes(within)} in {groups} groups of axis {split} (a group norm)"
+        value = (within, groups)
+    terms = ((ones, f"the term −mean(dx̂) {where}: the mean's dependence on every element"),
+             (xc, f"the term −x̂·mean(dx̂ ⊙ x̂) {where}: the variance's dependence on every element"))
+    for v, words in terms:
+        fit = ev.holds(lambda i, r, gs: back(seen(r) + _project(seen(ev.cases[i][0] - r), (v,), axes)))
+        if fit is not None:
+            return ("missing mean terms", f"a normalisation's backward missing {words} ({mn} − {rn} is "
+                    f"{'constant' if v is ones else 'proportional to x − mean(x)'} in each slice, "
+                    f"{_res(fit)})", value)
+    for j, g in enumerate(ev.gs):
+        if g.shape != ev.m.shape:
+            continue
+        for scale in [None] + [p for p in scales if p.ndim < g.ndim and p.shape == g.shape[g.ndim - p.ndim:]]:
+            def dxhat(gs):
+                return seen(gs[j] if scale is None else gs[j] * scale)
+            fit = ev.holds(lambda i, r, gs: back(_project(seen(ev.cases[i][0]), (dxhat(gs),), axes)))
+            if fit is not None:
+                return ("missing mean terms", f"a normalisation's backward missing both terms {where}, "
+                        f"−mean(dx̂) and −x̂·mean(dx̂ ⊙ x̂): {mn} is dx̂ times one number per slice, the "
+                        f"statistics treated as constants ({_res(fit)})", value)
+    return None
 
 
 def _only_step(a: int, t: int):
@@ -217,5 +281,6 @@ def jacobian_reduction(ev):
                                 (other,))
 
 
-ALL = (flipped_mask, repeated_indices, kernel_flipped, missing_mean_terms, accumulation_cut_short, jacobian_reduction)
+ALL = (flipped_mask, repeated_indices, kernel_flipped, kernel_not_flipped, missing_mean_terms, accumulation_cut_short,
+       jacobian_reduction)
 

@@ -101,25 +101,29 @@ class Subject:
 
     device = None  # where the counterpart runs (None: the CPU); a subject on CUDA tensors sets it
 
-    def _torch_inputs(self, dtype):
+    def _torch_inputs(self, dtype, replace: dict):
         """Leaves for the float inputs (requires_grad), plain tensors for the others."""
         import torch
 
+        values = [replace.get(lab, a) for lab, a in zip(self.input_labels, self.pristine)]
         return [torch.tensor(a, dtype=dtype, device=self.device).requires_grad_(d) if usage.is_float(a)
-                else torch.tensor(a, device=self.device) for a, d in zip(self.pristine, self.differentiable)]
+                else torch.tensor(a, device=self.device) for a, d in zip(values, self.differentiable)]
 
     def _numpy(self, t) -> np.ndarray:
         """A result tensor as a NumPy array (a copy)."""
         return t.detach().cpu().numpy().copy()
 
-    def torch(self, precise: bool, gs: list[np.ndarray]) -> Run:
+    def torch(self, precise: bool, gs: list[np.ndarray], replace: dict | None = None) -> Run:
         """Autograd on the counterpart, from the pristine values in the witness's dtype, with the
-        upstream gradients `gs` (one per output)."""
+        upstream gradients `gs` (one per output); `replace` ({label: array}) runs those inputs or
+        parameters with other values (a diagnosis's "what if")."""
         import torch
 
+        replace = replace or {}
         dtype = self.torch_dtype(precise)
-        xs = self._torch_inputs(dtype)
-        leaves = {f"parameter {n}": torch.tensor(p, dtype=dtype, device=self.device).requires_grad_()
+        xs = self._torch_inputs(dtype, replace)
+        leaves = {f"parameter {n}": torch.tensor(replace.get(f"parameter {n}", p), dtype=dtype,
+                                                 device=self.device).requires_grad_()
                   for n, p in self.params.items()}
         try:
             ys, buffers = self._torch_call(xs, {k.removeprefix("parameter "): v for k, v in leaves.items()}, dtype)

@@ -275,13 +275,15 @@ class TensorFunctionSubject(FunctionSubject):
 
     # ------------------------------------------------------------------ torch and the referee
 
-    def torch(self, precise: bool, gs: list[np.ndarray]) -> Run:
+    def torch(self, precise: bool, gs: list[np.ndarray], replace: dict | None = None) -> Run:
         """Autograd on the counterpart, on torch tensors of each input's precision (float64 if
-        `precise`), on the inputs' device."""
+        `precise`), on the inputs' device; `replace` ({label: array}) runs those inputs with other
+        values (a diagnosis's "what if")."""
         torch = _torch()
+        replace = replace or {}
         device = next((ad.device for ad in self.adapters if ad.kind == "torch"), None)
-        xs = [torch_tensor(ad, a, precise, d, device) for ad, a, d in zip(self.adapters, self.pristine,
-                                                                          self.differentiable)]
+        xs = [torch_tensor(ad, replace.get(lab, a), precise, d, device)
+              for ad, lab, a, d in zip(self.adapters, self.input_labels, self.pristine, self.differentiable)]
         ys = self.torch_outputs(self.torch_fn(*xs))
         self._check_torch_outputs(ys, [g.shape for g in gs])
         pairs = [(y, torch.tensor(np.asarray(g, np.float64), device=y.device).to(y.dtype)) for y, g in zip(ys, gs)
