@@ -219,9 +219,12 @@ def test_a_mis_broadcast_upstream_gradient(wrong, how):
 
 
 def test_wrong_exactly_at_a_kink_with_the_count():
+    """2 at a ReLU's 0 lies outside its one-sided derivatives 0 and 1 (any value between them is a
+    convention's, ``tests/test_kinks.py``): a mistake, confined to the kinks."""
     x = np.random.default_rng(5).standard_normal((4, 5))
     x[0, 1] = x[2, 3] = x[3, 0] = 0.0
-    d = the_diagnosis(check_layer(ReLU(at_zero=1.0), torch.nn.ReLU(), x), "input x")
+    assert check_layer(ReLU(at_zero=1.0), torch.nn.ReLU(), x).ok
+    d = the_diagnosis(check_layer(ReLU(at_zero=2.0), torch.nn.ReLU(), x), "input x")
     assert d.kind == "mask" and d.value == 3
     assert "exactly the 3 of 20 elements where input x is 0 (a kink); torch's is 0 there and manual is not" in d.text
 

@@ -42,6 +42,13 @@ FLOAT32_ELEM = 1e-3
 # Finite differences against an analytic gradient, relative to the greatest sampled entry: the
 # rounding and truncation of FINITE_DIFF_REL (largest seen: 1.6e-8, 784-64-32-16-10).
 FINITE_DIFF_ELEM = 1e-6
+# A kink (``compare.check.kinks``): the one-sided differences of a smooth function differ by
+# about h·f″ (1e-4·f″ at FD_STEP), and by that amount halved at h/2; at a kink (a ReLU's input at
+# 0, a tie in a max) by a jump that stays as the step halves. A coordinate is at a kink when the
+# jump exceeds KINK_JUMP of the largest one-sided difference (10x what a curvature f″ = f′·10 would
+# give) and changes by less than KINK_STABLE of itself from h to h/2 (a smooth jump halves).
+KINK_JUMP = 1e-3
+KINK_STABLE = 0.1
 
 TINY = np.finfo(np.float64).tiny  # keeps 0/0 out of the relative error of two zero gradients
 

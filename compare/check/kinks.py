@@ -1,0 +1,129 @@
+"""Elements where the hand-written forward is not differentiable, judged as such rather than
+against torch's convention.
+
+At a kink (an input exactly at a ReLU's 0, a tie in a max, common with integer or zero-padded
+data such as MNIST's pixels) the derivative is not defined: the one-sided differences
+(⟨g, f(θ + h·eₖ)⟩ − ⟨g, f(θ)⟩)/h and (⟨g, f(θ)⟩ − ⟨g, f(θ − h·eₖ)⟩)/h differ by a jump that
+stays as h halves, where a smooth function's differ by about h·f″ (``tolerances.KINK_JUMP``,
+``KINK_STABLE``). Any value between the two is some convention's (torch's gradient takes the first
+of tied maxima, 0 at a ReLU's 0; a hand-written one may split a tie or take 1), so a gradient that
+differs from torch's only there is no mistake.
+
+Tried when a tensor's comparisons disagree, on tensors whose every coordinate was differenced, at
+the elements where two witnesses differ (four forwards each). Its comparisons are then taken again: each pair of analytic witnesses (at its own bounds), fd and
+dir on the other elements (dir along the random direction with the kinks left out), and the exact
+witnesses' values at the kinks against the interval between the one-sided differences. They
+replace the tensor's comparisons only when every one of them agrees; otherwise the comparisons
+stand as they were, with a note counting the kinks. What the interval cannot see: how a tie's
+gradient is shared (each tied element may hold the whole of it, where the shares of a max's ties
+must add up to it): break the ties to check that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compare.check import fd, tolerances
+from compare.check.findings import Note
+from compare.check.measure import count_differing, measure
+from compare.check.report import Comparison
+
+
+def find(numeric, label: str, coords: np.ndarray):
+    """(kink, low, high) at the flat indices `coords` of `label`: where the forward has a kink, and
+    the interval of the one-sided derivatives there (with their error)."""
+    t, evaluate, g, h = numeric.referee.tensors[label], numeric.referee.evaluate, numeric.g, numeric.h
+    r1, l1, e1 = fd.one_sided(t, coords, evaluate, g, h)
+    r2, l2, e2 = fd.one_sided(t, coords, evaluate, g, h / 2)
+    jump1, jump2 = r1 - l1, r2 - l2
+    scale = max(float(np.abs(r1).max(initial=0)), float(np.abs(l1).max(initial=0)), tolerances.TINY)
+    kink = (np.abs(jump1) > tolerances.KINK_JUMP * scale + e1 + e2) & \
+           (np.abs(jump1 - jump2) <= tolerances.KINK_STABLE * np.abs(jump1))
+    # One-sided differences err by ~h·f″/2 (first order): what the step h/2 changed bounds it.
+    slack = tolerances.FINITE_DIFF_ELEM * scale + e2 + np.abs(r1 - r2) + np.abs(l1 - l2)
+    return kink, np.minimum(r2, l2) - slack, np.maximum(r2, l2) + slack
+
+
+def _pair(label, shape, a, b, A, B, bounds, where) -> Comparison:
+    """witnesses.pair of the elements at flat indices `where` of the tensor."""
+    agr = measure(A, B, 0, label, *bounds)
+    index = tuple(int(i) for i in np.unravel_index(int(where[agr.worst_index[0]]), shape)) if len(where) else ()
+    return Comparison(label, tuple(shape), a, b, agr, index, count_differing(A, B, agr), int(np.size(A)))
+
+
+def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Comparison]:
+    """The tensor's comparisons `mine` with its kinks judged on their own: each pair of analytic
+    witnesses on the other elements, at the bounds it had; fd and dir likewise (dir along u with the
+    kinks left out); the exact witnesses at the kinks against the one-sided interval. A pair whose
+    witness is not in `runs` (a rerun, another analytic witness) stays as it was."""
+    t = numeric.referee.tensors[label]
+    shape, off, on = t.shape, np.flatnonzero(~kink), np.flatnonzero(kink)
+    flat = {w: np.asarray(run.grads[label], np.float64).reshape(-1) for w, run in runs.items()}
+    values, rounding = numeric.fd[label]  # every coordinate, in flat order
+    fd_error = tolerances.difference_error(rounding, fd.truncation(values, numeric.at_2h(label, ("fd",))[0]))
+    u = np.where(kink, 0.0, numeric.u[label].reshape(-1))
+    value, dir_rounding = fd.direction(t, u.reshape(shape), numeric.referee.evaluate, numeric.g, numeric.h)
+    value_2h, _ = fd.direction(t, u.reshape(shape), numeric.referee.evaluate, numeric.g, 2 * numeric.h)
+    dir_error = tolerances.difference_error(dir_rounding, float(fd.truncation(value, value_2h)))
+    out = []
+    for c in mine:
+        if c.a not in flat or (c.b not in flat and c.b not in ("fd", "dir")):
+            out.append(c)
+        elif c.b == "fd":
+            a = flat[c.a][off]
+            out.append(_pair(label, shape, c.a, "fd", a, values[off],
+                             tolerances.finite_difference_bounds(a, values[off], fd_error[off]), off))
+        elif c.b == "dir":
+            along = np.array([float(np.dot(flat[c.a], u))])
+            agr = measure(along, np.array([value]), 0, label,
+                          *tolerances.finite_difference_bounds(along, [value], [dir_error]))
+            out.append(Comparison(label, tuple(shape), c.a, "dir", agr, (), int(not agr.ok), 1))
+        else:
+            bounds = (c.agreement.allowed, c.agreement.elem_allowed)
+            out.append(_pair(label, shape, c.a, c.b, flat[c.a][off], flat[c.b][off], bounds, off))
+    for w in exact:  # inside the interval: equal to its clip, else as far from it as it is outside
+        v = flat[w][on]
+        out.append(_pair(label, shape, w, "one-sided", v, np.clip(v, low[on], high[on]),
+                         (tolerances.FINITE_DIFF_REL, tolerances.FINITE_DIFF_ELEM), on))
+    return out
+
+
+def judge(numeric, runs, comparisons: list, exact) -> tuple[list, list[Note]]:
+    """`comparisons` with the tensors whose disagreement lies at kinks of the forward taken again
+    (``_again``), and a note per tensor with kinks."""
+    if not hasattr(numeric, "fd"):  # no numeric witness (a half-precision kernel): nothing to tell kinks by
+        return comparisons, []
+    failing = {c.tensor for c in comparisons if not c.ok}
+    notes = []
+    for label, t in numeric.referee.tensors.items():
+        coords = numeric.coords[label]
+        if label not in failing or coords is None or len(coords) != t.size:
+            continue
+        # Kinks matter only where a pair differs: the one-sided differences are taken there alone.
+        flat = [np.asarray(runs[w].grads[label], np.float64).reshape(-1) for w in exact]
+        values = numeric.fd[label][0]
+        peak = max(*(float(np.abs(a).max(initial=0)) for a in [*flat, values]), tolerances.TINY)
+        differ = np.abs(flat[0] - flat[1]) > tolerances.elementwise_rel(np.float64) * peak
+        for a in flat:
+            differ |= np.abs(a - values) > tolerances.FINITE_DIFF_ELEM * peak
+        where = np.flatnonzero(differ)
+        if not len(where):
+            continue
+        kink, low, high = np.zeros(t.size, bool), np.full(t.size, np.nan), np.full(t.size, np.nan)
+        kink[where], low[where], high[where] = find(numeric, label, where)
+        if not kink.any():
+            continue
+        again = _again(numeric, runs, label, [c for c in comparisons if c.tensor == label], exact, kink, low, high)
+        said = (f"{label}: {int(kink.sum())} of {t.size} elements sit at kinks of your forward (one-sided "
+                "differences that differ by a jump that stays as the step halves: an input exactly at a "
+                "threshold, a tie in a max), where the derivative is not defined")
+        if all(c.ok for c in again):
+            at = [i for i, c in enumerate(comparisons) if c.tensor == label]
+            comparisons = comparisons[:at[0]] + again + [c for c in comparisons[at[0]:] if c.tensor != label]
+            notes.append(Note("kinks", f"{said}: there yours and torch's lie between the one-sided derivatives "
+                              "(each a convention's choice) and are held to that, not to each other; the other "
+                              "elements are compared as always. How a tie's gradient is shared is not seen: "
+                              "break the ties (distinct values) to check it"))
+        else:
+            notes.append(Note("kinks", f"{said}; the disagreement is not explained by them alone: compared as always"))
+    return comparisons, notes

@@ -1,0 +1,102 @@
+"""compare.check.kinks: at an input exactly at a ReLU's 0 or a tie in a max the derivative is not
+defined, and a hand-written gradient that takes another convention than torch's there is no
+mistake: the check passes, says how many elements sit at kinks, and holds both sides to the
+interval between the one-sided differences. A value outside it, or any mistake elsewhere, still
+fails; a smooth function is never taken for a kink."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from compare import check_forward_backward, check_function
+from compare.check import fd
+
+rng = np.random.default_rng(3)
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+def pool_forward(x):
+    """2×2 max pooling, x (N, C, H, W)."""
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5)), x
+
+
+def pool_backward(dy, x, tie="first"):
+    """The gradient to the first (or last) of a window's maxima, split evenly among them, or (wrong
+    at a tie) the whole of it to each."""
+    n, c, h, w = x.shape
+    windows = x.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
+    tied = windows == windows.max(axis=-1, keepdims=True)
+    if tie in ("first", "last"):
+        k = tied.argmax(axis=-1) if tie == "first" else 3 - tied[..., ::-1].argmax(axis=-1)
+        share = np.zeros_like(windows)
+        np.put_along_axis(share, k[..., None], 1.0, axis=-1)
+    else:
+        share = tied / (tied.sum(axis=-1, keepdims=True) if tie == "split" else 1)
+    d = share * dy[..., None]
+    return d.reshape(n, c, h // 2, w // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(x.shape)
+
+
+def integers(shape, low=-2, high=3, dtype=np.float64):
+    return rng.integers(low, high, shape).astype(dtype)
+
+
+def kink_note(report) -> str:
+    return next(n.text for n in report.notes if n.kind == "kinks")
+
+
+@pytest.mark.parametrize("tie", ["first", "last", "split"])
+def test_max_pooling_at_ties_passes_whichever_tied_element_takes_the_gradient(tie):
+    x = integers((2, 2, 4, 4), 0, 3)
+    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, tie), lambda x: F.max_pool2d(x, 2), x)
+    assert report.ok, str(report)
+    assert kink_note(report).startswith("input x: ") and "elements sit at kinks of your forward" in kink_note(report)
+    assert {(c.a, c.b) for c in report.comparisons if c.b == "one-sided"} == {("manual", "one-sided"),
+                                                                             ("torch", "one-sided")}
+
+
+def test_max_pooling_without_ties_gets_no_kink_note_and_the_same_verdict():
+    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, "last"),
+                                    lambda x: F.max_pool2d(x, 2), rng.standard_normal((2, 2, 4, 4)))
+    assert report.ok and not [n for n in report.notes if n.kind == "kinks"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name, vjp", [("x >= 0", lambda g, x: g * (x >= 0)),
+                                       ("half at 0", lambda g, x: g * np.where(x == 0, 0.5, x > 0).astype(x.dtype))])
+def test_relu_at_exact_zeros_passes_with_another_convention_and_counts_the_zeros(name, vjp, dtype):
+    x = integers((4, 5), dtype=dtype)
+    report = check_function(relu, vjp, torch.relu, x)
+    assert report.ok, str(report)
+    assert kink_note(report).startswith(f"input x: {int((x == 0).sum())} of 20 elements sit at kinks")
+
+
+def test_a_value_outside_the_one_sided_derivatives_at_a_kink_still_fails():
+    x = integers((4, 5))
+    report = check_function(relu, lambda g, x: g * np.where(x == 0, 2.0, x > 0), torch.relu, x)
+    assert not report.ok and {c.tensor for c in report.failures} == {"input x"}
+    assert "not explained by them alone: compared as always" in kink_note(report)
+
+
+def test_a_mistake_away_from_the_kinks_still_fails():
+    x = integers((4, 5))
+    report = check_function(relu, lambda g, x: g * (x >= 0) * np.where(x > 1.5, 1.1, 1.0), torch.relu, x)
+    assert not report.ok and "not explained by them alone" in kink_note(report)
+
+
+def test_a_wrong_derivative_of_a_steep_smooth_function_fails_with_no_kink_found():
+    x = rng.standard_normal((3, 4))
+    report = check_function(lambda x: np.exp(6 * x), lambda g, x: 5 * g * np.exp(6 * x), lambda x: torch.exp(6 * x), x)
+    assert not report.ok and not [n for n in report.notes if n.kind == "kinks"]
+
+
+def test_one_sided_differences_tell_a_kink_from_a_smooth_point():
+    t = np.array([0.0, 1.0])
+    right, left, rounding = fd.one_sided(t, np.arange(2), lambda: np.array([abs(t[0]), t[1] ** 2]), np.ones(2), 1e-4)
+    assert right[0] == pytest.approx(1) and left[0] == pytest.approx(-1)  # |x| at 0: a jump of 2
+    assert right[1] - left[1] == pytest.approx(2e-4, rel=1e-6)  # x² at 1: h·f″ = 2h
+    assert (rounding >= 0).all() and t.tolist() == [0.0, 1.0]
