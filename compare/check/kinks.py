@@ -5,18 +5,20 @@ At a kink (an input exactly at a ReLU's 0, a tie in a max, common with integer o
 data such as MNIST's pixels) the derivative is not defined: the one-sided differences
 (⟨g, f(θ + h·eₖ)⟩ − ⟨g, f(θ)⟩)/h and (⟨g, f(θ)⟩ − ⟨g, f(θ − h·eₖ)⟩)/h differ by a jump that
 stays as h halves, where a smooth function's differ by about h·f″ (``tolerances.KINK_JUMP``,
-``KINK_STABLE``). Any value between the two is some convention's (torch's gradient takes the first
-of tied maxima, 0 at a ReLU's 0; a hand-written one may split a tie or take 1), so a gradient that
-differs from torch's only there is no mistake.
+``KINK_STABLE``). Any value between the two is some convention's (torch's gradient is 0 at a
+ReLU's 0, goes to the first of a pooling window's tied maxima and is split evenly among those of
+``torch.max``; a hand-written one may take 1 or the last), so a gradient that differs from torch's
+only there is no mistake.
 
 Tried when a tensor's comparisons disagree, on tensors whose every coordinate was differenced, at
-the elements where two witnesses differ (four forwards each). Its comparisons are then taken again: each pair of analytic witnesses (at its own bounds), fd and
-dir on the other elements (dir along the random direction with the kinks left out), and the exact
-witnesses' values at the kinks against the interval between the one-sided differences. They
-replace the tensor's comparisons only when every one of them agrees; otherwise the comparisons
-stand as they were, with a note counting the kinks. What the interval cannot see: how a tie's
-gradient is shared (each tied element may hold the whole of it, where the shares of a max's ties
-must add up to it): break the ties to check that.
+the elements where two witnesses differ (four forwards each). The tensor's comparisons are then
+taken again: each pair of analytic witnesses (at its own bounds), fd and dir on the other elements
+(dir along the random direction with the kinks left out), and the exact witnesses' values at the
+kinks against the interval between the one-sided differences. They replace the tensor's
+comparisons only when every one of them agrees; otherwise the comparisons stand as they were, with
+a note counting the kinks. What the interval cannot see: how a tie's gradient is shared (each tied
+element may take the whole of it, where the shares of a max's ties add up to it), a question that
+arises at ties alone.
 """
 
 from __future__ import annotations
@@ -122,8 +124,8 @@ def judge(numeric, runs, comparisons: list, exact) -> tuple[list, list[Note]]:
             comparisons = comparisons[:at[0]] + again + [c for c in comparisons[at[0]:] if c.tensor != label]
             notes.append(Note("kinks", f"{said}: there yours and torch's lie between the one-sided derivatives "
                               "(each a convention's choice) and are held to that, not to each other; the other "
-                              "elements are compared as always. How a tie's gradient is shared is not seen: "
-                              "break the ties (distinct values) to check it"))
+                              "elements are compared as always. Not seen: how a tie's gradient is shared among "
+                              "the tied elements (each may take the whole of it)"))
         else:
             notes.append(Note("kinks", f"{said}; the disagreement is not explained by them alone: compared as always"))
     return comparisons, notes
