@@ -207,6 +207,22 @@ def test_a_group_norm_backward_missing_mean_terms_names_the_groups(missing, word
     assert d.kind == "missing mean terms" and d.value == ((1, 2, 3), 3) and words in d.text
 
 
+def test_a_group_norm_with_a_per_channel_scale_treating_its_statistics_as_constants_is_named():
+    x, gamma = rng.standard_normal((2, 6, 3, 3)), 1 + 0.5 * rng.standard_normal(6)
+
+    def forward(x, gamma):
+        y, cache = group_norm_forward(x, 3)
+        return y * gamma[:, None, None], cache
+
+    def backward(d, cache):  # dx̂ = dy ⊙ γ, divided by σ: the group's mean and variance held constant
+        return group_norm_backward(d * gamma[:, None, None], cache, ("mean", "variance")), None
+
+    report = check_forward_backward(forward, backward, lambda x, gamma: F.group_norm(x, 3, gamma), x, gamma,
+                                    constant=("gamma",))
+    d = the_diagnosis(report, "input x")
+    assert d.kind == "missing mean terms" and d.value == ((1, 2, 3), 3) and "missing both terms" in d.text
+
+
 def test_a_recurrence_that_does_not_carry_dh_back_is_named_accumulation_cut_short():
     x, h0 = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 2))
     Wx, Wh = rng.standard_normal((4, 2)), 0.5 * rng.standard_normal((2, 2))

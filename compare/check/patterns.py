@@ -162,6 +162,17 @@ def _groups(shape) -> list:
     return views
 
 
+def _broadcasts(scales, shape) -> list:
+    """The parameters that can scale an array of `shape` elementwise: those matching its trailing
+    axes (a layer norm's γ), and vectors laid along one other axis (a batch or group norm's
+    per-channel γ on NCHW)."""
+    out = [p for p in scales if p.ndim < len(shape) and p.shape == shape[len(shape) - p.ndim:]]
+    for p in scales:
+        out += [p.reshape((-1,) + (1,) * (len(shape) - 1 - a)) for a in range(len(shape) - 1)
+                if p.ndim == 1 and shape[a] == p.size > 1]
+    return out
+
+
 def missing_mean_terms(ev):
     mn, rn = ev.names
     scales = [np.asarray(p, np.float64) for p in [*ev.reruns.subject.params.values(), *ev.inputs.values()]
@@ -212,7 +223,7 @@ def _mean_terms(ev, x, view, axes, scales, split, groups):
     for j, g in enumerate(ev.gs):
         if g.shape != ev.m.shape:
             continue
-        for scale in [None] + [p for p in scales if p.ndim < g.ndim and p.shape == g.shape[g.ndim - p.ndim:]]:
+        for scale in [None, *_broadcasts(scales, g.shape)]:
             def dxhat(gs):
                 return seen(gs[j] if scale is None else gs[j] * scale)
             fit = ev.holds(lambda i, r, gs: back(_project(seen(ev.cases[i][0]), (dxhat(gs),), axes)))
