@@ -10,11 +10,13 @@ ReLU's 0, goes to the first of a pooling window's tied maxima and is split evenl
 ``torch.max``; a hand-written one may take 1 or the last), so a gradient that differs from torch's
 only there is no mistake.
 
-Tried when a tensor's comparisons disagree, on tensors whose every coordinate was differenced, at
-the elements where two witnesses differ (four forwards each). The tensor's comparisons are then
-taken again: each pair of analytic witnesses (at its own bounds), fd and dir on the other elements
-(dir along the random direction with the kinks left out), and the exact witnesses' values at the
-kinks against the interval between the one-sided differences. They replace the tensor's
+Tried when a tensor's comparisons disagree, at the elements where two witnesses differ (manual and
+torch anywhere, either against fd at the coordinates it took), when they are no more than fd's
+coordinates (four forwards each). The tensor's comparisons are then taken again: each pair of
+analytic witnesses (at its own bounds) and fd on the other elements, dir along the random direction
+with the kinks left out (left out itself where fd sampled the tensor: its direction then crosses
+kinks no difference located), and the exact witnesses' values at the kinks against the interval
+between the one-sided differences. They replace the tensor's
 comparisons only when every one of them agrees; otherwise the comparisons stand as they were, with
 a note counting the kinks. What the interval cannot see: how a tie's gradient is shared (each tied
 element may take the whole of it, where the shares of a max's ties add up to it), a question that
@@ -29,6 +31,10 @@ from compare.check import fd, tolerances
 from compare.check.findings import Note
 from compare.check.measure import count_differing, measure
 from compare.check.report import Comparison
+
+# One-sided differences cost four forwards per element: they are taken at most at as many elements
+# as fd took coordinates, or this many where fd sampled fewer.
+MIN_AFFORDED = 256
 
 
 def find(numeric, label: str, coords: np.ndarray):
@@ -55,32 +61,36 @@ def _pair(label, shape, a, b, A, B, bounds, where) -> Comparison:
 
 def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Comparison]:
     """The tensor's comparisons `mine` with its kinks judged on their own: each pair of analytic
-    witnesses on the other elements, at the bounds it had; fd and dir likewise (dir along u with the
-    kinks left out); the exact witnesses at the kinks against the one-sided interval. A pair whose
-    witness is not in `runs` (a rerun, another analytic witness) stays as it was."""
-    t = numeric.referee.tensors[label]
+    witnesses on the other elements, at the bounds it had; fd likewise on the other coordinates
+    taken; dir along u with the kinks left out where every coordinate was differenced (all kinks
+    known), else not at all (u crosses kinks no difference located); the exact witnesses at the
+    kinks against the one-sided interval. A pair whose witness is not in `runs` (a rerun, another
+    analytic witness) stays as it was."""
+    t, coords = numeric.referee.tensors[label], numeric.coords[label]
     shape, off, on = t.shape, np.flatnonzero(~kink), np.flatnonzero(kink)
     flat = {w: np.asarray(run.grads[label], np.float64).reshape(-1) for w, run in runs.items()}
-    values, rounding = numeric.fd[label]  # every coordinate, in flat order
+    values, rounding = numeric.fd[label]  # at coords
     fd_error = tolerances.difference_error(rounding, fd.truncation(values, numeric.at_2h(label, ("fd",))[0]))
-    u = np.where(kink, 0.0, numeric.u[label].reshape(-1))
-    value, dir_rounding = fd.direction(t, u.reshape(shape), numeric.referee.evaluate, numeric.g, numeric.h)
-    value_2h, _ = fd.direction(t, u.reshape(shape), numeric.referee.evaluate, numeric.g, 2 * numeric.h)
-    dir_error = tolerances.difference_error(dir_rounding, float(fd.truncation(value, value_2h)))
+    taken = np.flatnonzero(~kink[coords])  # positions in coords off the kinks
+    if len(coords) == t.size:
+        u = np.where(kink, 0.0, numeric.u[label].reshape(-1))
+        value, dir_rounding = fd.direction(t, u.reshape(shape), numeric.referee.evaluate, numeric.g, numeric.h)
+        value_2h, _ = fd.direction(t, u.reshape(shape), numeric.referee.evaluate, numeric.g, 2 * numeric.h)
+        dir_error = tolerances.difference_error(dir_rounding, float(fd.truncation(value, value_2h)))
     out = []
     for c in mine:
         if c.a not in flat or (c.b not in flat and c.b not in ("fd", "dir")):
             out.append(c)
         elif c.b == "fd":
-            a = flat[c.a][off]
-            out.append(_pair(label, shape, c.a, "fd", a, values[off],
-                             tolerances.finite_difference_bounds(a, values[off], fd_error[off]), off))
-        elif c.b == "dir":
+            a = flat[c.a][coords[taken]]
+            out.append(_pair(label, shape, c.a, "fd", a, values[taken],
+                             tolerances.finite_difference_bounds(a, values[taken], fd_error[taken]), coords[taken]))
+        elif c.b == "dir" and len(coords) == t.size:
             along = np.array([float(np.dot(flat[c.a], u))])
             agr = measure(along, np.array([value]), 0, label,
                           *tolerances.finite_difference_bounds(along, [value], [dir_error]))
             out.append(Comparison(label, tuple(shape), c.a, "dir", agr, (), int(not agr.ok), 1))
-        else:
+        elif c.b != "dir":
             bounds = (c.agreement.allowed, c.agreement.elem_allowed)
             out.append(_pair(label, shape, c.a, c.b, flat[c.a][off], flat[c.b][off], bounds, off))
     for w in exact:  # inside the interval: equal to its clip, else as far from it as it is outside
@@ -99,33 +109,36 @@ def judge(numeric, runs, comparisons: list, exact) -> tuple[list, list[Note]]:
     notes = []
     for label, t in numeric.referee.tensors.items():
         coords = numeric.coords[label]
-        if label not in failing or coords is None or len(coords) != t.size:
+        if label not in failing or coords is None:
             continue
-        # Kinks matter only where a pair differs: the one-sided differences are taken there alone.
+        # Kinks matter only where a pair differs: the one-sided differences are taken there alone,
+        # for at most as many elements as fd took (else the comparisons stand).
         flat = [np.asarray(runs[w].grads[label], np.float64).reshape(-1) for w in exact]
         values = numeric.fd[label][0]
         peak = max(*(float(np.abs(a).max(initial=0)) for a in [*flat, values]), tolerances.TINY)
         differ = np.abs(flat[0] - flat[1]) > tolerances.elementwise_rel(np.float64) * peak
         for a in flat:
-            differ |= np.abs(a - values) > tolerances.FINITE_DIFF_ELEM * peak
+            differ[coords[np.abs(a[coords] - values) > tolerances.FINITE_DIFF_ELEM * peak]] = True
         where = np.flatnonzero(differ)
-        if not len(where):
+        if not len(where) or len(where) > max(len(coords), MIN_AFFORDED):
             continue
         kink, low, high = np.zeros(t.size, bool), np.full(t.size, np.nan), np.full(t.size, np.nan)
         kink[where], low[where], high[where] = find(numeric, label, where)
         if not kink.any():
             continue
         again = _again(numeric, runs, label, [c for c in comparisons if c.tensor == label], exact, kink, low, high)
-        said = (f"{label}: {int(kink.sum())} of {t.size} elements sit at kinks of your forward (one-sided "
-                "differences that differ by a jump that stays as the step halves: an input exactly at a "
-                "threshold, a tie in a max), where the derivative is not defined")
+        said = (f"{label}: {int(kink.sum())} of the {len(where)} elements where two witnesses differ sit at kinks "
+                "of your forward (one-sided differences that differ by a jump that stays as the step halves: an "
+                "input exactly at a threshold, a tie in a max), where the derivative is not defined")
         if all(c.ok for c in again):
             at = [i for i, c in enumerate(comparisons) if c.tensor == label]
             comparisons = comparisons[:at[0]] + again + [c for c in comparisons[at[0]:] if c.tensor != label]
+            dropped = "" if len(coords) == t.size else (
+                "; dir is left out (its direction crosses kinks the sampled coordinates did not locate)")
             notes.append(Note("kinks", f"{said}: there yours and torch's lie between the one-sided derivatives "
                               "(each a convention's choice) and are held to that, not to each other; the other "
-                              "elements are compared as always. Not seen: how a tie's gradient is shared among "
-                              "the tied elements (each may take the whole of it)"))
+                              f"elements are compared as always{dropped}. Not seen: how a tie's gradient is "
+                              "shared among the tied elements (each may take the whole of it)"))
         else:
             notes.append(Note("kinks", f"{said}; the disagreement is not explained by them alone: compared as always"))
     return comparisons, notes
