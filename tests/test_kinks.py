@@ -77,8 +77,9 @@ def test_relu_at_exact_zeros_passes_with_another_convention_and_counts_the_zeros
 
 
 def test_torchs_own_convention_on_an_mnist_sized_input_with_zeros_passes_with_dir_left_out():
-    """fd samples 49 of 50,176 coordinates here; at its zeros the central differences are the mean of
-    the one-sided ones, so fd and dir disagreed with manual and torch alike (both exactly right)."""
+    """fd samples 49 of 50,176 coordinates here; at the zeros central differences are the mean of the
+    one-sided ones, so fd and dir disagree with manual and torch alike, both exactly right, unless the
+    zeros are judged as kinks."""
     x = rng.standard_normal((64, 784))
     x[rng.random(x.shape) < 0.5] = 0.0  # as many zeros as an MNIST batch's pixels
     report = check_function(relu, lambda g, x: g * (x > 0), torch.relu, x)
