@@ -96,6 +96,14 @@ def test_a_wrong_vjp_on_an_mnist_sized_input_with_zeros_still_fails():
     assert report.diagnoses["input x"].kind == "constant factor"
 
 
+def test_an_input_all_at_kinks_is_judged_one_sided_alone_with_no_empty_pair_shown_as_agreement():
+    report = check_function(relu, lambda g, x: g * (x >= 0), torch.relu, np.zeros((3, 4)))
+    assert report.ok, str(report)
+    assert {(c.a, c.b) for c in report.comparisons if c.tensor == "input x"} == {("manual", "one-sided"),
+                                                                                ("torch", "one-sided")}
+    assert all(c.compared == 12 for c in report.comparisons if c.tensor == "input x")
+
+
 def test_a_value_outside_the_one_sided_derivatives_at_a_kink_still_fails():
     x = integers((4, 5))
     report = check_function(relu, lambda g, x: g * np.where(x == 0, 2.0, x > 0), torch.relu, x)

@@ -72,25 +72,27 @@ def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Compariso
     values, rounding = numeric.fd[label]  # at coords
     fd_error = tolerances.difference_error(rounding, fd.truncation(values, numeric.at_2h(label, ("fd",))[0]))
     taken = np.flatnonzero(~kink[coords])  # positions in coords off the kinks
-    if len(coords) == t.size:
-        u = np.where(kink, 0.0, numeric.u[label].reshape(-1))
+    u = np.where(kink, 0.0, numeric.u[label].reshape(-1)) if len(coords) == t.size else np.zeros(t.size)
+    if u.any():
         value, dir_rounding = fd.direction(t, u.reshape(shape), numeric.referee.evaluate, numeric.g, numeric.h)
         value_2h, _ = fd.direction(t, u.reshape(shape), numeric.referee.evaluate, numeric.g, 2 * numeric.h)
         dir_error = tolerances.difference_error(dir_rounding, float(fd.truncation(value, value_2h)))
     out = []
-    for c in mine:
+    for c in mine:  # a pair left with no element (every one at a kink) is left out, never an agreement
         if c.a not in flat or (c.b not in flat and c.b not in ("fd", "dir")):
             out.append(c)
+        elif (c.b == "fd" and not len(taken)) or (c.b == "dir" and not u.any()) or not len(off):
+            continue
         elif c.b == "fd":
             a = flat[c.a][coords[taken]]
             out.append(_pair(label, shape, c.a, "fd", a, values[taken],
                              tolerances.finite_difference_bounds(a, values[taken], fd_error[taken]), coords[taken]))
-        elif c.b == "dir" and len(coords) == t.size:
+        elif c.b == "dir":
             along = np.array([float(np.dot(flat[c.a], u))])
             agr = measure(along, np.array([value]), 0, label,
                           *tolerances.finite_difference_bounds(along, [value], [dir_error]))
             out.append(Comparison(label, tuple(shape), c.a, "dir", agr, (), int(not agr.ok), 1))
-        elif c.b != "dir":
+        else:
             bounds = (c.agreement.allowed, c.agreement.elem_allowed)
             out.append(_pair(label, shape, c.a, c.b, flat[c.a][off], flat[c.b][off], bounds, off))
     for w in exact:  # inside the interval: equal to its clip, else as far from it as it is outside
