@@ -129,3 +129,19 @@ def test_one_sided_differences_tell_a_kink_from_a_smooth_point():
     assert right[0] == pytest.approx(1) and left[0] == pytest.approx(-1)  # |x| at 0: a jump of 2
     assert right[1] - left[1] == pytest.approx(2e-4, rel=1e-6)  # x² at 1: h·f″ = 2h
     assert (rounding >= 0).all() and t.tolist() == [0.0, 1.0]
+
+
+def test_too_many_kinks_to_judge_one_by_one_keep_the_failure_and_say_what_a_sample_shows():
+    x = rng.standard_normal((64, 784)).astype(np.float32)
+    x[rng.random(x.shape) < 0.5] = 0.0
+    report = check_function(relu, lambda g, x: g * (x >= 0), torch.relu, x)
+    assert not report.ok and {c.tensor for c in report.failures} == {"input x"}
+    note = kink_note(report)
+    assert f"the {int((x == 0).sum())} elements where two witnesses differ are too many" in note
+    assert "all 256 of an even sample of them sit at kinks" in note and "Not judged: the comparisons stand" in note
+
+
+def test_a_sample_that_finds_no_kinks_says_nothing():
+    x = rng.standard_normal((64, 784))
+    report = check_function(relu, lambda g, x: 0.9 * g * (x > 0), torch.relu, x)
+    assert not report.ok and not [n for n in report.notes if n.kind == "kinks"]

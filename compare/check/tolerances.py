@@ -45,8 +45,9 @@ FINITE_DIFF_ELEM = 1e-6
 # A kink (``compare.check.kinks``): the one-sided differences of a smooth function differ by
 # about h·f″ (1e-4·f″ at FD_STEP), and by that amount halved at h/2; at a kink (a ReLU's input at
 # 0, a tie in a max) by a jump that stays as the step halves. A coordinate is at a kink when the
-# jump exceeds KINK_JUMP of the largest one-sided difference (10x what a curvature f″ = f′·10 would
-# give) and changes by less than KINK_STABLE of itself from h to h/2 (a smooth jump halves).
+# jump exceeds KINK_JUMP of its own larger one-sided difference (10x what a curvature f″ = f′·10
+# would give) and NOISE_FACTOR times their rounding bounds, and changes by less than KINK_STABLE of
+# itself from h to h/2 (a smooth jump halves).
 KINK_JUMP = 1e-3
 KINK_STABLE = 0.1
 
