@@ -35,6 +35,9 @@ from compare.check.report import Comparison
 # One-sided differences cost four forwards per element: they are taken at most at as many elements
 # as fd took coordinates, or this many where fd sampled fewer.
 MIN_AFFORDED = 256
+# Where more elements differ than that, a first look at this many of them (a mistake rather than a
+# convention shows in the first) before an even sample of MIN_AFFORDED.
+FIRST_LOOK = 8
 
 
 def find(numeric, label: str, coords: np.ndarray):
@@ -107,11 +110,12 @@ def _sampled(numeric, runs, label, where, exact, afforded) -> list[Note]:
     """Too many differing elements to take one by one: an evenly spaced sample of them, and a note
     (the comparisons stand) when every one sampled sits at a kink with yours inside its interval,
     which tells a convention at kinks from a mistake."""
-    sample = where[np.linspace(0, len(where) - 1, afforded).astype(int)]
-    kink, low, high = find(numeric, label, sample)
-    mine = np.asarray(runs[exact[0]].grads[label], np.float64).reshape(-1)[sample]
-    if not (kink.all() and ((mine >= low) & (mine <= high)).all()):
-        return []
+    mine = np.asarray(runs[exact[0]].grads[label], np.float64).reshape(-1)
+    for n in (FIRST_LOOK, afforded):  # a mistake shows at once: eight elements before the whole sample
+        sample = where[np.linspace(0, len(where) - 1, n).astype(int)]
+        kink, low, high = find(numeric, label, sample)
+        if not (kink.all() and ((mine[sample] >= low) & (mine[sample] <= high)).all()):
+            return []
     return [Note("kinks", f"{label}: the {len(where)} elements where two witnesses differ are too many to take "
                  f"one by one; all {len(sample)} of an even sample of them sit at kinks of your forward (a jump "
                  "between the one-sided differences that stays as the step halves), and yours lie between the "
