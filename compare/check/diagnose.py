@@ -27,8 +27,9 @@ for two. Tried in this order, the first that fits is the diagnosis:
                    over an axis and broadcast back
     (compare.check.patterns)   a flipped mask, repeated indices dropped by a scatter, a kernel
                    flipped along several axes, an input's gradient with the kernel not flipped
-                   (torch rerun with the kernel reversed), a normalisation's missing mean terms, accumulation
-                   cut short in a recurrence, a reduction over the wrong axis inside a Jacobian
+                   (torch rerun with the kernel reversed), a normalisation's missing mean terms,
+                   accumulation cut short in a recurrence, a reduction over the wrong axis inside a
+                   Jacobian
     mask           m = r except exactly where an input is 0 (a kink), < 0, > 0, ≤ 0 or ≥ 0, or
                    except on one row, column or index of an axis (with the count)
     zero, non-zero   m = r except exactly where m is 0 and r is not, or r is 0 and m is not
@@ -75,7 +76,7 @@ class Reruns:
         rng = np.random.default_rng((seed, SECOND_STREAM))
         self.subject, self.gs = subject, list(gs)
         self.gs2 = [subject.rounded(i, np.asarray(rng.standard_normal(g.shape)).astype(g.dtype)) for i, g in enumerate(gs)]
-        self._runs = {}  # (side, which, precise, change of g): Run; first the check's own, with g
+        self._runs = {}  # (side, which, precise, change of g, replaced tensors): Run; first the check's own, with g
         for w, run in runs.items():
             self._runs[(w.removesuffix("64"), "g", w.endswith("64"), None, None)] = run
 

@@ -29,8 +29,9 @@ import numpy as np
 
 from compare.check import fd, tolerances
 from compare.check.findings import Note
-from compare.check.measure import count_differing, measure
+from compare.check.measure import measure
 from compare.check.report import Comparison
+from compare.check.witnesses import pair
 
 # One-sided differences cost four forwards per element: they are taken at most at as many elements
 # as fd took coordinates, or this many where fd sampled fewer.
@@ -54,13 +55,6 @@ def find(numeric, label: str, coords: np.ndarray):
     # One-sided differences err by ~h·f″/2 (first order): what the step h/2 changed bounds it.
     slack = tolerances.FINITE_DIFF_ELEM * scale + e2 + np.abs(r1 - r2) + np.abs(l1 - l2)
     return kink, np.minimum(r2, l2) - slack, np.maximum(r2, l2) + slack
-
-
-def _pair(label, shape, a, b, A, B, bounds, where) -> Comparison:
-    """witnesses.pair of the elements at flat indices `where` of the tensor."""
-    agr = measure(A, B, 0, label, *bounds)
-    index = tuple(int(i) for i in np.unravel_index(int(where[agr.worst_index[0]]), shape)) if len(where) else ()
-    return Comparison(label, tuple(shape), a, b, agr, index, count_differing(A, B, agr), int(np.size(A)))
 
 
 def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Comparison]:
@@ -89,7 +83,7 @@ def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Compariso
             continue
         elif c.b == "fd":
             a = flat[c.a][coords[taken]]
-            out.append(_pair(label, shape, c.a, "fd", a, values[taken],
+            out.append(pair(label, shape, c.a, "fd", a, values[taken],
                              tolerances.finite_difference_bounds(a, values[taken], fd_error[taken]), coords[taken]))
         elif c.b == "dir":
             along = np.array([float(np.dot(flat[c.a], u))])
@@ -98,10 +92,10 @@ def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Compariso
             out.append(Comparison(label, tuple(shape), c.a, "dir", agr, (), int(not agr.ok), 1))
         else:
             bounds = (c.agreement.allowed, c.agreement.elem_allowed)
-            out.append(_pair(label, shape, c.a, c.b, flat[c.a][off], flat[c.b][off], bounds, off))
+            out.append(pair(label, shape, c.a, c.b, flat[c.a][off], flat[c.b][off], bounds, off))
     for w in exact:  # inside the interval: equal to its clip, else as far from it as it is outside
         v = flat[w][on]
-        out.append(_pair(label, shape, w, "one-sided", v, np.clip(v, low[on], high[on]),
+        out.append(pair(label, shape, w, "one-sided", v, np.clip(v, low[on], high[on]),
                          (tolerances.FINITE_DIFF_REL, tolerances.FINITE_DIFF_ELEM), on))
     return out
 

@@ -174,7 +174,6 @@ def _broadcasts(scales, shape) -> list:
 
 
 def missing_mean_terms(ev):
-    mn, rn = ev.names
     scales = [np.asarray(p, np.float64) for p in [*ev.reruns.subject.params.values(), *ev.inputs.values()]
               if np.ndim(p) and np.issubdtype(np.asarray(p).dtype, np.floating)]
     for lab, x in ev.inputs.items():
