@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from compare import check_forward_backward, check_function
 from compare.check import fd
+from compare.check.kinks import meeting as meeting
 
 rng = np.random.default_rng(3)
 
@@ -109,6 +110,49 @@ def test_a_value_outside_the_one_sided_derivatives_at_a_kink_still_fails():
     report = check_function(relu, lambda g, x: g * np.where(x == 0, 2.0, x > 0), torch.relu, x)
     assert not report.ok and {c.tensor for c in report.failures} == {"input x"}
     assert "not explained by them alone: compared as always" in kink_note(report)
+
+
+def dense_relu(x, w, b):
+    return relu(x @ w + b)
+
+
+def dense_relu_vjp(factor=1.0, at_zero=False):
+    """relu(x·W + b)'s vjp with ReLU' taken as 1 at 0 (`at_zero`) or 0 (torch's), times `factor`."""
+    def vjp(g, x, w, b):
+        z = x @ w + b
+        d = factor * g * ((z >= 0) if at_zero else (z > 0))
+        return d @ w.T, x.T @ d, d.sum(0)
+    return vjp
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("at_zero", [False, True])
+def test_weights_all_zero_pass_with_either_convention_where_kinks_meet_along_each_weight(at_zero, dtype):
+    # W = 0 puts every unit's input at ReLU's 0: along W[i, j] the batch's kinks meet, and torch's
+    # gradient (0 at every one) lies outside the one-sided interval where its two sides, the sums of
+    # x[:, i]·g[:, j] over x[:, i] > 0 and over x[:, i] < 0, have one sign.
+    x, w, b = rng.standard_normal((8, 5)).astype(dtype), np.zeros((5, 3), dtype), np.zeros(3, dtype)
+    report = check_function(dense_relu, dense_relu_vjp(at_zero=at_zero), lambda x, w, b: F.relu(x @ w + b), x, w, b)
+    assert report.ok, str(report)
+    note = next(n.text for n in report.notes if n.kind == "kinks" and n.text.startswith("input w"))
+    assert "torch's own value lies outside that interval" in note and "check also where nothing is exactly 0" in note
+
+
+@pytest.mark.parametrize("factor, at_zero", [(2.0, True), (-1.0, True)])
+def test_a_wrong_factor_where_kinks_meet_still_fails(factor, at_zero):
+    x, w, b = rng.standard_normal((8, 5)), np.zeros((5, 3)), np.zeros(3)
+    report = check_function(dense_relu, dense_relu_vjp(factor, at_zero), lambda x, w, b: F.relu(x @ w + b), x, w, b)
+    assert not report.ok and "input w" in {c.tensor for c in report.failures}
+    assert "not explained by them alone" in next(n.text for n in report.notes if n.text.startswith("input w"))
+
+
+def test_meeting_widens_the_interval_to_autograds_value_and_its_mirror_only_outside_it():
+    low, high = np.array([0.0, 1.0, -1.0]), np.array([1.0, 3.0, 1.0])
+    autograd = np.array([0.5, 0.0, 3.0])
+    wide_low, wide_high, outside = meeting(low, high, autograd)
+    assert outside.tolist() == [False, True, True]
+    np.testing.assert_array_equal(wide_low, [0.0, 0.0, -3.0])
+    np.testing.assert_array_equal(wide_high, [1.0, 4.0, 3.0])
 
 
 def test_a_mistake_away_from_the_kinks_still_fails():

@@ -16,7 +16,8 @@ coordinates (four forwards each). The tensor's comparisons are then taken again:
 analytic witnesses (at its own bounds) and fd on the other elements, dir along the random direction
 with the kinks left out (left out itself where fd sampled the tensor: its direction then crosses
 kinks no difference located), and the exact witnesses' values at the kinks against the interval
-between the one-sided differences. They replace the tensor's
+between the one-sided differences (widened where several kinks meet along one coordinate:
+``meeting``). They replace the tensor's
 comparisons only when every one of them agrees; otherwise the comparisons stand as they were, with
 a note counting the kinks. What the interval cannot see: how a tie's gradient is shared (each tied
 element may take the whole of it, where the shares of a max's ties add up to it), a question that
@@ -55,6 +56,21 @@ def find(numeric, label: str, coords: np.ndarray):
     # One-sided differences err by ~h·f″/2 (first order): what the step h/2 changed bounds it.
     slack = tolerances.FINITE_DIFF_ELEM * scale + e2 + np.abs(r1 - r2) + np.abs(l1 - l2)
     return kink, np.minimum(r2, l2) - slack, np.maximum(r2, l2) + slack
+
+
+def meeting(low, high, autograd):
+    """(low, high) widened where autograd's own value lies outside the one-sided interval, and
+    where that is so.
+
+    That happens where several kinks meet along one coordinate: a weight w exactly 0 puts every
+    unit's input w·xᵦ exactly at ReLU's 0, and φ(t) = s·t + Σᵦ aᵦ·relu(t·xᵦ) has the one-sided
+    slopes r = s + Σ_{xᵦ>0} aᵦxᵦ and l = s + Σ_{xᵦ<0} aᵦxᵦ, while a convention c at every kink
+    gives s + c·Σᵦ aᵦxᵦ: torch's c = 0 gives s, outside [l, r] when the xᵦ differ in sign, and
+    c = 1 its mirror l + r − s about the central difference. Any value from autograd's to its
+    mirror is some convention's; at a lone kink both lie in [l, r] and nothing changes."""
+    mirror = low + high - autograd
+    outside = (autograd < low) | (autograd > high)
+    return (np.minimum.reduce([low, autograd, mirror]), np.maximum.reduce([high, autograd, mirror]), outside)
 
 
 def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Comparison]:
@@ -100,6 +116,23 @@ def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Compariso
     return out
 
 
+def _interval(numeric, runs, label, coords, exact):
+    """find's (kink, low, high) at `coords`, widened by ``meeting`` about the autograd witness's
+    values (the second exact witness, where it is torch's), and how many kinks that widened."""
+    kink, low, high = find(numeric, label, coords)
+    if not exact[1].startswith("torch"):
+        return kink, low, high, 0
+    autograd = np.asarray(runs[exact[1]].grads[label], np.float64).reshape(-1)[coords]
+    low, high, outside = meeting(low, high, autograd)
+    return kink, low, high, int((outside & kink).sum())
+
+
+MEETING = ("; at {} of them torch's own value lies outside that interval, the sign that several kinks meet along "
+           "the coordinate (a weight or input exactly 0 puts many units' inputs at a threshold at once), where "
+           "any value from torch's to its mirror about the central difference is some convention's and a "
+           "mistake in the formula can hide: check also where nothing is exactly 0")
+
+
 def _sampled(numeric, runs, label, where, exact, afforded) -> list[Note]:
     """Too many differing elements to take one by one: an evenly spaced sample of them, and a note
     (the comparisons stand) when every one sampled sits at a kink with yours inside its interval,
@@ -107,7 +140,7 @@ def _sampled(numeric, runs, label, where, exact, afforded) -> list[Note]:
     mine = np.asarray(runs[exact[0]].grads[label], np.float64).reshape(-1)
     for n in (FIRST_LOOK, afforded):  # a mistake shows at once: eight elements before the whole sample
         sample = where[np.linspace(0, len(where) - 1, n).astype(int)]
-        kink, low, high = find(numeric, label, sample)
+        kink, low, high, _ = _interval(numeric, runs, label, sample, exact)
         if not (kink.all() and ((mine[sample] >= low) & (mine[sample] <= high)).all()):
             return []
     return [Note("kinks", f"{label}: the {len(where)} elements where two witnesses differ are too many to take "
@@ -145,22 +178,24 @@ def judge(numeric, runs, comparisons: list, exact) -> tuple[list, list[Note]]:
         if not len(where):
             continue
         kink, low, high = np.zeros(t.size, bool), np.full(t.size, np.nan), np.full(t.size, np.nan)
-        kink[where], low[where], high[where] = find(numeric, label, where)
+        kink[where], low[where], high[where], met = _interval(numeric, runs, label, where, exact)
         if not kink.any():
             continue
         again = _again(numeric, runs, label, [c for c in comparisons if c.tensor == label], exact, kink, low, high)
         said = (f"{label}: {int(kink.sum())} of the {len(where)} elements where two witnesses differ sit at kinks "
                 "of your forward (one-sided differences that differ by a jump that stays as the step halves: an "
                 "input exactly at a threshold, a tie in a max), where the derivative is not defined")
+        met = MEETING.format(met) if met else ""
         if all(c.ok for c in again):
             at = [i for i, c in enumerate(comparisons) if c.tensor == label]
             comparisons = comparisons[:at[0]] + again + [c for c in comparisons[at[0]:] if c.tensor != label]
             dropped = "" if len(coords) == t.size else (
                 "; dir is left out (its direction crosses kinks the sampled coordinates did not locate)")
-            notes.append(Note("kinks", f"{said}: there yours and torch's lie between the one-sided derivatives "
-                              "(each a convention's choice) and are held to that, not to each other; the other "
-                              f"elements are compared as always{dropped}. Not seen: how a tie's gradient is "
-                              "shared among the tied elements (each may take the whole of it)"))
+            notes.append(Note("kinks", f"{said}: there yours and torch's are held to the interval between the "
+                              "one-sided derivatives (any value in it is some convention's), not to each other"
+                              f"{met}; the other elements are compared as always{dropped}. Not seen: how a tie's "
+                              "gradient is shared among the tied elements (each may take the whole of it)"))
         else:
-            notes.append(Note("kinks", f"{said}; the disagreement is not explained by them alone: compared as always"))
+            notes.append(Note("kinks", f"{said}{met}; the disagreement is not explained by them alone: compared as "
+                              "always"))
     return comparisons, notes
