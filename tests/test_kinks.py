@@ -28,10 +28,12 @@ def pool_forward(x):
 
 def pool_backward(dy, x, tie="first"):
     """The gradient to the first (or last) of a window's maxima, split evenly among them, or (wrong
-    at a tie) the whole of it to each."""
+    at a tie) the whole of it to each, or to none."""
     n, c, h, w = x.shape
     windows = x.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
     tied = windows == windows.max(axis=-1, keepdims=True)
+    if tie == "none":  # wrong at a tie: the gradient to a window's maximum only where it is alone
+        tied = tied & (tied.sum(axis=-1, keepdims=True) == 1)
     if tie in ("first", "last"):
         k = tied.argmax(axis=-1) if tie == "first" else 3 - tied[..., ::-1].argmax(axis=-1)
         share = np.zeros_like(windows)
@@ -58,6 +60,32 @@ def test_max_pooling_at_ties_passes_whichever_tied_element_takes_the_gradient(ti
     assert kink_note(report).startswith("input x: ") and "where two witnesses differ sit at kinks" in kink_note(report)
     assert {(c.a, c.b) for c in report.comparisons if c.b == "one-sided"} == {("manual", "one-sided"),
                                                                              ("torch", "one-sided")}
+
+
+@pytest.mark.parametrize("tie", ["each", "none"])
+def test_a_ties_gradient_given_whole_to_each_tied_element_or_to_none_fails_along_the_ties_together(tie):
+    x = integers((2, 2, 4, 4), 0, 3)
+    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, tie), lambda x: F.max_pool2d(x, 2), x)
+    assert not report.ok and [(c.tensor, c.a, c.b) for c in report.failures] == [("input x", "manual", "ties")]
+    assert "they do not add up (manual~ties)" in kink_note(report)
+    assert report.suspects["input x"].side == "yours"
+    assert "kinks where yours takes a whole one-sided derivative" in str(report)
+
+
+@pytest.mark.parametrize("tie", ["first", "last", "split"])
+def test_pooling_a_relus_zeros_passes_whichever_tied_element_takes_the_gradient(tie):
+    """Windows of a ReLU's zeros, as after a convolution on MNIST's borders, tie four ways."""
+    x = relu(rng.standard_normal((4, 3, 8, 8)))
+    x[:, :, :4] = 0.0
+    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, tie), lambda x: F.max_pool2d(x, 2), x)
+    assert report.ok, str(report)
+
+
+def test_a_max_along_an_axis_taking_the_first_of_its_ties_passes_where_torch_splits_them():
+    x = integers((6, 4), 0, 2)
+    first = lambda g, x: g[:, None] * (np.arange(4) == (x == x.max(1, keepdims=True)).argmax(1)[:, None])
+    report = check_function(lambda x: x.max(1), first, lambda x: x.amax(1), x)
+    assert report.ok, str(report)
 
 
 def test_max_pooling_without_ties_gets_no_kink_note_and_the_same_verdict():
@@ -100,8 +128,10 @@ def test_a_wrong_vjp_on_an_mnist_sized_input_with_zeros_still_fails():
 def test_an_input_all_at_kinks_is_judged_one_sided_alone_with_no_empty_pair_shown_as_agreement():
     report = check_function(relu, lambda g, x: g * (x >= 0), torch.relu, np.zeros((3, 4)))
     assert report.ok, str(report)
+    # x >= 0 takes the right one-sided derivative at all 12: held to it along them together as well
     assert {(c.a, c.b) for c in report.comparisons if c.tensor == "input x"} == {("manual", "one-sided"),
-                                                                                ("torch", "one-sided")}
+                                                                                ("torch", "one-sided"),
+                                                                                ("manual", "ties")}
     assert all(c.compared == 12 for c in report.comparisons if c.tensor == "input x")
 
 

@@ -78,9 +78,8 @@ def one_sided(t: np.ndarray, coords: np.ndarray, evaluate, g: np.ndarray, h: flo
     return right, left, rounding
 
 
-def direction(t: np.ndarray, u: np.ndarray, evaluate, g: np.ndarray, h: float) -> tuple[float, float]:
-    """The central difference along u (t's shape) of ⟨g, f⟩: (value, rounding bound); two
-    evaluations whatever the size of t, which is restored afterwards."""
+def _along(t: np.ndarray, u: np.ndarray, evaluate, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """f(θ + h·u) and f(θ − h·u), θ = t moved in place and restored."""
     saved = t.copy()
     try:
         np.add(saved, h * u, out=t)
@@ -89,7 +88,23 @@ def direction(t: np.ndarray, u: np.ndarray, evaluate, g: np.ndarray, h: float) -
         down = evaluate()
     finally:
         t[...] = saved
-    return _difference(g, up, down, h)
+    return up, down
+
+
+def direction(t: np.ndarray, u: np.ndarray, evaluate, g: np.ndarray, h: float) -> tuple[float, float]:
+    """The central difference along u (t's shape) of ⟨g, f⟩: (value, rounding bound); two
+    evaluations whatever the size of t, which is restored afterwards."""
+    return _difference(g, *_along(t, u, evaluate, h), h)
+
+
+def one_sided_along(t: np.ndarray, u: np.ndarray, evaluate, g: np.ndarray, h: float) -> tuple[float, float, float]:
+    """``one_sided`` along u (t's shape) rather than a coordinate: (right, left, rounding), three
+    evaluations."""
+    base = evaluate()
+    up, down = _along(t, u, evaluate, h)
+    right, r_up = _difference(g, up, base, h / 2)
+    left, r_down = _difference(g, base, down, h / 2)
+    return right, left, max(r_up, r_down)
 
 
 def truncation(value: np.ndarray, value_2h: np.ndarray) -> np.ndarray:

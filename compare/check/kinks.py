@@ -19,12 +19,14 @@ kinks no difference located), and the exact witnesses' values at the kinks again
 between the one-sided differences (widened where several kinks meet along one coordinate:
 ``meeting``). They replace the tensor's
 comparisons only when every one of them agrees; otherwise the comparisons stand as they were, with
-a note counting the kinks. What the interval cannot see: how a tie's gradient is shared (each tied
-element may take the whole of it, where the shares of a max's ties add up to it), a question that
-arises at ties alone.
+a note counting the kinks. The interval holds each element alone; how a tie's gradient is shared
+(each tied element taking the whole of it, where the shares of a max's ties add up to it) shows
+only along the kinks together (``ties``).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,9 +44,26 @@ MIN_AFFORDED = 256
 FIRST_LOOK = 8
 
 
-def find(numeric, label: str, coords: np.ndarray):
-    """(kink, low, high) at the flat indices `coords` of `label`: where the forward has a kink, and
-    the interval of the one-sided derivatives there (with their error)."""
+class Sides(NamedTuple):
+    """The one-sided derivatives at some elements (step h/2), their error, and which are kinks."""
+
+    kink: np.ndarray
+    right: np.ndarray
+    left: np.ndarray
+    slack: np.ndarray
+
+    @property
+    def low(self) -> np.ndarray:
+        return np.minimum(self.right, self.left) - self.slack
+
+    @property
+    def high(self) -> np.ndarray:
+        return np.maximum(self.right, self.left) + self.slack
+
+
+def find(numeric, label: str, coords: np.ndarray) -> Sides:
+    """The ``Sides`` at the flat indices `coords` of `label`: where the forward has a kink, and
+    the one-sided derivatives there (with their error)."""
     t, evaluate, g, h = numeric.referee.tensors[label], numeric.referee.evaluate, numeric.g, numeric.h
     r1, l1, e1 = fd.one_sided(t, coords, evaluate, g, h)
     r2, l2, e2 = fd.one_sided(t, coords, evaluate, g, h / 2)
@@ -55,7 +74,7 @@ def find(numeric, label: str, coords: np.ndarray):
            (np.abs(jump1 - jump2) <= tolerances.KINK_STABLE * np.abs(jump1))
     # One-sided differences err by ~h·f″/2 (first order): what the step h/2 changed bounds it.
     slack = tolerances.FINITE_DIFF_ELEM * scale + e2 + np.abs(r1 - r2) + np.abs(l1 - l2)
-    return kink, np.minimum(r2, l2) - slack, np.maximum(r2, l2) + slack
+    return Sides(kink, r2, l2, slack)
 
 
 def meeting(low, high, autograd):
@@ -117,14 +136,52 @@ def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Compariso
 
 
 def _interval(numeric, runs, label, coords, exact):
-    """find's (kink, low, high) at `coords`, widened by ``meeting`` about the autograd witness's
-    values (the second exact witness, where it is torch's), and how many kinks that widened."""
-    kink, low, high = find(numeric, label, coords)
+    """``find``'s Sides at `coords` and their (low, high), widened by ``meeting`` about the autograd
+    witness's values (the second exact witness, where it is torch's), and how many kinks that
+    widened."""
+    sides = find(numeric, label, coords)
     if not exact[1].startswith("torch"):
-        return kink, low, high, 0
+        return sides, sides.low, sides.high, 0
     autograd = np.asarray(runs[exact[1]].grads[label], np.float64).reshape(-1)[coords]
-    low, high, outside = meeting(low, high, autograd)
-    return kink, low, high, int((outside & kink).sum())
+    low, high, outside = meeting(sides.low, sides.high, autograd)
+    return sides, low, high, int((outside & sides.kink).sum())
+
+
+def ties(numeric, runs, label, exact, where, sides) -> list[Comparison]:
+    """Whether yours add up where kinks act together, as at a tie.
+
+    The one-sided interval holds each element alone: at a tie of max(a, b) either may take the
+    whole gradient, but not both (nor neither): moved together by h, max(a, b) moves by h once.
+    So at the kinks where yours takes a whole one-sided derivative (the right one, then the left),
+    u = 1 there: ⟨yours, u⟩ is held to the one-sided derivatives along u, wherever torch's
+    ⟨torch, u⟩ lies between them (kinks that act on their own add up exactly; where kinks meet,
+    as along weights all 0, conventions need not, and torch's sum then tells us so)."""
+    if not exact[1].startswith("torch"):
+        return []
+    t, shape = numeric.referee.tensors[label], numeric.referee.tensors[label].shape
+    autograd = np.asarray(runs[exact[1]].grads[label], np.float64).reshape(-1)[where]
+    out = []
+    for w in exact[:1]:
+        yours = np.asarray(runs[w].grads[label], np.float64).reshape(-1)[where]
+        for end in (sides.right, sides.left):
+            whole = sides.kink & (np.abs(yours - end) <= sides.slack) & \
+                    (np.abs(sides.right - sides.left) > 2 * sides.slack)
+            if whole.sum() < 2 or np.array_equal(yours[whole], autograd[whole]):
+                continue
+            u = np.zeros(t.size)
+            u[where[whole]] = 1.0
+            u = u.reshape(shape)
+            r1, l1, _ = fd.one_sided_along(t, u, numeric.referee.evaluate, numeric.g, numeric.h)
+            r2, l2, e2 = fd.one_sided_along(t, u, numeric.referee.evaluate, numeric.g, numeric.h / 2)
+            slack = float(sides.slack[whole].sum()) + e2 + abs(r1 - r2) + abs(l1 - l2)
+            low, high = min(r2, l2) - slack, max(r2, l2) + slack
+            if not low <= float(autograd[whole].sum()) <= high:
+                continue  # kinks that do not add up for torch either: nothing to hold yours to
+            mine = float(yours[whole].sum())
+            agr = measure(np.array([mine]), np.array([min(max(mine, low), high)]), 0, label,
+                          tolerances.FINITE_DIFF_REL, tolerances.FINITE_DIFF_ELEM)
+            out.append(Comparison(label, tuple(shape), w, "ties", agr, (), int(not agr.ok), int(whole.sum())))
+    return out
 
 
 MEETING = ("; at {} of them torch's own value lies outside that interval, the sign that several kinks meet along "
@@ -140,7 +197,8 @@ def _sampled(numeric, runs, label, where, exact, afforded) -> list[Note]:
     mine = np.asarray(runs[exact[0]].grads[label], np.float64).reshape(-1)
     for n in (FIRST_LOOK, afforded):  # a mistake shows at once: eight elements before the whole sample
         sample = where[np.linspace(0, len(where) - 1, n).astype(int)]
-        kink, low, high, _ = _interval(numeric, runs, label, sample, exact)
+        sides, low, high, _ = _interval(numeric, runs, label, sample, exact)
+        kink = sides.kink
         if not (kink.all() and ((mine[sample] >= low) & (mine[sample] <= high)).all()):
             return []
     return [Note("kinks", f"{label}: the {len(where)} elements where two witnesses differ are too many to take "
@@ -178,24 +236,31 @@ def judge(numeric, runs, comparisons: list, exact) -> tuple[list, list[Note]]:
         if not len(where):
             continue
         kink, low, high = np.zeros(t.size, bool), np.full(t.size, np.nan), np.full(t.size, np.nan)
-        kink[where], low[where], high[where], met = _interval(numeric, runs, label, where, exact)
+        sides, low[where], high[where], met = _interval(numeric, runs, label, where, exact)
+        kink[where] = sides.kink
         if not kink.any():
             continue
         again = _again(numeric, runs, label, [c for c in comparisons if c.tensor == label], exact, kink, low, high)
+        tied = ties(numeric, runs, label, exact, where, sides) if all(c.ok for c in again) else []
         said = (f"{label}: {int(kink.sum())} of the {len(where)} elements where two witnesses differ sit at kinks "
                 "of your forward (one-sided differences that differ by a jump that stays as the step halves: an "
                 "input exactly at a threshold, a tie in a max), where the derivative is not defined")
         met = MEETING.format(met) if met else ""
-        if all(c.ok for c in again):
-            at = [i for i, c in enumerate(comparisons) if c.tensor == label]
-            comparisons = comparisons[:at[0]] + again + [c for c in comparisons[at[0]:] if c.tensor != label]
-            dropped = "" if len(coords) == t.size else (
-                "; dir is left out (its direction crosses kinks the sampled coordinates did not locate)")
-            notes.append(Note("kinks", f"{said}: there yours and torch's are held to the interval between the "
-                              "one-sided derivatives (any value in it is some convention's), not to each other"
-                              f"{met}; the other elements are compared as always{dropped}. Not seen: how a tie's "
-                              "gradient is shared among the tied elements (each may take the whole of it)"))
-        else:
+        if not all(c.ok for c in again):
             notes.append(Note("kinks", f"{said}{met}; the disagreement is not explained by them alone: compared as "
                               "always"))
+            continue
+        at = [i for i, c in enumerate(comparisons) if c.tensor == label]
+        comparisons = comparisons[:at[0]] + again + tied + [c for c in comparisons[at[0]:] if c.tensor != label]
+        dropped = "" if len(coords) == t.size else (
+            "; dir is left out (its direction crosses kinks the sampled coordinates did not locate)")
+        held = (f"{said}: there yours and torch's are held to the interval between the one-sided derivatives (any "
+                f"value in it is some convention's), not to each other{met}")
+        if all(c.ok for c in tied):
+            together = (" and, where yours takes a whole one-sided derivative at several, to the one-sided "
+                        "derivatives along them together" if tied else "")
+            notes.append(Note("kinks", f"{held}{together}; the other elements are compared as always{dropped}"))
+        else:
+            notes.append(Note("kinks", f"{held}; each lies in its interval, but they do not add up (manual~ties): "
+                              "a tie's gradient given whole to each of the tied elements, or to none of them"))
     return comparisons, notes

@@ -39,7 +39,7 @@ class Comparison:
 
     def failure(self) -> Failure:
         """The comparison as a ``compare.check.findings.Failure`` (its facts, whether or not it fails)."""
-        what = {"fd": "coordinates", "dir": "direction"}.get(self.b, "elements")
+        what = {"fd": "coordinates", "dir": "direction", "ties": "ties"}.get(self.b, "elements")
         count = None if what == "direction" else (self.differ, self.compared)
         return failure(self.agreement, self.tensor, (self.a, self.b), count, what, self.shape, self.index)
 
