@@ -44,6 +44,33 @@ def pool_backward(dy, x, tie="first"):
     return d.reshape(n, c, h // 2, w // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(x.shape)
 
 
+def overlapping_pool(x, k=3, s=2):
+    """k×k max pooling at stride s < k, x (N, C, H, W)."""
+    n, c, h, w = x.shape
+    y = np.empty((n, c, (h - k) // s + 1, (w - k) // s + 1))
+    for i in range(y.shape[2]):
+        for j in range(y.shape[3]):
+            y[:, :, i, j] = x[:, :, i * s:i * s + k, j * s:j * s + k].reshape(n, c, -1).max(-1)
+    return y, x
+
+
+def overlapping_pool_backward(dy, x, tie, k=3, s=2):
+    n, c, h, w = x.shape
+    dx = np.zeros_like(x)
+    for i in range(dy.shape[2]):
+        for j in range(dy.shape[3]):
+            window = x[:, :, i * s:i * s + k, j * s:j * s + k].reshape(n, c, -1)
+            tied = window == window.max(-1, keepdims=True)
+            if tie in ("first", "last"):
+                at = tied.argmax(-1) if tie == "first" else k * k - 1 - tied[..., ::-1].argmax(-1)
+                share = np.zeros_like(window)
+                np.put_along_axis(share, at[..., None], 1.0, -1)
+            else:
+                share = tied / (tied.sum(-1, keepdims=True) if tie == "split" else 1)
+            dx[:, :, i * s:i * s + k, j * s:j * s + k] += (share * dy[:, :, i, j][..., None]).reshape(n, c, k, k)
+    return dx
+
+
 def integers(shape, low=-2, high=3, dtype=np.float64):
     return rng.integers(low, high, shape).astype(dtype)
 
@@ -168,12 +195,34 @@ def test_weights_all_zero_pass_with_either_convention_where_kinks_meet_along_eac
     assert "torch's own value lies outside that interval" in note and "check also where nothing is exactly 0" in note
 
 
-@pytest.mark.parametrize("factor, at_zero", [(2.0, True), (-1.0, True)])
-def test_a_wrong_factor_where_kinks_meet_still_fails(factor, at_zero):
+@pytest.mark.parametrize("factor", [2.0, -1.0])
+def test_a_wrong_factor_where_kinks_meet_fails_on_the_bias_and_leaves_the_weights_it_cannot_judge(factor):
+    # Beside W = 0 the batch's rows switch on in any combination: a sum of any of their parts is some
+    # convention's, so W's values outside the interval are not judged; b's kinks act as one (b moves
+    # every row of a unit at once) and the factor shows there.
     x, w, b = rng.standard_normal((8, 5)), np.zeros((5, 3)), np.zeros(3)
-    report = check_function(dense_relu, dense_relu_vjp(factor, at_zero), lambda x, w, b: F.relu(x @ w + b), x, w, b)
-    assert not report.ok and "input w" in {c.tensor for c in report.failures}
-    assert "not explained by them alone" in next(n.text for n in report.notes if n.text.startswith("input w"))
+    report = check_function(dense_relu, dense_relu_vjp(factor, True), lambda x, w, b: F.relu(x @ w + b), x, w, b)
+    assert not report.ok and {c.tensor for c in report.failures} == {"input b"}
+    assert "are not judged: several kinks meet" in next(n.text for n in report.notes if n.text.startswith("input w"))
+
+
+def test_overlapping_pooling_windows_pass_whichever_convention_where_an_element_ties_in_two():
+    """3×3 windows at stride 2 share rows and columns: an element tied in two windows takes one
+    window's gradient under "last" or an even split, which can lie outside its [l, r] = [0, dA + dB]."""
+    x = np.random.default_rng(5).integers(0, 3, (2, 2, 7, 7)).astype(np.float64)
+    for tie in ("first", "last", "split"):
+        report = check_forward_backward(overlapping_pool, lambda d, c: overlapping_pool_backward(d, c, tie),
+                                        lambda x: F.max_pool2d(x, 3, 2), x)
+        assert report.ok, str(report)
+    report = check_forward_backward(overlapping_pool, lambda d, c: overlapping_pool_backward(d, c, "each"),
+                                    lambda x: F.max_pool2d(x, 3, 2), x)
+    assert [(c.tensor, c.b) for c in report.failures] == [("input x", "ties")]
+
+
+def test_a_value_outside_the_interval_at_lone_kinks_is_still_judged_after_looking_beside_them():
+    x = integers((4, 5))
+    report = check_function(relu, lambda g, x: g * np.where(x == 0, -1.0, x > 0), torch.relu, x)
+    assert not report.ok and "are not judged" not in kink_note(report)
 
 
 def test_meeting_widens_the_interval_to_autograds_value_and_its_mirror_only_outside_it():

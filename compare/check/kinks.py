@@ -42,6 +42,9 @@ MIN_AFFORDED = 256
 # Where more elements differ than that, a first look at this many of them (a mistake rather than a
 # convention shows in the first) before an even sample of MIN_AFFORDED.
 FIRST_LOOK = 8
+# Where yours lies outside the interval: the derivatives just beside the kink, at this many points
+# θ + (h/4)·v (v uniform in [−1, 1] on every element), for at most this many elements.
+BESIDE_SAMPLES, BESIDE_MOST = 6, 32
 
 
 class Sides(NamedTuple):
@@ -92,15 +95,15 @@ def meeting(low, high, autograd):
     return (np.minimum.reduce([low, autograd, mirror]), np.maximum.reduce([high, autograd, mirror]), outside)
 
 
-def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Comparison]:
+def _again(numeric, runs, label, mine, exact, kink, low, high, unjudged) -> list[Comparison]:
     """The tensor's comparisons `mine` with its kinks judged on their own: each pair of analytic
     witnesses on the other elements, at the bounds it had; fd likewise on the other coordinates
     taken; dir along u with the kinks left out where every coordinate was differenced (all kinks
     known), else not at all (u crosses kinks no difference located); the exact witnesses at the
-    kinks against the one-sided interval. A pair whose witness is not in `runs` (a rerun, another
-    analytic witness) stays as it was."""
+    kinks against the one-sided interval, but for those `unjudged` (``beside``). A pair whose witness
+    is not in `runs` (a rerun, another analytic witness) stays as it was."""
     t, coords = numeric.referee.tensors[label], numeric.coords[label]
-    shape, off, on = t.shape, np.flatnonzero(~kink), np.flatnonzero(kink)
+    shape, off, on = t.shape, np.flatnonzero(~kink), np.flatnonzero(kink & ~unjudged)
     flat = {w: np.asarray(run.grads[label], np.float64).reshape(-1) for w, run in runs.items()}
     values, rounding = numeric.fd[label]  # at coords
     fd_error = tolerances.difference_error(rounding, fd.truncation(values, numeric.at_2h(label, ("fd",))[0]))
@@ -128,7 +131,7 @@ def _again(numeric, runs, label, mine, exact, kink, low, high) -> list[Compariso
         else:
             bounds = (c.agreement.allowed, c.agreement.elem_allowed)
             out.append(pair(label, shape, c.a, c.b, flat[c.a][off], flat[c.b][off], bounds, off))
-    for w in exact:  # inside the interval: equal to its clip, else as far from it as it is outside
+    for w in exact * bool(len(on)):  # inside the interval: equal to its clip, else as far from it as it is outside
         v = flat[w][on]
         out.append(pair(label, shape, w, "one-sided", v, np.clip(v, low[on], high[on]),
                          (tolerances.FINITE_DIFF_REL, tolerances.FINITE_DIFF_ELEM), on))
@@ -145,6 +148,33 @@ def _interval(numeric, runs, label, coords, exact):
     autograd = np.asarray(runs[exact[1]].grads[label], np.float64).reshape(-1)[coords]
     low, high, outside = meeting(sides.low, sides.high, autograd)
     return sides, low, high, int((outside & sides.kink).sum())
+
+
+def beside(numeric, label: str, coords: np.ndarray, sides: Sides) -> np.ndarray:
+    """Where several kinks meet along the coordinate, at the flat indices `coords` (``find``'s
+    `sides` there): the derivative just beside it takes a value other than its two one-sided ones.
+
+    At a lone kink the space beside θ has two sides, and the derivative there is the one-sided
+    derivative of the side it lies on. Where kinks meet (an element tied in two overlapping pooling
+    windows, a weight 0 under a ReLU over a batch), moving every element a little splits them, and
+    beside θ the derivative is the sum of some kinks' parts: dA alone, say, where r = dA + dB and
+    l = 0. A convention taken at each kink alone gives such values too, so the interval [l, r] does
+    not bound them. Central differences at the points θ + (h/4)·v, steps h/256 and h/512 (a sample
+    that straddles a split kink changes as the step halves and is set aside)."""
+    t, evaluate, g, h = numeric.referee.tensors[label], numeric.referee.evaluate, numeric.g, numeric.h
+    rng = np.random.default_rng(len(coords))
+    met, saved = np.zeros(len(coords), bool), t.copy()
+    try:
+        for _ in range(BESIDE_SAMPLES):
+            np.add(saved, (h / 4) * rng.uniform(-1, 1, t.shape), out=t)
+            a, rounding = fd.coordinates(t, coords, evaluate, g, h / 256)
+            b, _ = fd.coordinates(t, coords, evaluate, g, h / 512)
+            off = 2 * sides.slack + tolerances.NOISE_FACTOR * rounding + np.abs(a - b)
+            stable = np.abs(a - b) <= tolerances.KINK_STABLE * np.abs(sides.right - sides.left)
+            met |= stable & (np.abs(a - sides.right) > off) & (np.abs(a - sides.left) > off)
+    finally:
+        t[...] = saved
+    return met
 
 
 def ties(numeric, runs, label, exact, where, sides) -> list[Comparison]:
@@ -184,10 +214,13 @@ def ties(numeric, runs, label, exact, where, sides) -> list[Comparison]:
     return out
 
 
-MEETING = ("; at {} of them torch's own value lies outside that interval, the sign that several kinks meet along "
-           "the coordinate (a weight or input exactly 0 puts many units' inputs at a threshold at once), where "
-           "any value from torch's to its mirror about the central difference is some convention's and a "
-           "mistake in the formula can hide: check also where nothing is exactly 0")
+MEETING = (" At {} of them torch's own value lies outside that interval, the sign that several kinks meet along "
+           "the coordinate (a weight or input exactly 0 puts many units' inputs at a threshold at once): there any "
+           "value from torch's to its mirror about the central difference is some convention's, and a mistake in "
+           "the formula can hide; check also where nothing is exactly 0.")
+UNJUDGED = (" {} of them, where yours lies outside the interval, are not judged: several kinks meet along the "
+            "coordinate there (beside it the derivative takes values other than the two one-sided ones), and any "
+            "way of adding up their parts is some convention's; check also at inputs without exact ties or zeros.")
 
 
 def _sampled(numeric, runs, label, where, exact, afforded) -> list[Note]:
@@ -207,6 +240,26 @@ def _sampled(numeric, runs, label, where, exact, afforded) -> list[Note]:
                  "one-sided derivatives there: likely another convention than torch's at exact zeros or ties "
                  "rather than a mistake. Not judged: the comparisons stand; check on inputs without them, or "
                  "take torch's convention")]
+
+
+def _note(label, kinks, where, met, unjudged, again, tied, sampled) -> Note:
+    """The "kinks" note for `label`: how many of the `where` differing elements sit at kinks, what
+    was held to what there, and what could not be judged."""
+    said = (f"{label}: {kinks} of the {where} elements where two witnesses differ sit at kinks of your forward "
+            "(one-sided differences that differ by a jump that stays as the step halves: an input exactly at a "
+            "threshold, a tie in a max), where the derivative is not defined.")
+    met = (MEETING.format(met) if met else "") + (UNJUDGED.format(unjudged) if unjudged else "")
+    if not all(c.ok for c in again):
+        return Note("kinks", f"{said}{met} The disagreement is not explained by them alone: compared as always.")
+    together = (", and where yours takes a whole one-sided derivative at several, to the one-sided derivatives "
+                "along them together" if tied else "")
+    held = (f"{said} There yours and torch's are held to the interval between the one-sided derivatives (any "
+            f"value in it is some convention's), not to each other{together}.{met}")
+    if not all(c.ok for c in tied):
+        return Note("kinks", f"{held} Each lies in its interval, but they do not add up (manual~ties): a tie's "
+                    "gradient given whole to each of the tied elements, or to none of them.")
+    dropped = " dir is left out (its direction crosses kinks the sampled coordinates did not locate)." if sampled else ""
+    return Note("kinks", f"{held} The other elements are compared as always.{dropped}")
 
 
 def judge(numeric, runs, comparisons: list, exact) -> tuple[list, list[Note]]:
@@ -240,27 +293,18 @@ def judge(numeric, runs, comparisons: list, exact) -> tuple[list, list[Note]]:
         kink[where] = sides.kink
         if not kink.any():
             continue
-        again = _again(numeric, runs, label, [c for c in comparisons if c.tensor == label], exact, kink, low, high)
+        # Outside the interval: a mistake at a lone kink, or a convention where several meet.
+        outside = sides.kink & np.any([(flat[i][where] < low[where]) | (flat[i][where] > high[where])
+                                       for i in range(len(exact))], axis=0)
+        unjudged = np.zeros(t.size, bool)
+        if 0 < outside.sum() <= BESIDE_MOST:
+            unjudged[where[outside][beside(numeric, label, where[outside], Sides(*(a[outside] for a in sides)))]] = True
+        again = _again(numeric, runs, label, [c for c in comparisons if c.tensor == label], exact, kink, low, high,
+                       unjudged)
         tied = ties(numeric, runs, label, exact, where, sides) if all(c.ok for c in again) else []
-        said = (f"{label}: {int(kink.sum())} of the {len(where)} elements where two witnesses differ sit at kinks "
-                "of your forward (one-sided differences that differ by a jump that stays as the step halves: an "
-                "input exactly at a threshold, a tie in a max), where the derivative is not defined")
-        met = MEETING.format(met) if met else ""
-        if not all(c.ok for c in again):
-            notes.append(Note("kinks", f"{said}{met}; the disagreement is not explained by them alone: compared as "
-                              "always"))
-            continue
-        at = [i for i, c in enumerate(comparisons) if c.tensor == label]
-        comparisons = comparisons[:at[0]] + again + tied + [c for c in comparisons[at[0]:] if c.tensor != label]
-        dropped = "" if len(coords) == t.size else (
-            "; dir is left out (its direction crosses kinks the sampled coordinates did not locate)")
-        held = (f"{said}: there yours and torch's are held to the interval between the one-sided derivatives (any "
-                f"value in it is some convention's), not to each other{met}")
-        if all(c.ok for c in tied):
-            together = (" and, where yours takes a whole one-sided derivative at several, to the one-sided "
-                        "derivatives along them together" if tied else "")
-            notes.append(Note("kinks", f"{held}{together}; the other elements are compared as always{dropped}"))
-        else:
-            notes.append(Note("kinks", f"{held}; each lies in its interval, but they do not add up (manual~ties): "
-                              "a tie's gradient given whole to each of the tied elements, or to none of them"))
+        if all(c.ok for c in again):
+            at = [i for i, c in enumerate(comparisons) if c.tensor == label]
+            comparisons = comparisons[:at[0]] + again + tied + [c for c in comparisons[at[0]:] if c.tensor != label]
+        notes.append(_note(label, int(kink.sum()), len(where), met, int(unjudged.sum()), again, tied,
+                           len(coords) < t.size))
     return comparisons, notes
