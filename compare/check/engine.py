@@ -147,7 +147,9 @@ def check(subject, seed: int, h: float, fd_samples: int, fd_budget: int, self_te
     more, coverage = numeric.compare(runs, exact)
     comparisons += more
     if any(not c.ok for c in comparisons):  # at a kink torch's gradient is a convention, not the reference
-        comparisons, at_kinks = kinks.judge(numeric, runs, comparisons, exact)
+        precise = exact[1].endswith("64")
+        comparisons, at_kinks = kinks.judge(numeric, runs, comparisons, exact,
+                                            lambda replace: subject.torch(precise, gs64 if precise else gs, replace))
         coverage += at_kinks
     notes = _notes(subject, runs) + coverage
     if subject.float32:
