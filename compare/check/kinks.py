@@ -260,7 +260,8 @@ def _note(label, kinks, where, met, unjudged, again, tied, sampled) -> Note:
             f"value in it is some convention's), not to each other{together}.{met}")
     if not all(c.ok for c in tied):
         return Note("kinks", f"{held} Each lies in its interval, but they do not add up (manual~ties): a tie's "
-                    "gradient given whole to each of the tied elements, or to none of them.")
+                    "gradient given whole to each of the tied elements, or to none of them; give it to one (the "
+                    "first, as np.argmax and torch do) or split it evenly among them.")
     dropped = " dir is left out (its direction crosses kinks the sampled coordinates did not locate)." if sampled else ""
     return Note("kinks", f"{held} The other elements are compared as always.{dropped}")
 
