@@ -254,6 +254,16 @@ def test_one_sided_differences_tell_a_kink_from_a_smooth_point():
     assert (rounding >= 0).all() and t.tolist() == [0.0, 1.0]
 
 
+def test_one_sided_differences_along_a_direction_move_its_elements_at_once():
+    t = np.array([0.0, 0.0, 1.0])
+    f = lambda: np.array([max(t[0], t[1]), t[2] ** 2])  # noqa: E731
+    right, left, rounding = fd.one_sided_along(t, np.array([1.0, 1.0, 0.0]), f, np.array([1.0, 3.0]), 1e-4)
+    assert right == pytest.approx(1, rel=1e-9) and left == pytest.approx(1, rel=1e-9)  # a tie moved as one
+    assert rounding == pytest.approx(fd.EPS64, rel=1e-9) and t.tolist() == [0.0, 0.0, 1.0]
+    right, left, _ = fd.one_sided_along(t, np.array([1.0, 0.0, 0.0]), f, np.array([1.0, 3.0]), 1e-4)
+    assert right == pytest.approx(1, rel=1e-9) and left == 0.0  # one of the tie alone: a kink
+
+
 def test_too_many_kinks_to_judge_one_by_one_keep_the_failure_and_say_what_a_sample_shows():
     x = rng.standard_normal((64, 784)).astype(np.float32)
     x[rng.random(x.shape) < 0.5] = 0.0
