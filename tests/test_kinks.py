@@ -278,3 +278,38 @@ def test_a_sample_that_finds_no_kinks_says_nothing():
     x = rng.standard_normal((64, 784))
     report = check_function(relu, lambda g, x: 0.9 * g * (x > 0), torch.relu, x)
     assert not report.ok and not [n for n in report.notes if n.kind == "kinks"]
+
+
+class PoolToEachTie(torch.autograd.Function):
+    """2×2 max pooling as a hand-written autograd Function whose backward gives a tie's gradient to
+    every tied element (`mask = window == max`)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        n, c, h, w = x.shape
+        y = x.reshape(n, c, h // 2, 2, w // 2, 2).amax(dim=(3, 5))
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        n, c, h, w = x.shape
+        mask = x.reshape(n, c, h // 2, 2, w // 2, 2) == y[:, :, :, None, :, None]
+        return (mask * g[:, :, :, None, :, None]).reshape(x.shape)
+
+
+class PoolToTheFirstTie(PoolToEachTie):
+    @staticmethod
+    def backward(ctx, g):
+        x, _ = ctx.saved_tensors
+        _, at = F.max_pool2d(x, 2, return_indices=True)
+        return F.max_unpool2d(g, at, 2, output_size=x.shape[-2:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_an_autograd_function_is_judged_at_ties_as_numpy_code_is(dtype):
+    x = torch.tensor(integers((2, 2, 4, 4), 0, 3), dtype=dtype)
+    report = check_function(PoolToEachTie, None, lambda x: F.max_pool2d(x, 2), x)
+    assert [(c.tensor, c.b) for c in report.failures] == [("input x", "ties")]
+    assert check_function(PoolToTheFirstTie, None, lambda x: F.max_pool2d(x, 2), x).ok
