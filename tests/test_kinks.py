@@ -313,3 +313,12 @@ def test_an_autograd_function_is_judged_at_ties_as_numpy_code_is(dtype):
     report = check_function(PoolToEachTie, None, lambda x: F.max_pool2d(x, 2), x)
     assert [(c.tensor, c.b) for c in report.failures] == [("input x", "ties")]
     assert check_function(PoolToTheFirstTie, None, lambda x: F.max_pool2d(x, 2), x).ok
+
+
+def test_the_self_test_at_ties_measures_its_reach_on_the_elements_held_to_values_not_to_intervals():
+    # A scale 1 + ε of yours can stay inside a kink's interval: the reach comes from manual~torch.
+    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, "last"),
+                                    lambda x: F.max_pool2d(x, 2), integers((2, 2, 4, 4), 0, 3), self_test=True)
+    eps, by = report.self_test.smallest["input x"]
+    assert report.ok and report.self_test.ok and not report.self_test.missed
+    assert by == "manual~torch" and 0 < eps < 1e-8
