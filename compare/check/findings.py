@@ -165,8 +165,9 @@ class Note:
     allowed for), "unmoved" (moving a tensor did not change the output) or "float32" (how the
     float32 witnesses are held), "precision" (the half-precision bounds, each gradient's error and
     autograd's), "constant" (float inputs held constant), "fixed" (counterpart parameters held
-    fixed), "kinks" (elements where the forward is not differentiable, ``compare.check.kinks``)
-    or "forward only" (no backward was checked, and why)."""
+    fixed), "kinks" (elements where the forward is not differentiable, ``compare.check.kinks``),
+    "not judged" (elements at kinks where no value can be told wrong) or "forward only" (no
+    backward was checked, and why)."""
 
     kind: str
     text: str

@@ -219,9 +219,10 @@ MEETING = (" At {} of them torch's own value lies outside that interval, the sig
            "the coordinate (a weight or input exactly 0 puts many units' inputs at a threshold at once): there any "
            "value from torch's to its mirror about the central difference is some convention's, and a mistake in "
            "the formula can hide; check also where nothing is exactly 0.")
-UNJUDGED = (" {} of them, where yours lies outside the interval, are not judged: several kinks meet along the "
-            "coordinate there (beside it the derivative takes values other than the two one-sided ones), and any "
-            "way of adding up their parts is some convention's; check also at inputs without exact ties or zeros.")
+UNJUDGED = ("{}: {} of its {} elements, where yours lies outside the one-sided interval, are not judged: several "
+            "kinks meet along each (beside it the derivative takes values other than the two one-sided ones), and any "
+            "way of adding up their parts is some convention's; a mistake there cannot be seen at this input: check "
+            "also at inputs without exact ties or zeros")
 
 
 def _sampled(numeric, runs, label, where, exact, afforded, rerun) -> list[Note]:
@@ -245,13 +246,13 @@ def _sampled(numeric, runs, label, where, exact, afforded, rerun) -> list[Note]:
                  "on inputs without them, or take torch's convention")]
 
 
-def _note(label, kinks, where, met, unjudged, again, tied, sampled) -> Note:
+def _note(label, kinks, where, met, again, tied, sampled) -> Note:
     """The "kinks" note for `label`: how many of the `where` differing elements sit at kinks, what
     was held to what there, and what could not be judged."""
     said = (f"{label}: {kinks} of the {where} elements where two witnesses differ sit at kinks of your forward "
             "(one-sided differences that differ by a jump that stays as the step halves: an input exactly at a "
             "threshold, a tie in a max), where the derivative is not defined.")
-    met = (MEETING.format(met) if met else "") + (UNJUDGED.format(unjudged) if unjudged else "")
+    met = MEETING.format(met) if met else ""
     if not all(c.ok for c in again):
         return Note("kinks", f"{said}{met} The disagreement is not explained by them alone: compared as always.")
     together = (", and where yours takes a whole one-sided derivative at several, to the one-sided derivatives "
@@ -311,6 +312,7 @@ def judge(numeric, runs, comparisons: list, exact, rerun=None) -> tuple[list, li
         if all(c.ok for c in again):
             at = [i for i, c in enumerate(comparisons) if c.tensor == label]
             comparisons = comparisons[:at[0]] + again + tied + [c for c in comparisons[at[0]:] if c.tensor != label]
-        notes.append(_note(label, int(kink.sum()), len(where), met, int(unjudged.sum()), again, tied,
-                           len(coords) < t.size))
+        notes.append(_note(label, int(kink.sum()), len(where), met, again, tied, len(coords) < t.size))
+        if unjudged.any() and all(c.ok for c in again):
+            notes.append(Note("not judged", UNJUDGED.format(label, int(unjudged.sum()), t.size)))
     return comparisons, notes

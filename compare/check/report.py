@@ -131,6 +131,8 @@ class Report:
         n = len(self.comparisons)
         verdict = (f"PASS: all {n} comparisons agree" if self.ok
                    else f"FAIL: {len(self.failures)} of {n} comparisons disagree")
+        if self.ok and any(n.kind == "not judged" for n in self.notes):
+            verdict += ", but some elements were not judged (the notes say which)"
         lines = [self.title, self.table(), *map(text.line, self.notes), verdict,
                  *text.failures(self.failed, self.findings)]
         if self.self_test is not None:
