@@ -97,6 +97,8 @@ def test_a_ties_gradient_given_whole_to_each_tied_element_or_to_none_fails_along
     assert "they do not add up (manual~ties)" in kink_note(report)
     assert report.suspects["input x"].side == "yours"
     assert "kinks where yours takes a whole one-sided derivative" in str(report)
+    diagnosis = report.diagnoses["input x"]  # yours over the function's move: ties of 2-4 elements, or none
+    assert diagnosis.kind == "tie shared" and (1.5 < diagnosis.value < 4 if tie == "each" else diagnosis.value == 0)
 
 
 @pytest.mark.parametrize("tie", ["first", "last", "split"])

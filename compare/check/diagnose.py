@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 
 import numpy as np
 
@@ -478,6 +479,23 @@ def diagnose(subject, comparisons, exact, findings, reruns: Reruns) -> dict[str,
             found = _in_float32(_first(Evidence(label, FLOAT32_BOUNDS, exact, reruns, subject.float32, subject),
                                        PATTERNS[:-1]))
         out[label] = found or _nothing(ev)
+    return out | _ties(comparisons, failing)
+
+
+def _ties(comparisons, failing) -> dict[str, Diagnosis]:
+    """A tie's gradient shared wrongly (``compare.check.kinks.ties``), where only the sum at the ties
+    fails: value, yours over the one-sided derivative along the ties (2 where each of two tied
+    maxima takes the whole; 0 where none does)."""
+    out = {}
+    for c in comparisons:
+        if c.b == "ties" and not c.ok and c.tensor not in failing:
+            ours, theirs = c.agreement.a_value, c.agreement.b_value
+            ratio = ours / theirs if theirs else math.inf
+            out[c.tensor] = Diagnosis(c.tensor, "tie shared", (
+                f"tie shared: at the {c.compared} kinks where yours takes a whole one-sided derivative, yours add up to "
+                f"{ours:.6g} where the function moves by {theirs:.6g} as they move together ({ratio:.3g}×): a tie's "
+                "gradient given whole to each of the tied elements (or to none), where their shares add up to it"),
+                ratio)
     return out
 
 

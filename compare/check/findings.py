@@ -146,7 +146,8 @@ class Diagnosis:
     "layout", "wrong axis", "wrong reduction", "extra reduction", "local derivative missing",
     "g ignored", "not linear in g", "g mis-broadcast", "mask", "zero", "non-zero", "non-finite",
     those of ``compare.check.patterns`` ("flipped mask", "repeated indices dropped", "kernel
-    flipped", "kernel not flipped", "missing mean terms", "accumulation cut short"), "float32 precision" (a gradient
+    flipped", "kernel not flipped", "missing mean terms", "accumulation cut short"), "tie shared" (a
+    tie's gradient given whole to each tied element; value: yours over the function's move), "float32 precision" (a gradient
     computed in float32 and cast back fails float64's bounds within float32's) or "no simple pattern";  text: what fits, with the number that shows it;  value: that number
     (the factor c, the permutation, the axes, the count of elements), or None.
     """
