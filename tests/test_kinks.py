@@ -82,7 +82,8 @@ def kink_note(report) -> str:
 @pytest.mark.parametrize("tie", ["first", "last", "split"])
 def test_max_pooling_at_ties_passes_whichever_tied_element_takes_the_gradient(tie):
     x = integers((2, 2, 4, 4), 0, 3)
-    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, tie), lambda x: F.max_pool2d(x, 2), x)
+    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, tie),
+                                    lambda x: F.max_pool2d(x, 2), x)
     assert report.ok, str(report)
     assert kink_note(report).startswith("input x: ") and "where two witnesses differ sit at kinks" in kink_note(report)
     assert {(c.a, c.b) for c in report.comparisons if c.b == "one-sided"} == {("manual", "one-sided"),
@@ -92,7 +93,8 @@ def test_max_pooling_at_ties_passes_whichever_tied_element_takes_the_gradient(ti
 @pytest.mark.parametrize("tie", ["each", "none"])
 def test_a_ties_gradient_given_whole_to_each_tied_element_or_to_none_fails_along_the_ties_together(tie):
     x = integers((2, 2, 4, 4), 0, 3)
-    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, tie), lambda x: F.max_pool2d(x, 2), x)
+    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, tie),
+                                    lambda x: F.max_pool2d(x, 2), x)
     assert not report.ok and [(c.tensor, c.a, c.b) for c in report.failures] == [("input x", "manual", "ties")]
     assert "they do not add up (manual~ties)" in kink_note(report)
     assert report.suspects["input x"].side == "yours"
@@ -106,7 +108,8 @@ def test_pooling_a_relus_zeros_passes_whichever_tied_element_takes_the_gradient(
     """Windows of a ReLU's zeros, as after a convolution on MNIST's borders, tie four ways."""
     x = relu(rng.standard_normal((4, 3, 8, 8)))
     x[:, :, :4] = 0.0
-    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, tie), lambda x: F.max_pool2d(x, 2), x)
+    report = check_forward_backward(pool_forward, lambda d, c: pool_backward(d, c, tie),
+                                    lambda x: F.max_pool2d(x, 2), x)
     assert report.ok, str(report)
 
 

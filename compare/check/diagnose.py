@@ -492,8 +492,8 @@ def _ties(comparisons, failing) -> dict[str, Diagnosis]:
             ours, theirs = c.agreement.a_value, c.agreement.b_value
             ratio = ours / theirs if theirs else math.inf
             out[c.tensor] = Diagnosis(c.tensor, "tie shared", (
-                f"tie shared: at the {c.compared} kinks where yours takes a whole one-sided derivative, yours add up to "
-                f"{ours:.6g} where the function moves by {theirs:.6g} as they move together ({ratio:.3g}×): a tie's "
+                f"tie shared: at the {c.compared} kinks where yours takes a whole one-sided derivative, yours add "
+                f"up to {ours:.6g} where the function moves by {theirs:.6g} as they move together ({ratio:.3g}×): a tie's "
                 "gradient given whole to each of the tied elements (or to none), where their shares add up to it"),
                 ratio)
     return out

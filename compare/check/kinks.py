@@ -161,8 +161,8 @@ def beside(numeric, rerun, label: str, coords: np.ndarray, sides: Sides) -> np.n
     windows, a weight 0 under a ReLU over a batch), moving every element a little splits them, and
     beside θ the derivative is the sum of some of their parts: dA alone, say, where r = dA + dB and
     l = 0. A convention taken at each kink alone gives such values too, so [l, r] does not bound
-    them. Autograd's gradient (`rerun`, torch's run with `label` replaced) at up to BESIDE_SAMPLES points
-    θ + (h/4)·v, v uniform in [−1, 1] on every element: no tie is left there, so it is the
+    them. Autograd's gradient (`rerun`, torch's run with `label` replaced) at up to BESIDE_SAMPLES
+    points θ + (h/4)·v, v uniform in [−1, 1] on every element: no tie is left there, so it is the
     derivative of the region beside θ that the point lies in."""
     t, h = numeric.referee.tensors[label], numeric.h
     rng = np.random.default_rng(len(coords))
@@ -263,7 +263,8 @@ def _note(label, kinks, where, met, again, tied, sampled) -> Note:
         return Note("kinks", f"{held} Each lies in its interval, but they do not add up (manual~ties): a tie's "
                     "gradient given whole to each of the tied elements, or to none of them; give it to one (the "
                     "first, as np.argmax and torch do) or split it evenly among them.")
-    dropped = " dir is left out (its direction crosses kinks the sampled coordinates did not locate)." if sampled else ""
+    dropped = (" dir is left out (its direction crosses kinks the sampled coordinates did not locate)."
+               if sampled else "")
     return Note("kinks", f"{held} The other elements are compared as always.{dropped}")
 
 
