@@ -16,12 +16,15 @@ coordinates (four forwards each). The tensor's comparisons are then taken again:
 analytic witnesses (at its own bounds) and fd on the other elements, dir along the random direction
 with the kinks left out (left out itself where fd sampled the tensor: its direction then crosses
 kinks no difference located), and the exact witnesses' values at the kinks against the interval
-between the one-sided differences (widened where several kinks meet along one coordinate:
-``meeting``). They replace the tensor's
-comparisons only when every one of them agrees; otherwise the comparisons stand as they were, with
-a note counting the kinks. The interval holds each element alone; how a tie's gradient is shared
-(each tied element taking the whole of it, where the shares of a max's ties add up to it) shows
-only along the kinks together (``ties``).
+between the one-sided differences. They replace the tensor's comparisons only when every one of
+them agrees; otherwise the comparisons stand as they were, with a note counting the kinks.
+
+Where several kinks meet along one coordinate (weights all 0 under a ReLU, an element tied in two
+overlapping pooling windows) a convention's value can lie outside that interval: torch's own value
+outside it widens it to its mirror (``meeting``), and an element where yours lies outside it and
+autograd just beside θ finds a third region (``beside``) is not judged, with a note. The interval
+holds each element alone; how a tie's gradient is shared (each tied element taking the whole of
+it, where the shares of a max's ties add up to it) shows only along the kinks together (``ties``).
 """
 
 from __future__ import annotations
