@@ -61,6 +61,20 @@ def test_the_report_names_the_inputs_from_the_forwards_signature_and_passes_othe
     assert {c.tensor for c in report.comparisons} >= {"input x", "input w"}
 
 
+def test_a_counterpart_that_asks_for_the_forwards_options_is_told_in_one_line_where_they_go():
+    def pool_forward(x, pool_param):
+        s = pool_param["stride"]
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h // s, s, w // s, s).max(axis=(3, 5)), x
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
+    with pytest.raises(TypeError) as e:
+        check_forward_backward(pool_forward, None, lambda x, p: F.max_pool2d(x, p["stride"]), x, {"stride": 2})
+    assert "\n" not in str(e.value) and "called with 1 tensor (the array inputs, in order)" in str(e.value)
+    assert "arguments that are not arrays (a dict of options) go to the forward alone" in str(e.value)
+    assert check_forward_backward(pool_forward, None, lambda x: F.max_pool2d(x, 2), x, {"stride": 2}).ok
+
+
 def test_a_wrong_backward_in_the_cache_style_fails_naming_its_tensor():
     def affine_backward(dout, cache):
         x, w = cache

@@ -131,7 +131,15 @@ class Counterpart:
         args = xs if self.input_map is None else self.input_map(*xs)
         args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
         if not self.is_module:
-            return self.module(*args, **values), {}
+            try:
+                return self.module(*args, **values), {}
+            except TypeError as e:
+                if "positional argument" not in str(e) or self.input_map is not None:
+                    raise
+                keywords = f" and the parameters {sorted(values)} by keyword" if values else ""
+                raise TypeError(f"{self.name} was called with {len(args)} tensor{'s' * (len(args) != 1)} (the array "
+                                f"inputs, in order){keywords}: arguments that are not arrays (a dict of options) go to "
+                                f"the forward alone; close over them, or map the inputs with torch_inputs ({e})") from None
         module = copy.deepcopy(self.module).to(device, dtype)
         if self.training is not None:
             module.train(self.training)
