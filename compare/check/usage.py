@@ -35,7 +35,8 @@ def input_array(v, label: str) -> np.ndarray:
         if bad.any():
             idx = tuple(int(i) for i in np.unravel_index(int(bad.argmax()), v.shape))
             raise ValueError(f"{label} holds {int(bad.sum())} non-finite value{'s' * (int(bad.sum()) > 1)} "
-                             f"(first at index {idx}: {v[idx]}); expected finite values")
+                             f"(first at index {idx}: {v[idx]}); expected finite values (finite differences "
+                             "cannot move an infinity: a mask of −inf goes in as a bool array, filled inside fn)")
     return v
 
 
