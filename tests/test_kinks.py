@@ -330,3 +330,48 @@ def test_the_self_test_at_ties_measures_its_reach_on_the_elements_held_to_values
     eps, by = report.self_test.smallest["input x"]
     assert report.ok and report.self_test.ok and not report.self_test.missed
     assert by == "manual~torch" and 0 < eps < 1e-8
+
+
+class Shift:
+    """x + b, b of one example's shape: a layer below the pooling that keeps its input's ties (b = 0)."""
+
+    def __init__(self, shape):
+        self.params, self.grads = {"b": np.zeros(shape)}, {"b": np.zeros(shape)}
+
+    def forward(self, x):
+        return x + self.params["b"]
+
+    def backward(self, g):
+        self.grads["b"][...] = g.sum(0)
+        return g
+
+
+class OverlappingPoolLast:
+    params, grads = {}, {}
+
+    def forward(self, x):
+        self.x = x
+        return overlapping_pool(x)[0].reshape(len(x), -1)
+
+    def backward(self, g):
+        return overlapping_pool_backward(g.reshape(len(self.x), 3, 6, 6), self.x, "last")
+
+
+def test_a_model_whose_layer_left_elements_at_kinks_unjudged_says_so_in_its_headline():
+    from compare import check_model
+    from manual import Linear, SoftmaxCrossEntropy
+
+    class ShiftTorch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.zeros(3, 13, 13, dtype=torch.float64))
+
+        def forward(self, x):
+            return x + self.b
+
+    r = np.random.default_rng(7)
+    x = r.integers(0, 3, (4, 3, 13, 13)).astype(np.float64)
+    layers = [(Shift((3, 13, 13)), ShiftTorch()), (OverlappingPoolLast(), lambda x: F.max_pool2d(x, 3, 2).flatten(1)),
+              Linear.init(108, 5, r)]
+    found = check_model(layers, x, r.integers(0, 5, 4), loss=SoftmaxCrossEntropy())
+    assert found.ok and found.headline().endswith("; at kinks, some elements of entry 2 of 3 were not judged (their notes)")

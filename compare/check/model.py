@@ -132,7 +132,9 @@ class ModelReport:
     def headline(self) -> str:
         """One line: the culprit and what is wrong with it, or that every layer agrees."""
         if self.ok:
-            return f"every layer's backward agrees with autograd at this input ({len(self.verdicts)} checked)"
+            unjudged = [self.where(v) for v in self.verdicts if any(n.kind == "not judged" for n in v.report.notes)]
+            left = f"; at kinks, some elements of {', '.join(unjudged)} were not judged (their notes)" if unjudged else ""
+            return f"every layer's backward agrees with autograd at this input ({len(self.verdicts)} checked){left}"
         v, report = self.culprit, self.culprit.report
         if all(u.report.refusal.startswith(NOTHING) for u in self.verdicts):
             return f"no layer had anything to compare: {self.where(v)} ({v.name}): {report.refusal}"
