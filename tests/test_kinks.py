@@ -375,3 +375,28 @@ def test_a_model_whose_layer_left_elements_at_kinks_unjudged_says_so_in_its_head
               Linear.init(108, 5, r)]
     found = check_model(layers, x, r.integers(0, 5, 4), loss=SoftmaxCrossEntropy())
     assert found.ok and found.headline().endswith("; at kinks, some elements of entry 2 of 3 were not judged (their notes)")
+
+
+def median_one(g, x):
+    """The gradient of each row's median to the element a stable argsort puts in the middle (torch's)."""
+    dx = np.zeros_like(x)
+    dx[np.arange(len(x)), np.argsort(x, 1, kind="stable")[:, x.shape[1] // 2]] = g
+    return dx
+
+
+def median_split(g, x):
+    tied = x == np.median(x, 1, keepdims=True)
+    return tied * g[:, None] / tied.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("vjp", [median_one, median_split])
+def test_a_median_in_the_middle_of_a_tie_is_no_smooth_point_though_no_coordinate_alone_shows_a_jump(vjp):
+    # Moving one tied element leaves the median where it is on both sides; moving the three moves it.
+    x = np.array([[0.0, 1.0, 1.0, 1.0, 2.0], [3.0, 0.0, 3.0, 1.0, 3.0]])
+    median = lambda x: np.median(x, axis=1)  # noqa: E731
+    report = check_function(median, vjp, lambda t: torch.median(t, dim=1).values, x)
+    assert report.ok, str(report)
+    assert "dir is left out" in kink_note(report) and [n for n in report.notes if n.kind == "not judged"]
+    wrong = check_function(median, lambda g, x: 2 * vjp(g, x), lambda t: torch.median(t, dim=1).values,
+                           x + 0.01 * np.arange(10.0).reshape(2, 5))
+    assert not wrong.ok  # off the ties (distinct values), a wrong factor shows

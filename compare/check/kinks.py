@@ -100,20 +100,22 @@ def meeting(low, high, autograd):
     return (np.minimum.reduce([low, autograd, mirror]), np.maximum.reduce([high, autograd, mirror]), outside)
 
 
-def _again(numeric, runs, label, mine, exact, kink, low, high, unjudged) -> list[Comparison]:
+def _again(numeric, runs, label, mine, exact, kink, low, high, unjudged, hidden) -> list[Comparison]:
     """The tensor's comparisons `mine` with its kinks judged on their own: each pair of analytic
     witnesses on the other elements, at the bounds it had; fd likewise on the other coordinates
     taken; dir along u with the kinks left out where every coordinate was differenced (all kinks
     known), else not at all (u crosses kinks no difference located); the exact witnesses at the
-    kinks against the one-sided interval, but for those `unjudged` (``beside``). A pair whose witness
-    is not in `runs` (a rerun, another analytic witness) stays as it was."""
+    kinks against the one-sided interval, but for those `unjudged` (``beside``). dir is left out too
+    where a `hidden` kink was found (its tie's other elements look smooth one by one). A pair whose
+    witness is not in `runs` (a rerun, another analytic witness) stays as it was."""
     t, coords = numeric.referee.tensors[label], numeric.coords[label]
     shape, off, on = t.shape, np.flatnonzero(~kink), np.flatnonzero(kink & ~unjudged)
     flat = {w: np.asarray(run.grads[label], np.float64).reshape(-1) for w, run in runs.items()}
     values, rounding = numeric.fd[label]  # at coords
     fd_error = tolerances.difference_error(rounding, fd.truncation(values, numeric.at_2h(label, ("fd",))[0]))
     taken = np.flatnonzero(~kink[coords])  # positions in coords off the kinks
-    u = np.where(kink, 0.0, numeric.u[label].reshape(-1)) if len(coords) == t.size else np.zeros(t.size)
+    whole = len(coords) == t.size and not hidden
+    u = np.where(kink, 0.0, numeric.u[label].reshape(-1)) if whole else np.zeros(t.size)
     if u.any():
         value, dir_rounding = fd.direction(t, u.reshape(shape), numeric.referee.evaluate, numeric.g, numeric.h)
         value_2h, _ = fd.direction(t, u.reshape(shape), numeric.referee.evaluate, numeric.g, 2 * numeric.h)
@@ -179,6 +181,30 @@ def beside(numeric, rerun, label: str, coords: np.ndarray, sides: Sides) -> np.n
         if met.all():
             break
     return met
+
+
+def _unjudged(numeric, rerun, label, where, sides, low, high, flat, kink) -> np.ndarray:
+    """The elements not judged (of the tensor, flat), marking in `kink` those found beside θ alone.
+
+    At a kink where yours or torch's lies outside the interval: a mistake at a lone kink, or a
+    convention where several meet (``beside``). Where no one-sided difference jumps and torch's own
+    value is not the derivative, the point may be no smooth one all the same: at the middle of a
+    median's three-way tie, moving one tied element leaves the median where it is on both sides,
+    while moving the three moves it, and torch's one-hot gradient is one region's. ``beside`` tells
+    that from a torch gradient that is wrong at a smooth point (the derivative beside θ is then the
+    one-sided one, wherever θ is moved)."""
+    unjudged = np.zeros(kink.size, bool)
+    if rerun is None:
+        return unjudged
+    off = np.any([(a[where] < low) | (a[where] > high) for a in flat], axis=0)
+    hidden = ~sides.kink & ((flat[-1][where] < sides.low) | (flat[-1][where] > sides.high))
+    if hidden.any():  # torch's hints at a hidden kink: then at yours too (its tie's other elements)
+        hidden = ~sides.kink & np.any([(a[where] < sides.low) | (a[where] > sides.high) for a in flat], axis=0)
+    look = (sides.kink & off) | hidden
+    if look.any():
+        seen = where[look][beside(numeric, rerun, label, where[look], Sides(*(a[look] for a in sides)))]
+        kink[seen] = unjudged[seen] = True
+    return unjudged
 
 
 def ties(numeric, runs, label, exact, where, sides) -> list[Comparison]:
@@ -266,8 +292,8 @@ def _note(label, kinks, where, met, again, tied, sampled) -> Note:
         return Note("kinks", f"{held} Each lies in its interval, but they do not add up (manual~ties): a tie's "
                     "gradient given whole to each of the tied elements, or to none of them; give it to one (the "
                     "first, as np.argmax and torch do) or split it evenly among them.")
-    dropped = (" dir is left out (its direction crosses kinks the sampled coordinates did not locate)."
-               if sampled else "")
+    dropped = (" dir is left out (its direction crosses kinks that no difference along one coordinate "
+               "locates)." if sampled else "")
     return Note("kinks", f"{held} The other elements are compared as always.{dropped}")
 
 
@@ -301,22 +327,17 @@ def judge(numeric, runs, comparisons: list, exact, rerun=None) -> tuple[list, li
         kink, low, high = np.zeros(t.size, bool), np.full(t.size, np.nan), np.full(t.size, np.nan)
         sides, low[where], high[where], met = _interval(numeric, runs, label, where, exact)
         kink[where] = sides.kink
+        unjudged = _unjudged(numeric, rerun, label, where, sides, low[where], high[where], flat, kink)
         if not kink.any():
             continue
-        # Outside the interval: a mistake at a lone kink, or a convention where several meet.
-        outside = sides.kink & np.any([(flat[i][where] < low[where]) | (flat[i][where] > high[where])
-                                       for i in range(len(exact))], axis=0)
-        unjudged = np.zeros(t.size, bool)
-        if outside.any() and rerun is not None:
-            unjudged[where[outside][beside(numeric, rerun, label, where[outside],
-                                           Sides(*(a[outside] for a in sides)))]] = True
+        hidden = bool((unjudged & ~np.isin(np.arange(t.size), where[sides.kink])).any())
         again = _again(numeric, runs, label, [c for c in comparisons if c.tensor == label], exact, kink, low, high,
-                       unjudged)
+                       unjudged, hidden)
         tied = ties(numeric, runs, label, exact, where, sides) if all(c.ok for c in again) else []
         if all(c.ok for c in again):
             at = [i for i, c in enumerate(comparisons) if c.tensor == label]
             comparisons = comparisons[:at[0]] + again + tied + [c for c in comparisons[at[0]:] if c.tensor != label]
-        notes.append(_note(label, int(kink.sum()), len(where), met, again, tied, len(coords) < t.size))
+        notes.append(_note(label, int(kink.sum()), len(where), met, again, tied, len(coords) < t.size or hidden))
         if unjudged.any() and all(c.ok for c in again):
             notes.append(Note("not judged", UNJUDGED.format(label, int(unjudged.sum()), t.size)))
     return comparisons, notes
