@@ -248,10 +248,11 @@ MEETING = (" At {} of them torch's own value lies outside that interval, the sig
            "the coordinate (a weight or input exactly 0 puts many units' inputs at a threshold at once): there any "
            "value from torch's to its mirror about the central difference is some convention's, and a mistake in "
            "the formula can hide; check also where nothing is exactly 0.")
-UNJUDGED = ("{}: {} of its {} elements, where yours lies outside the one-sided interval, are not judged: several "
-            "kinks meet along each (beside it the derivative takes values other than the two one-sided ones), and any "
-            "way of adding up their parts is some convention's; a mistake there cannot be seen at this input: check "
-            "also at inputs without exact ties or zeros")
+UNJUDGED = ("{}: {} of its {} elements, where yours or torch's lies outside the one-sided interval, are not "
+            "judged: beside them the derivative takes values other than the one-sided ones (several kinks meet "
+            "there, or a kink no coordinate alone shows, as at a median's tie), and any way of adding up their "
+            "parts is some convention's; a mistake there cannot be seen at this input: check also at inputs "
+            "without exact ties or zeros")
 
 
 def _sampled(numeric, runs, label, where, exact, afforded, rerun) -> list[Note]:
