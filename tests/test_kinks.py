@@ -208,7 +208,8 @@ def test_a_wrong_factor_where_kinks_meet_fails_on_the_bias_and_leaves_the_weight
     x, w, b = rng.standard_normal((8, 5)), np.zeros((5, 3)), np.zeros(3)
     report = check_function(dense_relu, dense_relu_vjp(factor, True), lambda x, w, b: F.relu(x @ w + b), x, w, b)
     assert not report.ok and {c.tensor for c in report.failures} == {"input b"}
-    assert "are not judged: beside them the derivative takes values other than the one-sided ones" in next(n.text for n in report.notes if n.kind == "not judged")
+    note = next(n.text for n in report.notes if n.kind == "not judged")
+    assert "are not judged: beside them the derivative takes values other than the one-sided ones" in note
 
 
 def test_overlapping_pooling_windows_pass_whichever_convention_where_an_element_ties_in_two():
@@ -374,7 +375,8 @@ def test_a_model_whose_layer_left_elements_at_kinks_unjudged_says_so_in_its_head
     layers = [(Shift((3, 13, 13)), ShiftTorch()), (OverlappingPoolLast(), lambda x: F.max_pool2d(x, 3, 2).flatten(1)),
               Linear.init(108, 5, r)]
     found = check_model(layers, x, r.integers(0, 5, 4), loss=SoftmaxCrossEntropy())
-    assert found.ok and found.headline().endswith("; at kinks, some elements of entry 2 of 3 were not judged (their notes)")
+    assert found.ok
+    assert found.headline().endswith("; at kinks, some elements of entry 2 of 3 were not judged (their notes)")
 
 
 def median_one(g, x):
@@ -400,3 +402,22 @@ def test_a_median_in_the_middle_of_a_tie_is_no_smooth_point_though_no_coordinate
     wrong = check_function(median, lambda g, x: 2 * vjp(g, x), lambda t: torch.median(t, dim=1).values,
                            x + 0.01 * np.arange(10.0).reshape(2, 5))
     assert not wrong.ok  # off the ties (distinct values), a wrong factor shows
+
+
+@pytest.mark.parametrize("share, right", [("split", True), ("half of split", False), ("by k*k", False)])
+def test_a_ties_shares_are_held_to_add_up_to_its_gradient(share, right):
+    # Each share lies in [0, d]: only their sum, moved together, tells d/2 or d/4 from d.
+    def backward(dy, x):
+        n, c, h, w = x.shape
+        windows = x.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
+        tied = windows == windows.max(axis=-1, keepdims=True)
+        k = tied.sum(-1, keepdims=True)  # the mistakes at ties alone: a lone maximum takes d
+        count = {"split": k, "half of split": np.where(k > 1, 2 * k, 1), "by k*k": np.where(k > 1, 4, 1)}[share]
+        d = tied / count * dy[..., None]
+        return d.reshape(n, c, h // 2, w // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(x.shape)
+
+    x = np.random.default_rng(4).integers(0, 3, (3, 2, 6, 6)).astype(np.float64)  # ties of 2, 3 and 4
+    report = check_forward_backward(pool_forward, backward, lambda x: F.max_pool2d(x, 2), x)
+    assert report.ok == right, str(report)
+    if not right:
+        assert [(c.tensor, c.b) for c in report.failures] == [("input x", "ties")]

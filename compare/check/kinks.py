@@ -50,6 +50,10 @@ FIRST_LOOK = 8
 # is neither side's. An element tied with 7 in one pooling window and 5 in another wins one
 # window alone at about 1 point in 10; 128 points miss that with odds of 1 in 10⁶.
 BESIDE_SAMPLES = 128
+# With no jump, a hidden kink shows as soon as two points beside θ differ: the middle of a median's
+# tie of 7 is one point in 7, missed by 32 points with odds below 1 in 100; a wrong torch gradient at
+# a smooth point (a counterpart that is not your function) costs 32 of its runs, not 128.
+HIDDEN_SAMPLES = 32
 
 
 class Sides(NamedTuple):
@@ -157,9 +161,10 @@ def _interval(numeric, runs, label, coords, exact):
     return sides, low, high, int((outside & sides.kink).sum())
 
 
-def beside(numeric, rerun, label: str, coords: np.ndarray, sides: Sides) -> np.ndarray:
+def beside(numeric, rerun, label: str, coords: np.ndarray, sides: Sides, samples: int = 0) -> np.ndarray:
     """Where several kinks meet along the coordinate, at the flat indices `coords` (``find``'s
-    `sides` there): just beside θ the derivative takes a value other than its two one-sided ones.
+    `sides` there): just beside θ the derivative takes a value other than its two one-sided ones
+    (where no one-sided difference jumps: two values at all).
 
     At a lone kink the space beside θ has two sides, and the derivative there is the one-sided
     derivative of the side it lies on. Where kinks meet (an element tied in two overlapping pooling
@@ -174,10 +179,15 @@ def beside(numeric, rerun, label: str, coords: np.ndarray, sides: Sides) -> np.n
     scale = max(float(np.abs(sides.right).max(initial=0)), float(np.abs(sides.left).max(initial=0)), tolerances.TINY)
     off = 2 * sides.slack + tolerances.FINITE_DIFF_ELEM * scale  # θ moved by h/4: within the sides' own change
     met = np.zeros(len(coords), bool)
-    for _ in range(BESIDE_SAMPLES):
+    least, most = np.full(len(coords), np.inf), np.full(len(coords), -np.inf)
+    for _ in range(samples or BESIDE_SAMPLES):
         moved = t + (h / 4) * rng.uniform(-1, 1, t.shape)
         a = np.asarray(rerun({label: moved}).grads[label], np.float64).reshape(-1)[coords]
-        met |= (np.abs(a - sides.right) > off) & (np.abs(a - sides.left) > off)
+        least, most = np.minimum(least, a), np.maximum(most, a)
+        # At a kink: a third value. With no jump: two values at all (a smooth point has one, even
+        # where torch's function is not yours: a forward reading a private copy of a parameter).
+        met |= np.where(sides.kink, (np.abs(a - sides.right) > off) & (np.abs(a - sides.left) > off),
+                        most - least > off)
         if met.all():
             break
     return met
@@ -200,32 +210,36 @@ def _unjudged(numeric, rerun, label, where, sides, low, high, flat, kink) -> np.
     hidden = ~sides.kink & ((flat[-1][where] < sides.low) | (flat[-1][where] > sides.high))
     if hidden.any():  # torch's hints at a hidden kink: then at yours too (its tie's other elements)
         hidden = ~sides.kink & np.any([(a[where] < sides.low) | (a[where] > sides.high) for a in flat], axis=0)
-    look = (sides.kink & off) | hidden
-    if look.any():
-        seen = where[look][beside(numeric, rerun, label, where[look], Sides(*(a[look] for a in sides)))]
-        kink[seen] = unjudged[seen] = True
+    for look, samples in ((sides.kink & off, BESIDE_SAMPLES), (hidden, HIDDEN_SAMPLES)):
+        if look.any():
+            seen = where[look][beside(numeric, rerun, label, where[look], Sides(*(a[look] for a in sides)), samples)]
+            kink[seen] = unjudged[seen] = True
     return unjudged
 
 
-def ties(numeric, runs, label, exact, where, sides) -> list[Comparison]:
+def ties(numeric, runs, label, exact, where, sides, unjudged: bool) -> list[Comparison]:
     """Whether yours add up where kinks act together, as at a tie.
 
     The one-sided interval holds each element alone: at a tie of max(a, b) either may take the
     whole gradient, but not both (nor neither): moved together by h, max(a, b) moves by h once.
     So at the kinks where yours takes a whole one-sided derivative (the right one, then the left),
+    and at those where it takes a share strictly between them (a split tie, 1/2 at a ReLU's 0),
     u = 1 there: ⟨yours, u⟩ is held to the one-sided derivatives along u, wherever torch's
     ⟨torch, u⟩ lies between them (kinks that act on their own add up exactly; where kinks meet,
-    as along weights all 0, conventions need not, and torch's sum then tells us so)."""
+    as along weights all 0, conventions need not, and torch's sum then tells us so). Shares are
+    summed only where no element of the tensor was left unjudged: a tie of which one element was
+    left out no longer adds up."""
     if not exact[1].startswith("torch"):
         return []
     t, shape = numeric.referee.tensors[label], numeric.referee.tensors[label].shape
     autograd = np.asarray(runs[exact[1]].grads[label], np.float64).reshape(-1)[where]
+    jumps = sides.kink & (np.abs(sides.right - sides.left) > 2 * sides.slack)
     out = []
     for w in exact[:1]:
         yours = np.asarray(runs[w].grads[label], np.float64).reshape(-1)[where]
-        for end in (sides.right, sides.left):
-            whole = sides.kink & (np.abs(yours - end) <= sides.slack) & \
-                    (np.abs(sides.right - sides.left) > 2 * sides.slack)
+        at = [np.abs(yours - end) <= sides.slack for end in (sides.right, sides.left)]
+        shares = ~at[0] & ~at[1] & (np.abs(yours - autograd) > sides.slack) if not unjudged else np.zeros_like(at[0])
+        for whole in (jumps & at[0], jumps & at[1], jumps & shares):
             if whole.sum() < 2 or np.array_equal(yours[whole], autograd[whole]):
                 continue
             u = np.zeros(t.size)
@@ -334,7 +348,7 @@ def judge(numeric, runs, comparisons: list, exact, rerun=None) -> tuple[list, li
         hidden = bool((unjudged & ~np.isin(np.arange(t.size), where[sides.kink])).any())
         again = _again(numeric, runs, label, [c for c in comparisons if c.tensor == label], exact, kink, low, high,
                        unjudged, hidden)
-        tied = ties(numeric, runs, label, exact, where, sides) if all(c.ok for c in again) else []
+        tied = ties(numeric, runs, label, exact, where, sides, bool(unjudged.any())) if all(c.ok for c in again) else []
         if all(c.ok for c in again):
             at = [i for i, c in enumerate(comparisons) if c.tensor == label]
             comparisons = comparisons[:at[0]] + again + tied + [c for c in comparisons[at[0]:] if c.tensor != label]
