@@ -266,10 +266,10 @@ def test_one_sided_differences_tell_a_kink_from_a_smooth_point():
 def test_one_sided_differences_along_a_direction_move_its_elements_at_once():
     t = np.array([0.0, 0.0, 1.0])
     f = lambda: np.array([max(t[0], t[1]), t[2] ** 2])  # noqa: E731
-    right, left, rounding = fd.one_sided_along(t, np.array([1.0, 1.0, 0.0]), f, np.array([1.0, 3.0]), 1e-4)
+    right, left, rounding = fd.one_sided_along([t], [np.array([1.0, 1.0, 0.0])], f, np.array([1.0, 3.0]), 1e-4)
     assert right == pytest.approx(1, rel=1e-9) and left == pytest.approx(1, rel=1e-9)  # a tie moved as one
     assert rounding == pytest.approx(fd.EPS64, rel=1e-9) and t.tolist() == [0.0, 0.0, 1.0]
-    right, left, _ = fd.one_sided_along(t, np.array([1.0, 0.0, 0.0]), f, np.array([1.0, 3.0]), 1e-4)
+    right, left, _ = fd.one_sided_along([t], [np.array([1.0, 0.0, 0.0])], f, np.array([1.0, 3.0]), 1e-4)
     assert right == pytest.approx(1, rel=1e-9) and left == 0.0  # one of the tie alone: a kink
 
 
@@ -421,3 +421,52 @@ def test_a_ties_shares_are_held_to_add_up_to_its_gradient(share, right):
     assert report.ok == right, str(report)
     if not right:
         assert [(c.tensor, c.b) for c in report.failures] == [("input x", "ties")]
+
+
+@pytest.mark.parametrize("vjp, right", [
+    (lambda g, a, b: (g * (a >= b), g * (b > a)), True),  # the tie to a
+    (lambda g, a, b: (g * (a == b) / 2 + g * (a > b), g * (a == b) / 2 + g * (b > a)), True),  # split
+    (lambda g, a, b: (g * (a >= b), g * (b >= a)), False),  # the whole to both
+    (lambda g, a, b: (g * (a > b), g * (b > a)), False)])  # to neither
+def test_a_tie_between_two_inputs_is_held_to_add_up_across_them(vjp, right):
+    a, b = np.array([0.0, 1.0, 2.0, 1.0, 3.0]), np.array([0.0, 1.0, 1.0, 2.0, 3.0])  # ties at 0, 1 and 4
+    report = check_function(np.maximum, vjp, torch.maximum, a, b)
+    assert report.ok == right, str(report)
+    if not right:
+        assert [(c.tensor, c.b) for c in report.failures] == [("input x1 and input x2", "ties")]
+        assert any("add up on their own, but not together" in n.text for n in report.notes)
+
+
+def test_one_kink_taken_with_two_conventions_fails_along_a_direction_that_keeps_it():
+    # relu(x0 + x1) at x0 = −x1: (g, 0) is no convention's (every one is c·(g, g)); moving x0 up and
+    # x1 down keeps the sum, and the function, where they are.
+    x = np.array([[1.0, -1.0], [2.0, -2.0], [3.0, 1.0]])
+    f, t = (lambda x: relu(x[:, 0] + x[:, 1])), (lambda x: torch.relu(x[:, 0] + x[:, 1]))
+    mixed = lambda g, x: np.stack([g * (x.sum(1) >= 0), g * (x.sum(1) > 0)], 1)  # noqa: E731
+    same = lambda g, x: np.stack([g * (x.sum(1) >= 0), g * (x.sum(1) >= 0)], 1)  # noqa: E731
+    assert [c.b for c in check_function(f, mixed, t, x).failures] == ["ties"]
+    assert check_function(f, same, t, x).ok
+
+
+def test_a_relu_layer_whose_weight_and_bias_masks_differ_at_a_kink_fails_across_the_two():
+    x, w, b = np.array([[1.0, 2.0, 0.0, -1.0]]), np.array([[1.0, 0, -1], [0, 1, 1], [1, 1, 0], [1, 2, 1]]), np.zeros(3)
+
+    def vjp(g, x, w, b, mixed=True):
+        z = x @ w + b
+        dw = g * ((z >= 0) if mixed else (z > 0))
+        return (g * (z > 0)) @ w.T, x.T @ dw, (g * (z > 0)).sum(0)
+
+    torch_fn = lambda x, w, b: torch.relu(x @ w + b)  # noqa: E731
+    report = check_function(dense_relu, vjp, torch_fn, x, w, b)
+    assert not report.ok and {c.b for c in report.failures} == {"ties"}
+    assert check_function(dense_relu, lambda g, x, w, b: vjp(g, x, w, b, mixed=False), torch_fn, x, w, b).ok
+
+
+def test_moving_several_tensors_together_one_sided():
+    a, b = np.array([0.0]), np.array([0.0])
+    f = lambda: np.array([max(a[0], b[0])])  # noqa: E731
+    right, left, _ = fd.one_sided_along([a, b], [np.ones(1), np.ones(1)], f, np.ones(1), 1e-4)
+    assert right == pytest.approx(1, rel=1e-9) and left == pytest.approx(1, rel=1e-9)
+    assert a.tolist() == [0.0] and b.tolist() == [0.0]
+    right, left, _ = fd.one_sided_along([a, b], [np.ones(1), -np.ones(1)], f, np.ones(1), 1e-4)
+    assert right == pytest.approx(1, rel=1e-9) and left == pytest.approx(-1, rel=1e-9)  # max(t, −t) = |t|

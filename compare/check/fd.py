@@ -78,30 +78,33 @@ def one_sided(t: np.ndarray, coords: np.ndarray, evaluate, g: np.ndarray, h: flo
     return right, left, rounding
 
 
-def _along(t: np.ndarray, u: np.ndarray, evaluate, h: float) -> tuple[np.ndarray, np.ndarray]:
-    """f(θ + h·u) and f(θ − h·u), θ = t moved in place and restored."""
-    saved = t.copy()
+def _along(ts: list, us: list, evaluate, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """f(θ + h·u) and f(θ − h·u), θ = the tensors `ts` moved together in place along `us` and restored."""
+    saved = [t.copy() for t in ts]
     try:
-        np.add(saved, h * u, out=t)
+        for t, s, u in zip(ts, saved, us):
+            np.add(s, h * u, out=t)
         up = evaluate()
-        np.subtract(saved, h * u, out=t)
+        for t, s, u in zip(ts, saved, us):
+            np.subtract(s, h * u, out=t)
         down = evaluate()
     finally:
-        t[...] = saved
+        for t, s in zip(ts, saved):
+            t[...] = s
     return up, down
 
 
 def direction(t: np.ndarray, u: np.ndarray, evaluate, g: np.ndarray, h: float) -> tuple[float, float]:
     """The central difference along u (t's shape) of ⟨g, f⟩: (value, rounding bound); two
     evaluations whatever the size of t, which is restored afterwards."""
-    return _difference(g, *_along(t, u, evaluate, h), h)
+    return _difference(g, *_along([t], [u], evaluate, h), h)
 
 
-def one_sided_along(t: np.ndarray, u: np.ndarray, evaluate, g: np.ndarray, h: float) -> tuple[float, float, float]:
-    """``one_sided`` along u (t's shape) rather than a coordinate: (right, left, rounding), three
-    evaluations."""
+def one_sided_along(ts: list, us: list, evaluate, g: np.ndarray, h: float) -> tuple[float, float, float]:
+    """``one_sided`` along a direction rather than a coordinate, the tensors `ts` moved together
+    along `us` (one of each shape): (right, left, rounding), three evaluations."""
     base = evaluate()
-    up, down = _along(t, u, evaluate, h)
+    up, down = _along(ts, us, evaluate, h)
     right, r_up = _difference(g, up, base, h / 2)
     left, r_down = _difference(g, base, down, h / 2)
     return right, left, max(r_up, r_down)

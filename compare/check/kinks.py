@@ -217,6 +217,44 @@ def _unjudged(numeric, rerun, label, where, sides, low, high, flat, kink) -> np.
     return unjudged
 
 
+def _held(numeric, title: str, shape, w: str, parts: list, count: int) -> Comparison | None:
+    """⟨yours, u⟩ along u = 1 at some kinks (`parts`: (tensor, u, yours' sum, torch's sum, their
+    slack) per tensor, moved together) held to the one-sided derivatives along u, or None where
+    torch's sum lies outside them too (nothing to hold yours to)."""
+    ts, us = [p[0] for p in parts], [p[1] for p in parts]
+    r1, l1, _ = fd.one_sided_along(ts, us, numeric.referee.evaluate, numeric.g, numeric.h)
+    r2, l2, e2 = fd.one_sided_along(ts, us, numeric.referee.evaluate, numeric.g, numeric.h / 2)
+    slack = sum(p[4] for p in parts) + e2 + abs(r1 - r2) + abs(l1 - l2)
+    low, high = min(r2, l2) - slack, max(r2, l2) + slack
+    if not low <= sum(p[3] for p in parts) <= high:
+        return None  # kinks that do not add up for torch either
+    mine = sum(p[2] for p in parts)
+    agr = measure(np.array([mine]), np.array([min(max(mine, low), high)]), 0, title,
+                  tolerances.FINITE_DIFF_REL, tolerances.FINITE_DIFF_ELEM)
+    return Comparison(title, tuple(shape), w, "ties", agr, (), int(not agr.ok), count)
+
+
+def _part(t, where, along, yours, autograd, sides) -> tuple:
+    """`_held`'s part of one tensor: u = `along` (a weight per element of `where`: 1, −1 or 0)."""
+    u = np.zeros(t.size)
+    u[where] = along
+    return (t, u.reshape(t.shape), float(np.dot(yours, along)), float(np.dot(autograd, along)),
+            float(np.dot(sides.slack, np.abs(along))))
+
+
+def _sets(sides, yours, autograd, unjudged: bool) -> list[np.ndarray]:
+    """Weights u along which yours must add up (1 where a kink is moved up, −1 down): the kinks
+    where yours takes the right one-sided derivative; the left one; a share strictly between them
+    that is not torch's (none where an element was left unjudged); and the first two at once, the
+    right ones moved up and the left ones down, which keeps z in relu(x0 + x1) where yours is
+    (g, 0): each side's own derivative added up, whatever the kinks' structure."""
+    jumps = sides.kink & (np.abs(sides.right - sides.left) > 2 * sides.slack)
+    at = [jumps & (np.abs(yours - end) <= sides.slack) for end in (sides.right, sides.left)]
+    shares = jumps & ~at[0] & ~at[1] & (np.abs(yours - autograd) > sides.slack) if not unjudged else at[0] & False
+    both = (at[0] * 1.0 - at[1] * 1.0) * (at[0].any() and at[1].any())
+    return [at[0] * 1.0, at[1] * 1.0, shares * 1.0, both]
+
+
 def ties(numeric, runs, label, exact, where, sides, unjudged: bool) -> list[Comparison]:
     """Whether yours add up where kinks act together, as at a tie.
 
@@ -231,30 +269,42 @@ def ties(numeric, runs, label, exact, where, sides, unjudged: bool) -> list[Comp
     left out no longer adds up."""
     if not exact[1].startswith("torch"):
         return []
-    t, shape = numeric.referee.tensors[label], numeric.referee.tensors[label].shape
+    t = numeric.referee.tensors[label]
     autograd = np.asarray(runs[exact[1]].grads[label], np.float64).reshape(-1)[where]
-    jumps = sides.kink & (np.abs(sides.right - sides.left) > 2 * sides.slack)
     out = []
     for w in exact[:1]:
         yours = np.asarray(runs[w].grads[label], np.float64).reshape(-1)[where]
-        at = [np.abs(yours - end) <= sides.slack for end in (sides.right, sides.left)]
-        shares = ~at[0] & ~at[1] & (np.abs(yours - autograd) > sides.slack) if not unjudged else np.zeros_like(at[0])
-        for whole in (jumps & at[0], jumps & at[1], jumps & shares):
-            if whole.sum() < 2 or np.array_equal(yours[whole], autograd[whole]):
-                continue
-            u = np.zeros(t.size)
-            u[where[whole]] = 1.0
-            u = u.reshape(shape)
-            r1, l1, _ = fd.one_sided_along(t, u, numeric.referee.evaluate, numeric.g, numeric.h)
-            r2, l2, e2 = fd.one_sided_along(t, u, numeric.referee.evaluate, numeric.g, numeric.h / 2)
-            slack = float(sides.slack[whole].sum()) + e2 + abs(r1 - r2) + abs(l1 - l2)
-            low, high = min(r2, l2) - slack, max(r2, l2) + slack
-            if not low <= float(autograd[whole].sum()) <= high:
-                continue  # kinks that do not add up for torch either: nothing to hold yours to
-            mine = float(yours[whole].sum())
-            agr = measure(np.array([mine]), np.array([min(max(mine, low), high)]), 0, label,
-                          tolerances.FINITE_DIFF_REL, tolerances.FINITE_DIFF_ELEM)
-            out.append(Comparison(label, tuple(shape), w, "ties", agr, (), int(not agr.ok), int(whole.sum())))
+        for along in _sets(sides, yours, autograd, unjudged):
+            on = along != 0
+            if on.sum() < 2 or np.array_equal(yours[on], autograd[on]):
+                continue  # too few to add up, or torch's own values
+            held = _held(numeric, label, t.shape, w, [_part(t, where, along, yours, autograd, sides)], int(on.sum()))
+            out += [held] if held is not None else []
+    return out
+
+
+def together(numeric, runs, exact, judged: list) -> list[Comparison]:
+    """``ties`` across tensors: the kinks where yours takes a whole one-sided derivative (the right
+    one, then the left) in every tensor `judged` ((label, where, sides) of those whose kinks held
+    on their own), moved together. A tie between two tensors (np.maximum(a, b) at a == b) shares
+    its gradient between them, and one kink (relu(x·W + b) at 0) is one convention's in all its
+    tensors: dW taken with z > 0 and db with z ≥ 0 do not add up along a direction that keeps z."""
+    if not exact[1].startswith("torch") or len(judged) < 2:
+        return []
+    w, out = exact[0], []
+    for side in (0, 1, 3):
+        parts, labels, count = [], [], 0
+        for label, where, sides in judged:
+            yours = np.asarray(runs[w].grads[label], np.float64).reshape(-1)[where]
+            autograd = np.asarray(runs[exact[1]].grads[label], np.float64).reshape(-1)[where]
+            along = _sets(sides, yours, autograd, True)[side]
+            if along.any():
+                parts.append(_part(numeric.referee.tensors[label], where, along, yours, autograd, sides))
+                labels.append(label)
+                count += int((along != 0).sum())
+        if len(parts) >= 2 and not all(np.isclose(p[2], p[3]) for p in parts):
+            held = _held(numeric, " and ".join(labels), (), w, parts, count)
+            out += [held] if held is not None else []
     return out
 
 
@@ -267,6 +317,11 @@ UNJUDGED = ("{}: {} of its {} elements, where yours or torch's lies outside the 
             "there, or a kink no coordinate alone shows, as at a median's tie), and any way of adding up their "
             "parts is some convention's; a mistake there cannot be seen at this input: check also at inputs "
             "without exact ties or zeros")
+
+
+TOGETHER = ("{}: each tensor's kinks add up on their own, but not together (manual~ties): a tie between "
+            "tensors (np.maximum(a, b) at a == b) given whole to both or to neither, or one kink's derivative "
+            "taken with two conventions (dW with z > 0, db with z >= 0); take one convention for every tensor")
 
 
 def _sampled(numeric, runs, label, where, exact, afforded, rerun) -> list[Note]:
@@ -319,7 +374,7 @@ def judge(numeric, runs, comparisons: list, exact, rerun=None) -> tuple[list, li
     if not hasattr(numeric, "fd"):  # no numeric witness (a half-precision kernel): nothing to tell kinks by
         return comparisons, []
     failing = {c.tensor for c in comparisons if not c.ok}
-    notes = []
+    notes, judged = [], []
     for label, t in numeric.referee.tensors.items():
         coords = numeric.coords[label]
         if label not in failing or coords is None:
@@ -353,6 +408,10 @@ def judge(numeric, runs, comparisons: list, exact, rerun=None) -> tuple[list, li
             at = [i for i, c in enumerate(comparisons) if c.tensor == label]
             comparisons = comparisons[:at[0]] + again + tied + [c for c in comparisons[at[0]:] if c.tensor != label]
         notes.append(_note(label, int(kink.sum()), len(where), met, again, tied, len(coords) < t.size or hidden))
+        if all(c.ok for c in again + tied):
+            judged.append((label, where, sides))
         if unjudged.any() and all(c.ok for c in again):
             notes.append(Note("not judged", UNJUDGED.format(label, int(unjudged.sum()), t.size)))
-    return comparisons, notes
+    across = together(numeric, runs, exact, judged)
+    notes += [Note("kinks", TOGETHER.format(c.tensor)) for c in across if not c.ok]
+    return comparisons + across, notes

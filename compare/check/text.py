@@ -53,9 +53,10 @@ def facts(f: Failure) -> list[str]:
         return [f"along a random direction u, <{a}, u> = {g.ours:.6g} but the central difference gives "
                 f"{g.theirs:.6g}", *map(_measure, f.measures)]
     if f.what == "ties":
-        return [f"along u = 1 at the {f.compared} kinks where yours takes a whole one-sided derivative (or a share "
-                f"of one), <{a}, u> = {g.ours:.6g} but the one-sided derivatives of your forward along u give "
-                f"{g.theirs:.6g}: moved together they act as fewer kinks (a tie), whose shares add up to the whole",
+        return [f"along u = ±1 at the {f.compared} kinks where yours takes a whole one-sided derivative or a share "
+                f"of one (1 where it moves up, −1 down), <{a}, u> = {g.ours:.6g} but the one-sided derivatives of "
+                f"your forward along u give {g.theirs:.6g}: moved together these kinks do not add up (a tie, or one kink "
+                "shared by several elements), where each convention's do",
                 *map(_measure, f.measures)]
     lines = [_measure(m) for m in sorted(f.measures, key=lambda m: m.ok)]
     if f.differ is not None:
