@@ -55,8 +55,8 @@ def facts(f: Failure) -> list[str]:
     if f.what == "ties":
         return [f"along u = ±1 at the {f.compared} kinks where yours takes a whole one-sided derivative or a share "
                 f"of one (1 where it moves up, −1 down), <{a}, u> = {g.ours:.6g} but the one-sided derivatives of "
-                f"your forward along u give {g.theirs:.6g}: moved together these kinks do not add up (a tie, or one kink "
-                "shared by several elements), where each convention's do",
+                f"your forward along u give {g.theirs:.6g}: moved together these kinks do not add up (a tie, or one "
+                "kink shared by several elements), where each convention's do",
                 *map(_measure, f.measures)]
     lines = [_measure(m) for m in sorted(f.measures, key=lambda m: m.ok)]
     if f.differ is not None:
