@@ -73,6 +73,11 @@ class Sides(NamedTuple):
         return np.maximum(self.right, self.left) + self.slack
 
 
+def _flat(runs, witness: str, label: str) -> np.ndarray:
+    """`witness`'s gradient for `label`, flat, in float64."""
+    return np.asarray(runs[witness].grads[label], np.float64).reshape(-1)
+
+
 def find(numeric, label: str, coords: np.ndarray) -> Sides:
     """The ``Sides`` at the flat indices `coords` of `label`: where the forward has a kink, and
     the one-sided derivatives there (with their error)."""
@@ -114,7 +119,7 @@ def _again(numeric, runs, label, mine, exact, kink, low, high, unjudged, hidden)
     witness is not in `runs` (a rerun, another analytic witness) stays as it was."""
     t, coords = numeric.referee.tensors[label], numeric.coords[label]
     shape, off, on = t.shape, np.flatnonzero(~kink), np.flatnonzero(kink & ~unjudged)
-    flat = {w: np.asarray(run.grads[label], np.float64).reshape(-1) for w, run in runs.items()}
+    flat = {w: _flat(runs, w, label) for w in runs}
     values, rounding = numeric.fd[label]  # at coords
     fd_error = tolerances.difference_error(rounding, fd.truncation(values, numeric.at_2h(label, ("fd",))[0]))
     taken = np.flatnonzero(~kink[coords])  # positions in coords off the kinks
@@ -156,7 +161,7 @@ def _interval(numeric, runs, label, coords, exact):
     sides = find(numeric, label, coords)
     if not exact[1].startswith("torch"):
         return sides, sides.low, sides.high, 0
-    autograd = np.asarray(runs[exact[1]].grads[label], np.float64).reshape(-1)[coords]
+    autograd = _flat(runs, exact[1], label)[coords]
     low, high, outside = meeting(sides.low, sides.high, autograd)
     return sides, low, high, int((outside & sides.kink).sum())
 
@@ -193,8 +198,9 @@ def beside(numeric, rerun, label: str, coords: np.ndarray, sides: Sides, samples
     return met
 
 
-def _unjudged(numeric, rerun, label, where, sides, low, high, flat, kink) -> np.ndarray:
-    """The elements not judged (of the tensor, flat), marking in `kink` those found beside θ alone.
+def _unjudged(numeric, rerun, label, where, sides, low, high, flat, kink) -> tuple[np.ndarray, bool]:
+    """The elements not judged (of the tensor, flat), marking in `kink` those found beside θ alone,
+    and whether there were any of those (a hidden kink).
 
     At a kink where yours or torch's lies outside the interval: a mistake at a lone kink, or a
     convention where several meet (``beside``). Where no one-sided difference jumps and torch's own
@@ -203,9 +209,9 @@ def _unjudged(numeric, rerun, label, where, sides, low, high, flat, kink) -> np.
     while moving the three moves it, and torch's one-hot gradient is one region's. ``beside`` tells
     that from a torch gradient that is wrong at a smooth point (the derivative beside θ is then the
     one-sided one, wherever θ is moved)."""
-    unjudged = np.zeros(kink.size, bool)
+    unjudged, found = np.zeros(kink.size, bool), False
     if rerun is None:
-        return unjudged
+        return unjudged, found
     off = np.any([(a[where] < low) | (a[where] > high) for a in flat], axis=0)
     hidden = ~sides.kink & ((flat[-1][where] < sides.low) | (flat[-1][where] > sides.high))
     if hidden.any():  # torch's hints at a hidden kink: then at yours too (its tie's other elements)
@@ -214,7 +220,8 @@ def _unjudged(numeric, rerun, label, where, sides, low, high, flat, kink) -> np.
         if look.any():
             seen = where[look][beside(numeric, rerun, label, where[look], Sides(*(a[look] for a in sides)), samples)]
             kink[seen] = unjudged[seen] = True
-    return unjudged
+            found = found or (samples == HIDDEN_SAMPLES and len(seen) > 0)
+    return unjudged, found
 
 
 def _held(numeric, title: str, shape, w: str, parts: list, count: int) -> Comparison | None:
@@ -270,10 +277,10 @@ def ties(numeric, runs, label, exact, where, sides, unjudged: bool) -> list[Comp
     if not exact[1].startswith("torch"):
         return []
     t = numeric.referee.tensors[label]
-    autograd = np.asarray(runs[exact[1]].grads[label], np.float64).reshape(-1)[where]
+    autograd = _flat(runs, exact[1], label)[where]
     out = []
     for w in exact[:1]:
-        yours = np.asarray(runs[w].grads[label], np.float64).reshape(-1)[where]
+        yours = _flat(runs, w, label)[where]
         for along in _sets(sides, yours, autograd, unjudged):
             on = along != 0
             if on.sum() < 2 or np.array_equal(yours[on], autograd[on]):
@@ -295,8 +302,8 @@ def together(numeric, runs, exact, judged: list) -> list[Comparison]:
     for side in (0, 1, 3):
         parts, labels, count = [], [], 0
         for label, where, sides in judged:
-            yours = np.asarray(runs[w].grads[label], np.float64).reshape(-1)[where]
-            autograd = np.asarray(runs[exact[1]].grads[label], np.float64).reshape(-1)[where]
+            yours = _flat(runs, w, label)[where]
+            autograd = _flat(runs, exact[1], label)[where]
             along = _sets(sides, yours, autograd, True)[side]
             if along.any():
                 parts.append(_part(numeric.referee.tensors[label], where, along, yours, autograd, sides))
@@ -328,7 +335,7 @@ def _sampled(numeric, runs, label, where, exact, afforded, rerun) -> list[Note]:
     """Too many differing elements to take one by one: an evenly spaced sample of them, and a note
     (the comparisons stand) when every one sampled sits at a kink with yours inside its interval
     or where several kinks meet (``beside``), which tells a convention at kinks from a mistake."""
-    mine = np.asarray(runs[exact[0]].grads[label], np.float64).reshape(-1)
+    mine = _flat(runs, exact[0], label)
     for n in (FIRST_LOOK, afforded):  # a mistake shows at once: eight elements before the whole sample
         sample = where[np.linspace(0, len(where) - 1, n).astype(int)]
         sides, low, high, _ = _interval(numeric, runs, label, sample, exact)
@@ -381,7 +388,7 @@ def judge(numeric, runs, comparisons: list, exact, rerun=None) -> tuple[list, li
             continue
         # Kinks matter only where a pair differs: the one-sided differences are taken there alone,
         # for at most as many elements as fd took (else the comparisons stand, with a sample's note).
-        flat = [np.asarray(runs[w].grads[label], np.float64).reshape(-1) for w in exact]
+        flat = [_flat(runs, w, label) for w in exact]
         values = numeric.fd[label][0]
         peak = max(*(float(np.abs(a).max(initial=0)) for a in [*flat, values]), tolerances.TINY)
         differ = np.abs(flat[0] - flat[1]) > tolerances.elementwise_rel(np.float64) * peak
@@ -397,20 +404,20 @@ def judge(numeric, runs, comparisons: list, exact, rerun=None) -> tuple[list, li
         kink, low, high = np.zeros(t.size, bool), np.full(t.size, np.nan), np.full(t.size, np.nan)
         sides, low[where], high[where], met = _interval(numeric, runs, label, where, exact)
         kink[where] = sides.kink
-        unjudged = _unjudged(numeric, rerun, label, where, sides, low[where], high[where], flat, kink)
+        unjudged, hidden = _unjudged(numeric, rerun, label, where, sides, low[where], high[where], flat, kink)
         if not kink.any():
             continue
-        hidden = bool((unjudged & ~np.isin(np.arange(t.size), where[sides.kink])).any())
         again = _again(numeric, runs, label, [c for c in comparisons if c.tensor == label], exact, kink, low, high,
                        unjudged, hidden)
-        tied = ties(numeric, runs, label, exact, where, sides, bool(unjudged.any())) if all(c.ok for c in again) else []
-        if all(c.ok for c in again):
+        held = all(c.ok for c in again)
+        tied = ties(numeric, runs, label, exact, where, sides, bool(unjudged.any())) if held else []
+        if held:
             at = [i for i, c in enumerate(comparisons) if c.tensor == label]
             comparisons = comparisons[:at[0]] + again + tied + [c for c in comparisons[at[0]:] if c.tensor != label]
         notes.append(_note(label, int(kink.sum()), len(where), met, again, tied, len(coords) < t.size or hidden))
-        if all(c.ok for c in again + tied):
+        if held and all(c.ok for c in tied):
             judged.append((label, where, sides))
-        if unjudged.any() and all(c.ok for c in again):
+        if held and unjudged.any():
             notes.append(Note("not judged", UNJUDGED.format(label, int(unjudged.sum()), t.size)))
     across = together(numeric, runs, exact, judged)
     notes += [Note("kinks", TOGETHER.format(c.tensor)) for c in across if not c.ok]
